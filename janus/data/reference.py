@@ -1,4 +1,4 @@
-"""Paths to the vendored reference data (third_party/reference): class lists, label sets, templates, maps.
+"""Paths to the vendored reference data (third_party/reference): class lists, label sets, maps.
 
 Set JANUS_REFERENCE_DIR to read them from elsewhere (e.g. a non-editable install).
 """
