@@ -1,0 +1,241 @@
+"""Orbax checkpoints: `<workdir>/checkpoints/<step>/` with items "state", "data_iter", "config".
+
+- "state": pytree {"step", "params", "batch_stats"?, "opt_state"?} (sharded arrays; every process
+  writes its part).
+- "data_iter": the grain iterator state (per process), so a resumed run reads exactly the next batch.
+- "config": the resolved config as JSON.
+
+Saves are asynchronous (orbax writes into a temporary directory and renames it when complete), so a
+crash while writing leaves the previous checkpoints intact and the half-written one is ignored:
+`list_complete_steps` and the manager only see finalised steps.
+
+Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`,
+`load_for_inference`, `save_for_inference`, `list_complete_steps`, `load_params_for_init`,
+`merge_params`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoints_dir(workdir: str | os.PathLike) -> epath.Path:
+    return epath.Path(workdir) / CHECKPOINTS
+
+
+def _is_complete(path: epath.Path) -> bool:
+    return (
+        path.is_dir()
+        and path.name.isdigit()
+        and not ocp.step.is_tmp_checkpoint(path)
+        and ocp.step.is_checkpoint_finalized(path)
+        and (path / "state").is_dir()
+    )
+
+
+def list_complete_steps(workdir: str | os.PathLike) -> list[int]:
+    """Steps of finished checkpoints under <workdir>/checkpoints (ignores ones being written)."""
+    d = checkpoints_dir(workdir)
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name) for p in d.iterdir() if _is_complete(p))
+
+
+def _grain_args():
+    import grain
+
+    return grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore
+
+
+def _is_grain_iter(it) -> bool:
+    return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
+
+
+class Checkpointer:
+    """The training run's checkpoint manager: save every N steps and at the end, keep the last K
+    plus every M-th step, restore the latest complete one."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_every: int | None = None,
+        async_save: bool = True,
+    ):
+        self.directory = checkpoints_dir(workdir)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            keep_period=keep_every,
+            enable_async_checkpointing=async_save,
+            create=True,
+            cleanup_tmp_directories=True,  # leftovers of a crash mid-write
+            save_interval_steps=1,  # the loop decides when to save
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        self.manager.reload()
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state, *, data_iter=None, config: Mapping | None = None) -> bool:
+        items = {"state": ocp.args.StandardSave(state)}
+        if _is_grain_iter(data_iter):
+            save_cls, _ = _grain_args()
+            items["data_iter"] = save_cls(data_iter)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(dict(config))
+        return self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, step: int, abstract_state, *, data_iter=None):
+        """Restores "state" into `abstract_state` (ShapeDtypeStructs with shardings) and, when the
+        checkpoint has one, the grain iterator in place. -> state."""
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if _is_grain_iter(data_iter) and (self.directory / str(step) / "data_iter").exists():
+            _, restore_cls = _grain_args()
+            items["data_iter"] = restore_cls(data_iter)
+        out = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+        return out["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inference / conversion
+
+
+def _resolve_step_dir(path: str | os.PathLike) -> epath.Path:
+    """Accepts <workdir>, <workdir>/checkpoints or <workdir>/checkpoints/<step>; -> the step dir."""
+    p = epath.Path(path)
+    if (p / "state").is_dir():
+        return p
+    for base in (p / CHECKPOINTS, p):
+        if base.is_dir():
+            steps = sorted(int(c.name) for c in base.iterdir() if _is_complete(c))
+            if steps:
+                return base / str(steps[-1])
+    raise FileNotFoundError(f"no complete checkpoint at {p}")
+
+
+def _restore_numpy(item_dir: epath.Path, keys: tuple[str, ...] | None = None) -> dict:
+    """Restores a saved pytree as host numpy arrays (works on any device topology)."""
+    ckptr = ocp.PyTreeCheckpointer()
+    meta = ckptr.metadata(item_dir)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    if keys is not None:
+        tree = {k: v for k, v in tree.items() if k in keys}
+    restore_args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+        tree,
+        is_leaf=lambda x: not isinstance(x, Mapping | list | tuple),
+    )
+    return ckptr.restore(
+        item_dir,
+        args=ocp.args.PyTreeRestore(
+            item=tree, restore_args=restore_args, partial_restore=keys is not None
+        ),
+    )
+
+
+def _read_json_item(step_dir: epath.Path) -> dict:
+    item = step_dir / "config"
+    if not item.exists():
+        return {}
+    ckptr = ocp.Checkpointer(ocp.JsonCheckpointHandler())
+    return dict(ckptr.restore(item, args=ocp.args.JsonRestore()))
+
+
+def load_for_inference(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict, int]:
+    """-> (config dict, variables {"params", "batch_stats"?} as numpy, step).
+
+    `checkpoint_dir` is a step dir, a checkpoints dir or a workdir (then the latest complete step).
+    """
+    step_dir = _resolve_step_dir(checkpoint_dir)
+    state = _restore_numpy(step_dir / "state", keys=("step", "params", "batch_stats"))
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    step = int(np.asarray(state.get("step", step_dir.name)))
+    return _read_json_item(step_dir), variables, step
+
+
+def save_for_inference(
+    workdir: str | os.PathLike, step: int, config: Mapping, variables: Mapping
+) -> str:
+    """Writes <workdir>/checkpoints/<step>/ in the training layout, without optimizer state.
+    -> the step dir."""
+    state = {"step": np.asarray(step, np.int32), "params": variables["params"]}
+    if variables.get("batch_stats"):
+        state["batch_stats"] = variables["batch_stats"]
+    ck = Checkpointer(workdir, keep=1_000_000, async_save=False)
+    ck.save(step, state, config=config)
+    ck.close()
+    return str(ck.directory / str(step))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Initialising from another checkpoint (fine-tuning, linear probes)
+
+
+def load_params_for_init(path: str | os.PathLike) -> dict:
+    """Variables {"params", "batch_stats"?} of the latest complete checkpoint at `path`."""
+    _, variables, _ = load_for_inference(path)
+    return variables
+
+
+def _flat(tree, prefix=()):
+    if isinstance(tree, Mapping):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, prefix + (str(k),)))
+        return out
+    return {"/".join(prefix): tree}
+
+
+def merge_params(fresh: Mapping, loaded: Mapping, include: str = ".*", exclude: str = ""):
+    """Takes from `loaded` every leaf whose path ('a/b/c') matches `include` and not `exclude`,
+    the rest from `fresh`. Shapes must match. -> (merged tree, sorted list of paths taken)."""
+    inc, exc = re.compile(include), re.compile(exclude) if exclude else None
+    flat_loaded = _flat(loaded)
+    taken = []
+
+    def pick(path, leaf):
+        from janus.optim import param_path
+
+        p = param_path(path)
+        if not inc.search(p) or (exc and exc.search(p)) or p not in flat_loaded:
+            return leaf
+        new = flat_loaded[p]
+        if tuple(np.shape(new)) != tuple(np.shape(leaf)):
+            raise ValueError(
+                f"init_from: parameter {p!r} has shape {np.shape(new)} in the checkpoint but "
+                f"{np.shape(leaf)} in the model; exclude it with checkpoint.init_exclude"
+            )
+        taken.append(p)
+        return np.asarray(new, dtype=np.asarray(leaf).dtype if hasattr(leaf, "dtype") else None)
+
+    merged = jax.tree_util.tree_map_with_path(pick, dict(fresh))
+    if not taken:
+        raise ValueError(
+            f"init_from: no parameter matched include={include!r} exclude={exclude!r}; "
+            f"checkpoint paths start with {sorted(flat_loaded)[:5]}"
+        )
+    return merged, sorted(taken)

@@ -1,0 +1,84 @@
+"""Place converted tower/head/text weights into the janus wrapper layout, check them, and save.
+
+Layout (`janus.models.clip`): CE models ``{"params": {"image_tower", "head"}, "batch_stats":
+{"image_tower"}}``; CLIP models ``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}`` (the
+``clip_*`` towers end in CLIP's own projection, so there is no ``image_projection``). Every leaf is
+checked against ``jax.eval_shape`` of the model that ``create_model`` builds from the written config, so a
+checkpoint that saves is one the evaluator can load.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from janus.convert.common import Converted, check_tree_shapes
+
+
+def model_config(c: Converted, *, dtype: str = "float32", source: dict | None = None) -> dict:
+    """The config dict the checkpoint carries (DESIGN.md field names)."""
+    model: dict[str, Any] = {"name": c.name, "dtype": dtype, **c.tower_kwargs}
+    if c.clip is not None:
+        text = dict(c.clip["text_kwargs"])
+        text.pop("output_dim", None)  # create_model ties it to the image embedding width
+        model["text"] = text
+    config = {
+        "seed": 0,
+        "loss": c.loss,
+        "label_set": "in1000",
+        "model": model,
+        "input": {"resolution": c.image_size},
+    }
+    if c.clip is not None:
+        config["input"]["context_length"] = c.clip["text_kwargs"]["context_length"]
+    if source:
+        config["converted_from"] = dict(source)
+    return config
+
+
+def to_variables(c: Converted) -> dict:
+    params: dict = {"image_tower": c.tower["params"]}
+    variables: dict = {"params": params}
+    if c.tower.get("batch_stats"):
+        variables["batch_stats"] = {"image_tower": c.tower["batch_stats"]}
+    if c.loss == "ce":
+        if c.head is None:
+            raise ValueError(f"{c.name}: the state dict has no classifier head (fc/head)")
+        params["head"] = c.head
+    else:
+        params["text_tower"] = c.clip["text"]
+        params["logit_scale"] = np.asarray(c.clip["logit_scale"], np.float32)
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
+
+
+def build_checked(c: Converted, *, dtype: str = "float32"):
+    """-> (model, variables): the janus model for ``c`` and its variables, shape-checked."""
+    from janus.models import create_model, init_variables
+
+    cfg = model_config(c, dtype=dtype)
+    m = dict(cfg["model"])
+    name, text = m.pop("name"), m.pop("text", None)
+    model = create_model(name, c.loss, dtype=m.pop("dtype"), text=text, **m)
+    context = cfg["input"].get("context_length", 77)
+    template = jax.eval_shape(lambda: init_variables(model, 0, c.image_size, context))
+    variables = to_variables(c)
+    check_tree_shapes(variables, dict(template), f"{c.name} ({c.loss})")
+    return model, variables
+
+
+def save(
+    c: Converted,
+    workdir: str | os.PathLike,
+    *,
+    step: int = 0,
+    dtype: str = "float32",
+    source: dict | None = None,
+) -> str:
+    """Shape-check and write ``<workdir>/checkpoints/<step>/`` for the evaluator. -> the step dir."""
+    from janus.checkpoint import save_for_inference
+
+    _, variables = build_checked(c, dtype=dtype)
+    return save_for_inference(workdir, step, model_config(c, dtype=dtype, source=source), variables)

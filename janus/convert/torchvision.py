@@ -1,0 +1,76 @@
+"""torchvision ResNets (``torchvision.models.resnet*`` state dicts) -> `janus.models.resnet.ResNet`.
+
+timm's plain ResNets (``resnet18/26/34/50/101/152``, not the ``d``/``s`` stem variants) use the same key
+names, so `janus.convert.timm` reuses this mapping. The architecture is read off the keys (blocks per
+stage, Basic vs Bottleneck, base width) and must be one of the registry's ResNets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from janus.convert.common import Converted
+from janus.convert.loading import StateDictReader, batch_norm, conv_kernel, dense
+from janus.models.resnet import TOWER_FACTORIES
+
+
+def resnet_arch(state_dict: Mapping[str, np.ndarray], source: str = "state dict") -> str:
+    """Registry name of the ResNet a torchvision/timm state dict holds (ValueError if none fits)."""
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        m = re.match(r"layer(\d)\.(\d+)\.", key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    if sorted(blocks) != [1, 2, 3, 4] or "conv1.weight" not in state_dict:
+        raise ValueError(
+            f"{source}: not a torchvision-layout ResNet (need conv1 and layer1..4; "
+            f"first keys {list(state_dict)[:5]})"
+        )
+    stages = tuple(len(blocks[s]) for s in (1, 2, 3, 4))
+    block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    width = int(state_dict["conv1.weight"].shape[0])
+    for name, factory in TOWER_FACTORIES.items():
+        kw = factory.keywords
+        if (kw["stage_sizes"], kw["block"], kw.get("width", 64)) == (stages, block, width):
+            return name
+    raise ValueError(
+        f"{source}: ResNet with {block} blocks {list(stages)}, width {width} is not a janus ResNet "
+        f"(known: {sorted(TOWER_FACTORIES)})"
+    )
+
+
+def convert_resnet_tower(reader: StateDictReader, name: str) -> dict:
+    """Tower variables {"params", "batch_stats"} read from ``reader`` (keys without a prefix)."""
+    kw = TOWER_FACTORIES[name].keywords
+    params: dict = {"conv1": {"kernel": conv_kernel(reader.take("conv1.weight"))}}
+    stats: dict = {}
+    params["bn1"], stats["bn1"] = batch_norm(reader, "bn1")
+    n_convs = 3 if kw["block"] == "bottleneck" else 2
+    for s, n_blocks in enumerate(kw["stage_sizes"], start=1):
+        for b in range(n_blocks):
+            src, dst = f"layer{s}.{b}", f"layer{s}_{b}"
+            p: dict = {}
+            st: dict = {}
+            for i in range(1, n_convs + 1):
+                p[f"conv{i}"] = {"kernel": conv_kernel(reader.take(f"{src}.conv{i}.weight"))}
+                p[f"bn{i}"], st[f"bn{i}"] = batch_norm(reader, f"{src}.bn{i}")
+            if reader.has(f"{src}.downsample.0.weight"):
+                p["downsample_conv"] = {"kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))}
+                p["downsample_bn"], st["downsample_bn"] = batch_norm(reader, f"{src}.downsample.1")
+            params[dst], stats[dst] = p, st
+    return {"params": params, "batch_stats": stats}
+
+
+def convert_resnet(
+    state_dict: Mapping[str, np.ndarray], source: str = "torchvision", name: str | None = None
+) -> Converted:
+    """A torchvision/timm ResNet classifier (with its 1000-way ``fc``) -> a janus CE model."""
+    name = name or resnet_arch(state_dict, source)
+    reader = StateDictReader(state_dict, source, ignore=("num_batches_tracked",))
+    tower = convert_resnet_tower(reader, name)
+    head = dense(reader, "fc") if reader.has("fc.weight") else None
+    reader.finish()
+    return Converted(name=name, loss="ce", tower=tower, head=head)

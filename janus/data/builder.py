@@ -1,0 +1,537 @@
+"""Building a records split from raw sources: scan, label, budget, verify, write shards in parallel.
+
+Stages (all deterministic in the config, whatever the worker count):
+1. scan every source into candidates (`janus.data.sources`), label caption-only ones with
+   `janus.data.matching.Matcher`, restrict labels to the label set, add template captions to
+   labelled samples without one; drop (counted) what cannot be used;
+2. choose the budget (`janus.data.budget.select_budget`); decode each chosen image once (in the
+   worker pool); images that fail are counted skips and the budget is chosen again without them
+   (still nested: a bad image is excluded at every budget), until every chosen image decodes;
+3. order the chosen samples by a seeded hash, cut them into shards and save the plan in
+   `<out>/.build/<split>.plan.json.gz`;
+4. write the shards in a process pool; each finished shard gets its `.index` and a `.done` marker.
+
+Resume: a rerun with the same config reuses the saved plan and keeps every shard whose `.done`
+marker, shard and index agree; only unfinished shards are (re)written. A different config for a split
+that already has shards is an error unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from janus.data import labelsets, records
+from janus.data.budget import priorities, select_budget
+from janus.data.images import BadImageError, prepare_image
+from janus.data.skips import SkipCounter
+from janus.data.sources import Candidate, make_source, read_bytes
+
+BUILDER_VERSION = 1
+_PLAN_DIR = ".build"
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    sources: list[dict]
+    out: str
+    split: str = "train"
+    label_set: str = "in1000"
+    budget: int | None = None
+    seed: int = 0
+    class_balanced: bool = False
+    source_weights: dict[str, float] | None = None
+    source_counts: dict[str, int] | None = None
+    matching: str = "single"
+    class_names: str = "clip"
+    num_shards: int = 8
+    keep_unlabeled: bool = False
+    name: str | None = None
+
+    def fingerprint(self) -> str:
+        d = dataclasses.asdict(self)
+        d.pop("out")
+        d.pop("name")
+        d["builder_version"] = BUILDER_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- labelling
+
+
+def _fallback_template(label: int, names: list[str]) -> str:
+    return f"a photo of a {names[label]}."
+
+
+def make_labeler(cfg: BuildConfig) -> tuple[Callable, Callable]:
+    """(match(captions) -> labels, template(label) -> caption), from janus.data.matching if present."""
+    label_set = labelsets.resolve_label_set(cfg.label_set)
+    try:
+        from janus.data import matching
+    except ImportError:
+        matching = None
+    names = labelsets.class_names(cfg.class_names)
+
+    if matching is not None and hasattr(matching, "template_caption"):
+
+        def template(label: int) -> str:
+            return matching.template_caption(int(label), class_names=cfg.class_names)
+    else:
+
+        def template(label: int) -> str:
+            return _fallback_template(int(label), names)
+
+    matcher = None
+
+    def match(captions: Sequence[str]) -> list[int]:
+        nonlocal matcher
+        if matcher is None:
+            if matching is None:
+                raise RuntimeError(
+                    "caption-only sources need janus.data.matching (Matcher), which is not available"
+                )
+            matcher = matching.Matcher(
+                class_names=cfg.class_names, label_set=label_set.tolist(), mode=cfg.matching
+            )
+        for caption in captions:  # the first caption that matches decides
+            labels = matcher.match(caption)
+            if labels:
+                return [int(x) for x in labels]
+        return []
+
+    return match, template
+
+
+def label_candidates(
+    candidates, cfg: BuildConfig, skips: SkipCounter, match=None, template=None
+) -> list[Candidate]:
+    """Labels restricted to the label set, captions filled in; unusable candidates are counted."""
+    if match is None or template is None:
+        match, template = make_labeler(cfg)
+    in_set = labelsets.class_mask(labelsets.resolve_label_set(cfg.label_set))
+    out, seen = [], set()
+    for c in candidates:
+        if c.key in seen:
+            skips.add("duplicate key", c.key)
+            continue
+        seen.add(c.key)
+        labels, label_source = c.labels, c.label_source
+        if labels is None:
+            if not c.captions:
+                skips.add("empty caption", c.key)
+                continue
+            labels, label_source = match(c.captions), f"matched:{cfg.matching}"
+            if not labels and not cfg.keep_unlabeled:
+                skips.add("caption matched no class", c.key, c.captions[0][:60])
+                continue
+        bad = [x for x in labels if not 0 <= x < len(in_set)]
+        if bad:
+            skips.add("label outside ImageNet-1k", c.key, str(bad[:3]))
+            continue
+        kept = tuple(int(x) for x in labels if in_set[x])
+        if labels and not kept and not cfg.keep_unlabeled:
+            skips.add("no label in label set", c.key, str(list(labels)[:3]))
+            continue
+        captions = c.captions
+        if not captions:
+            if not kept:
+                skips.add("empty caption", c.key)
+                continue
+            captions = (template(kept[0]),)
+        out.append(dataclasses.replace(c, labels=kept, captions=captions, label_source=label_source))
+    return out
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _verify_one(locator) -> tuple[str | None, str, str]:
+    """(error or None, sha1 of the raw bytes, stored format)."""
+    try:
+        data = read_bytes(locator)
+    except OSError as e:
+        return f"missing or unreadable file: {e}", "", ""
+    try:
+        _, fmt = prepare_image(data)
+    except BadImageError as e:
+        return f"undecodable image: {e}", "", ""
+    return None, hashlib.sha1(data).hexdigest(), fmt
+
+
+def _verify_chunk(locators: list) -> list:
+    return [_verify_one(tuple(loc)) for loc in locators]
+
+
+def _shard_paths(out: pathlib.Path, split: str, i: int, n: int):
+    shard = out / records.shard_name(split, i, n)
+    return shard, pathlib.Path(str(shard) + ".done")
+
+
+def _write_shard(task) -> tuple[int, list[int]]:
+    out, split, i, n, fingerprint, rows = task
+    shard, done = _shard_paths(pathlib.Path(out), split, i, n)
+    with records.ShardWriter(shard) as w:
+        for row in rows:
+            data = read_bytes(tuple(row["locator"]))
+            if hashlib.sha1(data).hexdigest() != row["sha1"]:
+                raise RuntimeError(f"{row['locator']}: file changed during the build ({row['key']})")
+            if row["format"] in ("jpeg", "png") and _is_kept_format(data):
+                fmt = row["format"]
+            else:
+                data, fmt = prepare_image(data)
+            w.write(
+                records.encode_example(
+                    {
+                        "image/encoded": data,
+                        "image/format": fmt,
+                        "label": row["labels"],
+                        "label/source": row["label_source"],
+                        "caption": row["captions"],
+                        "source": row["source"],
+                        "key": row["key"],
+                    }
+                )
+            )
+        offsets = list(w.offsets)
+    marker = {"fingerprint": fingerprint, "n": len(rows), "offsets": offsets}
+    tmp = done.with_name(done.name + ".tmp")
+    tmp.write_text(json.dumps(marker))
+    os.replace(tmp, done)
+    return i, offsets
+
+
+def _is_kept_format(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _shard_done(out: pathlib.Path, split: str, i: int, n: int, fingerprint: str, rows) -> list | None:
+    shard, done = _shard_paths(out, split, i, n)
+    if not (done.is_file() and shard.is_file()):
+        return None
+    try:
+        marker = json.loads(done.read_text())
+        offsets = records.read_index(shard)
+    except (ValueError, OSError):
+        return None
+    if marker.get("fingerprint") != fingerprint or marker.get("n") != len(rows):
+        return None
+    if offsets.tolist() != marker["offsets"]:
+        return None
+    return marker["offsets"]
+
+
+class _Pool:
+    """A process pool, or in-process mapping for workers <= 1 (no start-up cost in tests)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._pool = None
+        if self.workers > 1:
+            # fork is cheap; after jax is imported, fork is unsafe (threads), so use spawn then.
+            method = "spawn" if "jax" in sys.modules else "fork"
+            self._pool = multiprocessing.get_context(method).Pool(self.workers)
+
+    def imap_unordered(self, fn, items):
+        if self._pool is None:
+            return map(fn, items)
+        return self._pool.imap_unordered(fn, items)
+
+    def map(self, fn, items):
+        if self._pool is None:
+            return list(map(fn, items))
+        return self._pool.map(fn, items)
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+
+
+class _Progress:
+    def __init__(self, what: str, total: int, enabled: bool):
+        self.what, self.total, self.enabled = what, total, enabled
+        self.done, self.t0, self._last = 0, time.time(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, k: int, extra: str = "") -> None:
+        self.done += k
+        now = time.time()
+        if not self.enabled or (now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total):
+            return
+        self._last = now
+        rate = self.done / max(now - self.t0, 1e-9)
+        line = f"[build] {self.what}: {self.done}/{self.total} ({rate:.0f}/s){extra}"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+        if self.tty and self.done >= self.total:
+            print(file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def _plan_path(out: pathlib.Path, split: str) -> pathlib.Path:
+    return out / _PLAN_DIR / f"{split}.plan.json.gz"
+
+
+def _save_json_gz(path: pathlib.Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(json.dumps(obj).encode())
+    os.replace(tmp, path)
+
+
+def _load_json_gz(path: pathlib.Path):
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
+def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
+    skips = SkipCounter()
+    sources = [make_source(s) for s in cfg.sources]
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique, got {names}")
+    raw, per_source_scanned = [], Counter()
+    for src in sources:
+        for c in src.scan(skips):
+            raw.append(c)
+            per_source_scanned[src.name] += 1
+    log(f"scanned {len(raw)} candidates from {len(sources)} source(s)")
+    cands = label_candidates(raw, cfg, skips)
+    log(f"{len(cands)} candidates usable for label set {cfg.label_set}")
+    for name in (cfg.source_counts or {}) | (cfg.source_weights or {}):
+        if name not in names:
+            raise ValueError(f"budget names source {name!r}, not among the sources {names}")
+
+    entries = [{"key": c.key, "source": c.source, "labels": list(c.labels)} for c in cands]
+    bad: set[int] = set()
+    verified: dict[int, tuple[str, str]] = {}
+    chunk = 64
+    while True:
+        alive = [i for i in range(len(cands)) if i not in bad]
+        if cfg.budget is None:
+            chosen = alive
+        else:
+            try:
+                pos = select_budget(
+                    [entries[i] for i in alive],
+                    cfg.budget,
+                    seed=cfg.seed,
+                    class_balanced=cfg.class_balanced,
+                    source_weights=cfg.source_weights,
+                    source_counts=cfg.source_counts,
+                )
+            except ValueError as e:
+                note = f" ({len(bad)} candidates were dropped as bad images)" if bad else ""
+                raise ValueError(f"{e}{note}\n{skips.report()}") from None
+            chosen = [alive[p] for p in pos.tolist()]
+        todo = [i for i in chosen if i not in verified]
+        if not todo:
+            break
+        bar = _Progress("verifying images", len(todo), progress)
+        pieces = [todo[j : j + chunk] for j in range(0, len(todo), chunk)]
+        results = pool.map(_verify_chunk, [[cands[i].locator for i in p] for p in pieces])
+        for piece, res in zip(pieces, results):
+            for i, (err, digest, fmt) in zip(piece, res):
+                if err:
+                    bad.add(i)
+                    reason = err.split(":")[0]
+                    skips.add(reason, cands[i].key, err[len(reason) + 2 :][:120])
+                else:
+                    verified[i] = (digest, fmt)
+            bar.update(len(piece))
+    if not chosen:
+        raise ValueError(f"nothing to build for split {cfg.split!r}\n{skips.report()}")
+
+    # Shuffle across shards by a seeded hash of the key: the order is a function of the config only.
+    prio = priorities([cands[i].key for i in chosen], cfg.seed)
+    ordered = [chosen[j] for j in np.argsort(prio, kind="stable")]
+    num_shards = max(1, min(cfg.num_shards, len(ordered)))
+    bounds = np.linspace(0, len(ordered), num_shards + 1).round().astype(int)
+    shards = []
+    for s in range(num_shards):
+        rows = []
+        for i in ordered[bounds[s] : bounds[s + 1]]:
+            c = cands[i]
+            rows.append(
+                {
+                    "key": c.key,
+                    "source": c.source,
+                    "labels": list(c.labels),
+                    "captions": list(c.captions),
+                    "label_source": c.label_source,
+                    "locator": list(c.locator),
+                    "sha1": verified[i][0],
+                    "format": verified[i][1],
+                }
+            )
+        shards.append(rows)
+    return {
+        "fingerprint": cfg.fingerprint(),
+        "shards": shards,
+        "skipped": skips.to_dict(),
+        "scanned": dict(per_source_scanned),
+        "usable": dict(Counter(c.source for c in cands)),
+        "source_kinds": {s.name: spec.get("kind") for s, spec in zip(sources, cfg.sources)},
+    }
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def build_dataset(
+    cfg: BuildConfig,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+    command: str | None = None,
+    log=None,
+) -> dict:
+    """Build (or resume) one split of a records directory; returns the split's build summary."""
+    log = log or (lambda msg: print(f"[build] {msg}", file=sys.stderr) if progress else None)
+    out = pathlib.Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labelsets.resolve_label_set(cfg.label_set)  # unknown label set: fail before any work
+    fingerprint = cfg.fingerprint()
+    plan_path = _plan_path(out, cfg.split)
+    plan = _load_json_gz(plan_path) if plan_path.is_file() else None
+    if plan is not None and plan["fingerprint"] != fingerprint:
+        if not overwrite:
+            raise ValueError(
+                f"{out} already holds a build of split {cfg.split!r} with a different config; "
+                "pass --overwrite to replace it"
+            )
+        plan = None
+    if plan is None:
+        _remove_split(out, cfg.split)
+
+    pool = _Pool(workers)
+    try:
+        if plan is None:
+            plan = make_plan(cfg, pool, progress, log)
+            _save_json_gz(plan_path, plan)
+        else:
+            log(f"resuming split {cfg.split!r} from the saved plan")
+        shards = plan["shards"]
+        n_shards = len(shards)
+        offsets: dict[int, list[int]] = {}
+        tasks = []
+        for i, rows in enumerate(shards):
+            done = _shard_done(out, cfg.split, i, n_shards, fingerprint, rows)
+            if done is not None:
+                offsets[i] = done
+            else:
+                tasks.append((str(out), cfg.split, i, n_shards, fingerprint, rows))
+        if offsets:
+            log(f"kept {len(offsets)} finished shard(s), writing {len(tasks)}")
+        total = sum(len(r) for r in shards)
+        bar = _Progress(f"writing {cfg.split}", total, progress)
+        bar.update(sum(len(shards[i]) for i in offsets))
+        for i, offs in pool.imap_unordered(_write_shard, tasks):
+            offsets[i] = offs
+            bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")
+    finally:
+        pool.close()
+
+    manifest = []
+    for i, rows in enumerate(shards):
+        name = records.shard_name(cfg.split, i, n_shards)
+        for row, off in zip(rows, offsets[i]):
+            manifest.append(
+                {
+                    "key": row["key"],
+                    "source": row["source"],
+                    "labels": row["labels"],
+                    "label_source": row["label_source"],
+                    "split": cfg.split,
+                    "shard": name,
+                    "offset": off,
+                }
+            )
+    summary = {
+        "n": len(manifest),
+        "seed": cfg.seed,
+        "command": command,
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out"},
+        "fingerprint": fingerprint,
+        "num_shards": n_shards,
+        "per_source": dict(sorted(Counter(m["source"] for m in manifest).items())),
+        "per_class": _per_class(manifest),
+        "label_source": dict(sorted(Counter(m["label_source"] for m in manifest).items())),
+        "skipped": plan["skipped"],
+    }
+    sources_info = {
+        name: {
+            "kind": plan["source_kinds"].get(name),
+            "scanned": plan["scanned"].get(name, 0),
+            "usable": plan["usable"].get(name, 0),
+            "selected": summary["per_source"].get(name, 0),
+        }
+        for name in plan["source_kinds"]
+    }
+    finalize_split(out, cfg.split, manifest, summary, cfg.label_set, sources_info, cfg.name)
+    skips = SkipCounter()
+    skips.merge(plan["skipped"])
+    log(f"split {cfg.split!r}: {len(manifest)} samples in {n_shards} shard(s)")
+    log(skips.report())
+    return summary
+
+
+def _per_class(manifest) -> dict[str, int]:
+    c = Counter(m["labels"][0] if m["labels"] else -1 for m in manifest)
+    return {str(k): v for k, v in sorted(c.items())}
+
+
+def _remove_split(out: pathlib.Path, split: str) -> None:
+    for p in out.iterdir():
+        if p.name.startswith(f"{split}-") and ".tfrecord" in p.name:
+            p.unlink()
+    _plan_path(out, split).unlink(missing_ok=True)
+
+
+def finalize_split(
+    out: pathlib.Path,
+    split: str,
+    manifest: list[dict],
+    summary: dict,
+    label_set: str,
+    sources_info: dict,
+    name: str | None = None,
+    extra_info: dict | None = None,
+) -> dict:
+    """Merge this split into manifest.jsonl.gz and info.json (other splits are kept)."""
+    old = []
+    if (out / records.MANIFEST_FILE).is_file():
+        old = [m for m in records.read_manifest(out) if m.get("split") != split]
+    records.write_manifest(out, old + manifest)
+    info = records.read_info(out) if (out / records.INFO_FILE).is_file() else {}
+    if info.get("label_set") not in (None, label_set):
+        raise ValueError(
+            f"{out}: info.json has label set {info['label_set']!r}, this split uses {label_set!r}"
+        )
+    info.setdefault("name", name or out.resolve().name)
+    info["splits"] = {**info.get("splits", {}), split: len(manifest)}
+    info["features"] = records.FEATURES
+    info["label_set"] = label_set
+    srcs = info.get("sources", {})
+    for src, rec in sources_info.items():
+        srcs.setdefault(src, {})[split] = rec
+    info["sources"] = srcs
+    info["builder_version"] = BUILDER_VERSION
+    info["build"] = {**info.get("build", {}), split: summary}
+    info.update(extra_info or {})
+    records.write_info(out, info)
+    return info

@@ -1,0 +1,172 @@
+"""Label sets and ImageNet-1k class metadata, read from the vendored reference data.
+
+Records always store ImageNet-1k indices (0..999, the sorted-wnid order). A label set is metadata
+applied at train and eval time: a sorted array of those indices (`resolve_label_set`), or a boolean
+mask over the 1000 classes (`class_mask`). Nothing here is written from memory: every list comes
+from `third_party/reference/` through `janus.data.reference.load_json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+
+import numpy as np
+
+from janus.data.reference import load_json
+
+NUM_CLASSES = 1000
+
+_SUBSETS = "imagenet_label_subsets.json"
+_JANUS_SETS = "janus_label_sets.json"
+_CLIP = "clip_zeroshot_protocol.json"
+_SYNONYMS = "imagenet1k_synonyms.json"
+_OPENIMAGES = "openimages_to_imagenet1k.json"
+
+LABEL_SET_NAMES: tuple[str, ...] = (
+    "in1000",
+    "in100",
+    "in100_dogs",
+    *(f"in100_rand_{i:02d}" for i in range(1, 10)),
+    "mini10",
+)
+
+
+def _janus_set(name: str) -> list[int]:
+    return load_json(_JANUS_SETS)[name]
+
+
+def _named_set(name: str) -> list[int]:
+    if name == "in1000":
+        return list(range(NUM_CLASSES))
+    if name == "mini10":
+        # The synthetic JANuS-mini dataset uses the first 10 classes of the JANuS IN100 list.
+        return _janus_set("in100")[:10]
+    return _janus_set(name)
+
+
+def _read_index_file(path: pathlib.Path) -> list[int]:
+    text = path.read_text()
+    stripped = text.strip()
+    if stripped.startswith("["):
+        values = json.loads(stripped)
+    else:
+        values = [line.split("#")[0].strip() for line in text.splitlines()]
+        values = [v for v in values if v]
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"label set file {path}: entries must be integers ({e})") from None
+
+
+def _validate(indices: list[int], what: str) -> np.ndarray:
+    arr = np.asarray(sorted(set(indices)), dtype=np.int64)
+    if arr.size == 0:
+        raise ValueError(f"label set {what} is empty")
+    if arr.size != len(indices):
+        raise ValueError(f"label set {what} has duplicate indices")
+    bad = arr[(arr < 0) | (arr >= NUM_CLASSES)]
+    if bad.size:
+        raise ValueError(
+            f"label set {what}: indices outside [0, {NUM_CLASSES}): {bad[:10].tolist()}"
+        )
+    return arr
+
+
+@functools.cache
+def _resolve_cached(name_or_path: str) -> np.ndarray:
+    if name_or_path in LABEL_SET_NAMES:
+        arr = _validate(_named_set(name_or_path), repr(name_or_path))
+    else:
+        path = pathlib.Path(os.path.expanduser(name_or_path))
+        if not path.is_file():
+            raise ValueError(
+                f"unknown label set {name_or_path!r}: not one of {', '.join(LABEL_SET_NAMES)} "
+                "and not a file of indices (JSON list or one index per line)"
+            )
+        arr = _validate(_read_index_file(path), str(path))
+    arr.setflags(write=False)
+    return arr
+
+
+def resolve_label_set(name_or_path: str | os.PathLike) -> np.ndarray:
+    """Sorted int64 ImageNet-1k indices of a named label set or of a file of indices."""
+    return _resolve_cached(os.fspath(name_or_path)).copy()
+
+
+def class_mask(label_set_indices, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Boolean mask [num_classes], True for classes in the label set."""
+    idx = np.asarray(label_set_indices, dtype=np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
+        raise ValueError(f"label set indices outside [0, {num_classes})")
+    mask = np.zeros(num_classes, dtype=bool)
+    mask[idx] = True
+    return mask
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in sorted order (index = class id)."""
+    return list(load_json(_SUBSETS)["imagenet_1k_wnids_sorted"])
+
+
+@functools.cache
+def wnid_to_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+def synonyms() -> list[list[str]]:
+    """WordNet lemma synonyms of every class, index -> list of names."""
+    table = load_json(_SYNONYMS)["synonyms"]
+    return [list(table[str(i)]) for i in range(NUM_CLASSES)]
+
+
+def class_names(kind: str = "clip") -> list[str]:
+    """1000 names: `clip` (cleaned CLIP names), `wordnet` (first lemma) or a file of 1000 lines."""
+    if kind == "clip":
+        return list(load_json(_CLIP)["imagenet_1k_classnames"])
+    if kind == "wordnet":
+        return [s[0] for s in synonyms()]
+    path = pathlib.Path(os.path.expanduser(str(kind)))
+    if not path.is_file():
+        raise ValueError(f"class names {kind!r}: not 'clip', 'wordnet' or an existing file")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) != NUM_CLASSES:
+        raise ValueError(f"class names file {path}: {len(names)} names, expected {NUM_CLASSES}")
+    return names
+
+
+def shift_set_classes(name: str) -> np.ndarray:
+    """ImageNet-1k indices covered by a shift set: `r`, `a` (200 each), `objectnet` (125)."""
+    subsets = load_json(_SUBSETS)
+    if name == "r":
+        return np.asarray(sorted(subsets["imagenet_r_200_idx"]), dtype=np.int64)
+    if name == "a":
+        return np.asarray(sorted(subsets["imagenet_a_200_idx"]), dtype=np.int64)
+    if name == "objectnet":
+        idx = {i for v in subsets["objectnet_folder_to_imagenet_idx"].values() for i in v}
+        return np.asarray(sorted(idx), dtype=np.int64)
+    raise ValueError(f"unknown shift set {name!r}: expected one of r, a, objectnet")
+
+
+def objectnet_folder_map() -> dict[str, list[int]]:
+    """ObjectNet folder name -> ImageNet-1k indices (113 folders)."""
+    table = load_json(_SUBSETS)["objectnet_folder_to_imagenet_idx"]
+    return {k: list(v) for k, v in table.items()}
+
+
+def openimages_map() -> dict[str, int]:
+    """OpenImages label MID (e.g. '/m/01wb7') -> ImageNet-1k index."""
+    return dict(load_json(_OPENIMAGES)["mapping"])
+
+
+def zeroshot_templates(kind: str = "openai80") -> list[str]:
+    """Prompt templates (`{}` = class name): `openai80`, `openai7` or `single`."""
+    if kind == "openai80":
+        return list(load_json(_CLIP)["openai_imagenet_templates"])
+    if kind == "openai7":
+        return list(load_json(_CLIP)["simple_imagenet_templates"])
+    if kind == "single":
+        return ["a photo of a {}."]
+    raise ValueError(f"unknown template set {kind!r}: expected openai80, openai7 or single")

@@ -1,0 +1,586 @@
+"""grain input pipelines: the train stream (shuffled, augmented, per-process) and eval.
+
+Train, as one lazy grain ``MapDataset`` over the selected examples::
+
+    source -> shuffle(seed) -> repeat(num_epochs) -> [truncate to whole global batches]
+           -> random_map(decode + pp + labels/tokens)     # rng from (seed, global index)
+           -> [process_index::process_count]               # per-process slice of the global stream
+           -> to_iter_dataset (threads) -> mp_prefetch (worker processes) -> skip & batch
+
+- ``shuffle`` reshuffles every epoch (grain folds the epoch into the seed), and the augmentation rng
+  of an element is derived from (seed, position in the global stream), so a batch does not depend on
+  the number of processes or workers, nor on what was read before: resuming from ``get_state`` gives
+  bitwise the same batches.
+- Process i takes positions i, i+n, ... of the global stream; its k-th batch holds global positions
+  [k*G, (k+1)*G), so the union over processes of batch k is the single-process global batch k.
+- Bad inputs (undecodable/truncated image, empty caption for VL runs, no label in the set) are
+  counted skips: the worker returns a marker, the batching iterator drops it, counts it and keeps
+  the first keys (in the checkpointable state, logged as they happen; see ``skip_report``). A
+  corrupt shard raises ``records.CorruptRecordError`` naming file and offset.
+- The label set, budget and mixture are applied to the manifests before reading any image; what was
+  chosen is returned as the ``manifest`` dict (written by the trainer as data_manifest.json).
+
+Eval: the source is padded to whole global batches; padding and bad images come out with
+``mask=False`` so every process yields the same number of batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from janus.data import budget as budget_lib
+from janus.data import labelsets, records
+from janus.data.preprocess import Preprocess, SkipExample, build_pp
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = 1000
+_FIRST_KEYS = 5  # offending keys kept per skip reason
+_SKIP = "_skip"  # marker field of a skipped element
+
+
+# ---------------------------------------------------------------- selection (manifests only)
+
+
+def _normalise_dirs(dirs) -> list[tuple[str, float]]:
+    """A records dir, a list of dirs, or a list of (dir, weight) / {dir, weight} -> [(dir, w)]."""
+    if isinstance(dirs, (str, os.PathLike)):
+        return [(str(dirs), 1.0)]
+    out = []
+    for d in dirs:
+        if isinstance(d, (str, os.PathLike)):
+            out.append((str(d), 1.0))
+        elif isinstance(d, Mapping):
+            out.append((str(d["dir"]), float(d.get("weight", 1.0))))
+        else:
+            path, weight = d
+            out.append((str(path), float(weight)))
+    if not out:
+        raise ValueError("no training records dirs given")
+    return out
+
+
+def _label_mask(label_set) -> np.ndarray | None:
+    if label_set is None:
+        return None
+    if isinstance(label_set, (str, os.PathLike)):
+        return labelsets.class_mask(labelsets.resolve_label_set(label_set), NUM_CLASSES)
+    return labelsets.class_mask(np.asarray(label_set, dtype=np.int64), NUM_CLASSES)
+
+
+def _in_set(labels, mask: np.ndarray | None, where: str) -> np.ndarray:
+    labels = np.asarray(labels if labels is not None else [], dtype=np.int64).reshape(-1)
+    bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+    if bad.size:
+        raise ValueError(f"{where}: label {int(bad[0])} outside [0, {NUM_CLASSES})")
+    return labels if mask is None else labels[mask[labels]]
+
+
+def _record_index(source: records.RecordsDataSource, entries: list[dict], where: str) -> np.ndarray:
+    """Record index in ``source`` of each manifest entry (by shard file name and byte offset)."""
+    if not (entries and all("offset" in e and "shard" in e for e in entries)):
+        if len(entries) != len(source):
+            raise ValueError(
+                f"{where}: manifest has {len(entries)} entries for the split but the shards hold "
+                f"{len(source)} records, and entries carry no shard/offset"
+            )
+        return np.arange(len(entries), dtype=np.int64)
+    lookup, names = {}, []
+    for i in range(len(source)):
+        path, offset = source.locate(i)
+        name = os.path.basename(path)
+        if not names or names[-1] != name:
+            names.append(name)
+        lookup[(name, int(offset))] = i
+    out = np.empty(len(entries), np.int64)
+    for j, e in enumerate(entries):
+        shard = e["shard"]
+        name = names[shard] if isinstance(shard, int) else os.path.basename(str(shard))
+        i = lookup.get((name, int(e["offset"])))
+        if i is None:
+            raise ValueError(
+                f"{where}: manifest entry key={e.get('key')!r} points at {name}@{e['offset']}, "
+                "which is not a record of the split (manifest and shards disagree)"
+            )
+        out[j] = i
+    return out
+
+
+def select_examples(
+    dirs,
+    *,
+    seed: int = 0,
+    label_set=None,
+    budget: int | None = None,
+    class_balanced: bool = False,
+    captions: bool = False,
+    split: str = "train",
+) -> tuple[list[records.RecordsDataSource], np.ndarray, dict]:
+    """Applies label set, budget and mixture to the manifests.
+
+    Returns (sources, items [n, 2] of (dir index, record index), manifest dict).
+    """
+    dir_weights = _normalise_dirs(dirs)
+    mask = _label_mask(label_set)
+    weights = [w for _, w in dir_weights]
+    if budget is None and len(set(weights)) > 1:
+        raise ValueError(
+            f"mixture weights {weights} need data.budget (they split the budget between dirs); "
+            "without a budget every example of every dir is used"
+        )
+    if budget is not None:
+        counts = budget_lib.apportion(int(budget), {str(i): w for i, w in enumerate(weights)})
+    sources, items, dir_info = [], [], []
+    skipped = collections.Counter()
+    first_keys: dict[str, list[str]] = collections.defaultdict(list)
+    per_class, per_source = collections.Counter(), collections.Counter()
+    for d, (path, weight) in enumerate(dir_weights):
+        source = records.RecordsDataSource(path, split)
+        entries = [e for e in records.read_manifest(path) if e.get("split", split) == split]
+        record_idx = _record_index(source, entries, f"{path} (split {split!r})")
+        kept, kept_idx = [], []
+        for e, ri in zip(entries, record_idx):
+            labels = _in_set(e.get("labels"), mask, f"{path}: manifest key={e.get('key')!r}")
+            if labels.size == 0 and (mask is not None or not captions):
+                reason = "no_label_in_set" if mask is not None else "no_label"
+                skipped[reason] += 1
+                if len(first_keys[reason]) < _FIRST_KEYS:
+                    first_keys[reason].append(str(e.get("key")))
+                continue
+            kept.append({"key": e["key"], "source": e.get("source", ""), "labels": labels.tolist()})
+            kept_idx.append(ri)
+        if budget is not None:
+            n_dir = counts[str(d)]
+            try:
+                pos = budget_lib.select_budget(
+                    kept, n_dir, seed=seed, class_balanced=class_balanced
+                )
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from None
+        else:
+            pos = np.arange(len(kept))
+        for p in pos.tolist():
+            labels = kept[p]["labels"]
+            per_class[str(labels[0]) if labels else "none"] += 1
+            per_source[kept[p]["source"]] += 1
+            items.append((d, kept_idx[p]))
+        sources.append(source)
+        dir_info.append(
+            {
+                "dir": str(pathlib.Path(path).resolve()),
+                "weight": weight,
+                "split": split,
+                "records": len(source),
+                "eligible": len(kept),
+                "selected": len(pos),
+            }
+        )
+    items_arr = np.asarray(sorted(items), dtype=np.int64).reshape(-1, 2)
+    if len(items_arr) == 0:
+        raise ValueError(
+            f"no training examples left in {[p for p, _ in dir_weights]} (skipped {dict(skipped)})"
+        )
+    manifest = {
+        "dirs": dir_info,
+        "split": split,
+        "n_examples": len(items_arr),
+        "budget": budget,
+        "class_balanced": class_balanced,
+        "label_set": label_set
+        if isinstance(label_set, (str, type(None)))
+        else list(map(int, label_set)),
+        "seed": seed,
+        "per_class": dict(sorted(per_class.items(), key=lambda kv: (len(kv[0]), kv[0]))),
+        "per_source": dict(sorted(per_source.items())),
+        "skipped": {"counts": dict(skipped), "first_keys": dict(first_keys)},
+    }
+    return sources, items_arr, manifest
+
+
+def num_train_examples(
+    dirs, budget: int | None = None, *, label_set=None, captions: bool = False
+) -> int:
+    """Examples per epoch (for resolving epochs into steps); reads manifests only."""
+    if budget is not None:
+        return int(budget)
+    return select_examples(dirs, label_set=label_set, captions=captions)[2]["n_examples"]
+
+
+# ---------------------------------------------------------------- grain pieces
+
+
+class _SelectedSource:
+    """Random access over the selected (dir, record) pairs; items are (dir index, bytes)."""
+
+    def __init__(self, sources: Sequence[records.RecordsDataSource], items: np.ndarray):
+        self._sources = list(sources)
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int):
+        d, r = self._items[index]
+        return int(d), self._sources[int(d)][int(r)]
+
+
+class _ExampleTransform:
+    """Serialized Example -> model-ready element (or a skip marker). Runs in grain workers."""
+
+    def __init__(self, pp: Preprocess, mask, *, multi_hot: bool, require_label: bool):
+        self._pp = pp
+        self._mask = mask
+        self._multi_hot = multi_hot
+        self._require_label = require_label
+
+    def __call__(self, item, rng: np.random.Generator) -> dict:
+        _, data = item
+        try:
+            example = records.decode_example(data)
+        except ValueError as e:
+            raise ValueError(
+                f"record passed its CRC check but is not a tf.train.Example: {e}"
+            ) from None
+        key = example["key"]
+        labels = _in_set(example["label"], self._mask, f"record key={key!r}")
+        if self._require_label and labels.size == 0:
+            reason = "no_label_in_set" if self._mask is not None else "no_label"
+            return {_SKIP: reason, "key": key, "detail": f"{reason}: key={key!r}"}
+        try:
+            features = self._pp(example, rng)
+        except SkipExample as e:
+            return {_SKIP: e.reason, "key": key, "detail": str(e)}
+        out = {"image": features["image"], "label": np.int32(labels[0] if labels.size else -1)}
+        if self._multi_hot:
+            hot = np.zeros(NUM_CLASSES, np.float32)
+            hot[labels] = 1.0
+            out["labels"] = hot
+        if "tokens" in features:
+            out["tokens"] = features["tokens"]
+        return out
+
+
+class SkipBatchIterDataset(grain.IterDataset):
+    """Batches elements; skip markers are dropped and counted (``mode="skip"``) or become masked
+    rows (``mode="mask"``, eval: padding and bad images give ``mask=False``)."""
+
+    def __init__(
+        self, parent, batch_size: int, *, mode: str = "skip", spec=None, drop_remainder=True
+    ):
+        super().__init__(parent)
+        self.batch_size = batch_size
+        self.mode = mode
+        self.spec = spec
+        self.drop_remainder = drop_remainder
+
+    def __iter__(self):
+        return SkipBatchIterator(self._parent.__iter__(), self)
+
+    def __str__(self) -> str:
+        return f"SkipBatchIterDataset(batch_size={self.batch_size}, mode={self.mode})"
+
+
+class SkipBatchIterator(grain.DatasetIterator):
+    """The outer iterator; ``get_state``/``set_state`` carry the parent state and skip counts."""
+
+    def __init__(self, parent, ds: SkipBatchIterDataset):
+        super().__init__(parent)
+        self._ds = ds
+        self._counts: collections.Counter = collections.Counter()
+        self._first: dict[str, list[str]] = {}
+
+    def _record_skip(self, element: dict) -> None:
+        reason = element[_SKIP]
+        if reason == "_pad":
+            return
+        self._counts[reason] += 1
+        keys = self._first.setdefault(reason, [])
+        if len(keys) < _FIRST_KEYS:
+            keys.append(element.get("key", "?"))
+        n = self._counts[reason]
+        if n & (n - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... skip of each kind
+            log.warning("skipped %d example(s) (%s), latest: %s", n, reason, element.get("detail"))
+
+    def __next__(self) -> dict:
+        rows, masks = [], []
+        while len(rows) < self._ds.batch_size:
+            try:
+                element = next(self._parent)
+            except StopIteration:
+                if rows and not self._ds.drop_remainder:
+                    break
+                raise
+            if _SKIP in element:
+                self._record_skip(element)
+                if self._ds.mode == "skip":
+                    continue
+                rows.append(self._ds.spec)
+                masks.append(False)
+            else:
+                rows.append(element)
+                masks.append(True)
+        batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        if self._ds.mode == "mask":
+            batch["mask"] = np.asarray(masks, dtype=bool)
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "parent": self._parent.get_state(),
+            "skipped": dict(self._counts),
+            "first_keys": {k: list(v) for k, v in self._first.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._parent.set_state(state["parent"])
+        self._counts = collections.Counter(state.get("skipped", {}))
+        self._first = {k: list(v) for k, v in state.get("first_keys", {}).items()}
+
+    def skip_report(self) -> dict:
+        """{"counts": {reason: n}, "first_keys": {reason: [...]}} of the skips seen so far."""
+        return {
+            "counts": dict(self._counts),
+            "first_keys": {k: list(v) for k, v in self._first.items()},
+        }
+
+    def __str__(self) -> str:
+        return f"SkipBatchIterator(batch_size={self._ds.batch_size})"
+
+
+def skip_report(iterator) -> dict:
+    """The runtime skips of a loader's iterator (report at the end of a run and in its manifest)."""
+    return iterator.skip_report()
+
+
+def _process_shard(shard_index, shard_count) -> tuple[int, int]:
+    if shard_index is None or shard_count is None:
+        import jax  # only to learn the process topology
+
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index={shard_index} not in [0, shard_count={shard_count})")
+    return int(shard_index), int(shard_count)
+
+
+def _per_process_batch(global_batch_size: int, shard_count: int) -> int:
+    if global_batch_size <= 0 or global_batch_size % shard_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} must be a positive multiple of the number of "
+            f"processes shard_count={shard_count}"
+        )
+    return global_batch_size // shard_count
+
+
+def _read_options(batch_size: int, worker_count: int) -> grain.ReadOptions:
+    # A few threads overlap PIL decoding (it releases the GIL); a small buffer bounds memory.
+    threads = 2 if worker_count == 0 else 1
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(8, 2 * batch_size))
+
+
+def _with_workers(ds: grain.IterDataset, worker_count: int, batch_size: int) -> grain.IterDataset:
+    if worker_count <= 0:
+        return ds
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain workers read absl flags (STACK.md pitfall)
+        flags.FLAGS.mark_as_parsed()
+    return ds.mp_prefetch(
+        grain.MultiprocessingOptions(
+            num_workers=worker_count, per_worker_buffer_size=max(2, batch_size // worker_count)
+        )
+    )
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def train_loader(
+    dirs,
+    *,
+    global_batch_size: int,
+    pp: str,
+    seed: int,
+    label_set=None,
+    budget: int | None = None,
+    class_balanced: bool = False,
+    captions: bool = False,
+    tokenizer=None,
+    multi_hot: bool = False,
+    num_epochs: int | None = None,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    split: str = "train",
+):
+    """The training stream; see the module docstring. Returns (iterator, manifest dict).
+
+    ``captions=True`` adds ``tokens`` (appending a ``tokenize`` op to ``pp`` unless it has one;
+    ``tokenizer`` only sets its context length) and keeps unlabeled examples when no label set is
+    given. ``num_epochs=None`` repeats forever (the trainer counts steps).
+    """
+    shard_index, shard_count = _process_shard(shard_index, shard_count)
+    batch = _per_process_batch(global_batch_size, shard_count)
+    seed = int(seed) % 2**32
+    sources, items, manifest = select_examples(
+        dirs,
+        seed=seed,
+        label_set=label_set,
+        budget=budget,
+        class_balanced=class_balanced,
+        captions=captions,
+        split=split,
+    )
+    pp_fn = build_pp(pp)
+    if captions and "tokenize" not in pp_fn.names:
+        length = getattr(tokenizer, "context_length", 77)
+        pp_fn = build_pp(f"{pp}|tokenize(context_length={int(length)})")
+    ds = grain.MapDataset.source(_SelectedSource(sources, items)).shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+    if num_epochs is not None:
+        # Whole global batches only, so every process yields the same number of batches.
+        ds = ds[: (len(ds) // global_batch_size) * global_batch_size]
+        if len(ds) == 0:
+            raise ValueError(
+                f"{manifest['n_examples']} examples x {num_epochs} epochs < one global batch of "
+                f"{global_batch_size}"
+            )
+    transform = _ExampleTransform(
+        pp_fn,
+        _label_mask(label_set),
+        multi_hot=multi_hot,
+        require_label=not captions or label_set is not None,
+    )
+    ds = ds.random_map(transform, seed=seed)
+    ds = ds[shard_index::shard_count]
+    it_ds = _with_workers(
+        ds.to_iter_dataset(_read_options(batch, worker_count)), worker_count, batch
+    )
+    it_ds = SkipBatchIterDataset(it_ds, batch, mode="skip")
+    manifest.update(
+        {
+            "global_batch_size": global_batch_size,
+            "shard_index": shard_index,
+            "shard_count": shard_count,
+            "pp": pp_fn.spec,
+            "captions": captions,
+            "multi_hot": multi_hot,
+            "steps_per_epoch": manifest["n_examples"] // global_batch_size,
+        }
+    )
+    return iter(it_ds), manifest
+
+
+class _PaddedEvalSource:
+    """The eval source padded with ``None`` to ``length`` items."""
+
+    def __init__(self, source, length: int):
+        self._source = source
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int):
+        return self._source[index] if index < len(self._source) else None
+
+
+class _EvalTransform:
+    def __init__(self, pp: Preprocess, multi_hot: bool):
+        self._pp = pp
+        self._multi_hot = multi_hot
+
+    def __call__(self, item, rng: np.random.Generator) -> dict:
+        if item is None:
+            return {_SKIP: "_pad"}
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            example = records.decode_example(bytes(item))
+        elif isinstance(item, Mapping):
+            example = dict(item)
+        else:
+            raise TypeError(
+                f"eval items must be serialized Examples or dicts, got {type(item).__name__}"
+            )
+        key = str(example.get("key", "?"))
+        labels = np.asarray(example.get("label", []), dtype=np.int64).reshape(-1)
+        if labels.size == 0:
+            return {_SKIP: "no_label", "key": key, "detail": f"no_label: key={key!r}"}
+        try:
+            features = self._pp(example, rng)
+        except SkipExample as e:
+            return {_SKIP: e.reason, "key": key, "detail": str(e)}
+        out = {"image": features["image"], "label": np.int32(labels[0])}
+        if self._multi_hot:
+            hot = np.zeros(NUM_CLASSES, np.float32)
+            hot[_in_set(labels, None, f"eval key={key!r}")] = 1.0
+            out["labels"] = hot
+        return out
+
+
+def _eval_spec(source, transform: _EvalTransform) -> dict:
+    """A zero element shaped like a real one (the padding row)."""
+    rng = np.random.default_rng(0)
+    for i in range(min(len(source), 64)):
+        element = transform(source[i], rng)
+        if _SKIP not in element:
+            return {
+                k: np.zeros_like(v) if k != "label" else np.int32(-1) for k, v in element.items()
+            }
+    raise ValueError(f"none of the first {min(len(source), 64)} eval examples could be decoded")
+
+
+def eval_loader(
+    source,
+    *,
+    global_batch_size: int,
+    pp: str,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    multi_hot: bool = False,
+    worker_count: int = 0,
+):
+    """Deterministic eval batches {"image", "label", "mask"[, "labels"]}; see the module docstring.
+
+    Every process yields ceil(len(source) / global_batch_size) batches. Bad images are masked
+    and counted (``skip_report(iterator)``); padding rows have label -1 and mask False.
+    """
+    shard_index, shard_count = _process_shard(shard_index, shard_count)
+    batch = _per_process_batch(global_batch_size, shard_count)
+    n = len(source)
+    if n == 0:
+        raise ValueError("eval source is empty")
+    num_batches = -(-n // global_batch_size)
+    transform = _EvalTransform(build_pp(pp), multi_hot)
+    spec = _eval_spec(source, transform)
+    ds = grain.MapDataset.source(_PaddedEvalSource(source, num_batches * global_batch_size))
+    # Global batch k = positions [kG, (k+1)G); process i takes its contiguous part of each.
+    order = np.arange(num_batches * global_batch_size).reshape(num_batches, shard_count, batch)
+    mine = order[:, shard_index, :].reshape(-1)
+    ds = ds.random_map(transform, seed=0)  # eval ops are deterministic; the rng is fixed anyway
+    ds = grain.MapDataset.source(_Take(ds, mine))
+    it_ds = _with_workers(
+        ds.to_iter_dataset(_read_options(batch, worker_count)), worker_count, batch
+    )
+    return iter(SkipBatchIterDataset(it_ds, batch, mode="mask", spec=spec))
+
+
+class _Take:
+    """Items ``positions`` of a MapDataset (lazy, picklable)."""
+
+    def __init__(self, ds, positions: np.ndarray):
+        self._ds = ds
+        self._positions = positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __getitem__(self, index: int):
+        return self._ds[int(self._positions[index])]

@@ -1,0 +1,467 @@
+"""Preprocessing ops by name: ``build_pp("decode|rrc(224,scale=(0.08,1.0))|flip|normalize")``.
+
+A chain is a ``|``-separated list of ops; each op is ``name`` or ``name(args)`` where the args
+are Python literals (parsed with ``ast.literal_eval``, never evaluated as code). The result is a
+callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomness comes from
+``rng`` so that the pipeline can derive it from (seed, epoch, index) and resume exactly.
+
+Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens
+the file lazily, so the first op that needs pixels may use JPEG draft mode (DCT-domain
+downscaling) when it only needs a smaller image. ``normalize`` turns the image into float32
+[H, W, 3]; without it the chain returns uint8.
+
+Bad input raises a ``SkipExample`` subclass (``BadImageError``, ``EmptyCaptionError``) naming the
+key; the pipeline counts and reports these -- it never emits a wrong sample. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import math
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+Op = Callable[[dict, np.random.Generator], dict]
+
+# Standard published normalisation constants.
+NORMALIZATION = {
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_LAZY = "_lazy_image"  # features flag: the PIL image is opened but not decoded yet
+
+
+class SkipExample(Exception):
+    """An input that cannot give a correct sample; the pipeline counts it under ``reason``."""
+
+    reason = "bad_example"
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{self.reason}: key={key!r}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+class BadImageError(SkipExample):
+    reason = "bad_image"
+
+
+class EmptyCaptionError(SkipExample):
+    reason = "empty_caption"
+
+
+_OPS: dict[str, Callable[..., Op]] = {}
+
+
+def register_op(name: str):
+    """Registers ``factory(*args, **kwargs) -> op(features, rng) -> features`` under ``name``."""
+
+    def wrap(factory):
+        if name in _OPS:
+            raise ValueError(f"preprocessing op {name!r} registered twice")
+        _OPS[name] = factory
+        return factory
+
+    return wrap
+
+
+def known_ops() -> list[str]:
+    return sorted(_OPS)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _split_chain(spec: str) -> list[str]:
+    """Splits on '|' outside brackets and quotes."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(spec):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(spec[start:i])
+            start = i + 1
+    parts.append(spec[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_op(text: str) -> tuple[str, tuple, dict]:
+    """``"rrc(224, scale=(0.08, 1))"`` -> ``("rrc", (224,), {"scale": (0.08, 1)})``."""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse preprocessing op {text!r}: {e.msg}") from None
+    if isinstance(node, ast.Name):
+        return node.id, (), {}
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+        raise ValueError(f"preprocessing op {text!r} must look like name or name(literal args)")
+    try:
+        args = tuple(ast.literal_eval(a) for a in node.args)
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except ValueError:
+        raise ValueError(f"preprocessing op {text!r}: arguments must be Python literals") from None
+    if None in kwargs:
+        raise ValueError(f"preprocessing op {text!r}: **kwargs are not allowed")
+    return node.func.id, args, kwargs
+
+
+class Preprocess:
+    """A built chain; picklable (it re-builds itself from the spec in grain worker processes)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.names: list[str] = []
+        self._ops: list[Op] = []
+        for text in _split_chain(spec):
+            name, args, kwargs = parse_op(text)
+            if name not in _OPS:
+                known = ", ".join(known_ops())
+                raise ValueError(
+                    f"unknown preprocessing op {name!r} in {spec!r}; known ops: {known}"
+                )
+            try:
+                self._ops.append(_OPS[name](*args, **kwargs))
+            except TypeError as e:
+                raise ValueError(f"preprocessing op {text!r}: {e}") from None
+            self.names.append(name)
+
+    def __reduce__(self):
+        return (Preprocess, (self.spec,))
+
+    def __call__(self, features: dict, rng: np.random.Generator) -> dict:
+        features = dict(features)
+        for op in self._ops:
+            features = op(features, rng)
+        if "image" in features and isinstance(features["image"], Image.Image):
+            features["image"] = np.asarray(_pixels(features), dtype=np.uint8)
+        features.pop(_LAZY, None)
+        return features
+
+    def __repr__(self) -> str:
+        return f"Preprocess({self.spec!r})"
+
+
+def build_pp(spec: str) -> Preprocess:
+    return Preprocess(spec)
+
+
+# ---------------------------------------------------------------- image helpers
+
+
+def _key(features: dict) -> str:
+    return str(features.get("key", "?"))
+
+
+def _pixels(features: dict) -> Image.Image:
+    """The decoded RGB image; decoding errors (truncated, corrupt) become ``BadImageError``."""
+    img = features.get("image")
+    if img is None:
+        raise ValueError("preprocessing needs an image: put 'decode' first in the chain")
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    if features.pop(_LAZY, False):
+        try:
+            img.load()
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise BadImageError(_key(features), f"cannot decode image: {e}") from None
+    features["image"] = img
+    return img
+
+
+def _size(features: dict) -> tuple[int, int]:
+    img = features.get("image")
+    if img is None:
+        raise ValueError("preprocessing needs an image: put 'decode' first in the chain")
+    return (img.shape[1], img.shape[0]) if isinstance(img, np.ndarray) else img.size
+
+
+def _draft(features: dict, box, out_w: int, out_h: int):
+    """JPEG draft mode: decode at 1/2, 1/4 or 1/8 scale when ``box`` still covers (out_w, out_h).
+
+    Returns the crop box in the (possibly smaller) decoded image's coordinates.
+    """
+    img = features.get("image")
+    if not features.get(_LAZY) or getattr(img, "format", None) != "JPEG":
+        return box
+    w, h = img.size
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    req = (max(1, math.ceil(w * out_w / bw)), max(1, math.ceil(h * out_h / bh)))
+    try:
+        img.draft("RGB", req)
+    except (OSError, ValueError) as e:
+        raise BadImageError(_key(features), f"cannot decode image: {e}") from None
+    nw, nh = img.size
+    if (nw, nh) == (w, h):
+        return box
+    sx, sy = nw / w, nh / h
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def _resize_box(features: dict, box, out_w: int, out_h: int, method: str) -> None:
+    if method not in _RESAMPLE:
+        raise ValueError(f"unknown resize method {method!r}; known: {sorted(_RESAMPLE)}")
+    box = _draft(features, box, out_w, out_h)
+    img = _pixels(features)
+    features["image"] = img.resize((out_w, out_h), _RESAMPLE[method], box=box)
+
+
+def _pair(x) -> tuple[int, int]:
+    return (int(x), int(x)) if np.isscalar(x) else (int(x[0]), int(x[1]))
+
+
+# ---------------------------------------------------------------- ops
+
+
+@register_op("decode")
+def decode() -> Op:
+    """Opens ``image/encoded`` (JPEG/PNG/...) lazily; the first pixel op decodes it."""
+
+    def op(features, rng):
+        data = features.get("image/encoded")
+        if not data:
+            raise BadImageError(_key(features), "empty image/encoded")
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise BadImageError(_key(features), f"cannot open image: {e}") from None
+        if img.size[0] < 1 or img.size[1] < 1:
+            raise BadImageError(_key(features), f"empty image of size {img.size}")
+        features["image"] = img
+        features[_LAZY] = True
+        return features
+
+    return op
+
+
+@register_op("rrc")
+def random_resized_crop(
+    size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method: str = "bilinear"
+) -> Op:
+    """torchvision's RandomResizedCrop: area fraction in ``scale``, log-uniform ``ratio``."""
+    out_w, out_h = _pair(size)
+    lo, hi = float(scale[0]), float(scale[1])
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"rrc scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+
+    def op(features, rng):
+        w, h = _size(features)
+        area = w * h
+        box = None
+        for _ in range(10):
+            target = area * rng.uniform(lo, hi)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            cw = int(round(math.sqrt(target * aspect)))
+            ch = int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                x = int(rng.integers(0, w - cw + 1))
+                y = int(rng.integers(0, h - ch + 1))
+                box = (x, y, x + cw, y + ch)
+                break
+        if box is None:  # fallback: central crop clamped to the ratio range (as torchvision)
+            in_ratio = w / h
+            if in_ratio < ratio[0]:
+                cw, ch = w, int(round(w / ratio[0]))
+            elif in_ratio > ratio[1]:
+                cw, ch = int(round(h * ratio[1])), h
+            else:
+                cw, ch = w, h
+            x, y = (w - cw) // 2, (h - ch) // 2
+            box = (x, y, x + cw, y + ch)
+        _resize_box(features, box, out_w, out_h, method)
+        return features
+
+    return op
+
+
+@register_op("resize_small")
+def resize_small(size: int, method: str = "bilinear") -> Op:
+    """Resizes so that the shorter side is ``size`` (aspect kept)."""
+
+    def op(features, rng):
+        w, h = _size(features)
+        s = size / min(w, h)
+        out_w, out_h = max(1, round(w * s)), max(1, round(h * s))
+        _resize_box(features, (0, 0, w, h), out_w, out_h, method)
+        return features
+
+    return op
+
+
+@register_op("resize")
+def resize(size, method: str = "bilinear") -> Op:
+    """Resizes to ``size`` (int: square; or (height, width))."""
+    out_h, out_w = _pair(size)
+
+    def op(features, rng):
+        w, h = _size(features)
+        _resize_box(features, (0, 0, w, h), out_w, out_h, method)
+        return features
+
+    return op
+
+
+@register_op("center_crop")
+def center_crop(size) -> Op:
+    """Central crop of ``size`` (int or (height, width)); a smaller image is an error."""
+    out_h, out_w = _pair(size)
+
+    def op(features, rng):
+        img = _pixels(features)
+        w, h = img.size
+        if w < out_w or h < out_h:
+            raise ValueError(
+                f"center_crop({out_h}, {out_w}) on a {h}x{w} image (key={_key(features)!r}); "
+                "resize first, e.g. resize_small"
+            )
+        x, y = int(round((w - out_w) / 2)), int(round((h - out_h) / 2))
+        features["image"] = img.crop((x, y, x + out_w, y + out_h))
+        return features
+
+    return op
+
+
+@register_op("flip")
+def flip(p: float = 0.5) -> Op:
+    """Horizontal flip with probability ``p``."""
+
+    def op(features, rng):
+        if rng.random() < p:
+            features["image"] = _pixels(features).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return features
+
+    return op
+
+
+def _adjust_hue(img: Image.Image, shift: float) -> Image.Image:
+    """Rotates hue by ``shift`` (fraction of a turn, in [-0.5, 0.5]) in PIL's 8-bit HSV."""
+    h, s, v = img.convert("HSV").split()
+    hue = np.asarray(h, dtype=np.uint8)
+    hue = (hue.astype(np.int16) + int(round(shift * 255))).astype(np.uint8)  # wraps mod 256
+    return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
+
+
+@register_op("color_jitter")
+def color_jitter(b: float = 0.4, c: float = 0.4, s: float = 0.4, h: float = 0.1, p: float = 0.8):
+    """SimCLR colour jitter: with probability ``p``, brightness/contrast/saturation/hue in random
+    order (factors uniform in [1-x, 1+x], hue shift uniform in [-h, h] of a turn)."""
+    if not 0 <= h <= 0.5:
+        raise ValueError(f"color_jitter hue must be in [0, 0.5], got {h}")
+
+    def op(features, rng):
+        if rng.random() >= p:
+            return features
+        img = _pixels(features)
+        for which in rng.permutation(4):
+            if which == 0 and b > 0:
+                img = ImageEnhance.Brightness(img).enhance(rng.uniform(max(0, 1 - b), 1 + b))
+            elif which == 1 and c > 0:
+                img = ImageEnhance.Contrast(img).enhance(rng.uniform(max(0, 1 - c), 1 + c))
+            elif which == 2 and s > 0:
+                img = ImageEnhance.Color(img).enhance(rng.uniform(max(0, 1 - s), 1 + s))
+            elif which == 3 and h > 0:
+                img = _adjust_hue(img, rng.uniform(-h, h))
+        features["image"] = img
+        return features
+
+    return op
+
+
+@register_op("grayscale")
+def grayscale(p: float = 0.2) -> Op:
+    """With probability ``p``, replaces the image by its luma (kept 3-channel)."""
+
+    def op(features, rng):
+        if rng.random() < p:
+            features["image"] = _pixels(features).convert("L").convert("RGB")
+        return features
+
+    return op
+
+
+@register_op("blur")
+def blur(p: float = 0.5, sigma=(0.1, 2.0)) -> Op:
+    """With probability ``p``, Gaussian blur with sigma uniform in ``sigma`` (pixels)."""
+
+    def op(features, rng):
+        if rng.random() < p:
+            radius = rng.uniform(float(sigma[0]), float(sigma[1]))
+            features["image"] = _pixels(features).filter(ImageFilter.GaussianBlur(radius))
+        return features
+
+    return op
+
+
+@register_op("normalize")
+def normalize(name: str = "clip", mean=None, std=None) -> Op:
+    """uint8 -> float32 ``(x / 255 - mean) / std``; ``name`` is ``clip`` or ``imagenet``."""
+    if mean is None or std is None:
+        if name not in NORMALIZATION:
+            raise ValueError(f"unknown normalisation {name!r}; known: {sorted(NORMALIZATION)}")
+        mean, std = NORMALIZATION[name]
+    scale = np.asarray(std, np.float32) * 255.0
+    offset = np.asarray(mean, np.float32) * 255.0
+
+    def op(features, rng):
+        x = np.asarray(_pixels(features), dtype=np.float32)
+        features["image"] = (x - offset) / scale
+        return features
+
+    return op
+
+
+@register_op("value_range")
+def value_range(lo: float = -1.0, hi: float = 1.0) -> Op:
+    """uint8 -> float32 in [lo, hi] (an alternative to ``normalize``)."""
+
+    def op(features, rng):
+        x = np.asarray(_pixels(features), dtype=np.float32)
+        features["image"] = x * ((hi - lo) / 255.0) + lo
+        return features
+
+    return op
+
+
+@register_op("tokenize")
+def tokenize(context_length: int = 77, key: str = "caption") -> Op:
+    """Chooses one non-empty caption of ``features[key]`` with ``rng``; adds ``tokens`` int32.
+
+    No non-empty caption -> ``EmptyCaptionError`` (a counted skip).
+    """
+    from janus.data.tokenizer import default_tokenizer
+
+    tok = default_tokenizer(context_length)
+
+    def op(features, rng):
+        captions = features.get(key)
+        if isinstance(captions, (str, bytes)):
+            captions = [captions]
+        texts = [
+            c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in captions or []
+        ]
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            raise EmptyCaptionError(_key(features), f"no non-empty {key!r}")
+        text = texts[int(rng.integers(len(texts)))] if len(texts) > 1 else texts[0]
+        features["caption_text"] = text
+        features["tokens"] = tok.tokenize_one(text)
+        return features
+
+    return op

@@ -1,0 +1,144 @@
+"""python -m janus.evaluate --workdir DIR [--step N | --all | --watch] [options]
+
+Evaluates checkpoints of a training workdir (or of a converted public checkpoint written by
+janus.checkpoint.save_for_inference) on the shift sets and writes DIR/eval/<step>.json plus a row of
+DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoint.
+
+Where the sets live (later wins; a set without a location, or whose data is missing, is named in a
+note and the other sets still run):
+  default              a run trained on JANuS-mini (its data.train records dir has suite "mini")
+                       reads val/v2/sketch/r/a/objectnet from that records dir
+  --data.records=DIR   a janus records dir holding every set as a split
+  --data.tfds=DIR      a tfds data dir (imagenet2012, imagenet_v2, imagenet_sketch, imagenet_r,
+                       imagenet_a, imagenet2012_real)
+  --data.config=FILE   JSON {"val": SPEC, "sketch": SPEC, ...}
+  --data.<set>=SPEC    one set; SPEC = records:DIR[#split] | tfds:DATA_DIR | folder:DIR | DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from janus.evaluate import runner, sets
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m janus.evaluate",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workdir", required=True, help="training workdir (holds checkpoints/)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--step", type=int, help="evaluate this checkpoint step")
+    when.add_argument("--all", action="store_true", help="evaluate every complete checkpoint")
+    when.add_argument("--watch", action="store_true", help="evaluate new checkpoints as they come")
+    p.add_argument("--watch_timeout", type=float, default=3600.0,
+                   help="--watch: stop after this many seconds without a new checkpoint")  # fmt: skip
+    p.add_argument("--watch_poll", type=float, default=10.0, help="--watch: seconds between polls")
+    p.add_argument("--final_step", type=int, default=None,
+                   help="--watch: stop once this step is evaluated (default: config total_steps; "
+                   f"a {runner.DONE_MARKER} file in the workdir also stops it)")  # fmt: skip
+    p.add_argument("--sets", default=",".join(sets.DEFAULT_SETS),
+                   help=f"comma-separated, from {','.join(sets.SET_NAMES)}")  # fmt: skip
+    p.add_argument("--data.records", dest="records", default=None)
+    p.add_argument("--data.tfds", dest="tfds", default=None)
+    p.add_argument("--data.config", dest="data_config", default=None)
+    for name in sets.SET_NAMES:
+        p.add_argument(f"--data.{name}", dest=f"data_{name}", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--v2_variant", default="matched-frequency", choices=sets.V2_VARIANTS)
+    p.add_argument("--label_set", default=None, help="default: the checkpoint config's label_set")
+    p.add_argument("--classifier", default=None, choices=("head", "zeroshot", "linear_probe"),
+                   help="default: head for CE models, zeroshot for VL models")  # fmt: skip
+    p.add_argument("--templates", default="openai80", help="openai80 | openai7 | single")
+    p.add_argument("--class_names", default="clip", help="clip | wordnet | file of 1000 names")
+    p.add_argument("--batch_size", type=int, default=64, help="global eval batch size")
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--max_examples", type=int, default=None, help="per set (quick checks)")
+    p.add_argument("--probe.train", dest="probe_train", default=None,
+                   help="linear_probe: training records dir (default: the run's data.train)")  # fmt: skip
+    p.add_argument("--probe.per_class", dest="probe_per_class", type=int, default=50)
+    p.add_argument("--probe.C", dest="probe_C", type=float, default=None,
+                   help="inverse L2 strength; default: picked on a 20%% hold-out")  # fmt: skip
+    return p
+
+
+def options_from_args(args) -> runner.EvalOptions:
+    data = {}
+    if args.data_config:
+        with open(args.data_config) as f:
+            data.update(json.load(f))
+        bad = [k for k in data if k not in sets.SET_NAMES]
+        if bad:
+            raise SystemExit(f"{args.data_config}: unknown set name(s) {bad}; known {sets.SET_NAMES}")
+    for name in sets.SET_NAMES:
+        if getattr(args, f"data_{name}"):
+            data[name] = getattr(args, f"data_{name}")
+    chosen = [s.strip() for s in args.sets.split(",") if s.strip()]
+    bad = [s for s in chosen if s not in sets.SET_NAMES]
+    if bad:
+        raise SystemExit(f"--sets: unknown set(s) {bad}; known {sets.SET_NAMES}")
+    return runner.EvalOptions(
+        sets=tuple(chosen),
+        data=data,
+        records=args.records,
+        tfds=args.tfds,
+        label_set=args.label_set,
+        classifier=args.classifier,
+        templates=args.templates,
+        class_names=args.class_names,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        v2_variant=args.v2_variant,
+        max_examples=args.max_examples,
+        probe_train=args.probe_train,
+        probe_per_class=args.probe_per_class,
+        probe_C=args.probe_C,
+    )
+
+
+def _summary(result: dict) -> str:
+    parts = [f"step {result['step']}"]
+    parts += [f"{k}={v['top1']:.4f}" for k, v in result["sets"].items() if v["top1"] is not None]
+    m = result["metrics"]
+    if m.get("avg_robustness") is not None:
+        parts.append(f"avg_rob={m['avg_robustness']:.4f} ratio={m['robustness_ratio']:.4f}")
+    return " ".join(parts)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from janus.checkpoint import list_complete_steps
+
+    opts = options_from_args(args)
+    ev = runner.Evaluator(opts, cache_dir=os.path.join(args.workdir, "eval", "cache"))
+    if args.watch:
+        runner.watch(
+            ev,
+            args.workdir,
+            timeout=args.watch_timeout,
+            poll=args.watch_poll,
+            final_step=args.final_step,
+            on_result=lambda r: print(_summary(r), flush=True),
+        )
+        return 0
+    steps = list_complete_steps(args.workdir)
+    if not steps:
+        print(f"no complete checkpoint under {args.workdir}/checkpoints", file=sys.stderr)
+        return 1
+    if args.step is not None and args.step not in steps:
+        print(f"step {args.step} not among complete checkpoints {steps}", file=sys.stderr)
+        return 1
+    todo = steps if args.all else [args.step if args.step is not None else steps[-1]]
+    for step in todo:
+        result = ev.evaluate_step(args.workdir, step)
+        path = runner.write_result(args.workdir, result)
+        print(_summary(result), "->", path, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

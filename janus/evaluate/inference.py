@@ -1,0 +1,105 @@
+"""Model inference for evaluation: build the model from a checkpoint's config, jit the image
+function once per input shape, run it data-parallel over this process' devices.
+
+`Embedder(config, variables, kind)` -> callable images [B, H, W, 3] -> float32 [B, K]:
+kind "logits" (CE head, 1000-way), "image_emb" (VL, L2-normalised) or "features" (pre-head
+features, for linear probes). The per-set classifier math (class subsets, zero-shot and probe
+heads, top-k) runs on the host in NumPy: it is small next to the image tower, and keeping it out of
+the jitted function means one compilation per image shape whatever the class set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
+_MODEL_SKIP = ("name", "dtype", "text")
+
+
+def model_from_config(config: Mapping):
+    """The model as the trainer builds it: create_model(model.name, loss, dtype, text, **rest)."""
+    from janus.models import create_model
+
+    m = dict(config.get("model") or {})
+    if "name" not in m or "loss" not in config:
+        raise KeyError("checkpoint config lacks model.name or loss; cannot rebuild the model")
+    kwargs = {k: v for k, v in m.items() if k not in _MODEL_SKIP and v is not None}
+    return create_model(
+        m["name"], config["loss"], dtype=m.get("dtype", "float32"), text=m.get("text"), **kwargs
+    )
+
+
+def is_vl(config: Mapping) -> bool:
+    return config.get("loss") in ("infonce", "siglip")
+
+
+def eval_pp(config: Mapping, resolution: int | None = None) -> str:
+    """The eval preprocessing chain: config input.eval_pp, else resize to 256/224 x res + crop."""
+    inp = config.get("input") or {}
+    if inp.get("eval_pp") and resolution is None:
+        return str(inp["eval_pp"])
+    res = int(resolution or inp.get("resolution") or 224)
+    return EVAL_PP.format(small=int(round(res * 256 / 224)), res=res)
+
+
+def local_mesh() -> Mesh:
+    """A data-parallel mesh over THIS process' devices: each process evaluates its own shard."""
+    return Mesh(np.array(jax.local_devices()), ("data",))
+
+
+class Embedder:
+    """Jitted image function of a model; batches are split over the local devices."""
+
+    def __init__(self, model, variables: Mapping, kind: str, mesh: Mesh | None = None):
+        if kind not in ("logits", "image_emb", "features"):
+            raise ValueError(f"unknown output kind {kind!r}")
+        self.model, self.kind = model, kind
+        self.mesh = mesh or local_mesh()
+        self.n_dev = self.mesh.devices.size
+        repl = NamedSharding(self.mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self._repl = repl
+        self.set_variables(variables)
+        method = {"logits": None, "image_emb": "encode_image", "features": "image_features"}[kind]
+
+        def fn(variables, images):
+            kw = {"method": method} if method else {}
+            out = model.apply(variables, images, train=False, **kw)
+            return out.astype(np.float32)
+
+        self._fn = jax.jit(fn, out_shardings=repl)
+        self.compiled_shapes: set[tuple] = set()
+
+    def set_variables(self, variables: Mapping) -> None:
+        """New weights, same jitted function (no recompilation for the same shapes)."""
+        self.variables = jax.device_put(dict(variables), self._repl)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        b = images.shape[0]
+        pad = (-b) % self.n_dev
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+        self.compiled_shapes.add(images.shape)
+        x = jax.device_put(images, self.batch_sharding)
+        return np.asarray(self._fn(self.variables, x))[:b]
+
+
+class TextEncoder:
+    """Jitted `encode_text` of a VL model (for zero-shot class embeddings)."""
+
+    def __init__(self, model, variables: Mapping):
+        self.model, self.variables = model, dict(variables)
+        self._fn = jax.jit(lambda v, t: model.apply(v, t, method="encode_text").astype(np.float32))
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(self.variables, np.asarray(tokens, np.int32)))
+
+
+def round_batch(batch_size: int, multiple: int) -> int:
+    return max(multiple, int(math.ceil(batch_size / multiple)) * multiple)

@@ -1,0 +1,474 @@
+"""Checkpoint -> eval result: `Evaluator.evaluate_step`, `write_result`, `watch`.
+
+For each requested set: read it (janus.evaluate.sets), keep the images of its class set (label set,
+intersected with the set's classes for R / A / ObjectNet), run the jitted image function
+(janus.evaluate.inference) over deterministic eval batches (janus.data.pipeline.eval_loader), apply
+the classifier head on the host, and count top-1 / top-5 hits. Each process evaluates its own
+shard; the integer counts are summed over processes (exact). Process 0 writes
+`<workdir>/eval/<step>.json` (`<step>_<classifier>.json` for a classifier other than the model's
+default: head for CE, zeroshot for VL) and a row of `<workdir>/eval/results.csv`, atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from janus.evaluate import classifiers, metrics, restrict, sets, zeroshot
+from janus.evaluate.inference import (
+    Embedder,
+    TextEncoder,
+    eval_pp,
+    is_vl,
+    model_from_config,
+    round_batch,
+)
+
+DONE_MARKER = "DONE"  # `--watch` stops once <workdir>/DONE exists and every checkpoint is evaluated
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """Where the sets live and how to classify. See `python -m janus.evaluate --help`."""
+
+    sets: Sequence[str] = sets.DEFAULT_SETS
+    data: Mapping[str, str] = dataclasses.field(default_factory=dict)  # set -> spec
+    records: str | None = None  # a records dir holding every set as a split
+    tfds: str | None = None  # a tfds data dir holding every set
+    label_set: str | None = None  # default: the checkpoint config's label_set
+    classifier: str | None = None  # head | zeroshot | linear_probe; default by loss
+    templates: str = "openai80"  # openai80 | openai7 | single
+    class_names: str = "clip"  # clip | wordnet | path to a file of 1000 names
+    batch_size: int = 64  # global eval batch
+    resolution: int | None = None  # default: the config's input.resolution
+    v2_variant: str = "matched-frequency"
+    max_examples: int | None = None  # per set (smoke tests); None = all
+    probe_train: str | None = None  # records dir for the linear probe (default: data.train)
+    probe_per_class: int = 50
+    probe_C: float | None = None  # None = picked on a hold-out (janus.evaluate.linear_probe)
+
+
+def _log(msg: str) -> None:
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"[janus.evaluate] {msg}", file=sys.stderr, flush=True)
+
+
+def _train_records_dir(config: Mapping) -> str | None:
+    train = (config.get("data") or {}).get("train")
+    if isinstance(train, list | tuple) and train:
+        train = train[0]
+    if isinstance(train, Mapping):
+        train = train.get("dir")
+    if isinstance(train, list | tuple):
+        train = train[0]
+    return str(train) if train else None
+
+
+def _records_info(path: str | None) -> dict:
+    from janus.data import records
+
+    if not path:
+        return {}
+    try:
+        return records.read_info(path)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+
+
+def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[str, dict[str, str], str | None]:
+    """-> (suite, {set: spec}, mini label set or None). Precedence: per-set spec, --data.records,
+    --data.tfds, then the run's training records dir when its info.json says suite "mini"."""
+    records_dir = opts.records
+    if records_dir is None and opts.tfds is None:
+        train = _train_records_dir(config)
+        if _records_info(train).get("suite") == "mini":
+            records_dir = train
+    info = _records_info(records_dir)
+    suite = "mini" if info.get("suite") == "mini" else "imagenet"
+    specs = {}
+    for name in opts.sets:
+        if name in opts.data:
+            specs[name] = opts.data[name]
+        elif records_dir:
+            specs[name] = f"records:{records_dir}#{name}"
+        elif opts.tfds:
+            specs[name] = f"tfds:{opts.tfds}"
+    return suite, specs, info.get("label_set") if suite == "mini" else None
+
+
+def _iter_batches(items, batch_size: int, pp: str):
+    import jax
+
+    from janus.data.pipeline import eval_loader
+
+    return eval_loader(
+        items,
+        global_batch_size=batch_size,
+        pp=pp,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+
+
+def sum_over_processes(counts: np.ndarray) -> np.ndarray:
+    """Exact integer sum of per-process counts (int64 allgather, summed on the host)."""
+    import jax
+
+    counts = np.asarray(counts, np.int64)
+    if jax.process_count() == 1:
+        return counts
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+
+
+@dataclasses.dataclass
+class _View:
+    name: str
+    classes: np.ndarray
+    targets: np.ndarray  # bool [G, C] per group of the set
+    keep: np.ndarray  # bool [G]: groups counted in this view
+    head: Callable
+
+
+class Evaluator:
+    """Evaluates checkpoints of one run; keeps jitted functions and zero-shot matrices across steps."""
+
+    def __init__(self, opts: EvalOptions, cache_dir: str | None = None):
+        self.opts = opts
+        self.zs_cache = zeroshot.ClassEmbeddingCache(cache_dir)
+        self._embedders: dict[str, Embedder] = {}
+        self._models: dict[str, object] = {}
+
+    # ---------------------------------------------------------------- model pieces
+    def _model(self, config):
+        key = json.dumps([config.get("model"), config.get("loss")], sort_keys=True, default=str)
+        if key not in self._models:
+            self._models[key] = model_from_config(config)
+        return key, self._models[key]
+
+    def embedder(self, config, variables, kind: str, model=None) -> Embedder:
+        """One jitted function per (model, output kind); variables swapped per checkpoint."""
+        key, m = ("given", model) if model is not None else self._model(config)
+        key = f"{key}/{kind}/{id(m)}"
+        emb = self._embedders.get(key)
+        if emb is None:
+            emb = self._embedders[key] = Embedder(m, variables, kind)
+        else:
+            emb.set_variables(variables)
+        return emb
+
+    def classifier_for(self, config) -> str:
+        c = self.opts.classifier or ("zeroshot" if is_vl(config) else "head")
+        if c not in classifiers.CLASSIFIERS:
+            raise ValueError(f"classifier {c!r}; known: {classifiers.CLASSIFIERS}")
+        if c == "zeroshot" and not is_vl(config):
+            raise ValueError(f"zeroshot needs a VL model; loss={config.get('loss')!r}")
+        if c == "head" and is_vl(config):
+            raise ValueError("a VL model has no classification head: use zeroshot or linear_probe")
+        return c
+
+    def _zeroshot_head(self, config, variables, model, classes, ckpt_id):
+        from janus.data import labelsets
+        from janus.data.tokenizer import Tokenizer
+
+        names_all = labelsets.class_names(self.opts.class_names)
+        names = [names_all[int(c)] for c in classes]
+        templates = labelsets.zeroshot_templates(self.opts.templates)
+        key = zeroshot.cache_key(ckpt_id, classes, templates, names)
+
+        def build():
+            ctx = int((config.get("model", {}).get("text") or {}).get("context_length") or 77)
+            enc = TextEncoder(model, variables)
+            return zeroshot.build_class_embeddings(enc, Tokenizer(ctx), names, templates)
+
+        return classifiers.ZeroShotHead(classes, self.zs_cache.get(key, build))
+
+    def _probe(self, config, variables, emb, label_set, pp):
+        from janus.evaluate import linear_probe
+
+        train_dir = self.opts.probe_train or _train_records_dir(config)
+        if not train_dir:
+            raise ValueError("linear_probe needs a training records dir (--probe.train)")
+        es = sets.read_records("val", train_dir, "train")
+        labels = [es.groups[g] for g in es.item_groups]
+        pos = linear_probe.select_per_class(labels, label_set, self.opts.probe_per_class)
+        first = {}  # probe label = the item's first label inside the label set
+        ls = {int(c) for c in label_set}
+        for p in pos:
+            first[int(p)] = next(int(x) for x in labels[p] if int(x) in ls)
+        items = sets._Subset(es.items, pos)
+        relabelled = _Relabel(items, [first[int(p)] for p in pos])
+        batches = _iter_batches(relabelled, round_batch(self.opts.batch_size, emb.n_dev), pp)
+        probe = linear_probe.probe_from_embedder(emb, batches, label_set, C=self.opts.probe_C)
+        _log(f"linear probe: {probe.n_train} train images, C={probe.C}")
+        return probe
+
+    # ---------------------------------------------------------------- one checkpoint
+    def evaluate_variables(
+        self,
+        config: Mapping,
+        variables: Mapping,
+        *,
+        step: int,
+        checkpoint: str = "",
+        model=None,
+    ) -> dict:
+        import jax
+
+        from janus.data import labelsets
+
+        opts = self.opts
+        classifier = self.classifier_for(config)
+        suite, specs, mini_ls = resolve_data(opts, config)
+        ls_name = opts.label_set or mini_ls or config.get("label_set") or "in1000"
+        label_set = labelsets.resolve_label_set(ls_name)
+        pp = eval_pp(config, opts.resolution)
+        if model is None:
+            _, model = self._model(config)
+        kind = {"head": "logits", "zeroshot": "image_emb", "linear_probe": "features"}[classifier]
+        emb = self.embedder(config, variables, kind, model=model)
+        batch = round_batch(opts.batch_size, emb.n_dev * jax.process_count())
+        ckpt_id = f"{checkpoint}@{step}"
+        probe = self._probe(config, variables, emb, label_set, pp) if kind == "features" else None
+
+        def make_head(classes):
+            if classifier == "head":
+                return classifiers.SubsetHead(classes)
+            if classifier == "zeroshot":
+                return self._zeroshot_head(config, variables, model, classes, ckpt_id)
+            return classifiers.ProbeHead(classes, probe)
+
+        results, extra, notes, where, skipped = {}, {}, [], {}, {}
+        for name in opts.sets:
+            if name not in specs:
+                notes.append(f"set {name!r} skipped: no data source given for it")
+                _log(notes[-1])
+                continue
+            try:
+                es = sets.open_set(name, specs[name], v2_variant=opts.v2_variant, suite=suite)
+            except sets.SetNotFound as e:
+                notes.append(f"set {name!r} not found ({e}); the other sets still ran")
+                _log(notes[-1])
+                continue
+            partial = suite == "imagenet" and name in restrict.PARTIAL_SETS
+            set_cls = labelsets.shift_set_classes(name) if partial else None
+            classes = restrict.eval_classes(label_set, set_cls)
+            if len(classes) == 0:
+                notes.append(f"set {name!r}: no class of label set {ls_name!r} in it")
+                continue
+            es, targets = sets.filter_to_classes(es, classes)
+            if opts.max_examples is not None:
+                es.items = sets._Subset(es.items, np.arange(min(len(es), opts.max_examples)))
+            if len(es) == 0:
+                notes.append(f"set {name!r}: no image of the class set ({es.where})")
+                continue
+            views = [_View(name, classes, targets, np.ones(len(es.groups), bool), make_head(classes))]
+            if name == "val" and suite == "imagenet" and "objectnet" in opts.sets:
+                oc = restrict.eval_classes(label_set, labelsets.shift_set_classes("objectnet"))
+                if len(oc):
+                    t2, k2 = restrict.target_table(es.groups, oc)
+                    views.append(_View("val_on_objectnet_classes", oc, t2, k2, make_head(oc)))
+            t0 = time.time()
+            counts = self._run_views(es, views, emb, batch, pp)
+            for view, (c1, c5, n) in zip(views, counts):
+                r = {"top1": c1 / n if n else None, "top5": c5 / n if n else None, "n": int(n),
+                     "classes": len(view.classes)}  # fmt: skip
+                (results if view.name == name else extra)[view.name] = r
+            where[name] = es.where
+            skipped[name] = {k: v for k, v in es.skipped.items() if v}
+            _log(f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
+                 f"({time.time() - t0:.1f}s, {es.where})")  # fmt: skip
+
+        m, mnotes = metrics.compute_metrics({**results, **extra})
+        notes += mnotes
+        if suite == "mini":
+            for k in [k for k in m if k.startswith("taori_er")]:
+                m[k] = None
+            notes.append("taori_er_* are null: their baselines are ImageNet fits, not JANuS-mini")
+        notes.append(
+            "effective_robustness = robustness_ratio (avg_robustness / val, the paper's "
+            "definition); Taori-style numbers are the taori_er_* keys"
+        )
+        return {
+            "step": int(step),
+            "checkpoint": checkpoint,
+            "model": (config.get("model") or {}).get("name"),
+            "loss": config.get("loss"),
+            "label_set": ls_name,
+            "suite": suite,
+            "classifier": classifier,
+            "templates": opts.templates if classifier == "zeroshot" else None,
+            "sets": results,
+            "metrics": {k: metrics.finite_or_none(v) for k, v in m.items()},
+            "notes": notes,
+            "extra_sets": extra,
+            "class_names": opts.class_names if classifier == "zeroshot" else None,
+            "eval_pp": pp,
+            "data": where,
+            "skipped": skipped,
+        }
+
+    def _run_views(self, es, views, emb, batch, pp) -> list[tuple[int, int, int]]:
+        counts = np.zeros((len(views), 3), np.int64)
+        it = _iter_batches(es.items, batch, pp)
+        for b in it:
+            mask = np.asarray(b["mask"], bool)
+            if not mask.any():
+                continue
+            out = emb(b["image"])[mask]
+            groups = np.asarray(b["label"])[mask]
+            for i, v in enumerate(views):
+                keep = v.keep[groups]
+                if not keep.any():
+                    continue
+                hits = classifiers.topk_counts(v.head(out[keep]), v.targets[groups[keep]])
+                counts[i] += (hits[1], hits[5], int(keep.sum()))
+        return [tuple(int(x) for x in row) for row in sum_over_processes(counts)]
+
+    def evaluate_step(self, workdir: str, step: int | None = None) -> dict:
+        """Loads <workdir>/checkpoints/<step> (latest if None) and evaluates it."""
+        from janus.checkpoint import load_for_inference
+
+        path = os.path.join(workdir, "checkpoints", str(step)) if step is not None else workdir
+        config, variables, loaded = load_for_inference(path)
+        rel = os.path.join("checkpoints", str(loaded))
+        return self.evaluate_variables(config, variables, step=loaded, checkpoint=rel)
+
+
+class _Relabel:
+    def __init__(self, items, labels):
+        self.items, self.labels = items, labels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return {**self.items[i], "label": int(self.labels[i])}
+
+
+# -------------------------------------------------------------------- writing results
+
+CSV_SETS = sets.SET_NAMES
+CSV_COLUMNS = (
+    ["step", "classifier", "label_set", "suite", "model", "loss"]
+    + [f"{s}_{k}" for s in CSV_SETS for k in ("top1", "top5", "n")]
+    + ["avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5"]
+)
+
+
+def result_filename(result: Mapping, default_classifier: str) -> str:
+    c = result["classifier"]
+    return f"{result['step']}.json" if c == default_classifier else f"{result['step']}_{c}.json"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_result(workdir: str, result: Mapping) -> str:
+    """eval/<step>[_<classifier>].json and the results.csv row (process 0 only). -> json path."""
+    import jax
+
+    out_dir = os.path.join(workdir, "eval")
+    default = "zeroshot" if result.get("loss") in ("infonce", "siglip") else "head"
+    path = os.path.join(out_dir, result_filename(result, default))
+    if jax.process_index() != 0:
+        return path
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write(path, json.dumps(result, indent=1) + "\n")
+    csv_path = os.path.join(out_dir, "results.csv")
+    rows = []
+    if os.path.exists(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = [r for r in csv.DictReader(f)]
+    row = {k: result.get(k) for k in ("step", "classifier", "label_set", "suite", "model", "loss")}
+    for s in CSV_SETS:
+        for k in ("top1", "top5", "n"):
+            row[f"{s}_{k}"] = (result["sets"].get(s) or {}).get(k)
+    for k in ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5"):
+        row[k] = result["metrics"].get(k)
+    row = {k: "" if v is None else str(v) for k, v in row.items()}
+    rows = [r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_write(csv_path, buf.getvalue())
+    return path
+
+
+def _evaluated_steps(workdir: str) -> set[int]:
+    d = os.path.join(workdir, "eval")
+    if not os.path.isdir(d):
+        return set()
+    return {int(f[:-5]) for f in os.listdir(d) if f.endswith(".json") and f[:-5].isdigit()}
+
+
+def watch(
+    evaluator: Evaluator,
+    workdir: str,
+    *,
+    timeout: float = 3600.0,
+    poll: float = 10.0,
+    final_step: int | None = None,
+    on_result: Callable[[dict], None] | None = None,
+) -> list[int]:
+    """Evaluates each new complete checkpoint as it appears (half-written ones are invisible to
+    `list_complete_steps`). Stops when `<workdir>/DONE` exists and nothing is left, when
+    `final_step` (or the config's total_steps) has been evaluated, or after `timeout` seconds
+    without a new checkpoint. Steps that already have eval/<step>.json are skipped. -> steps done."""
+    from janus.checkpoint import list_complete_steps
+
+    done = _evaluated_steps(workdir)
+    evaluated: list[int] = []
+    last_new = time.time()
+    while True:
+        todo = [s for s in list_complete_steps(workdir) if s not in done]
+        for step in todo:
+            result = evaluator.evaluate_step(workdir, step)
+            write_result(workdir, result)
+            done.add(step)
+            evaluated.append(step)
+            last_new = time.time()
+            if on_result:
+                on_result(result)
+            if final_step is None:
+                final_step = _total_steps(workdir, step)
+        if final_step is not None and final_step in done:
+            _log(f"watch: final step {final_step} evaluated")
+            return evaluated
+        if not todo and os.path.exists(os.path.join(workdir, DONE_MARKER)):
+            if not [s for s in list_complete_steps(workdir) if s not in done]:
+                _log("watch: DONE marker found")
+                return evaluated
+        if not todo and time.time() - last_new > timeout:
+            _log(f"watch: no new checkpoint for {timeout:.0f}s; stopping")
+            return evaluated
+        if not todo:
+            time.sleep(poll)
+
+
+def _total_steps(workdir: str, step: int) -> int | None:
+    """The run's total_steps from config.json, if it states one as an int."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            total = json.load(f).get("total_steps")
+    except (OSError, ValueError):
+        return None
+    return int(total) if isinstance(total, int) else None

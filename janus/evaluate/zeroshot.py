@@ -1,0 +1,101 @@
+"""Zero-shot classification for VL models: the standard CLIP protocol.
+
+Per class: embed every template filled with the class name, L2-normalise each embedding, average over
+templates, L2-normalise again. Logits = 100 * cosine(image embedding, class embedding).
+The class-embedding matrix is cached per (checkpoint, class set, templates, class names): in memory
+and on disk (`<workdir>/eval/cache/zs_<hash>.npy`), since building it for 80 templates x 1000 classes
+is the slowest part of a zero-shot evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+LOGIT_SCALE = 100.0
+
+#: Template set names -> reference keys in clip_zeroshot_protocol.json (labelsets.zeroshot_templates).
+TEMPLATE_KINDS = ("openai80", "openai7", "single")
+
+
+def l2_normalize(x, axis=-1, eps=1e-12):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def class_embeddings(prompt_emb: np.ndarray) -> np.ndarray:
+    """[C, T, D] prompt embeddings -> [C, D]: normalise, mean over templates, renormalise."""
+    return l2_normalize(l2_normalize(prompt_emb).mean(axis=1))
+
+
+def zeroshot_logits(image_emb, class_emb):
+    """100 * cosine similarity: image_emb [B, D] (any norm), class_emb [C, D] -> [B, C]."""
+    return LOGIT_SCALE * l2_normalize(image_emb) @ np.asarray(class_emb, np.float32).T
+
+
+def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Class-major list of filled prompts: [c0 t0, c0 t1, ..., c1 t0, ...]."""
+    return [t.format(name) for name in class_names for t in templates]
+
+
+def build_class_embeddings(
+    encode_text: Callable[[np.ndarray], np.ndarray],
+    tokenize: Callable[[list[str]], np.ndarray],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Class-embedding matrix [C, D]. encode_text: int32 tokens [b, L] -> embeddings [b, D].
+
+    Text batches are padded to `batch_size` so a jitted encoder compiles once.
+    """
+    texts = prompts(class_names, templates)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        tokens = np.asarray(tokenize(chunk), dtype=np.int32)
+        n = len(chunk)
+        if n < batch_size:
+            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], batch_size - n, 0)], 0)
+        out.append(np.asarray(encode_text(tokens), dtype=np.float32)[:n])
+    emb = np.concatenate(out, 0).reshape(len(class_names), len(templates), -1)
+    return class_embeddings(emb)
+
+
+def cache_key(checkpoint: str, classes: Sequence[int], templates: Sequence[str], names) -> str:
+    blob = json.dumps(
+        [str(checkpoint), [int(c) for c in classes], list(templates), list(names)], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class ClassEmbeddingCache:
+    """In-memory + on-disk cache of class-embedding matrices (see module docstring)."""
+
+    def __init__(self, cache_dir: str | None = None):
+        self.cache_dir = cache_dir
+        self._mem: dict[str, np.ndarray] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._mem:
+            self.hits += 1
+            return self._mem[key]
+        path = os.path.join(self.cache_dir, f"zs_{key}.npy") if self.cache_dir else None
+        if path and os.path.exists(path):
+            self.hits += 1
+            value = np.load(path)
+        else:
+            self.misses += 1
+            value = np.asarray(build(), dtype=np.float32)
+            if path:
+                os.makedirs(self.cache_dir, exist_ok=True)
+                tmp = f"{path}.tmp{os.getpid()}.npy"
+                np.save(tmp, value)
+                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        self._mem[key] = value
+        return value

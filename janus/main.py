@@ -1,0 +1,105 @@
+"""The training entrypoint, the same on a laptop CPU, a TPU VM pod and a GPU cluster.
+
+    python -m janus.main --config configs/<name>.py[:key=value,...] --workdir DIR \
+        [--config.field=value ...]
+
+Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detected (`cluster_env`):
+- explicit coordinator variables (JANUS_COORDINATOR_ADDRESS, JANUS_NUM_PROCESSES, JANUS_PROCESS_ID;
+  set by launch/local.py), optionally JANUS_NUM_CPU_DEVICES for CPU processes;
+- SLURM with more than one task (SLURM_JOB_ID and SLURM_NTASKS > 1): jax reads SLURM's variables;
+- a multi-host TPU slice (TPU_WORKER_HOSTNAMES or MEGASCALE_NUM_SLICES listing more than one host):
+  jax auto-detects the coordinator.
+A plain single machine never calls it. A run restarted on the same workdir resumes automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "configs/<name>.py[:key=value,...]", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Run directory (config.json, metrics, checkpoints, evals).")
+flags.DEFINE_bool("inloop_eval", True, "Run the config's evals.* hooks during training.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def cluster_env(env: dict[str, str] | None = None) -> tuple[str, dict] | None:
+    """-> (kind, jax.distributed.initialize kwargs) when this process is part of a cluster."""
+    env = dict(os.environ if env is None else env)
+    if env.get("JANUS_COORDINATOR_ADDRESS"):
+        return "explicit", {
+            "coordinator_address": env["JANUS_COORDINATOR_ADDRESS"],
+            "num_processes": int(env["JANUS_NUM_PROCESSES"]),
+            "process_id": int(env["JANUS_PROCESS_ID"]),
+        }
+    if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+        return "slurm", {}
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    if len(hosts) > 1 or int(env.get("MEGASCALE_NUM_SLICES", "1") or 1) > 1:
+        return "tpu", {}
+    return None
+
+
+def initialize_distributed(env: dict[str, str] | None = None) -> str | None:
+    """Calls jax.distributed.initialize when (and only when) a cluster is detected. -> kind."""
+    import jax
+
+    env = dict(os.environ if env is None else env)
+    if env.get("JANUS_NUM_CPU_DEVICES"):
+        jax.config.update("jax_num_cpu_devices", int(env["JANUS_NUM_CPU_DEVICES"]))
+    found = cluster_env(env)
+    if found is None:
+        return None
+    kind, kwargs = found
+    logging.info("cluster detected (%s): jax.distributed.initialize(%s)", kind, kwargs)
+    jax.distributed.initialize(**kwargs)
+    return kind
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    kind = initialize_distributed()
+
+    import jax
+
+    from janus import config as config_lib
+    from janus import train
+
+    config = _CONFIG.value
+    logging.info(
+        "process %d/%d (%s), %d devices (%d local), %s",
+        jax.process_index(),
+        jax.process_count(),
+        kind or "single machine",
+        jax.device_count(),
+        jax.local_device_count(),
+        jax.devices()[0].device_kind,
+    )
+    try:
+        config_lib.validate(
+            config, num_devices=jax.device_count(), num_processes=jax.process_count()
+        )
+    except config_lib.ConfigError as e:
+        logging.error("invalid config: %s", e)
+        print(f"invalid config: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    make_hooks = None
+    if FLAGS.inloop_eval and len(config.evals):
+        from janus.evaluate.inloop import make_inloop_evaluators
+
+        make_hooks = make_inloop_evaluators
+    result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
+    logging.info("done at step %d%s", result.step, " (stopped early)" if result.stopped_early else "")
+
+
+if __name__ == "__main__":
+    # grain worker processes need absl flags parsed first (STACK.md); app.run does that.
+    app.run(main)

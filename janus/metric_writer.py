@@ -1,0 +1,222 @@
+"""Metric writers with clu's MetricWriter method names, without TensorFlow.
+
+clu.metric_writers imports TensorFlow, so janus has its own: `JsonlWriter` (metrics.jsonl, one JSON
+object per write: {"step", "time", **scalars}), `TensorBoardWriter` (events.out.tfevents.* via
+tensorboardX), `ConsoleWriter` (a readable progress line via absl logging) and `MultiWriter`.
+`create_default_writer(workdir)` gives all three on process 0 and a no-op writer elsewhere, so only
+process 0 writes logs.
+
+Methods (as clu): write_scalars(step, scalars), write_images(step, images), write_texts(step, texts),
+write_histograms(step, arrays, num_buckets=None), write_hparams(hparams), flush(), close().
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+
+def _scalar(v):
+    v = np.asarray(v)
+    if v.size != 1:
+        raise ValueError(f"not a scalar: shape {v.shape}")
+    v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
+class MetricWriter:
+    """Base class: every method is a no-op (what processes other than 0 get)."""
+
+    def write_scalars(self, step: int, scalars: Mapping[str, object]) -> None:
+        pass
+
+    def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+        pass
+
+    def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+        pass
+
+    def write_histograms(self, step: int, arrays: Mapping[str, np.ndarray], num_buckets=None):
+        pass
+
+    def write_hparams(self, hparams: Mapping[str, object]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.flush()
+
+
+class JsonlWriter(MetricWriter):
+    """Appends one JSON line per write_scalars call (non-finite floats: null / "inf")."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self._f = open(self.path, "a")
+
+    def write_scalars(self, step, scalars):
+        row = {"step": int(step), "time": time.time()}
+        row.update({k: _scalar(v) for k, v in scalars.items()})
+        self._f.write(json.dumps(row) + "\n")
+
+    def write_texts(self, step, texts):
+        self._f.write(json.dumps({"step": int(step), "time": time.time(), **dict(texts)}) + "\n")
+
+    def write_hparams(self, hparams):
+        self._f.write(json.dumps({"hparams": dict(hparams)}, default=str) + "\n")
+
+    def flush(self):
+        self._f.flush()
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+
+
+class TensorBoardWriter(MetricWriter):
+    """TensorBoard event files through tensorboardX (no TensorFlow)."""
+
+    def __init__(self, logdir: str | os.PathLike):
+        from tensorboardX import SummaryWriter
+
+        self._w = SummaryWriter(logdir=os.fspath(logdir), flush_secs=30)
+
+    def write_scalars(self, step, scalars):
+        for k, v in scalars.items():
+            v = np.asarray(v)
+            if v.size == 1 and np.issubdtype(v.dtype, np.number):
+                self._w.add_scalar(k, float(v), global_step=int(step))
+
+    def write_images(self, step, images):
+        for k, v in images.items():
+            v = np.asarray(v)
+            # clu convention: [N, H, W, C] or [H, W, C].
+            if v.ndim == 4:
+                self._w.add_images(k, v, global_step=int(step), dataformats="NHWC")
+            else:
+                self._w.add_image(k, v, global_step=int(step), dataformats="HWC")
+
+    def write_texts(self, step, texts):
+        for k, v in texts.items():
+            self._w.add_text(k, str(v), global_step=int(step))
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        for k, v in arrays.items():
+            self._w.add_histogram(k, np.asarray(v), global_step=int(step), max_bins=num_buckets)
+
+    def write_hparams(self, hparams):
+        flat = {
+            k: (v if isinstance(v, int | float | str | bool) else str(v))
+            for k, v in hparams.items()
+        }
+        self._w.add_text("hparams", json.dumps(flat, indent=1, default=str))
+
+    def flush(self):
+        self._w.flush()
+
+    def close(self):
+        self._w.close()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.3e}"
+        return f"{v:.4f}"
+    return str(v)
+
+
+class ConsoleWriter(MetricWriter):
+    """One readable line per write: `[step 120/1000] loss=2.3011 lr=1.2e-04 ... eta=3m12s`."""
+
+    def __init__(self, total_steps: int | None = None, keys: Sequence[str] | None = None):
+        self.total_steps = total_steps
+        self.keys = keys
+
+    def write_scalars(self, step, scalars):
+        items = scalars.items() if self.keys is None else ((k, scalars[k]) for k in self.keys)
+        parts = []
+        for k, v in items:
+            v = _scalar(v)
+            if v is None:
+                parts.append(f"{k}=n/a")
+            elif k.endswith("eta_s"):
+                parts.append(f"eta={format_duration(float(v))}")
+            else:
+                parts.append(f"{k}={_fmt(v)}")
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        logging.info("[step %d%s] %s", step, total, " ".join(parts))
+
+    def write_texts(self, step, texts):
+        for k, v in texts.items():
+            logging.info("[step %d] %s: %s", step, k, v)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class MultiWriter(MetricWriter):
+    def __init__(self, writers: Sequence[MetricWriter]):
+        self.writers = list(writers)
+
+    def write_scalars(self, step, scalars):
+        for w in self.writers:
+            w.write_scalars(step, scalars)
+
+    def write_images(self, step, images):
+        for w in self.writers:
+            w.write_images(step, images)
+
+    def write_texts(self, step, texts):
+        for w in self.writers:
+            w.write_texts(step, texts)
+
+    def write_histograms(self, step, arrays, num_buckets=None):
+        for w in self.writers:
+            w.write_histograms(step, arrays, num_buckets)
+
+    def write_hparams(self, hparams):
+        for w in self.writers:
+            w.write_hparams(hparams)
+
+    def flush(self):
+        for w in self.writers:
+            w.flush()
+
+    def close(self):
+        for w in self.writers:
+            w.close()
+
+
+def create_default_writer(
+    workdir: str | os.PathLike,
+    *,
+    process_index: int = 0,
+    total_steps: int | None = None,
+    console: bool = True,
+) -> MetricWriter:
+    """metrics.jsonl + TensorBoard events + console on process 0; a no-op writer elsewhere."""
+    if process_index != 0:
+        return MetricWriter()
+    writers: list[MetricWriter] = [
+        JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+        TensorBoardWriter(workdir),
+    ]
+    if console:
+        writers.append(ConsoleWriter(total_steps))
+    return MultiWriter(writers)

@@ -1,0 +1,118 @@
+"""The two model wrappers around an image tower: a linear classifier (CE objectives) and CLIP.
+
+Both take an already-built image tower (`tower(images, train) -> [B, F]` with a `feature_dim`) and
+keep it under the param name `image_tower`, so a tower trained with either objective has the same
+parameter paths (linear probes and weight import see one layout).
+
+- `Classifier`: `image_tower` + `head` (Dense F -> num_classes) -> logits float32.
+- `CLIP`: `image_tower` (+ `image_projection`, a bias-free Dense F -> embed_dim, unless the tower
+  already ends in CLIP's own projection, as `clip_*` towers do), `text_tower`
+  (`janus.models.text.TextTransformer` with output_dim = embed_dim), and `logit_scale` (log of the
+  temperature's inverse; init log(1/0.07) for InfoNCE, log(10) for SigLIP) plus `logit_bias` (SigLIP,
+  init -10). The forward returns L2-normalised float32 embeddings and exp(logit_scale) clamped at 100.
+
+Tower inputs and outputs are pinned batch-sharded (`janus.sharding.constrain_batch`) when a mesh is
+set, so data-parallel and FSDP parameter layouts compile to the same data-parallel activations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from janus.sharding import constrain_batch
+
+MAX_LOGIT_SCALE = 100.0
+# Initial log logit scale and logit bias per contrastive loss (CLIP; SigLIP, Zhai et al. 2023).
+INIT_LOGIT_SCALE = {"infonce": math.log(1 / 0.07), "siglip": math.log(10.0)}
+INIT_LOGIT_BIAS = {"siglip": -10.0}
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """x / max(||x||, eps) along the last axis, in float32 (torch's F.normalize)."""
+    x = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
+class Classifier(nn.Module):
+    """images [B, H, W, 3] -> logits [B, num_classes] float32."""
+
+    image_tower: nn.Module
+    num_classes: int = 1000
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
+
+    def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Pre-head features [B, F] float32 (for linear probes)."""
+        features = self.image_tower(constrain_batch(images), train)
+        return constrain_batch(features.astype(jnp.float32))
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        features = self.image_features(images, train)
+        return self.head(features.astype(self.dtype)).astype(jnp.float32)
+
+
+class CLIP(nn.Module):
+    """(images, tokens) -> {"image_emb", "text_emb", "logit_scale"[, "logit_bias"]}."""
+
+    image_tower: nn.Module
+    text_tower: nn.Module
+    embed_dim: int
+    project_image: bool = True
+    loss: str = "infonce"
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.loss not in INIT_LOGIT_SCALE:
+            raise ValueError(f"CLIP loss must be one of {sorted(INIT_LOGIT_SCALE)}, got {self.loss!r}")
+        if self.project_image:
+            fan_in = self.image_tower.feature_dim
+            self.image_projection = nn.Dense(
+                self.embed_dim,
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=nn.initializers.normal(fan_in**-0.5),
+            )
+        self.logit_scale = self.param(
+            "logit_scale", nn.initializers.constant(INIT_LOGIT_SCALE[self.loss]), (), jnp.float32
+        )
+        if self.loss in INIT_LOGIT_BIAS:
+            self.logit_bias = self.param(
+                "logit_bias", nn.initializers.constant(INIT_LOGIT_BIAS[self.loss]), (), jnp.float32
+            )
+
+    def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Image tower output [B, F] float32, before any projection (for linear probes)."""
+        features = self.image_tower(constrain_batch(images), train)
+        return constrain_batch(features.astype(jnp.float32))
+
+    def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
+        x = self.image_features(images, train)
+        if self.project_image:
+            x = self.image_projection(x.astype(self.dtype))
+        return l2_normalize(x)
+
+    def encode_text(self, tokens: jax.Array) -> jax.Array:
+        x = self.text_tower(constrain_batch(tokens))
+        return constrain_batch(l2_normalize(x))
+
+    def scale_and_bias(self) -> dict[str, jax.Array]:
+        out = {"logit_scale": jnp.minimum(jnp.exp(self.logit_scale), MAX_LOGIT_SCALE)}
+        if self.loss in INIT_LOGIT_BIAS:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+    def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False) -> dict:
+        return {
+            "image_emb": self.encode_image(images, train),
+            "text_emb": self.encode_text(tokens),
+            **self.scale_and_bias(),
+        }

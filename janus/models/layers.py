@@ -1,0 +1,201 @@
+"""Shared building blocks for the image towers (and the CLIP text tower).
+
+Layouts follow the PyTorch references so that weight import is a rename plus a transpose:
+
+- `SelfAttention` keeps one fused `qkv` projection (``[D, 3D]``, q then k then v, heads contiguous inside
+  each), exactly like timm's ``attn.qkv`` and torch's ``nn.MultiheadAttention.in_proj_weight``.
+- `EncoderBlock` is the pre-LN transformer block shared by timm ViTs, open_clip's visual transformer and
+  CLIP's text transformer (``ln_1 -> attn -> + -> ln_2 -> mlp -> +``).
+- `Encoder` stacks blocks, optionally with ``nn.scan`` (stacked params under ``blocks`` with a leading
+  layer axis: one compiled block, faster compiles for deep models) and ``nn.remat`` (recompute activations
+  in the backward pass to save memory).
+
+All modules take ``dtype`` (the compute dtype) and keep parameters in ``param_dtype`` (float32). Softmax and
+LayerNorm statistics run in float32 whatever the compute dtype, because bf16 softmax loses too much.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """OpenAI CLIP's activation: ``x * sigmoid(1.702 x)`` (open_clip's ``QuickGELU``)."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+# torch's nn.GELU() is the exact erf form; flax's nn.gelu defaults to the tanh approximation, so name both.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "quick_gelu": quick_gelu,
+    "relu": jax.nn.relu,
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def torch_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Symmetric padding ``kernel // 2`` like torch's ``padding=k//2``.
+
+    flax's "SAME" pads asymmetrically for stride 2 on even inputs, which would shift every feature map
+    by one pixel relative to the PyTorch references.
+    """
+    p = kernel // 2
+    return ((p, p), (p, p))
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Scaled dot-product attention on ``[B, T, H, Dh]`` tensors; softmax in float32.
+
+    ``mask``: boolean, broadcastable to ``[B, H, Tq, Tk]``; True = may attend.
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k)
+    logits = logits.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` Dense and an ``out`` Dense (both with bias)."""
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Callable = nn.initializers.xavier_uniform()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        b, t, d = x.shape
+        if d % self.num_heads:
+            raise ValueError(f"width {d} is not divisible by num_heads {self.num_heads}")
+        dense = functools.partial(
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init
+        )
+        qkv = dense(3 * d, name="qkv")(x)
+        q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 3, axis=2)
+        out = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask)
+        return dense(d, name="out")(out.reshape(b, t, d))
+
+
+class Mlp(nn.Module):
+    """``fc1 -> act -> fc2`` (timm ``mlp.fc1/fc2``, open_clip ``mlp.c_fc/c_proj``)."""
+
+    hidden_dim: int
+    act: str = "gelu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dense = functools.partial(
+            nn.Dense,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.normal(1e-6),
+        )
+        y = dense(self.hidden_dim, name="fc1")(x)
+        y = get_activation(self.act)(y)
+        return dense(x.shape[-1], name="fc2")(y)
+
+
+def layer_norm(eps: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:
+    # force_float32_reductions (flax default) keeps the statistics in float32 under bf16 compute.
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN transformer block. Returns ``(x, None)`` so that it can be the body of ``nn.scan``."""
+
+    num_heads: int
+    mlp_ratio: float = 4.0
+    act: str = "gelu"
+    ln_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None):
+        width = x.shape[-1]
+        y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_1")(x)
+        y = SelfAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(y, mask)
+        x = x + y
+        y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_2")(x)
+        y = Mlp(int(width * self.mlp_ratio), self.act, self.dtype, self.param_dtype, name="mlp")(y)
+        return x + y, None
+
+
+class Encoder(nn.Module):
+    """``depth`` EncoderBlocks.
+
+    Unscanned params are ``block_0 .. block_{depth-1}``; with ``scan_layers`` they are one ``blocks``
+    subtree whose leaves carry a leading ``[depth]`` axis (`stack_blocks` converts between the two).
+    ``remat`` wraps each block in ``nn.remat`` (activation rematerialisation).
+    """
+
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    act: str = "gelu"
+    ln_eps: float = 1e-6
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+        kwargs = dict(
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        if self.scan_layers:
+            scanned = nn.scan(
+                block_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=self.depth,
+            )
+            x, _ = scanned(**kwargs, name="blocks")(x, mask)
+            return x
+        for i in range(self.depth):
+            x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask)
+        return x
+
+
+def stack_blocks(encoder_params: dict, depth: int) -> dict:
+    """Unscanned ``{block_i: tree}`` -> scanned ``{"blocks": tree with a leading [depth] axis}``."""
+    missing = [f"block_{i}" for i in range(depth) if f"block_{i}" not in encoder_params]
+    if missing:
+        raise KeyError(f"encoder params lack {missing[:5]} (have {sorted(encoder_params)[:5]}...)")
+    blocks = [encoder_params[f"block_{i}"] for i in range(depth)]
+    return {"blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)}
+
+
+def unstack_blocks(encoder_params: dict) -> dict:
+    """Inverse of `stack_blocks`."""
+    stacked = encoder_params["blocks"]
+    depth = jax.tree.leaves(stacked)[0].shape[0]
+    return {f"block_{i}": jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(depth)}

@@ -1,0 +1,90 @@
+"""Optimisers and learning-rate schedules (optax), built from `config.optimizer`.
+
+- `make_schedule(opt, total_steps, warmup_steps)`: linear warmup from 0, then cosine / linear / constant
+  down to `lr * end_lr_factor`.
+- `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias and
+  the CLIP temperature (logit_scale, logit_bias) are excluded by path regex (config.NO_DECAY_PATTERNS).
+- `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, decoupled weight decay) |
+  LAMB, with optional global-norm clipping. Gradient accumulation is done in the train step
+  (microbatches summed before one update), not here, so the optimizer always sees the global batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import jax
+import optax
+
+from janus.config import SCHEDULES
+
+
+def make_schedule(opt, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    lr = float(opt["lr"])
+    end = lr * float(opt["end_lr_factor"])
+    decay_steps = max(int(total_steps) - int(warmup_steps), 1)
+    kind = opt["schedule"]
+    if kind == "cosine":
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=end / lr if lr else 0.0)
+    elif kind == "linear":
+        main = optax.linear_schedule(lr, end, decay_steps)
+    elif kind == "constant":
+        main = optax.constant_schedule(lr)
+    else:
+        raise ValueError(f"optimizer.schedule = {kind!r}; known: {', '.join(SCHEDULES)}")
+    if warmup_steps <= 0:
+        return main
+    warm = optax.linear_schedule(0.0, lr, int(warmup_steps))
+    return optax.join_schedules([warm, main], [int(warmup_steps)])
+
+
+def param_path(path) -> str:
+    """A jax key path as 'a/b/c'."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def decay_mask(params, patterns: Sequence[str] | str):
+    """Pytree of bools like `params`: True = apply weight decay (path matches no pattern)."""
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p]
+    regexes = [re.compile(p) for p in patterns]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: not any(r.search(param_path(path)) for r in regexes), params
+    )
+
+
+def make_optimizer(opt, total_steps: int, warmup_steps: int):
+    """-> (optax.GradientTransformation, schedule)."""
+    schedule = make_schedule(opt, total_steps, warmup_steps)
+    wd = float(opt["weight_decay"])
+    patterns = opt["no_decay"]
+    mask = lambda params: decay_mask(params, patterns)
+    name = opt["name"]
+    if name == "adamw":
+        tx = optax.adamw(
+            schedule, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"], weight_decay=wd, mask=mask
+        )
+    elif name == "lamb":
+        tx = optax.lamb(
+            schedule, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"], weight_decay=wd, mask=mask
+        )
+    elif name == "sgd":
+        # Decoupled weight decay (scaled by the lr like AdamW), masked the same way.
+        tx = optax.chain(
+            optax.add_decayed_weights(wd, mask=mask),
+            optax.sgd(schedule, momentum=opt["momentum"] or None, nesterov=opt["nesterov"]),
+        )
+    else:
+        raise ValueError(f"optimizer.name = {name!r}; known: adamw, sgd, lamb")
+    if opt["clip_norm"]:
+        tx = optax.chain(optax.clip_by_global_norm(float(opt["clip_norm"])), tx)
+    return tx, schedule

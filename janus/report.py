@@ -1,0 +1,182 @@
+"""Gather eval results of many runs into a table and plots.
+
+    python -m janus.report RUNDIR [RUNDIR ...] [--out DIR] [--meta [CSV]] [--all_steps]
+
+Reads only `RUNDIR/eval/*.json` (the evaluator's output, DESIGN.md), `RUNDIR/config.json` and
+`RUNDIR/data_manifest.json` (for the data budget), and optionally the paper's meta-analysis CSV
+(`--meta` alone: the vendored `vlhub_meta_analysis.csv`). RUNDIR may also be a parent folder of
+runs (every subfolder with an `eval/` folder is a run). Writes to --out (default `report/`):
+`results.md`, `results.csv`, and the figures of `janus.report_plots` as PNG and SVG.
+One row per (run, classifier): the latest evaluated step, unless --all_steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+SETS = ("val", "v2", "sketch", "r", "a", "objectnet", "real")
+COLUMNS = (
+    ["run", "step", "model", "loss", "label_set", "suite", "classifier", "budget"]
+    + [f"{s}_top1" for s in SETS]
+    + ["avg_robustness", "robustness_ratio", "taori_er_mean5"]
+)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _get(d, dotted, default=None):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def run_budget(rundir: str) -> int | None:
+    """Number of training examples: data_manifest.json's budget / example count, else config."""
+    manifest = _read_json(os.path.join(rundir, "data_manifest.json")) or {}
+    config = _read_json(os.path.join(rundir, "config.json")) or {}
+    for value in (
+        manifest.get("budget"),
+        manifest.get("n"),
+        manifest.get("num_examples"),
+        manifest.get("n_examples"),
+        _get(config, "data.budget"),
+    ):
+        if isinstance(value, int | float) and value > 0:
+            return int(value)
+    return None
+
+
+def find_runs(paths: Sequence[str]) -> list[str]:
+    runs = []
+    for p in paths:
+        if os.path.isdir(os.path.join(p, "eval")):
+            runs.append(p)
+        elif os.path.isdir(p):
+            subs = sorted(d for d in glob.glob(os.path.join(p, "*")) if os.path.isdir(f"{d}/eval"))
+            if not subs:
+                raise FileNotFoundError(f"{p}: no eval/ folder in it or in its subfolders")
+            runs.extend(subs)
+        else:
+            raise FileNotFoundError(f"{p}: not a directory")
+    return runs
+
+
+def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
+    """Table rows from the runs' eval JSONs (see COLUMNS)."""
+    rows = []
+    for rundir in rundirs:
+        results = []
+        for path in glob.glob(os.path.join(rundir, "eval", "*.json")):
+            r = _read_json(path)
+            if isinstance(r, dict) and "sets" in r:
+                results.append(r)
+        budget = run_budget(rundir)
+        if not all_steps:  # latest step per classifier
+            latest = {}
+            for r in results:
+                c = r.get("classifier")
+                if c not in latest or int(r.get("step", -1)) > int(latest[c].get("step", -1)):
+                    latest[c] = r
+            results = list(latest.values())
+        name = os.path.basename(os.path.normpath(rundir))
+        for r in sorted(results, key=lambda r: (str(r.get("classifier")), int(r.get("step", -1)))):
+            row = {
+                "run": name,
+                "budget": budget,
+                **{k: r.get(k) for k in ("step", "model", "loss", "label_set", "suite", "classifier")},
+            }
+            for s in SETS:
+                row[f"{s}_top1"] = _get(r, f"sets.{s}.top1")
+            m = r.get("metrics") or {}
+            for k in ("avg_robustness", "robustness_ratio", "taori_er_mean5"):
+                row[k] = m.get(k)
+            rows.append(row)
+    return rows
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
+    """results.csv (all columns) and results.md (columns with at least one value)."""
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+    cols = [c for c in COLUMNS if any(row.get(c) is not None for row in rows)]
+    lines = [
+        "# Results",
+        "",
+        "Top-1 accuracies (fractions) restricted to each run's label set; avg_robustness = mean "
+        "top-1 over V2, Sketch, R and A; robustness_ratio = avg_robustness / val (the paper's "
+        "'effective robustness'); taori_er_mean5 = mean-of-5-shifts accuracy minus the ImageNet "
+        "baseline's prediction (Taori et al. 2020).",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "| " + " | ".join("---" for _ in cols) + " |",
+    ]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return csv_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m janus.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("rundirs", nargs="+", help="training workdirs (or folders of workdirs)")
+    p.add_argument("--out", default="report", help="output folder (default: report/)")
+    p.add_argument(
+        "--meta",
+        nargs="?",
+        const="reference",
+        default=None,
+        help="meta-analysis CSV drawn as grey background points; alone: the vendored "
+        "vlhub_meta_analysis.csv",
+    )
+    p.add_argument("--all_steps", action="store_true", help="one row per evaluated step")
+    args = p.parse_args(argv)
+
+    from janus import report_plots  # matplotlib only when plotting
+
+    rows = load_rows(find_runs(args.rundirs), all_steps=args.all_steps)
+    if not rows:
+        print("no eval results found in", args.rundirs, file=sys.stderr)
+        return 1
+    meta = args.meta
+    if meta == "reference":
+        from janus.data.reference import reference_path
+
+        meta = str(reference_path("vlhub_meta_analysis.csv"))
+    paths = list(write_table(rows, args.out))
+    paths += report_plots.plot_all(rows, args.out, meta_csv=meta)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

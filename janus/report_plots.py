@@ -1,0 +1,162 @@
+"""Figures for `janus.report` (matplotlib, Agg backend; each figure saved as PNG and SVG).
+
+- `robustness_vs_val_<label_set>`: average robustness vs val top-1 on logit axes, one figure per
+  label set. Runs are coloured by objective (loss) with one marker per architecture; the paper's
+  meta-analysis models on the same label set are grey background points (Conventional = trained
+  on labels, VL = image-text); the line is a logit-linear fit over the meta-analysis'
+  conventional models (the "standard models" trend), or, without meta data, none.
+- `scaling`: val top-1 and average robustness vs data budget (log x), one line per
+  (objective, architecture) - the paper's scaling figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from janus.evaluate import metrics  # noqa: E402
+
+# Meta-analysis column prefixes per janus label-set name (see vlhub_meta_analysis.csv's header).
+META_COLUMNS = {
+    "in1000": ("imagenet-zeroshot-val-top1", "imagenet-average-robustness"),
+    "in100": ("in100-zeroshot-val-top1", "in100-average-robustness"),
+    "in100_dogs": ("in100-dogs-zeroshot-val-top1", "in100-dogs-average-robustness"),
+}
+LOSS_LABELS = {
+    "ce": "CE on labels",
+    "multilabel_ce": "multi-label CE",
+    "sigmoid": "sigmoid (labels)",
+    "infonce": "VL: InfoNCE on captions",
+    "siglip": "VL: SigLIP on captions",
+}
+MARKERS = "osD^v<>Pp*hX"
+
+
+def _float(x):
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def read_meta(meta_csv: str, label_set: str) -> list[tuple[float, float, str]]:
+    """(val, avg_robustness, technique) of the meta-analysis rows for a label set (fractions)."""
+    if label_set not in META_COLUMNS:
+        return []
+    val_col, rob_col = META_COLUMNS[label_set]
+    out = []
+    with open(meta_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            v, r = _float(row.get(val_col)), _float(row.get(rob_col))
+            if v is not None and r is not None and 0 < v < 1 and 0 < r < 1:
+                out.append((v, r, row.get("technique", "")))
+    return out
+
+
+def _save(fig, out_dir: str, stem: str) -> list[str]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = os.path.join(out_dir, f"{stem}.{ext}")
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _style_maps(rows):
+    losses = sorted({str(r.get("loss")) for r in rows})
+    models = sorted({str(r.get("model")) for r in rows})
+    cmap = plt.get_cmap("tab10")
+    colors = {loss: cmap(i % 10) for i, loss in enumerate(losses)}
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+    return colors, markers
+
+
+def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> list[str]:
+    colors, markers = _style_maps(rows)
+    paths = []
+    by_ls = defaultdict(list)
+    for r in rows:
+        if r.get("val_top1") is not None and r.get("avg_robustness") is not None:
+            by_ls[str(r.get("label_set"))].append(r)
+    for label_set, group in sorted(by_ls.items()):
+        fig, ax = plt.subplots(figsize=(6.4, 5.2))
+        pts = [(r["val_top1"], r["avg_robustness"]) for r in group]
+        meta = read_meta(meta_csv, label_set) if meta_csv else []
+        if meta:
+            conv = [(v, r) for v, r, t in meta if t == "Conventional"]
+            other = [(v, r) for v, r, t in meta if t != "Conventional"]
+            for data, mk, lab in ((conv, "o", "labels"), (other, "^", "image-text / other")):
+                if data:
+                    ax.scatter(*zip(*data), s=9, c="0.75", marker=mk, alpha=0.7, zorder=1,
+                               label=f"meta-analysis ({lab}, n={len(data)})")  # fmt: skip
+            if len(conv) >= 2:
+                a, b = metrics.fit_logit_line([100 * v for v, _ in conv], [100 * r for _, r in conv])
+                lo, hi = min(v for v, _ in conv + pts), max(v for v, _ in conv + pts)
+                xs = np.linspace(lo, hi, 200)
+                ax.plot(xs, metrics.sigmoid(a * metrics.logit(xs) + b), "--", c="0.35", zorder=2,
+                        label=f"fit to label-trained models (slope {a:.2f})")  # fmt: skip
+        for r in group:
+            ax.scatter(r["val_top1"], r["avg_robustness"], s=60, zorder=3, edgecolors="k",
+                       c=[colors[str(r.get("loss"))]], marker=markers[str(r.get("model"))])  # fmt: skip
+        _legend_runs(ax, group, colors, markers)
+        ax.set_xscale("logit")
+        ax.set_yscale("logit")
+        ax.set_xlabel("ImageNet val top-1 on the label set (logit scale)")
+        ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
+        ax.set_title(f"Robustness vs in-distribution accuracy, label set {label_set}")
+        ax.grid(True, which="both", alpha=0.3)
+        paths += _save(fig, out_dir, f"robustness_vs_val_{label_set}")
+    return paths
+
+
+def _legend_runs(ax, group, colors, markers):
+    handles = ax.get_legend_handles_labels()[0]
+    for loss in sorted({str(r.get("loss")) for r in group}):
+        handles.append(plt.Line2D([], [], ls="", marker="s", c=colors[loss], mec="k",
+                                  label=f"objective: {LOSS_LABELS.get(loss, loss)}"))  # fmt: skip
+    for model in sorted({str(r.get("model")) for r in group}):
+        handles.append(plt.Line2D([], [], ls="", marker=markers[model], c="w", mec="k",
+                                  label=f"architecture: {model}"))  # fmt: skip
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def plot_scaling(rows, out_dir: str) -> list[str]:
+    rows = [r for r in rows if r.get("budget")]
+    if not rows:
+        return []
+    colors, markers = _style_maps(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    lines = defaultdict(list)
+    for r in rows:
+        lines[(str(r.get("loss")), str(r.get("model")), str(r.get("label_set")))].append(r)
+    for key, group in sorted(lines.items()):
+        loss, model, label_set = key
+        group = sorted(group, key=lambda r: r["budget"])
+        for ax, col in zip(axes, ("val_top1", "avg_robustness")):
+            pts = [(r["budget"], r[col]) for r in group if r.get(col) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=markers[model], c=colors[loss], mec="k",
+                        label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}")  # fmt: skip
+    for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("data budget: training examples seen in the dataset (log scale)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs data budget")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    return _save(fig, out_dir, "scaling")
+
+
+def plot_all(rows: Sequence[dict], out_dir: str, meta_csv: str | None = None) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    return plot_robustness_vs_val(rows, out_dir, meta_csv) + plot_scaling(rows, out_dir)

@@ -1,0 +1,603 @@
+"""The sharded train step and the training loop.
+
+One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-node GPUs:
+
+- State: a dict pytree {"step", "params", "batch_stats"?, "opt_state"}, initialised by a jitted,
+  deterministic init (seed) straight into its shardings (`janus.sharding.param_shardings`).
+- Step: `jax.jit` with explicit in/out shardings over the Mesh, the state donated. Each process
+  passes its slice of the global batch; `janus.sharding.shard_batch` assembles the global arrays.
+  The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
+  Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches and
+  sums their gradients before ONE optimizer update (note: contrastive losses then see microbatch
+  negatives only).
+- Loop: metrics averaged over each log window (clu metrics), written by process 0 (metrics.jsonl,
+  TensorBoard, console); in-loop eval hooks every N steps; orbax checkpoints every N steps and at
+  the end with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves
+  and exits cleanly.
+- NaN guard: the loss and parameter norm are checked on the host at every log step, every
+  checkpoint step and the last step (not every step: that would sync the host each step). A
+  non-finite value raises `NonFiniteLossError` naming the step, before anything is saved, so the
+  last good checkpoint stays the latest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from clu import metrics as clu_metrics
+
+from janus import checkpoint as ckpt_lib
+from janus import config as config_lib
+from janus import metric_writer as mw
+from janus import optim
+
+# Peak dense bf16 FLOP/s per device, by jax device_kind substring (vendor spec sheets). None = unknown
+# (MFU is then logged as null). Checked in order: the first substring contained in device_kind wins.
+PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("TPU v5 lite", 197e12),  # v5e
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),  # v5p reports "TPU v5"
+    ("TPU v6 lite", 918e12),  # v6e (Trillium)
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),  # SXM dense bf16
+    ("A100", 312e12),
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or a norm) became NaN/inf; the message names the step."""
+
+
+def peak_flops_per_device(device_kind: str) -> float | None:
+    for key, flops in PEAK_FLOPS:
+        if key.lower() in device_kind.lower():
+            return flops
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model and state
+
+
+def model_kwargs(config) -> dict:
+    """create_model kwargs from config.model (everything but name/dtype/text are tower kwargs)."""
+    m = config_lib.to_dict(config)["model"]
+    kwargs = {k: v for k, v in m.items() if k not in ("name", "dtype", "text")}
+    if m.get("text") is not None:
+        kwargs["text"] = dict(m["text"])
+    return kwargs
+
+
+def build_model(config):
+    from janus.models import create_model
+
+    return create_model(
+        config.model.name, config.loss, dtype=config.model.dtype, **model_kwargs(config)
+    )
+
+
+def class_mask_for(config) -> np.ndarray | None:
+    """The label set's mask for CE-family training logits, when config.restrict_to_label_set."""
+    if config_lib.is_vl(config.loss) or not config.restrict_to_label_set:
+        return None
+    from janus.data import labelsets
+
+    return labelsets.class_mask(labelsets.resolve_label_set(config.label_set))
+
+
+def make_init_fn(model, tx, config) -> Callable[[], dict]:
+    from janus.models import init_variables
+
+    def init():
+        rng = jax.random.fold_in(jax.random.key(config.seed), 0x1217)  # init stream
+        variables = init_variables(
+            model, rng, config.input.resolution, context_length=config.input.context_length
+        )
+        variables = flax.core.unfreeze(variables)
+        state = {
+            "step": jnp.zeros((), jnp.int32),
+            "params": variables["params"],
+            "opt_state": tx.init(variables["params"]),
+        }
+        if variables.get("batch_stats"):
+            state["batch_stats"] = variables["batch_stats"]
+        return state
+
+    return init
+
+
+def _restore_abstract(abstract, shardings):
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Train step
+
+
+def _split_microbatches(batch, n: int):
+    """[B, ...] -> [n, B/n, ...] with each microbatch still spread over all data devices."""
+
+    def one(x):
+        x = x.reshape((x.shape[0] // n, n) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(
+    model,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    loss: str,
+    seed: int,
+    class_mask: np.ndarray | None = None,
+    label_smoothing: float = 0.0,
+    grad_accum_steps: int = 1,
+) -> Callable:
+    """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`)."""
+    from janus import losses
+
+    vl = config_lib.is_vl(loss)
+    mask = None if class_mask is None else np.asarray(class_mask, bool)
+
+    def forward(params, batch_stats, batch, rng):
+        variables = {"params": params}
+        mutable = False
+        if batch_stats is not None:
+            variables["batch_stats"] = batch_stats
+            mutable = ["batch_stats"]
+        inputs = (batch["image"], batch["tokens"]) if vl else (batch["image"],)
+        out = model.apply(variables, *inputs, train=True, mutable=mutable, rngs={"dropout": rng})
+        new_bs = None
+        if mutable:
+            out, new_vars = out
+            new_bs = new_vars["batch_stats"]
+        if vl:
+            if loss == "siglip":
+                value, metrics = losses.siglip(
+                    out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
+                )
+            else:
+                value, metrics = losses.infonce(
+                    out["image_emb"], out["text_emb"], out["logit_scale"]
+                )
+            metrics = dict(metrics, logit_scale=out["logit_scale"])
+        else:
+            cm = None if mask is None else jnp.asarray(mask)
+            if loss == "ce":
+                value = losses.softmax_cross_entropy(
+                    out, batch["label"], label_smoothing=label_smoothing, class_mask=cm
+                )
+            elif loss == "multilabel_ce":
+                value = losses.multilabel_cross_entropy(out, batch["labels"], class_mask=cm)
+            else:
+                value = losses.sigmoid_cross_entropy(out, batch["labels"])
+            pred = jnp.argmax(losses.apply_class_mask(out, cm), axis=-1)
+            metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
+        return value, (metrics, new_bs)
+
+    grad_fn = jax.value_and_grad(forward, has_aux=True)
+
+    def step(state, batch):
+        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        params, bs = state["params"], state.get("batch_stats")
+        if grad_accum_steps == 1:
+            (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
+        else:
+            micro = _split_microbatches(batch, grad_accum_steps)
+
+            def body(carry, xs):
+                g_sum, l_sum, m_sum, bs_c = carry
+                mb, i = xs
+                (v, (m, bs_n)), g = grad_fn(params, bs_c, mb, jax.random.fold_in(rng, i))
+                add = lambda a, b: jax.tree.map(jnp.add, a, b)
+                return (add(g_sum, g), l_sum + v, add(m_sum, m), bs_n), None
+
+            zeros_g = jax.tree.map(jnp.zeros_like, params)
+            (_, (m0, _)), _ = jax.eval_shape(grad_fn, params, bs, jax.tree.map(lambda x: x[0], micro), rng)
+            zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
+            (grads, value, metrics, bs), _ = jax.lax.scan(
+                body,
+                (zeros_g, jnp.zeros((), jnp.float32), zeros_m, bs),
+                (micro, jnp.arange(grad_accum_steps)),
+            )
+            n = float(grad_accum_steps)
+            grads = jax.tree.map(lambda g: g / n, grads)
+            value = value / n
+            metrics = jax.tree.map(lambda m: m / n, metrics)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        params = optax.apply_updates(params, updates)
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        if bs is not None:
+            new_state["batch_stats"] = bs
+        metrics = dict(
+            metrics,
+            loss=value,
+            learning_rate=schedule(state["step"]),
+            grad_norm=optax.global_norm(grads),
+            param_norm=optax.global_norm(params),
+        )
+        return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+
+    return step
+
+
+def compile_train_step(step_fn, state, batch, state_shardings, mesh):
+    """AOT-compiles the step for these shapes/shardings. -> (compiled, flops per device or None)."""
+    from janus import sharding as sharding_lib
+
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sh = jax.tree.map(lambda _: sharding_lib.batch_sharding(mesh), batch)
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sh),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+    with jax.set_mesh(mesh):
+        compiled = jitted.lower(state, batch).compile()
+    flops = None
+    try:
+        cost = compiled.cost_analysis()
+        if isinstance(cost, list | tuple):
+            cost = cost[0] if cost else None
+        if cost and cost.get("flops", 0) > 0:
+            flops = float(cost["flops"])
+    except Exception as e:  # cost analysis is optional on some backends
+        logging.info("no cost analysis: %s", e)
+    return compiled, flops
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loop helpers
+
+
+class StopFlag:
+    """Set by SIGTERM (preemption); the loop checks it every step."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._previous = None
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and exiting")
+        self.event.set()
+
+    def uninstall(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def is_set(self) -> bool:
+        local = self.event.is_set()
+        if jax.process_count() == 1:
+            return local
+        from jax.experimental import multihost_utils
+
+        # Every process must agree, or some would enter a collective save the others skip.
+        flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
+        return bool(np.any(flags))
+
+
+def _make_collection(keys: Sequence[str]):
+    return clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in keys})
+
+
+def _check_finite(step: int, values: Mapping[str, float]) -> None:
+    bad = {
+        k: v
+        for k, v in values.items()
+        if k in ("loss", "grad_norm", "param_norm") and not math.isfinite(v)
+    }
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite training values at step {step}: {bad}. Stopping without saving; the "
+            "latest complete checkpoint is still the last good state (lower optimizer.lr, set "
+            "optimizer.clip_norm, or check the data)."
+        )
+
+
+def _hook_period(name, hook, config) -> int:
+    every = getattr(hook, "every_steps", None)
+    if every is None and name is not None and name in config.evals:
+        every = config.evals[name].every_steps
+    if not every:
+        raise ValueError(f"eval hook {name or hook!r} has no every_steps")
+    return int(every)
+
+
+def _normalise_hooks(hooks, config) -> list[tuple[str, int, Callable]]:
+    """hooks: {name: fn}, [fn with .every_steps], or [(name, every_steps, fn)]."""
+    if not hooks:
+        return []
+    if isinstance(hooks, Mapping):
+        return [(n, _hook_period(n, h, config), h) for n, h in hooks.items()]
+    out = []
+    for h in hooks:
+        if isinstance(h, tuple):
+            out.append(h)
+        else:
+            name = getattr(h, "name", getattr(h, "__name__", "eval"))
+            out.append((name, _hook_period(name, h, config), h))
+    return out
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    step: int
+    state: dict
+    metrics: dict  # the last logged scalars
+    stopped_early: bool  # SIGTERM or stop_after_steps
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _open_data(config, *, budget):
+    from janus.data import pipeline
+
+    dirs = config_lib.train_dirs(config)
+    dirs_arg = dirs[0][0] if len(dirs) == 1 else dirs
+    tokenizer = None
+    if config_lib.is_vl(config.loss):
+        from janus.data.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(context_length=config.input.context_length)
+    return pipeline.train_loader(
+        dirs_arg,
+        global_batch_size=config.input.batch_size,
+        pp=config.input.pp,
+        seed=config.seed,
+        label_set=config.label_set,
+        budget=budget,
+        class_balanced=config.data.class_balanced,
+        captions=config_lib.is_vl(config.loss),
+        tokenizer=tokenizer,
+        multi_hot=config.data.multi_hot or config.loss in ("multilabel_ce", "sigmoid"),
+        num_epochs=None,
+        worker_count=config.data.worker_count,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+    )
+
+
+def _count_examples(config):
+    from janus.data import pipeline
+
+    captions = config_lib.is_vl(config.loss)
+
+    def count(d, budget):
+        return pipeline.num_train_examples(
+            d, budget=budget, label_set=config.label_set, captions=captions
+        )
+
+    budget = config_lib.resolve_budget(config, count)
+    dirs = config_lib.train_dirs(config)
+    return budget, count(dirs[0][0] if len(dirs) == 1 else dirs, budget)
+
+
+def _init_from(state, config, shardings):
+    """Replaces the parameters selected by checkpoint.init_include/exclude by those of
+    checkpoint.init_from, and re-initialises the optimizer state."""
+    loaded = ckpt_lib.load_params_for_init(config.checkpoint.init_from)
+    fresh = {k: state[k] for k in ("params", "batch_stats") if k in state}
+    merged, taken = ckpt_lib.merge_params(
+        fresh, loaded, config.checkpoint.init_include, config.checkpoint.init_exclude
+    )
+
+    def place(new, old, sh):
+        if new is old:
+            return old
+        new = np.asarray(new)
+        return jax.make_array_from_callback(new.shape, sh, lambda idx: new[idx])
+
+    for k in merged:
+        state[k] = jax.tree.map(place, merged[k], fresh[k], shardings[k])
+    logging.info("init_from %s: took %d arrays", config.checkpoint.init_from, len(taken))
+    return state, taken
+
+
+def train_and_evaluate(
+    config,
+    workdir: str,
+    *,
+    make_hooks: Callable | None = None,
+    writer: mw.MetricWriter | None = None,
+) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest complete checkpoint.
+
+    make_hooks(config, model, mesh) -> eval hooks (see `_normalise_hooks`); main passes the
+    evaluator's `make_inloop_evaluators` so this module never imports the evaluator.
+    """
+    from janus import sharding as sharding_lib
+
+    t_setup = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    pid, nproc = jax.process_index(), jax.process_count()
+    config_lib.validate(config, num_devices=jax.device_count(), num_processes=nproc)
+    mesh = sharding_lib.make_mesh(config_lib.mesh_axes(config))
+    budget, n_examples = _count_examples(config)
+    dur = config_lib.resolve_durations(config, n_examples)
+    total = dur.total_steps
+    if config.checkpoint.keep_every and config.checkpoint.keep_every % config.checkpoint.every_steps:
+        logging.warning("checkpoint.keep_every is not a multiple of checkpoint.every_steps")
+
+    model = build_model(config)
+    tx, schedule = optim.make_optimizer(config.optimizer, total, dur.warmup_steps)
+    init_fn = make_init_fn(model, tx, config)
+    abstract = jax.eval_shape(init_fn)
+    shardings = sharding_lib.param_shardings(abstract, mesh, config.sharding)
+
+    resolved = config_lib.to_dict(config)
+    resolved["resolved"] = {
+        "total_steps": total,
+        "warmup_steps": dur.warmup_steps,
+        "num_train_examples": n_examples,
+        "budget": budget,
+        "steps_per_epoch": dur.steps_per_epoch,
+        "num_devices": jax.device_count(),
+        "num_processes": nproc,
+        "mesh": dict(mesh.shape),
+        "device_kind": jax.devices()[0].device_kind,
+    }
+
+    data_iter, manifest = _open_data(config, budget=budget)
+    ckpt = ckpt_lib.Checkpointer(
+        workdir,
+        keep=config.checkpoint.keep,
+        keep_every=config.checkpoint.keep_every,
+        async_save=config.checkpoint.async_save,
+    )
+    start = ckpt.latest_step()
+    if start is not None:
+        logging.info("resuming from %s/%d", ckpt.directory, start)
+        state = ckpt.restore(start, _restore_abstract(abstract, shardings), data_iter=data_iter)
+    else:
+        start = 0
+        with jax.set_mesh(mesh):
+            state = jax.jit(init_fn, out_shardings=shardings)()
+        if config.checkpoint.init_from:
+            state, _ = _init_from(state, config, shardings)
+            state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(
+                state["params"]
+            )
+    if pid == 0:
+        _write_json(os.path.join(workdir, "config.json"), resolved)
+        _write_json(os.path.join(workdir, "data_manifest.json"), manifest)
+
+    writer = writer or mw.create_default_writer(workdir, process_index=pid, total_steps=total)
+    if start == 0:
+        writer.write_hparams(
+            {k: v for k, v in _flat_config(resolved).items() if not k.startswith("evals")}
+        )
+    hooks = _normalise_hooks(make_hooks(config, model, mesh) if make_hooks else None, config)
+
+    step_fn = make_train_step(
+        model,
+        tx,
+        schedule,
+        loss=config.loss,
+        seed=config.seed,
+        class_mask=class_mask_for(config),
+        label_smoothing=config.label_smoothing,
+        grad_accum_steps=config.optimizer.grad_accum_steps,
+    )
+    stop = StopFlag().install()
+    step = start
+    last_scalars: dict = {}
+    stopped = False
+    try:
+        if step >= total:
+            logging.info("already trained: step %d >= total_steps %d", step, total)
+            return TrainResult(step, state, {}, False)
+        batch = sharding_lib.shard_batch(next(data_iter), mesh)
+        compiled, flops = compile_train_step(step_fn, state, batch, shardings, mesh)
+        n_dev = jax.device_count()
+        peak = peak_flops_per_device(jax.devices()[0].device_kind)
+        logging.info(
+            "setup %.1fs; %d steps from %d; %d devices, mesh %s; %s FLOPs/step/device",
+            time.time() - t_setup, total, start, n_dev, dict(mesh.shape), flops,
+        )
+        collection = None
+        window_start, window_steps = time.time(), 0
+        run_start, run_steps = time.time(), 0
+        stop_at = config.stop_after_steps
+        while True:
+            with jax.set_mesh(mesh):
+                state, metrics = compiled(state, batch)
+            step += 1
+            window_steps += 1
+            if collection is None:
+                collection = _make_collection(sorted(metrics)).single_from_model_output(**metrics)
+            else:
+                collection = collection.merge(type(collection).single_from_model_output(**metrics))
+            last = step >= total
+            preempted = stop.is_set()
+            early = preempted or (stop_at is not None and step >= stop_at)
+            is_log = step % config.log.every_steps == 0 or last or early
+            is_ckpt = step % config.checkpoint.every_steps == 0 or last or early
+            if is_log or is_ckpt:
+                values = {k: float(v) for k, v in collection.compute().items()}
+                _check_finite(step, values)
+            if is_log:
+                now = time.time()
+                dt = (now - window_start) / window_steps
+                run_steps += window_steps
+                avg = (now - run_start) / run_steps
+                scalars = dict(values)
+                scalars["learning_rate"] = float(metrics["learning_rate"])
+                scalars["step_time_s"] = dt
+                scalars["images_per_s_per_device"] = config.input.batch_size / dt / n_dev
+                scalars["epoch"] = step / dur.steps_per_epoch
+                scalars["eta_s"] = (total - step) * avg
+                scalars["mfu"] = flops / dt / peak if (flops and peak) else None
+                writer.write_scalars(step, scalars)  # mfu None (unknown peak) -> null
+                writer.flush()
+                last_scalars = scalars
+                collection = None
+                window_start, window_steps = time.time(), 0
+            for name, every, hook in hooks:
+                if step % every == 0 or last:
+                    variables = {"params": state["params"]}
+                    if "batch_stats" in state:
+                        variables["batch_stats"] = state["batch_stats"]
+                    out = hook(step, variables) or {}
+                    writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in out.items()})
+                    writer.flush()
+            if is_ckpt:
+                ckpt.save(step, state, data_iter=data_iter, config=resolved)
+                if early:
+                    ckpt.wait()
+            if last or early:
+                stopped = early and not last
+                if preempted:
+                    logging.warning("stopped by SIGTERM at step %d (checkpoint saved)", step)
+                break
+            batch = sharding_lib.shard_batch(next(data_iter), mesh)
+        return TrainResult(step, state, last_scalars, stopped)
+    finally:
+        stop.uninstall()
+        ckpt.close()
+        writer.close()
+        del data_iter
+
+
+def _flat_config(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat_config(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

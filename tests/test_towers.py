@@ -1,0 +1,221 @@
+"""Image towers: registry coverage, shapes, feature_dim, BatchNorm semantics, scan/remat, bf16.
+
+Exact parameter counts against the PyTorch references and numerical parity live in test_convert.py (they
+need torch). Everything here runs on tiny variants at 32-64 px.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from janus.models import clip_resnet, layers, resnet, vit
+
+FACTORIES = {**resnet.TOWER_FACTORIES, **clip_resnet.TOWER_FACTORIES, **vit.TOWER_FACTORIES}
+REQUIRED = (
+    [f"resnet{n}" for n in (18, 26, 34, 50, 101, 152)]
+    + ["clip_rn50", "clip_rn101", "clip_rn50x4"]
+    + ["vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16"]
+    + ["resnet_tiny", "clip_rn_tiny", "vit_tiny"]
+)
+
+
+def n_params(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def init(tower, size=64, batch=2, seed=0):
+    x = jax.random.normal(jax.random.key(seed + 1), (batch, size, size, 3))
+    return tower.init(jax.random.key(seed), x, train=False), x
+
+
+def test_registry_covers_required_names():
+    assert set(REQUIRED) <= set(FACTORIES)
+    # No two tower modules export the same name (the CLIP owner's registry merges the dicts).
+    names = [*resnet.TOWER_FACTORIES, *clip_resnet.TOWER_FACTORIES, *vit.TOWER_FACTORIES]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_feature_dim_and_output_shape(name):
+    tower = FACTORIES[name]()
+    size = 64 if "tiny" in name else (288 if name == "clip_rn50x4" else 224)
+    x = jnp.zeros((2, size, size, 3))
+    variables = jax.eval_shape(lambda: tower.init(jax.random.key(0), x, train=False))
+    out = jax.eval_shape(lambda v: tower.apply(v, x, train=False), variables)
+    assert out.shape == (2, tower.feature_dim)
+    for leaf in jax.tree.leaves(variables):
+        assert leaf.dtype == jnp.float32
+
+
+def test_known_feature_dims():
+    dims = {"resnet18": 512, "resnet26": 2048, "resnet50": 2048, "clip_rn50": 1024,
+            "clip_rn101": 512, "clip_rn50x4": 640, "vit_ti16": 192, "vit_s16": 384,
+            "vit_b32": 768, "vit_l16": 1024, "clip_vit_b32": 512}  # fmt: skip
+    for name, dim in dims.items():
+        assert FACTORIES[name]().feature_dim == dim, name
+
+
+def test_tiny_variants_are_small():
+    for name in ("resnet_tiny", "clip_rn_tiny", "vit_tiny"):
+        variables, _ = init(FACTORIES[name]())
+        assert n_params(variables["params"]) < 500_000, name
+
+
+def test_resnet26_is_timm_bottleneck_2222():
+    tower = FACTORIES["resnet26"]()
+    assert tower.stage_sizes == (2, 2, 2, 2) and tower.block == "bottleneck"
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny"])
+def test_batchnorm_train_and_eval(name):
+    tower = FACTORIES[name]()
+    variables, x = init(tower, batch=4)
+    out, updates = tower.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert out.shape == (4, tower.feature_dim)
+    # torch momentum 0.1 == flax momentum 0.9: running mean moves 10% towards the batch mean.
+    stem_bn = "bn1"
+    new_mean = updates["batch_stats"][stem_bn]["mean"]
+    assert not np.allclose(new_mean, 0.0)
+    _, updates2 = tower.apply(
+        {**variables, "batch_stats": updates["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+    )
+    np.testing.assert_allclose(
+        updates2["batch_stats"][stem_bn]["mean"], new_mean * 0.9 + new_mean, rtol=1e-4, atol=1e-6
+    )
+    # Eval mode is deterministic per example (no batch dependence).
+    full = tower.apply(variables, x, train=False)
+    first = tower.apply(variables, x[:1], train=False)
+    np.testing.assert_allclose(full[:1], first, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_uses_global_batch_under_sharding():
+    """A batch sharded over 8 devices gives the same outputs and statistics as on one device."""
+    tower = FACTORIES["resnet_tiny"]()
+    variables, x = init(tower, size=32, batch=8)
+    step = jax.jit(lambda v, x: tower.apply(v, x, train=True, mutable=["batch_stats"]))
+    ref_out, ref_stats = step(variables, x)
+    devices = np.array(jax.devices()[:8])
+    if len(devices) < 2:
+        pytest.skip("needs several devices (conftest sets 8 host CPU devices)")
+    mesh = Mesh(devices, ("data",))
+    xs = jax.device_put(x[: len(devices) * (8 // len(devices))], NamedSharding(mesh, P("data")))
+    out, stats = step(variables, xs)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny"])
+def test_zero_init_last_bn(name):
+    on = FACTORIES[name](zero_init_last_bn=True)
+    off = FACTORIES[name](zero_init_last_bn=False)
+    last = "bn2" if name == "resnet_tiny" else "bn3"
+    v_on, _ = init(on)
+    v_off, _ = init(off)
+    assert np.all(v_on["params"]["layer1_0"][last]["scale"] == 0)
+    assert np.all(v_off["params"]["layer1_0"][last]["scale"] == 1)
+
+
+def test_clip_resnet_defaults_to_zero_init_like_open_clip():
+    assert FACTORIES["clip_rn50"]().zero_init_last_bn
+    assert not FACTORIES["resnet50"]().zero_init_last_bn
+
+
+def test_clip_resnet_layout():
+    tower = FACTORIES["clip_rn_tiny"]()
+    variables, _ = init(tower)
+    p = variables["params"]
+    assert {"conv1", "conv2", "conv3", "bn1", "bn2", "bn3", "attnpool"} <= set(p)
+    # 64 px -> 2x2 final map -> 4 spatial tokens + the mean token.
+    assert p["attnpool"]["pos_embed"].shape == (5, 8 * 32)
+    assert p["layer2_0"]["downsample_conv"]["kernel"].shape == (1, 1, 32, 64)
+
+
+def test_vit_pool_options():
+    tok = vit.ViT(patch_size=8, width=32, depth=1, num_heads=2)
+    gap = vit.ViT(patch_size=8, width=32, depth=1, num_heads=2, pool="gap", class_token=False)
+    v_tok, x = init(tok)
+    v_gap, _ = init(gap)
+    assert v_tok["params"]["pos_embed"].shape == (65, 32)
+    assert v_gap["params"]["pos_embed"].shape == (64, 32) and "cls" not in v_gap["params"]
+    assert gap.apply(v_gap, x).shape == (2, 32)
+    with pytest.raises(ValueError, match="class_token"):
+        init(vit.ViT(patch_size=8, width=32, depth=1, num_heads=2, class_token=False))
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        init(tok, size=60)
+
+
+def test_clip_vit_layout_has_ln_pre_and_projection():
+    tower = vit.ViT(patch_size=8, width=64, depth=1, num_heads=1, proj_dim=16, **vit.CLIP_VIT_LAYOUT)
+    variables, x = init(tower)
+    p = variables["params"]
+    assert "ln_pre" in p and p["proj"]["kernel"].shape == (64, 16)
+    assert "bias" not in p["patch_embed"] and "bias" not in p["proj"]
+    assert tower.feature_dim == 16 and tower.apply(variables, x).shape == (2, 16)
+
+
+def test_vit_scan_and_remat_match_unscanned():
+    kw = dict(patch_size=8, width=32, depth=3, num_heads=2)
+    plain = vit.ViT(**kw)
+    variables, x = init(plain)
+    ref = plain.apply(variables, x)
+    params = dict(variables["params"])
+    params["encoder"] = layers.stack_blocks(params["encoder"], 3)
+    scanned = vit.ViT(**kw, scan_layers=True)
+    v_scan, _ = init(scanned)
+    assert jax.tree.map(jnp.shape, v_scan) == jax.tree.map(jnp.shape, {"params": params})
+    np.testing.assert_allclose(scanned.apply({"params": params}, x), ref, rtol=1e-5, atol=1e-5)
+    rt = layers.unstack_blocks(params["encoder"])
+    for a, b in zip(jax.tree.leaves(rt), jax.tree.leaves(variables["params"]["encoder"])):
+        np.testing.assert_array_equal(a, b)
+
+    def loss(p, model):
+        return jnp.sum(model.apply({"params": p}, x) ** 2)
+
+    g_ref = jax.grad(loss)(params, scanned)
+    for remat_model in (vit.ViT(**kw, scan_layers=True, remat=True),):
+        g = jax.grad(loss)(params, remat_model)
+        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    unscanned_remat = vit.ViT(**kw, remat=True)
+    np.testing.assert_allclose(unscanned_remat.apply(variables, x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny", "vit_tiny"])
+def test_bf16_compute_fp32_params(name):
+    f32 = FACTORIES[name]()
+    bf16 = FACTORIES[name](dtype=jnp.bfloat16)
+    variables, x = init(f32)
+    ref = f32.apply(variables, x, train=False)
+    v16, _ = init(bf16)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(v16))
+    out = bf16.apply(variables, x, train=False)
+    assert out.dtype == jnp.bfloat16
+    out = np.asarray(out, np.float32)
+    assert np.all(np.isfinite(out))
+    rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    assert rel < 0.05, rel
+
+
+def test_activations():
+    x = jnp.linspace(-3, 3, 7)
+    # exact (erf) GELU like torch.nn.GELU(), not flax's tanh default
+    np.testing.assert_allclose(
+        layers.ACTIVATIONS["gelu"](x), 0.5 * x * (1 + jax.scipy.special.erf(x / np.sqrt(2))), 1e-6
+    )
+    np.testing.assert_allclose(layers.quick_gelu(x), x / (1 + np.exp(-1.702 * x)), 1e-6)
+    with pytest.raises(ValueError, match="unknown activation"):
+        layers.get_activation("swish")
+
+
+def test_resnet_padding_matches_torch_geometry():
+    # 64 px: stem conv s2 -> 32, maxpool -> 16, stages -> 16, 8, 4, 2 (torchvision's sizes).
+    tower = FACTORIES["resnet_tiny"]()
+    variables, x = init(tower)
+    _, state = tower.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    inter = state["intermediates"]
+    shapes = [inter[f"layer{s}_0"]["__call__"][0].shape[1] for s in (1, 2, 3, 4)]
+    assert shapes == [16, 8, 4, 2]
