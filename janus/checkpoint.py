@@ -173,7 +173,7 @@ def load_for_inference(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict, i
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    step = int(np.asarray(state.get("step", step_dir.name)))
+    step = int(step_dir.name)  # the checkpoint's name (== state["step"] for training runs)
     return _read_json_item(step_dir), variables, step
 
 

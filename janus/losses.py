@@ -27,7 +27,9 @@ def apply_class_mask(logits: jax.Array, class_mask: jax.Array | None) -> jax.Arr
         return logits
     class_mask = jnp.asarray(class_mask, bool)
     if class_mask.shape != logits.shape[-1:]:
-        raise ValueError(f"class_mask shape {class_mask.shape} != logits classes {logits.shape[-1:]}")
+        raise ValueError(
+            f"class_mask shape {class_mask.shape} != logits classes {logits.shape[-1:]}"
+        )
     return jnp.where(class_mask, logits, MASKED_LOGIT)
 
 

@@ -65,23 +65,24 @@ def initialize_distributed(env: dict[str, str] | None = None) -> str | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        # orbax/grain log every save at INFO; the progress lines are printed, not logged.
+        logging.set_verbosity(logging.WARNING)
     kind = initialize_distributed()
 
     import jax
 
     from janus import config as config_lib
     from janus import train
+    from janus.metric_writer import say
 
     config = _CONFIG.value
-    logging.info(
-        "process %d/%d (%s), %d devices (%d local), %s",
-        jax.process_index(),
-        jax.process_count(),
-        kind or "single machine",
-        jax.device_count(),
-        jax.local_device_count(),
-        jax.devices()[0].device_kind,
-    )
+    if jax.process_index() == 0:
+        say(
+            f"process {jax.process_index()}/{jax.process_count()} ({kind or 'single machine'}), "
+            f"{jax.device_count()} devices ({jax.local_device_count()} local), "
+            f"{jax.devices()[0].device_kind}"
+        )
     try:
         config_lib.validate(
             config, num_devices=jax.device_count(), num_processes=jax.process_count()
@@ -97,7 +98,8 @@ def main(argv):
 
         make_hooks = make_inloop_evaluators
     result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
-    logging.info("done at step %d%s", result.step, " (stopped early)" if result.stopped_early else "")
+    if jax.process_index() == 0:
+        say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 clu.metric_writers imports TensorFlow, so janus has its own: `JsonlWriter` (metrics.jsonl, one JSON
 object per write: {"step", "time", **scalars}), `TensorBoardWriter` (events.out.tfevents.* via
-tensorboardX), `ConsoleWriter` (a readable progress line via absl logging) and `MultiWriter`.
+tensorboardX), `ConsoleWriter` (a readable progress line on stdout) and `MultiWriter`.
 `create_default_writer(workdir)` gives all three on process 0 and a no-op writer elsewhere, so only
 process 0 writes logs.
 
@@ -19,7 +19,6 @@ import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from absl import logging
 
 
 def _scalar(v):
@@ -73,8 +72,7 @@ class JsonlWriter(MetricWriter):
     def write_texts(self, step, texts):
         self._f.write(json.dumps({"step": int(step), "time": time.time(), **dict(texts)}) + "\n")
 
-    def write_hparams(self, hparams):
-        self._f.write(json.dumps({"hparams": dict(hparams)}, default=str) + "\n")
+    # write_hparams: a no-op here; every row of metrics.jsonl is a step (config.json has the config).
 
     def flush(self):
         self._f.flush()
@@ -156,11 +154,16 @@ class ConsoleWriter(MetricWriter):
             else:
                 parts.append(f"{k}={_fmt(v)}")
         total = f"/{self.total_steps}" if self.total_steps else ""
-        logging.info("[step %d%s] %s", step, total, " ".join(parts))
+        say(f"[step {step}{total}] {' '.join(parts)}")
 
     def write_texts(self, step, texts):
         for k, v in texts.items():
-            logging.info("[step %d] %s: %s", step, k, v)
+            say(f"[step {step}] {k}: {v}")
+
+
+def say(message: str) -> None:
+    """A console line with the time (stdout, flushed; absl logging stays for libraries' details)."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def format_duration(seconds: float) -> str:

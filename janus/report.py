@@ -55,6 +55,8 @@ def run_budget(rundir: str) -> int | None:
         manifest.get("n"),
         manifest.get("num_examples"),
         manifest.get("n_examples"),
+        _get(config, "resolved.budget"),
+        _get(config, "resolved.num_train_examples"),
         _get(config, "data.budget"),
     ):
         if isinstance(value, int | float) and value > 0:
@@ -99,7 +101,10 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
             row = {
                 "run": name,
                 "budget": budget,
-                **{k: r.get(k) for k in ("step", "model", "loss", "label_set", "suite", "classifier")},
+                **{
+                    k: r.get(k)
+                    for k in ("step", "model", "loss", "label_set", "suite", "classifier")
+                },
             }
             for s in SETS:
                 row[f"{s}_top1"] = _get(r, f"sets.{s}.top1")

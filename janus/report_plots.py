@@ -97,20 +97,42 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
             other = [(v, r) for v, r, t in meta if t != "Conventional"]
             for data, mk, lab in ((conv, "o", "labels"), (other, "^", "image-text / other")):
                 if data:
-                    ax.scatter(*zip(*data), s=9, c="0.75", marker=mk, alpha=0.7, zorder=1,
-                               label=f"meta-analysis ({lab}, n={len(data)})")  # fmt: skip
+                    ax.scatter(
+                        *zip(*data),
+                        s=9,
+                        c="0.75",
+                        marker=mk,
+                        alpha=0.7,
+                        zorder=1,
+                        label=f"meta-analysis ({lab}, n={len(data)})",
+                    )
             if len(conv) >= 2:
-                a, b = metrics.fit_logit_line([100 * v for v, _ in conv], [100 * r for _, r in conv])
+                a, b = metrics.fit_logit_line(
+                    [100 * v for v, _ in conv], [100 * r for _, r in conv]
+                )
                 lo, hi = min(v for v, _ in conv + pts), max(v for v, _ in conv + pts)
                 xs = np.linspace(lo, hi, 200)
-                ax.plot(xs, metrics.sigmoid(a * metrics.logit(xs) + b), "--", c="0.35", zorder=2,
-                        label=f"fit to label-trained models (slope {a:.2f})")  # fmt: skip
+                ax.plot(
+                    xs,
+                    metrics.sigmoid(a * metrics.logit(xs) + b),
+                    "--",
+                    c="0.35",
+                    zorder=2,
+                    label=f"fit to label-trained models (slope {a:.2f})",
+                )
         for r in group:
-            ax.scatter(r["val_top1"], r["avg_robustness"], s=60, zorder=3, edgecolors="k",
-                       c=[colors[str(r.get("loss"))]], marker=markers[str(r.get("model"))])  # fmt: skip
+            ax.scatter(
+                r["val_top1"],
+                r["avg_robustness"],
+                s=60,
+                zorder=3,
+                edgecolors="k",
+                c=[colors[str(r.get("loss"))]],
+                marker=markers[str(r.get("model"))],
+            )
         _legend_runs(ax, group, colors, markers)
-        ax.set_xscale("logit")
-        ax.set_yscale("logit")
+        for axis in (ax.xaxis, ax.yaxis):
+            _logit_axis(ax, axis)
         ax.set_xlabel("ImageNet val top-1 on the label set (logit scale)")
         ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
         ax.set_title(f"Robustness vs in-distribution accuracy, label set {label_set}")
@@ -119,15 +141,57 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
     return paths
 
 
+LOGIT_TICKS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def _logit_axis(ax, axis) -> None:
+    """Logit scale with plain accuracy tick labels (matplotlib's default reads '1 - 10^-1')."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("logit")
+    axis.set_major_locator(FixedLocator(LOGIT_TICKS))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _legend_runs(ax, group, colors, markers):
     handles = ax.get_legend_handles_labels()[0]
     for loss in sorted({str(r.get("loss")) for r in group}):
-        handles.append(plt.Line2D([], [], ls="", marker="s", c=colors[loss], mec="k",
-                                  label=f"objective: {LOSS_LABELS.get(loss, loss)}"))  # fmt: skip
+        handles.append(
+            plt.Line2D(
+                [],
+                [],
+                ls="",
+                marker="s",
+                c=colors[loss],
+                mec="k",
+                label=f"objective: {LOSS_LABELS.get(loss, loss)}",
+            )
+        )
     for model in sorted({str(r.get("model")) for r in group}):
-        handles.append(plt.Line2D([], [], ls="", marker=markers[model], c="w", mec="k",
-                                  label=f"architecture: {model}"))  # fmt: skip
+        handles.append(
+            plt.Line2D(
+                [], [], ls="", marker=markers[model], c="w", mec="k", label=f"architecture: {model}"
+            )
+        )
     ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _human(n: float) -> str:
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:g}{suffix}"
+    return f"{n:g}"
+
+
+def _budget_axis(ax) -> None:
+    """Log x axis labelled 10k / 100k / 1M instead of 10^4 ..., minor labels off."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _human(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_scaling(rows, out_dir: str) -> list[str]:
@@ -145,11 +209,16 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
         for ax, col in zip(axes, ("val_top1", "avg_robustness")):
             pts = [(r["budget"], r[col]) for r in group if r.get(col) is not None]
             if pts:
-                ax.plot(*zip(*pts), marker=markers[model], c=colors[loss], mec="k",
-                        label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}")  # fmt: skip
+                ax.plot(
+                    *zip(*pts),
+                    marker=markers[model],
+                    c=colors[loss],
+                    mec="k",
+                    label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}",
+                )
     for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("data budget: training examples seen in the dataset (log scale)")
+        _budget_axis(ax)
+        ax.set_xlabel("data budget: number of training samples (log scale)")
         ax.set_ylabel(title)
         ax.set_title(f"{title} vs data budget")
         ax.grid(True, which="both", alpha=0.3)

@@ -1,10 +1,10 @@
 """Device mesh, parameter sharding rules and batch sharding.
 
-The train step is one `jax.jit` over GLOBAL arrays: the batch is sharded along its leading axis over
-every data-parallel mesh axis ('data' and, when present, 'fsdp'), parameters are either replicated or
-(FSDP) split along one dimension over 'fsdp'. XLA inserts the collectives (gradient all-reduce,
-parameter all-gather, the InfoNCE embedding all-gather, BatchNorm's global batch statistics), so the
-same code trains identically on 1 device or many for the same global batch.
+The train step is one `jax.jit` over GLOBAL arrays: the batch is sharded along its leading axis
+over every data-parallel mesh axis ('data' and, when present, 'fsdp'), parameters are either
+replicated or (FSDP) split along one dimension over 'fsdp'. XLA inserts the collectives (gradient
+all-reduce, parameter all-gather, the InfoNCE embedding all-gather, BatchNorm's global batch
+statistics), so the same code trains identically on 1 device or many for the same global batch.
 
 Meshes use Auto axis types: jax 0.10's `jax.make_mesh` defaults to Explicit axes, under which our
 un-annotated model code would fail (see shared/STACK.md). Models call `constrain_batch` on tower
@@ -166,7 +166,9 @@ def param_shardings(
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sharding strategy {strategy!r}; known: {STRATEGIES}")
     if strategy == "fsdp" and FSDP_AXIS not in mesh.axis_names:
-        raise ValueError(f"strategy 'fsdp' needs a mesh axis named 'fsdp'; mesh has {mesh.axis_names}")
+        raise ValueError(
+            f"strategy 'fsdp' needs a mesh axis named 'fsdp'; mesh has {mesh.axis_names}"
+        )
     fsdp_size = mesh.shape[FSDP_AXIS] if strategy == "fsdp" else 1
 
     def one(path, x):

@@ -424,7 +424,8 @@ def _init_from(state, config, shardings):
 
     for k in merged:
         state[k] = jax.tree.map(place, merged[k], fresh[k], shardings[k])
-    logging.info("init_from %s: took %d arrays", config.checkpoint.init_from, len(taken))
+    if jax.process_index() == 0:
+        mw.say(f"init_from {config.checkpoint.init_from}: took {len(taken)} arrays")
     return state, taken
 
 
@@ -481,7 +482,8 @@ def train_and_evaluate(
     )
     start = ckpt.latest_step()
     if start is not None:
-        logging.info("resuming from %s/%d", ckpt.directory, start)
+        if pid == 0:
+            mw.say(f"resuming from {ckpt.directory}/{start}")
         state = ckpt.restore(start, _restore_abstract(abstract, shardings), data_iter=data_iter)
     else:
         start = 0
@@ -519,16 +521,17 @@ def train_and_evaluate(
     stopped = False
     try:
         if step >= total:
-            logging.info("already trained: step %d >= total_steps %d", step, total)
+            mw.say(f"already trained: step {step} >= total_steps {total}")
             return TrainResult(step, state, {}, False)
         batch = sharding_lib.shard_batch(next(data_iter), mesh)
         compiled, flops = compile_train_step(step_fn, state, batch, shardings, mesh)
         n_dev = jax.device_count()
         peak = peak_flops_per_device(jax.devices()[0].device_kind)
-        logging.info(
-            "setup %.1fs; %d steps from %d; %d devices, mesh %s; %s FLOPs/step/device",
-            time.time() - t_setup, total, start, n_dev, dict(mesh.shape), flops,
-        )
+        if pid == 0:
+            mw.say(
+                f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
+                f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
+            )
         collection = None
         window_start, window_steps = time.time(), 0
         run_start, run_steps = time.time(), 0
@@ -581,8 +584,8 @@ def train_and_evaluate(
                     ckpt.wait()
             if last or early:
                 stopped = early and not last
-                if preempted:
-                    logging.warning("stopped by SIGTERM at step %d (checkpoint saved)", step)
+                if preempted and pid == 0:
+                    mw.say(f"stopped by SIGTERM at step {step} (checkpoint saved)")
                 break
             batch = sharding_lib.shard_batch(next(data_iter), mesh)
         return TrainResult(step, state, last_scalars, stopped)

@@ -16,18 +16,34 @@ def _meta_rows():
 
 # (val, v2, sketch, r, a, avg, ratio) columns per label set, read off the CSV header.
 META_GROUPS = {
-    "imagenet": ("imagenet-zeroshot-val-top1", "imagenetv2-zeroshot-val-top1",
-                 "imagenets-zeroshot-val-top1", "imagenetr-zeroshot-val-top1",
-                 "imageneta-zeroshot-val-top1", "imagenet-average-robustness",
-                 "imagenet-effective-robustness"),
-    "in100": ("in100-zeroshot-val-top1", "in100v2-zeroshot-val-top1", "in100s-zeroshot-val-top1",
-              "in100r-zeroshot-val-top1", "in100a-zeroshot-val-top1", "in100-average-robustness",
-              "in100-effective-robustness"),
-    "in100_dogs": ("in100-dogs-zeroshot-val-top1", "in100-dogs-v2-zeroshot-val-top1",
-                   "in100-dogs-s-zeroshot-val-top1", "in100-dogs-r-zeroshot-val-top1",
-                   "in100-dogs-a-zeroshot-val-top1", "in100-dogs-average-robustness",
-                   "in100-dogs-effective-robustness"),
-}  # fmt: skip
+    "imagenet": (
+        "imagenet-zeroshot-val-top1",
+        "imagenetv2-zeroshot-val-top1",
+        "imagenets-zeroshot-val-top1",
+        "imagenetr-zeroshot-val-top1",
+        "imageneta-zeroshot-val-top1",
+        "imagenet-average-robustness",
+        "imagenet-effective-robustness",
+    ),
+    "in100": (
+        "in100-zeroshot-val-top1",
+        "in100v2-zeroshot-val-top1",
+        "in100s-zeroshot-val-top1",
+        "in100r-zeroshot-val-top1",
+        "in100a-zeroshot-val-top1",
+        "in100-average-robustness",
+        "in100-effective-robustness",
+    ),
+    "in100_dogs": (
+        "in100-dogs-zeroshot-val-top1",
+        "in100-dogs-v2-zeroshot-val-top1",
+        "in100-dogs-s-zeroshot-val-top1",
+        "in100-dogs-r-zeroshot-val-top1",
+        "in100-dogs-a-zeroshot-val-top1",
+        "in100-dogs-average-robustness",
+        "in100-dogs-effective-robustness",
+    ),
+}
 
 
 def _num(x):
@@ -50,8 +66,13 @@ def test_metrics_reproduce_meta_analysis(group):
         if any(v is None for v in vals):
             continue
         val, v2, s, r, a, avg, ratio = vals
-        sets = {"val": {"top1": val}, "v2": {"top1": v2}, "sketch": {"top1": s},
-                "r": {"top1": r}, "a": {"top1": a}}  # fmt: skip
+        sets = {
+            "val": {"top1": val},
+            "v2": {"top1": v2},
+            "sketch": {"top1": s},
+            "r": {"top1": r},
+            "a": {"top1": a},
+        }
         m, _ = metrics.compute_metrics(sets)
         assert m["robustness_ratio"] == m["effective_robustness"]
         # The CSV rounds to 3 decimals, and its ratio is computed from the ROUNDED average.
@@ -111,7 +132,9 @@ def test_fit_recovers_synthetic_coefficients(tmp_path):
 
 def test_fit_reproduces_reference_table():
     standard = metrics.read_models_list(str(reference_path("testbed_standard_models.json")))
-    fits = metrics.reference_baselines(str(reference_path("testbed_robustness_top1s.csv")), standard)
+    fits = metrics.reference_baselines(
+        str(reference_path("testbed_robustness_top1s.csv")), standard
+    )
     for name, ref in metrics.BASELINES.items():
         assert fits[name].slope == pytest.approx(ref.slope, abs=1e-3), name
         assert fits[name].intercept == pytest.approx(ref.intercept, abs=1e-3), name

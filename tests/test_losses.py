@@ -34,7 +34,11 @@ def _np_infonce(img, txt, scale):
     n = len(s)
     i2t = -np.mean([_log_softmax(s[i])[i] for i in range(n)])
     t2i = -np.mean([_log_softmax(s[:, j])[j] for j in range(n)])
-    return 0.5 * (i2t + t2i), np.mean(s.argmax(1) == np.arange(n)), np.mean(s.argmax(0) == np.arange(n))
+    return (
+        0.5 * (i2t + t2i),
+        np.mean(s.argmax(1) == np.arange(n)),
+        np.mean(s.argmax(0) == np.arange(n)),
+    )
 
 
 def _unit(x):
@@ -102,7 +106,9 @@ def test_sigmoid_cross_entropy(rng):
     y = (rng.random((4, 7)) < 0.3).astype(np.float32)
     x = logits.astype(np.float64)
     per = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
-    np.testing.assert_allclose(losses.sigmoid_cross_entropy(logits, y), per.sum(1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.sigmoid_cross_entropy(logits, y), per.sum(1).mean(), rtol=1e-5
+    )
     mask = np.arange(7) < 3
     np.testing.assert_allclose(
         losses.sigmoid_cross_entropy(logits, y, mask), per[:, :3].sum(1).mean(), rtol=1e-5
@@ -140,6 +146,8 @@ def test_siglip(rng):
 def test_registry_and_errors():
     assert set(losses.LOSSES) == {"ce", "multilabel_ce", "sigmoid", "infonce", "siglip"}
     with pytest.raises(ValueError, match="class_mask shape"):
-        losses.softmax_cross_entropy(np.zeros((2, 5)), np.zeros(2, int), class_mask=np.ones(4, bool))
+        losses.softmax_cross_entropy(
+            np.zeros((2, 5)), np.zeros(2, int), class_mask=np.ones(4, bool)
+        )
     with pytest.raises(ValueError, match="embeddings"):
         losses.infonce(np.zeros((4, 3)), np.zeros((5, 3)), 1.0)

@@ -15,14 +15,27 @@ def _run(root, name, loss, model, budget, val, rob, steps=(100, 200)):
     (d / "data_manifest.json").write_text(json.dumps({"budget": budget}))
     for step in steps:
         frac = step / max(steps)
-        sets = {s: {"top1": rob * frac, "top5": 0.9, "n": 50, "classes": 100}
-                for s in ("v2", "sketch", "r", "a")}  # fmt: skip
+        sets = {
+            s: {"top1": rob * frac, "top5": 0.9, "n": 50, "classes": 100}
+            for s in ("v2", "sketch", "r", "a")
+        }
         sets["val"] = {"top1": val * frac, "top5": 0.99, "n": 500, "classes": 100}
-        result = {"step": step, "checkpoint": f"checkpoints/{step}", "model": model, "loss": loss,
-                  "label_set": "in100", "suite": "imagenet", "classifier": "head", "sets": sets,
-                  "metrics": {"avg_robustness": rob * frac, "robustness_ratio": rob / val,
-                              "effective_robustness": rob / val},
-                  "notes": []}  # fmt: skip
+        result = {
+            "step": step,
+            "checkpoint": f"checkpoints/{step}",
+            "model": model,
+            "loss": loss,
+            "label_set": "in100",
+            "suite": "imagenet",
+            "classifier": "head",
+            "sets": sets,
+            "metrics": {
+                "avg_robustness": rob * frac,
+                "robustness_ratio": rob / val,
+                "effective_robustness": rob / val,
+            },
+            "notes": [],
+        }
         (d / "eval" / f"{step}.json").write_text(json.dumps(result))
     return d
 

@@ -29,8 +29,9 @@ def test_outside_class_wins_unrestricted_but_not_restricted():
     logits[0, 3] = 10.0  # a class outside the label set has the top logit
     logits[0, 7] = 1.0
     classes = [5, 7, 9]
-    corr = restrict.topk_correct(restrict.subset_logits(logits, classes),
-                                 restrict.target_table([[7]], classes)[0])  # fmt: skip
+    corr = restrict.topk_correct(
+        restrict.subset_logits(logits, classes), restrict.target_table([[7]], classes)[0]
+    )
     assert corr[1].tolist() == [True]
 
 
@@ -49,10 +50,14 @@ def test_multi_label_objectnet_any_match():
 
 
 def test_intersections_with_reference_sets():
-    labelsets = pytest.importorskip("janus.data.labelsets", reason="RECORDS' labelsets not there yet")
+    labelsets = pytest.importorskip(
+        "janus.data.labelsets", reason="RECORDS' labelsets not there yet"
+    )
     in100 = labelsets.resolve_label_set("in100")
-    sizes = {s: len(restrict.eval_classes(in100, labelsets.shift_set_classes(s)))
-             for s in ("r", "a", "objectnet")}  # fmt: skip
+    sizes = {
+        s: len(restrict.eval_classes(in100, labelsets.shift_set_classes(s)))
+        for s in ("r", "a", "objectnet")
+    }
     assert sizes == {"r": 36, "a": 37, "objectnet": 14}
     assert len(restrict.eval_classes(in100)) == 100
     assert len(restrict.eval_classes(np.arange(1000), labelsets.shift_set_classes("r"))) == 200

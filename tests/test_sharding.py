@@ -5,6 +5,7 @@ the same jitted step on a 1-device mesh, an 8-way data-parallel mesh and a 2x4 d
 compare losses, parameters, BatchNorm statistics and optimizer state.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,9 +15,28 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from janus import losses, sharding
-from janus.models import create_model, init_variables
+from janus.models import CLIP, Classifier, TextTransformer, init_variables
 
-TINY_TEXT = dict(width=32, layers=1, heads=2, context_length=8, vocab_size=64)
+TINY_TEXT = dict(width=32, layers=1, heads=2, context_length=8, vocab_size=64, output_dim=16)
+
+
+class TinyBNTower(nn.Module):
+    """Stand-in image tower (conv -> BatchNorm -> relu -> mean pool -> dense): the real towers
+    compile for ~20 s each on a 2-core CPU, times three meshes; the layouts under test are the
+    wrappers', the sharding rules' and BatchNorm's, which this tower exercises in a second."""
+
+    dtype: object = jnp.float32
+
+    @property
+    def feature_dim(self):
+        return 32
+
+    @nn.compact
+    def __call__(self, images, train=False):
+        x = nn.Conv(16, (3, 3), strides=2, dtype=self.dtype)(images.astype(self.dtype))
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+        x = nn.relu(x).mean(axis=(1, 2))
+        return nn.Dense(self.feature_dim, dtype=self.dtype)(x)
 
 
 # ---------------------------------------------------------------- meshes and rules
@@ -163,7 +183,9 @@ def _train(model, variables, tx, kind, batches, mesh, strategy):
 def _check_same(run_a, run_b, rtol=2e-4, atol=2e-5):
     (state_a, losses_a, _), (state_b, losses_b, _) = run_a, run_b
     np.testing.assert_allclose(losses_a, losses_b, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), state_a, state_b)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), state_a, state_b
+    )
 
 
 MESHES = {
@@ -184,7 +206,7 @@ def _runs(model, variables, tx, kind, batches):
 
 @pytest.mark.slow
 def test_ce_with_batchnorm_trains_identically_on_1_and_8_devices():
-    model = create_model("resnet_tiny", "ce", num_classes=10)
+    model = Classifier(image_tower=TinyBNTower(), num_classes=10)
     variables = init_variables(model, jax.random.key(0), 16)
     assert "batch_stats" in variables
     rng = np.random.default_rng(0)
@@ -207,17 +229,19 @@ def test_ce_with_batchnorm_trains_identically_on_1_and_8_devices():
 
 @pytest.mark.slow
 def test_clip_trains_identically_on_1_and_8_devices():
-    model = create_model("clip_rn_tiny", "infonce", text=TINY_TEXT)
-    variables = init_variables(model, jax.random.key(1), 32, context_length=8)
+    model = CLIP(image_tower=TinyBNTower(), text_tower=TextTransformer(**TINY_TEXT), embed_dim=16)
+    variables = init_variables(model, jax.random.key(1), 16, context_length=8)
     rng = np.random.default_rng(1)
     batches = []
     for _ in range(2):
         tokens = rng.integers(1, 62, size=(16, 8)).astype(np.int32)
         tokens[:, 5] = 63  # EOT: the highest id
         batches.append(
-            {"image": rng.normal(size=(16, 32, 32, 3)).astype(np.float32), "tokens": tokens}
+            {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32), "tokens": tokens}
         )
-    tx = optax.adamw(1e-3, eps=1e-6, weight_decay=0.1)
+    # eps well above the gradient noise: Adam's first step is ~sign(g), and float-reduction-order
+    # noise on a ~0 gradient would otherwise flip it between meshes.
+    tx = optax.adamw(1e-3, eps=1e-3, weight_decay=0.1)
     runs = _runs(model, variables, tx, "infonce", batches)
     assert runs["dp2_fsdp4"][2] > 0
     assert runs["1dev"][1][1] != runs["1dev"][1][0]  # it trained

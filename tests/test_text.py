@@ -96,7 +96,7 @@ def test_bad_inputs():
 
 def test_converter_rejects_unknown_keys():
     sd = {"token_embedding.weight": np.zeros((3, 2)), "transformer.resblocks.0.attn.q.weight": 0}
-    with pytest.raises(ValueError, match="resblocks.0.attn.q.weight"):
+    with pytest.raises(KeyError, match="resblocks.0.attn.q.weight"):
         convert_text_state_dict(sd)
 
 
@@ -124,12 +124,12 @@ def test_parity_with_open_clip(quick_gelu):
             if name.endswith("bias") or "ln_" in name:
                 p.add_(0.1 * torch.randn_like(p))
     sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
-    params = convert_text_state_dict(sd)
-    cfg = text_config_from_state_dict(sd)
-    assert cfg == {**TINY, "heads": 1}  # heads is a width//64 guess; set explicitly below
-    model = TextTransformer(
-        **{**cfg, "heads": 4}, activation="quick_gelu" if quick_gelu else "gelu"
-    )
+    activation = "quick_gelu" if quick_gelu else "gelu"
+    params = convert_text_state_dict(sd, activation=activation)
+    cfg = text_config_from_state_dict(sd, activation=activation)
+    # heads is a width // 64 guess (1 here); everything else comes from the weights.
+    assert cfg == {**TINY, "heads": 1, "mlp_ratio": 4.0, "activation": activation}
+    model = TextTransformer(**{**cfg, "heads": 4})
     tokens = _tokens(5, 16, 100, seed=1)
     with torch.no_grad():
         want = ref(torch.from_numpy(tokens.astype(np.int64))).numpy()

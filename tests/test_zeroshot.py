@@ -9,12 +9,14 @@ from janus.evaluate import zeroshot
 def test_class_embeddings_match_numpy():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(5, 3, 8))
-    expect = np.stack([
-        (lambda m: m / np.linalg.norm(m))(
-            np.mean([e / np.linalg.norm(e) for e in emb[c]], axis=0)
-        )
-        for c in range(5)
-    ])  # fmt: skip
+    expect = np.stack(
+        [
+            (lambda m: m / np.linalg.norm(m))(
+                np.mean([e / np.linalg.norm(e) for e in emb[c]], axis=0)
+            )
+            for c in range(5)
+        ]
+    )
     got = zeroshot.class_embeddings(emb)
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
     img = rng.normal(size=(4, 8))
@@ -54,7 +56,9 @@ def test_cache_memory_and_disk(tmp_path):
 
 
 def test_templates_from_reference():
-    labelsets = pytest.importorskip("janus.data.labelsets", reason="RECORDS' labelsets not there yet")
+    labelsets = pytest.importorskip(
+        "janus.data.labelsets", reason="RECORDS' labelsets not there yet"
+    )
     assert len(labelsets.zeroshot_templates("openai80")) == 80
     assert len(labelsets.zeroshot_templates("openai7")) == 7
     assert labelsets.zeroshot_templates("single") == ["a photo of a {}."]

@@ -1,4 +1,4 @@
-"""Build records directories: `python -m janus.data.build [build] ...` and `... synthetic --out DIR`.
+"""Build records directories: `python -m janus.data.build [build] ...` and `... synthetic`.
 
 Examples::
 
@@ -72,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", default=[], help="a source spec (repeatable)")
     p.add_argument("--spec", help="JSON spec file (sources and build options)")
     p.add_argument("--split", help="split name (default train)")
-    p.add_argument("--label-set", help="in1000, in100, in100_dogs, in100_rand_0N, mini10, or a file")
+    p.add_argument("--label-set", help="in1000, in100, in100_dogs, in100_rand_0N, mini10 or a file")
     p.add_argument("--budget", type=int, help="exactly this many samples (default: all usable)")
     p.add_argument("--seed", type=int, help="budget and shard-order seed (default 0)")
     p.add_argument("--class-balanced", action="store_true", default=None)
@@ -119,7 +119,9 @@ def config_from_args(args) -> BuildConfig:
     known = set(BuildConfig.__dataclass_fields__) - {"sources", "out"}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise SystemExit(f"error: {args.spec}: unknown spec field(s) {unknown}; known {sorted(known)}")
+        raise SystemExit(
+            f"error: {args.spec}: unknown spec field(s) {unknown}; known {sorted(known)}"
+        )
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return BuildConfig(sources=srcs, out=args.out, **fields)
 

@@ -12,8 +12,8 @@ Stages (all deterministic in the config, whatever the worker count):
 4. write the shards in a process pool; each finished shard gets its `.index` and a `.done` marker.
 
 Resume: a rerun with the same config reuses the saved plan and keeps every shard whose `.done`
-marker, shard and index agree; only unfinished shards are (re)written. A different config for a split
-that already has shards is an error unless `overwrite=True`.
+marker, shard and index agree; only unfinished shards are (re)written. A different config for a
+split that already has shards is an error unless `overwrite=True`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _fallback_template(label: int, names: list[str]) -> str:
 
 
 def make_labeler(cfg: BuildConfig) -> tuple[Callable, Callable]:
-    """(match(captions) -> labels, template(label) -> caption), from janus.data.matching if present."""
+    """(match(captions) -> labels, template(label) -> caption), via janus.data.matching."""
     label_set = labelsets.resolve_label_set(cfg.label_set)
     try:
         from janus.data import matching
@@ -83,33 +83,41 @@ def make_labeler(cfg: BuildConfig) -> tuple[Callable, Callable]:
         matching = None
     names = labelsets.class_names(cfg.class_names)
 
-    if matching is not None and hasattr(matching, "template_caption"):
+    cache: dict[int, str] = {}  # template_caption resolves the class names on every call
 
-        def template(label: int) -> str:
-            return matching.template_caption(int(label), class_names=cfg.class_names)
-    else:
-
-        def template(label: int) -> str:
-            return _fallback_template(int(label), names)
+    def template(label: int) -> str:
+        label = int(label)
+        if label not in cache:
+            if matching is not None and hasattr(matching, "template_caption"):
+                cache[label] = matching.template_caption(label, class_names=cfg.class_names)
+            else:
+                cache[label] = _fallback_template(label, names)
+        return cache[label]
 
     matcher = None
+    coverage = matching.CoverageReport() if matching is not None else None
 
-    def match(captions: Sequence[str]) -> list[int]:
+    def match(captions: Sequence[str], source: str = "") -> list[int]:
         nonlocal matcher
         if matcher is None:
             if matching is None:
                 raise RuntimeError(
-                    "caption-only sources need janus.data.matching (Matcher), which is not available"
+                    "caption-only sources need janus.data.matching.Matcher (not importable)"
                 )
             matcher = matching.Matcher(
                 class_names=cfg.class_names, label_set=label_set.tolist(), mode=cfg.matching
             )
+        first = None
         for caption in captions:  # the first caption that matches decides
-            labels = matcher.match(caption)
-            if labels:
-                return [int(x) for x in labels]
+            result = matcher.match_detail(caption)
+            first = first or result
+            if result.labels:
+                coverage.add(source, caption, result.labels)
+                return [int(x) for x in result.labels]
+        coverage.add(source, captions[0], [], first.reason if first else None)
         return []
 
+    match.coverage = coverage
     return match, template
 
 
@@ -131,7 +139,7 @@ def label_candidates(
             if not c.captions:
                 skips.add("empty caption", c.key)
                 continue
-            labels, label_source = match(c.captions), f"matched:{cfg.matching}"
+            labels, label_source = match(c.captions, c.source), f"matched:{cfg.matching}"
             if not labels and not cfg.keep_unlabeled:
                 skips.add("caption matched no class", c.key, c.captions[0][:60])
                 continue
@@ -149,7 +157,9 @@ def label_candidates(
                 skips.add("empty caption", c.key)
                 continue
             captions = (template(kept[0]),)
-        out.append(dataclasses.replace(c, labels=kept, captions=captions, label_source=label_source))
+        out.append(
+            dataclasses.replace(c, labels=kept, captions=captions, label_source=label_source)
+        )
     return out
 
 
@@ -185,7 +195,9 @@ def _write_shard(task) -> tuple[int, list[int]]:
         for row in rows:
             data = read_bytes(tuple(row["locator"]))
             if hashlib.sha1(data).hexdigest() != row["sha1"]:
-                raise RuntimeError(f"{row['locator']}: file changed during the build ({row['key']})")
+                raise RuntimeError(
+                    f"{row['locator']}: file changed during the build ({row['key']})"
+                )
             if row["format"] in ("jpeg", "png") and _is_kept_format(data):
                 fmt = row["format"]
             else:
@@ -215,7 +227,9 @@ def _is_kept_format(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _shard_done(out: pathlib.Path, split: str, i: int, n: int, fingerprint: str, rows) -> list | None:
+def _shard_done(
+    out: pathlib.Path, split: str, i: int, n: int, fingerprint: str, rows
+) -> list | None:
     shard, done = _shard_paths(out, split, i, n)
     if not (done.is_file() and shard.is_file()):
         return None
@@ -267,7 +281,9 @@ class _Progress:
     def update(self, k: int, extra: str = "") -> None:
         self.done += k
         now = time.time()
-        if not self.enabled or (now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total):
+        if not self.enabled or (
+            now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total
+        ):
             return
         self._last = now
         rate = self.done / max(now - self.t0, 1e-9)
@@ -309,7 +325,9 @@ def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
             raw.append(c)
             per_source_scanned[src.name] += 1
     log(f"scanned {len(raw)} candidates from {len(sources)} source(s)")
-    cands = label_candidates(raw, cfg, skips)
+    match, template = make_labeler(cfg)
+    cands = label_candidates(raw, cfg, skips, match, template)
+    coverage = match.coverage.summary() if match.coverage and match.coverage.captions else None
     log(f"{len(cands)} candidates usable for label set {cfg.label_set}")
     for name in (cfg.source_counts or {}) | (cfg.source_weights or {}):
         if name not in names:
@@ -385,6 +403,7 @@ def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
         "scanned": dict(per_source_scanned),
         "usable": dict(Counter(c.source for c in cands)),
         "source_kinds": {s.name: spec.get("kind") for s, spec in zip(sources, cfg.sources)},
+        "matching": coverage,
     }
 
 
@@ -472,6 +491,7 @@ def build_dataset(
         "per_class": _per_class(manifest),
         "label_source": dict(sorted(Counter(m["label_source"] for m in manifest).items())),
         "skipped": plan["skipped"],
+        "matching": plan.get("matching"),
     }
     sources_info = {
         name: {

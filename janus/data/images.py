@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from PIL import Image
 
@@ -38,4 +39,6 @@ def prepare_image(data: bytes, *, quality: int = 95) -> tuple[bytes, str]:
     except BadImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImageError(f"{type(e).__name__}: {e}") from None
+        # PIL names the BytesIO object (an address); drop it so reports are reproducible.
+        msg = re.sub(r"\s*<[^>]* at 0x[0-9a-fA-F]+>", "", str(e))
+        raise BadImageError(f"{type(e).__name__}: {msg}") from None

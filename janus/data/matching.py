@@ -11,7 +11,7 @@ Default mode (janus):
   "a tiger shark" is a tiger shark, not a tiger.
 - The vocabulary always holds every class of the name list. A label set only drops the classes
   outside it after the scan, so an out-of-set "tiger shark" still keeps "tiger" from matching.
-- A variant claimed by several classes (ImageNet's two "missile"s, WordNet's "crane"s) maps to all
+- A variant claimed by several classes (ImageNet's two "missile"s and two "sunglasses") maps to all
   of them, ascending: `single` takes the lowest index, `multiclass` takes all, `strict` rejects.
   This is what the original does with such names.
 - Modes: `single` gives the first match; `multiclass` gives every distinct matched class, in order
@@ -50,6 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from janus.data import caption_clean as cc
+from janus.data import labelsets
 
 MODES = ("single", "multiclass", "strict")
 NAME_LISTS = ("clip", "wordnet", "clip+wordnet")
@@ -90,8 +91,10 @@ def _read_names_file(path: pathlib.Path) -> list[list[str]]:
         rows = [[s.strip() for s in line.split(", ")] for line in lines]
     for i, row in enumerate(rows):
         if not isinstance(row, list) or not any(isinstance(s, str) and s.strip() for s in row):
-            raise ValueError(f"class names file {path}: entry {i} has no name: {row!r}")
-    if len(rows) != 1000:
+            raise ValueError(
+                f"class names file {path}: entry {i} (line {i + 1}) has no name: {row!r}"
+            )
+    if len(rows) != labelsets.NUM_CLASSES:
         raise ValueError(
             f"class names file {path}: {len(rows)} classes, expected 1000 (one per line)"
         )
@@ -101,8 +104,6 @@ def _read_names_file(path: pathlib.Path) -> list[list[str]]:
 def resolve_class_names(class_names: str | os.PathLike | Sequence) -> list[list[str]]:
     """Per class, the list of names to match: `clip` (CLIP's cleaned names), `wordnet` (WordNet
     synonyms), `clip+wordnet` (both), a file path, or a list (of names, or of lists of names)."""
-    from janus.data import labelsets
-
     if isinstance(class_names, str) and class_names in NAME_LISTS:
         rows: list[list[str]] = []
         clip = labelsets.class_names("clip") if "clip" in class_names else None
@@ -132,16 +133,18 @@ def _resolve_label_set(label_set, num_classes: int) -> np.ndarray | None:
     if label_set is None:
         return None
     if isinstance(label_set, str | os.PathLike):
-        from janus.data import labelsets
-
         idx = labelsets.resolve_label_set(label_set)
     else:
-        idx = np.asarray(sorted(set(int(i) for i in label_set)), dtype=np.int64)
+        arr = np.asarray(label_set)
+        if arr.dtype == bool:  # a class mask (labelsets.class_mask)
+            arr = np.flatnonzero(arr)
+        idx = np.asarray(sorted(set(arr.ravel().tolist())), dtype=np.int64)
     bad = idx[(idx < 0) | (idx >= num_classes)]
-    if idx.size == 0 or bad.size:
+    if idx.size == 0:
+        raise ValueError(f"label_set {label_set!r} is empty")
+    if bad.size:
         raise ValueError(
-            f"label_set {label_set!r}: "
-            f"{'empty' if idx.size == 0 else f'indices {bad[:5].tolist()}'} outside [0, {num_classes})"
+            f"label_set {label_set!r}: indices {bad[:5].tolist()} outside [0, {num_classes})"
         )
     return idx
 
@@ -196,7 +199,8 @@ def compat_variants(name: str) -> set[str]:
     joins the reversed words without a space."""
     t = name.lower().strip()
     rev = "".join(reversed(t.split()))
-    return {t, rev, t + "s", t.replace(" ", ""), rev.replace(" ", "")}
+    # An empty variant would match the empty tokens that double spaces leave; names never are empty.
+    return {t, rev, t + "s", t.replace(" ", ""), rev.replace(" ", "")} - {""}
 
 
 # --- the matcher -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ Eval: the source is padded to whole global batches; padding and bad images come 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import pathlib
@@ -74,6 +75,23 @@ def _label_mask(label_set) -> np.ndarray | None:
     if isinstance(label_set, (str, os.PathLike)):
         return labelsets.class_mask(labelsets.resolve_label_set(label_set), NUM_CLASSES)
     return labelsets.class_mask(np.asarray(label_set, dtype=np.int64), NUM_CLASSES)
+
+
+def _label_set_json(label_set):
+    if label_set is None or isinstance(label_set, str):
+        return label_set
+    if isinstance(label_set, os.PathLike):
+        return str(label_set)
+    return [int(x) for x in label_set]
+
+
+def _shuffle_seed(seed: int) -> int:
+    """grain shuffles epoch e with seed + e; hashing the run seed first keeps runs with nearby
+    seeds (0, 1, ...) from sharing epoch orders shifted by one."""
+    digest = hashlib.blake2b(
+        str(int(seed)).encode(), digest_size=4, person=b"janus-shuffle"
+    ).digest()
+    return int.from_bytes(digest, "little")
 
 
 def _in_set(labels, mask: np.ndarray | None, where: str) -> np.ndarray:
@@ -194,9 +212,7 @@ def select_examples(
         "n_examples": len(items_arr),
         "budget": budget,
         "class_balanced": class_balanced,
-        "label_set": label_set
-        if isinstance(label_set, (str, type(None)))
-        else list(map(int, label_set)),
+        "label_set": _label_set_json(label_set),
         "seed": seed,
         "per_class": dict(sorted(per_class.items(), key=lambda kv: (len(kv[0]), kv[0]))),
         "per_source": dict(sorted(per_source.items())),
@@ -229,7 +245,18 @@ class _SelectedSource:
 
     def __getitem__(self, index: int):
         d, r = self._items[index]
-        return int(d), self._sources[int(d)][int(r)]
+        try:
+            return int(d), self._sources[int(d)][int(r)]
+        except records.CorruptRecordError as e:
+            raise _CorruptRecordError(e.path, e.offset, e.reason) from None
+
+
+class _CorruptRecordError(records.CorruptRecordError):
+    """``records.CorruptRecordError`` that survives pickling, so a worker process reports it (same
+    message and type) instead of failing to rebuild it in the main process."""
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.offset, self.reason))
 
 
 class _ExampleTransform:
@@ -268,32 +295,38 @@ class _ExampleTransform:
         return out
 
 
-class SkipBatchIterDataset(grain.IterDataset):
-    """Batches elements; skip markers are dropped and counted (``mode="skip"``) or become masked
-    rows (``mode="mask"``, eval: padding and bad images give ``mask=False``)."""
+class _Stream:
+    """The per-process element stream: a grain MapDataset plus how to read it (threads, workers)."""
 
-    def __init__(
-        self, parent, batch_size: int, *, mode: str = "skip", spec=None, drop_remainder=True
-    ):
-        super().__init__(parent)
+    def __init__(self, map_ds: grain.MapDataset, batch_size: int, worker_count: int):
+        self.map_ds = map_ds
         self.batch_size = batch_size
-        self.mode = mode
-        self.spec = spec
-        self.drop_remainder = drop_remainder
+        self.worker_count = worker_count
 
-    def __iter__(self):
-        return SkipBatchIterator(self._parent.__iter__(), self)
-
-    def __str__(self) -> str:
-        return f"SkipBatchIterDataset(batch_size={self.batch_size}, mode={self.mode})"
+    def iterator(self, position: int):
+        """An iterator over elements ``position, position + 1, ...`` of the stream."""
+        ds = self.map_ds[position:] if position else self.map_ds
+        it_ds = ds.to_iter_dataset(_read_options(self.batch_size, self.worker_count))
+        return iter(_with_workers(it_ds, self.worker_count, self.batch_size))
 
 
 class SkipBatchIterator(grain.DatasetIterator):
-    """The outer iterator; ``get_state``/``set_state`` carry the parent state and skip counts."""
+    """Batches a ``_Stream``; skip markers are dropped and counted (``mode="skip"``) or become
+    masked rows (``mode="mask"``, eval: padding and bad images give ``mask=False``).
 
-    def __init__(self, parent, ds: SkipBatchIterDataset):
-        super().__init__(parent)
-        self._ds = ds
+    The state is the number of stream elements consumed plus the skip counts -- plain JSON that
+    does not depend on grain's internals or on ``worker_count``; ``set_state`` re-opens the stream
+    at that position (restarting the worker processes once).
+    """
+
+    def __init__(self, stream: _Stream, *, mode: str = "skip", spec=None, drop_remainder=True):
+        super().__init__()
+        self._stream = stream
+        self._mode = mode
+        self._spec = spec
+        self._drop_remainder = drop_remainder
+        self._position = 0
+        self._it = None  # opened lazily, so set_state right after creation starts workers once
         self._counts: collections.Counter = collections.Counter()
         self._first: dict[str, list[str]] = {}
 
@@ -310,37 +343,41 @@ class SkipBatchIterator(grain.DatasetIterator):
             log.warning("skipped %d example(s) (%s), latest: %s", n, reason, element.get("detail"))
 
     def __next__(self) -> dict:
+        if self._it is None:
+            self._it = self._stream.iterator(self._position)
         rows, masks = [], []
-        while len(rows) < self._ds.batch_size:
+        while len(rows) < self._stream.batch_size:
             try:
-                element = next(self._parent)
+                element = next(self._it)
             except StopIteration:
-                if rows and not self._ds.drop_remainder:
+                if rows and not self._drop_remainder:
                     break
                 raise
+            self._position += 1
             if _SKIP in element:
                 self._record_skip(element)
-                if self._ds.mode == "skip":
+                if self._mode == "skip":
                     continue
-                rows.append(self._ds.spec)
+                rows.append(self._spec)
                 masks.append(False)
             else:
                 rows.append(element)
                 masks.append(True)
         batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        if self._ds.mode == "mask":
+        if self._mode == "mask":
             batch["mask"] = np.asarray(masks, dtype=bool)
         return batch
 
     def get_state(self) -> dict[str, Any]:
         return {
-            "parent": self._parent.get_state(),
+            "position": self._position,
             "skipped": dict(self._counts),
             "first_keys": {k: list(v) for k, v in self._first.items()},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._parent.set_state(state["parent"])
+        self._close_stream()
+        self._position = int(state["position"])
         self._counts = collections.Counter(state.get("skipped", {}))
         self._first = {k: list(v) for k, v in state.get("first_keys", {}).items()}
 
@@ -351,8 +388,23 @@ class SkipBatchIterator(grain.DatasetIterator):
             "first_keys": {k: list(v) for k, v in self._first.items()},
         }
 
+    def _close_stream(self) -> None:
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "close"):
+            it.close()
+
+    def close(self) -> None:
+        """Stops worker processes (call before exit when ``worker_count > 0``)."""
+        self._close_stream()
+
+    def __del__(self):
+        try:
+            self._close_stream()
+        except Exception:  # interpreter shutdown: nothing useful left to do
+            pass
+
     def __str__(self) -> str:
-        return f"SkipBatchIterator(batch_size={self._ds.batch_size})"
+        return f"SkipBatchIterator(batch_size={self._stream.batch_size}, mode={self._mode})"
 
 
 def skip_report(iterator) -> dict:
@@ -425,7 +477,9 @@ def train_loader(
 
     ``captions=True`` adds ``tokens`` (appending a ``tokenize`` op to ``pp`` unless it has one;
     ``tokenizer`` only sets its context length) and keeps unlabeled examples when no label set is
-    given. ``num_epochs=None`` repeats forever (the trainer counts steps).
+    given. ``num_epochs=None`` repeats forever (the trainer counts steps). With ``num_epochs`` set,
+    the stream is cut to whole global batches; a process whose slice held skipped examples may
+    then end one batch early, so multi-process runs should repeat forever and count steps.
     """
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     batch = _per_process_batch(global_batch_size, shard_count)
@@ -443,7 +497,7 @@ def train_loader(
     if captions and "tokenize" not in pp_fn.names:
         length = getattr(tokenizer, "context_length", 77)
         pp_fn = build_pp(f"{pp}|tokenize(context_length={int(length)})")
-    ds = grain.MapDataset.source(_SelectedSource(sources, items)).shuffle(seed=seed)
+    ds = grain.MapDataset.source(_SelectedSource(sources, items)).shuffle(seed=_shuffle_seed(seed))
     ds = ds.repeat(num_epochs)
     if num_epochs is not None:
         # Whole global batches only, so every process yields the same number of batches.
@@ -461,10 +515,7 @@ def train_loader(
     )
     ds = ds.random_map(transform, seed=seed)
     ds = ds[shard_index::shard_count]
-    it_ds = _with_workers(
-        ds.to_iter_dataset(_read_options(batch, worker_count)), worker_count, batch
-    )
-    it_ds = SkipBatchIterDataset(it_ds, batch, mode="skip")
+    iterator = SkipBatchIterator(_Stream(ds, batch, worker_count), mode="skip")
     manifest.update(
         {
             "global_batch_size": global_batch_size,
@@ -476,11 +527,11 @@ def train_loader(
             "steps_per_epoch": manifest["n_examples"] // global_batch_size,
         }
     )
-    return iter(it_ds), manifest
+    return iterator, manifest
 
 
 class _PaddedEvalSource:
-    """The eval source padded with ``None`` to ``length`` items."""
+    """The eval source padded with padding markers to ``length`` items."""
 
     def __init__(self, source, length: int):
         self._source = source
@@ -490,7 +541,8 @@ class _PaddedEvalSource:
         return self._length
 
     def __getitem__(self, index: int):
-        return self._source[index] if index < len(self._source) else None
+        # Not None: grain treats None as "filtered out" and would drop the padding.
+        return self._source[index] if index < len(self._source) else {_SKIP: "_pad"}
 
 
 class _EvalTransform:
@@ -499,8 +551,8 @@ class _EvalTransform:
         self._multi_hot = multi_hot
 
     def __call__(self, item, rng: np.random.Generator) -> dict:
-        if item is None:
-            return {_SKIP: "_pad"}
+        if isinstance(item, Mapping) and _SKIP in item:
+            return item
         if isinstance(item, (bytes, bytearray, memoryview)):
             example = records.decode_example(bytes(item))
         elif isinstance(item, Mapping):
@@ -566,10 +618,7 @@ def eval_loader(
     mine = order[:, shard_index, :].reshape(-1)
     ds = ds.random_map(transform, seed=0)  # eval ops are deterministic; the rng is fixed anyway
     ds = grain.MapDataset.source(_Take(ds, mine))
-    it_ds = _with_workers(
-        ds.to_iter_dataset(_read_options(batch, worker_count)), worker_count, batch
-    )
-    return iter(SkipBatchIterDataset(it_ds, batch, mode="mask", spec=spec))
+    return SkipBatchIterator(_Stream(ds, batch, worker_count), mode="mask", spec=spec)
 
 
 class _Take:

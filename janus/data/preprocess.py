@@ -50,6 +50,9 @@ class SkipExample(Exception):
         self.key = key
         self.detail = detail
 
+    def __reduce__(self):  # picklable across grain worker processes
+        return (type(self), (self.key, self.detail))
+
 
 class BadImageError(SkipExample):
     reason = "bad_image"
@@ -254,8 +257,9 @@ def decode() -> Op:
 def random_resized_crop(
     size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method: str = "bilinear"
 ) -> Op:
-    """torchvision's RandomResizedCrop: area fraction in ``scale``, log-uniform ``ratio``."""
-    out_w, out_h = _pair(size)
+    """torchvision's RandomResizedCrop to ``size`` (int or (height, width)): area fraction in
+    ``scale``, aspect (w/h) log-uniform in ``ratio``."""
+    out_h, out_w = _pair(size)
     lo, hi = float(scale[0]), float(scale[1])
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     if not 0 < lo <= hi <= 1:
@@ -416,12 +420,14 @@ def normalize(name: str = "clip", mean=None, std=None) -> Op:
         if name not in NORMALIZATION:
             raise ValueError(f"unknown normalisation {name!r}; known: {sorted(NORMALIZATION)}")
         mean, std = NORMALIZATION[name]
-    scale = np.asarray(std, np.float32) * 255.0
+    inv_scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
     offset = np.asarray(mean, np.float32) * 255.0
 
     def op(features, rng):
-        x = np.asarray(_pixels(features), dtype=np.float32)
-        features["image"] = (x - offset) / scale
+        x = np.array(_pixels(features), dtype=np.float32)  # a fresh array: normalised in place
+        x -= offset
+        x *= inv_scale
+        features["image"] = x
         return features
 
     return op

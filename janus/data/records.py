@@ -113,7 +113,8 @@ def encode_example(example: dict) -> bytes:
     feat["caption"].bytes_list.value.extend(_as_bytes(c) for c in captions)
     feat["source"].bytes_list.value.append(_as_bytes(example.get("source", "")))
     feat["key"].bytes_list.value.append(_as_bytes(example["key"]))
-    return ex.SerializeToString()
+    # deterministic=True sorts the feature map, so equal samples give equal bytes in any process.
+    return ex.SerializeToString(deterministic=True)
 
 
 def decode_example(data: bytes) -> dict:

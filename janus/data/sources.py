@@ -253,6 +253,7 @@ class WebDatasetSource:
             size = os.path.getsize(tar_path)
             groups: dict[str, dict] = {}
             order: list[str] = []
+            end = None
             try:
                 with tarfile.open(tar_path, mode="r:") as tf:
                     for m in tf:
@@ -273,9 +274,17 @@ class WebDatasetSource:
                         elif ext in ("txt", "json", "cls"):
                             f = tf.extractfile(m)
                             groups[local][ext] = f.read().decode("utf-8", "replace")
+                    end = tf.offset
             except (tarfile.TarError, EOFError, OSError) as e:
                 detail = f"{type(e).__name__}: {e}; members before the damage are kept"
                 skips.add("damaged tar shard", tar_path, detail)
+            if end is not None:
+                # tarfile stops quietly at a cut between members; a whole tar ends in zero blocks.
+                with open(tar_path, "rb") as raw:
+                    raw.seek(end)
+                    tail = raw.read(1024)
+                if len(tail) < 1024 or tail.count(0) != 1024:
+                    skips.add("truncated tar shard", tar_path, f"no end-of-archive at offset {end}")
             for local in order:
                 g = groups[local]
                 key = f"{self.name}/{local}"

@@ -8,8 +8,8 @@ template caption naming the ImageNet class. Splits:
 | --- | --- | --- |
 | `train`, `val` | "photo": coloured shape on a noisy tinted background | nothing (i.i.d.) |
 | `v2` | same style, new draws, slightly smaller objects and more noise | a little |
-| `sketch` | greyscale outline on paper | colour and texture gone |
-| `r` | rendition: inverted, posterised palette, thick outline | colours mapped elsewhere |
+| `sketch` | greyscale pencil outline with hatching on paper | colour and texture gone |
+| `r` | rendition: random flat palette, posterised, thick outline | colour means nothing |
 | `a` | small object among distractor shapes of other classes, occluded | clutter/occlusion |
 | `objectnet` | any rotation, off-centre, striped/checkered backgrounds | pose and background |
 
@@ -59,8 +59,18 @@ SHAPES = [
     [
         (
             _poly(
-                (-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3),
-                (0.3, 1), (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3),
+                (-0.3, -1),
+                (0.3, -1),
+                (0.3, -0.3),
+                (1, -0.3),
+                (1, 0.3),
+                (0.3, 0.3),
+                (0.3, 1),
+                (-0.3, 1),
+                (-0.3, 0.3),
+                (-1, 0.3),
+                (-1, -0.3),
+                (-0.3, -0.3),
             ),
             False,
         )
@@ -69,7 +79,14 @@ SHAPES = [
     [(_star(), False)],  # star
     [(_poly((0, -1), (0.6, 0), (0, 1), (-0.6, 0)), False)],  # diamond
     [(_circle(n=6), False)],  # hexagon
-    [(_poly((-1, -0.25), (0.3, -0.25), (0.3, -0.7), (1, 0), (0.3, 0.7), (0.3, 0.25), (-1, 0.25)), False)],  # arrow  # noqa: E501
+    [
+        (
+            _poly(
+                (-1, -0.25), (0.3, -0.25), (0.3, -0.7), (1, 0), (0.3, 0.7), (0.3, 0.25), (-1, 0.25)
+            ),
+            False,
+        )
+    ],  # arrow  # noqa: E501
     [(_circle(), False), (_circle(r=0.85, cx=0.45, cy=-0.2), True)],  # crescent
 ]
 HUES = np.arange(10) / 10.0
@@ -141,20 +158,27 @@ def render(cls: int, split: str, rng: np.random.Generator, size: int = 64) -> np
     m = _mask(cls, size, cx, cy, r, rng.uniform(-angle_max, angle_max))
 
     if split == "sketch":
+        # pencil drawing: grey paper, dark outline, light diagonal hatching inside the shape
         paper = rng.uniform(0.85, 1.0)
-        img = np.full((size, size, 3), paper) * (1 - _edges(m) * rng.uniform(0.7, 1.0))
+        yy, xx = np.mgrid[0:size, 0:size]
+        hatch = ((xx + yy * rng.choice([-1, 1])) % rng.integers(3, 6) == 0)[..., None]
+        img = np.full((size, size, 3), paper) * (1 - m * hatch * rng.uniform(0.2, 0.45))
+        img = img * (1 - _edges(m) * rng.uniform(0.7, 1.0))
         strokes = rng.normal(0, 0.03, (size, size, 1))
         img = np.clip(img + strokes, 0, 1).mean(axis=2, keepdims=True).repeat(3, axis=2)
     else:
         bg = _background(rng, size, "pattern" if split == "objectnet" else "plain")
-        fg = _object_colour(rng, cls, 0.08 if split == "objectnet" else hue_jitter)
+        if split == "r":
+            # rendition: a random palette (any hue for the object), flat, posterised, outlined
+            fg = _hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0))
+        else:
+            fg = _object_colour(rng, cls, 0.08 if split == "objectnet" else hue_jitter)
         shade = 1 - 0.25 * (np.mgrid[0:size, 0:size][0] / size)[..., None]
         img = bg * (1 - m) + fg * shade * m
         if split == "a":
             img = _clutter(img, cls, rng, size)
         if split == "r":
-            # rendition: inverted, posterised to 3 levels, with a thick dark outline
-            img = np.round((1 - img) * 2) / 2
+            img = np.round(img * 2) / 2
             img = img * (1 - _edges(m) * 0.9)
         img = img + rng.normal(0, noise, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
@@ -163,7 +187,9 @@ def render(cls: int, split: str, rng: np.random.Generator, size: int = 64) -> np
 def _clutter(img, cls, rng, size):
     for _ in range(rng.integers(2, 5)):
         other = int((cls + rng.integers(1, 10)) % 10)
-        m = _mask(other, size, *rng.uniform(0.15, 0.85, 2), rng.uniform(0.12, 0.2), rng.uniform(0, 6.3))
+        m = _mask(
+            other, size, *rng.uniform(0.15, 0.85, 2), rng.uniform(0.12, 0.2), rng.uniform(0, 6.3)
+        )
         img = img * (1 - m) + _object_colour(rng, other, 0.03) * m
     # one occluding grey bar across the middle region
     x0, y0 = rng.integers(size // 4, size // 2, 2)
@@ -179,12 +205,8 @@ def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
 
 
 def _caption(label: int, rng, templates, names) -> str:
-    template = templates[int(rng.integers(len(templates)))]
-    try:
-        from janus.data.matching import template_caption
-    except ImportError:
-        return template.format(names[label])
-    return template_caption(label, template=template)
+    # A random prompt template around the CLIP class name (what matching.template_caption does).
+    return templates[int(rng.integers(len(templates)))].format(names[label])
 
 
 def build_mini(
@@ -209,7 +231,10 @@ def build_mini(
     names = labelsets.class_names("clip")
     templates = labelsets.zeroshot_templates("openai80")
     info = {}
-    for split_id, split in enumerate(splits):
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown JANuS-mini split {split!r}; expected one of {SPLITS}")
+        split_id = SPLITS.index(split)  # seeds depend on the split, not on which splits are built
         per_class = train_per_class if split == "train" else eval_per_class
         order = np.random.default_rng([seed, split_id]).permutation(per_class * len(classes))
         n_shards = train_shards if split == "train" else 1

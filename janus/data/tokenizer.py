@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import importlib.util
 import os
 import pathlib
 import re as _re
@@ -42,7 +43,13 @@ _CACHE_LIMIT = 500_000
 
 
 def default_bpe_path() -> pathlib.Path:
+    """``$JANUS_CLIP_BPE``, else the vendored copy, else open_clip's copy (found, not imported)."""
     path = pathlib.Path(os.environ.get("JANUS_CLIP_BPE", _DEFAULT_BPE))
+    if not path.exists() and "JANUS_CLIP_BPE" not in os.environ:
+        spec = importlib.util.find_spec("open_clip")
+        if spec and spec.origin:
+            fallback = pathlib.Path(spec.origin).parent / _DEFAULT_BPE.name
+            path = fallback if fallback.exists() else path
     if not path.exists():
         raise FileNotFoundError(
             f"CLIP BPE vocabulary {path} not found; set JANUS_CLIP_BPE to the file "

@@ -36,14 +36,25 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--step", type=int, help="evaluate this checkpoint step")
     when.add_argument("--all", action="store_true", help="evaluate every complete checkpoint")
     when.add_argument("--watch", action="store_true", help="evaluate new checkpoints as they come")
-    p.add_argument("--watch_timeout", type=float, default=3600.0,
-                   help="--watch: stop after this many seconds without a new checkpoint")  # fmt: skip
+    p.add_argument(
+        "--watch_timeout",
+        type=float,
+        default=3600.0,
+        help="--watch: stop after this many seconds without a new checkpoint",
+    )
     p.add_argument("--watch_poll", type=float, default=10.0, help="--watch: seconds between polls")
-    p.add_argument("--final_step", type=int, default=None,
-                   help="--watch: stop once this step is evaluated (default: config total_steps; "
-                   f"a {runner.DONE_MARKER} file in the workdir also stops it)")  # fmt: skip
-    p.add_argument("--sets", default=",".join(sets.DEFAULT_SETS),
-                   help=f"comma-separated, from {','.join(sets.SET_NAMES)}")  # fmt: skip
+    p.add_argument(
+        "--final_step",
+        type=int,
+        default=None,
+        help="--watch: stop once this step is evaluated (default: config total_steps; "
+        f"a {runner.DONE_MARKER} file in the workdir also stops it)",
+    )
+    p.add_argument(
+        "--sets",
+        default=",".join(sets.DEFAULT_SETS),
+        help=f"comma-separated, from {','.join(sets.SET_NAMES)}",
+    )
     p.add_argument("--data.records", dest="records", default=None)
     p.add_argument("--data.tfds", dest="tfds", default=None)
     p.add_argument("--data.config", dest="data_config", default=None)
@@ -51,18 +62,31 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--data.{name}", dest=f"data_{name}", default=None, help=argparse.SUPPRESS)
     p.add_argument("--v2_variant", default="matched-frequency", choices=sets.V2_VARIANTS)
     p.add_argument("--label_set", default=None, help="default: the checkpoint config's label_set")
-    p.add_argument("--classifier", default=None, choices=("head", "zeroshot", "linear_probe"),
-                   help="default: head for CE models, zeroshot for VL models")  # fmt: skip
+    p.add_argument(
+        "--classifier",
+        default=None,
+        choices=("head", "zeroshot", "linear_probe"),
+        help="default: head for CE models, zeroshot for VL models",
+    )
     p.add_argument("--templates", default="openai80", help="openai80 | openai7 | single")
     p.add_argument("--class_names", default="clip", help="clip | wordnet | file of 1000 names")
     p.add_argument("--batch_size", type=int, default=64, help="global eval batch size")
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--max_examples", type=int, default=None, help="per set (quick checks)")
-    p.add_argument("--probe.train", dest="probe_train", default=None,
-                   help="linear_probe: training records dir (default: the run's data.train)")  # fmt: skip
+    p.add_argument(
+        "--probe.train",
+        dest="probe_train",
+        default=None,
+        help="linear_probe: training records dir (default: the run's data.train)",
+    )
     p.add_argument("--probe.per_class", dest="probe_per_class", type=int, default=50)
-    p.add_argument("--probe.C", dest="probe_C", type=float, default=None,
-                   help="inverse L2 strength; default: picked on a 20%% hold-out")  # fmt: skip
+    p.add_argument(
+        "--probe.C",
+        dest="probe_C",
+        type=float,
+        default=None,
+        help="inverse L2 strength; default: picked on a 20%% hold-out",
+    )
     return p
 
 
@@ -73,7 +97,9 @@ def options_from_args(args) -> runner.EvalOptions:
             data.update(json.load(f))
         bad = [k for k in data if k not in sets.SET_NAMES]
         if bad:
-            raise SystemExit(f"{args.data_config}: unknown set name(s) {bad}; known {sets.SET_NAMES}")
+            raise SystemExit(
+                f"{args.data_config}: unknown set name(s) {bad}; known {sets.SET_NAMES}"
+            )
     for name in sets.SET_NAMES:
         if getattr(args, f"data_{name}"):
             data[name] = getattr(args, f"data_{name}")

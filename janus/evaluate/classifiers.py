@@ -35,7 +35,9 @@ class ZeroShotHead:
     def __init__(self, classes: Sequence[int], class_emb: np.ndarray):
         self.classes = np.asarray(classes, np.int64)
         if class_emb.shape[0] != len(self.classes):
-            raise ValueError(f"{class_emb.shape[0]} class embeddings for {len(self.classes)} classes")
+            raise ValueError(
+                f"{class_emb.shape[0]} class embeddings for {len(self.classes)} classes"
+            )
         self.class_emb = class_emb
 
     def __call__(self, image_emb: np.ndarray) -> np.ndarray:

@@ -79,8 +79,9 @@ def fit_probe(
             idx = np.nonzero(y == c)[0]
             if len(idx) >= 2:
                 val[rng.choice(idx, max(1, len(idx) // 5), replace=False)] = True
-        scores = {c_: (_fit(x[~val], y[~val], c_, seed).predict(x[val]) == y[val]).mean()
-                  for c_ in C_GRID}  # fmt: skip
+        scores = {
+            c_: (_fit(x[~val], y[~val], c_, seed).predict(x[val]) == y[val]).mean() for c_ in C_GRID
+        }
         C = max(C_GRID, key=lambda c_: (scores[c_], -c_))  # ties -> stronger regularisation
     clf = _fit(x, y, C, seed)
     weight = np.zeros((x.shape[1], len(classes)), np.float32)
@@ -92,7 +93,9 @@ def fit_probe(
         coef, icpt = clf.coef_, clf.intercept_
     weight[:, clf.classes_] = coef.T
     bias[clf.classes_] = icpt
-    return Probe(classes, mean.astype(np.float32), scale.astype(np.float32), weight, bias, C, len(y))
+    return Probe(
+        classes, mean.astype(np.float32), scale.astype(np.float32), weight, bias, C, len(y)
+    )
 
 
 def probe_from_embedder(

@@ -2,9 +2,10 @@
 
 Accuracies passed between functions here are fractions in [0, 1] unless a name says `pct`.
 
-- `avg_robustness`: the paper's average robustness, mean top-1 over V2, Sketch, R and A (ObjectNet is
-  not part of it).
-- `robustness_ratio`: what the paper's code calls "effective robustness": avg_robustness / val top-1.
+- `avg_robustness`: the paper's average robustness, mean top-1 over V2, Sketch, R and A
+  (ObjectNet is not part of it).
+- `robustness_ratio`: what the paper's code calls "effective robustness":
+  avg_robustness / val top-1.
 - `taori_er`: effective robustness after Taori et al. 2020, acc_ood - sigmoid(a * logit(acc_id) + b)
   with (a, b) a linear fit in logit space over standard ImageNet models (`BASELINES`).
 - `fit_baseline`: fits (a, b) from a CSV of in-distribution / shift accuracies.
@@ -35,12 +36,13 @@ class Baseline:
     n: int | None = None
 
     def predict(self, acc_id: float) -> float:
-        """Expected OOD accuracy (fraction) of a standard model with in-distribution accuracy acc_id."""
+        """Expected OOD accuracy (fraction) of a standard model with ID accuracy acc_id."""
         return sigmoid(self.slope * logit(acc_id) + self.intercept)
 
 
 # Default coefficients: the reference README's fits over the imagenet-testbed standard models
-# (val >= 55 %, names with 'subsample', 'aws' or 'batch64' left out). `fit_baseline` reproduces them.
+# (val >= 55 %, names with 'subsample', 'aws' or 'batch64' left out).
+# `fit_baseline` reproduces them.
 BASELINES: dict[str, Baseline] = {
     "mean5": Baseline(1.0439, -1.8918, "val", ("v2", "sketch", "r", "a", "objectnet")),
     "v2": Baseline(0.911373, -0.481307, "val", ("v2",)),
@@ -63,7 +65,7 @@ TESTBED_EXCLUDE = ("subsample", "aws", "batch64")
 
 
 def logit(p):
-    """log(p / (1 - p)) of a fraction; inputs are clipped to (1e-6, 1 - 1e-6) so 0 and 1 stay finite."""
+    """log(p / (1 - p)) of a fraction, clipped to (1e-6, 1 - 1e-6) so 0 and 1 stay finite."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     out = np.log(p) - np.log1p(-p)
     return float(out) if out.ndim == 0 else out
@@ -83,7 +85,9 @@ def _top1(sets: Mapping[str, Mapping | float | None], name: str) -> float | None
 
 
 def avg_robustness(sets: Mapping) -> float | None:
-    """Mean top-1 over V2, Sketch, R, A; None if any is missing. `sets`: name -> top1 or {top1: ..}."""
+    """Mean top-1 over V2, Sketch, R, A; None if any is missing.
+
+    `sets`: name -> top1 or {"top1": ...}."""
     vals = [_top1(sets, s) for s in AVG_ROBUSTNESS_SETS]
     if any(v is None for v in vals):
         return None
@@ -144,7 +148,9 @@ def compute_metrics(sets: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
 # Baseline fits
 
 
-def fit_logit_line(acc_id_pct: Sequence[float], acc_ood_pct: Sequence[float]) -> tuple[float, float]:
+def fit_logit_line(
+    acc_id_pct: Sequence[float], acc_ood_pct: Sequence[float]
+) -> tuple[float, float]:
     """Least-squares line logit(ood) = a * logit(id) + b over accuracies in percent."""
     x = logit(np.asarray(acc_id_pct, dtype=np.float64) / 100.0)
     y = logit(np.asarray(acc_ood_pct, dtype=np.float64) / 100.0)
@@ -186,8 +192,9 @@ def fit_baseline(
 
     ood_cols: one column or several; several are averaged on the raw accuracy before the logit.
     models: keep only these model names (e.g. the testbed's standard models). min_id: keep rows with
-    `filter_col` (default id_col) >= min_id. exclude_substrings: drop models whose name contains any.
-    percent: the CSV holds percentages (False: fractions). Rows with an empty needed cell are skipped.
+    `filter_col` (default id_col) >= min_id. exclude_substrings: drop models whose name
+    contains any. percent: the CSV holds percentages (False: fractions). Rows with an empty
+    needed cell are skipped.
     The reference coefficients come from `fit_baseline(testbed_robustness_top1s.csv, "val",
     [...], models=standard, min_id=55, filter_col="val", exclude_substrings=TESTBED_EXCLUDE)`.
     """
@@ -225,7 +232,9 @@ def reference_baselines(csv_path: str, standard_models: Sequence[str]) -> dict[s
     """Refit the reference table's baselines. The mean-of-5 fit reads V2 from the testbed's
     `imagenetv2-matched-frequency-format-val` column (that is what reproduces the published slope);
     the per-shift V2 fit reads `imagenetv2-matched-frequency`."""
-    kw = dict(models=standard_models, min_id=55.0, filter_col="val", exclude_substrings=TESTBED_EXCLUDE)
+    kw = dict(
+        models=standard_models, min_id=55.0, filter_col="val", exclude_substrings=TESTBED_EXCLUDE
+    )
     c = TESTBED_COLUMNS
     mean5 = ["imagenetv2-matched-frequency-format-val", c["sketch"], c["r"], c["a"], c["objectnet"]]
     return {

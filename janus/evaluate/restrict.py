@@ -4,8 +4,8 @@
 - CE models with a 1000-way head: logits outside the class set are -inf, i.e. the prediction is the
   argmax over the class set. `subset_logits` takes the columns of the class set (same ranking,
   cheaper); `mask_logits` is the literal -inf form; both give the same top-k among the class set.
-- ImageNet-R, -A and ObjectNet hold only some classes: the class set there is the intersection of the
-  label set with the set's classes (`eval_classes`).
+- ImageNet-R, -A and ObjectNet hold only some classes: the class set there is the
+  intersection of the label set with the set's classes (`eval_classes`).
 - Targets are positions inside the (sorted) class set. An image may have several acceptable labels
   (ObjectNet folders that map to several ImageNet classes; multi-label records): a prediction is
   correct if it is ANY of them (the standard ObjectNet protocol). So targets are a multi-hot

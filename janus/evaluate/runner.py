@@ -106,18 +106,43 @@ def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[str, dict[str, str
     return suite, specs, info.get("label_set") if suite == "mini" else None
 
 
+class _PadTo:
+    """Pads items to `length` with copies of item 0 labelled -1 (masked out by the runner).
+
+    eval_loader pads the last batch itself, but grain drops its None padding elements, which
+    loses the last partial batch (reported to the pipeline owner); padding here to a multiple of
+    the global batch keeps every image and gives every process the same number of batches.
+    """
+
+    def __init__(self, items, length: int):
+        self.items, self.length = items, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        if i < len(self.items):
+            return self.items[i]
+        return {**self.items[0], "label": -1, "key": "_pad"}
+
+
 def _iter_batches(items, batch_size: int, pp: str):
+    """Eval batches {"image", "label", "mask"}; mask False on padding (label -1) and bad images."""
     import jax
 
     from janus.data.pipeline import eval_loader
 
-    return eval_loader(
-        items,
+    n = len(items)
+    padded = _PadTo(items, -(-n // batch_size) * batch_size)
+    for b in eval_loader(
+        padded,
         global_batch_size=batch_size,
         pp=pp,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
-    )
+    ):
+        b["mask"] = np.asarray(b["mask"], bool) & (np.asarray(b["label"]) >= 0)
+        yield b
 
 
 def sum_over_processes(counts: np.ndarray) -> np.ndarray:
@@ -142,7 +167,7 @@ class _View:
 
 
 class Evaluator:
-    """Evaluates checkpoints of one run; keeps jitted functions and zero-shot matrices across steps."""
+    """Evaluates checkpoints of one run; keeps jitted functions and zero-shot matrices."""
 
     def __init__(self, opts: EvalOptions, cache_dir: str | None = None):
         self.opts = opts
@@ -273,7 +298,9 @@ class Evaluator:
             if len(es) == 0:
                 notes.append(f"set {name!r}: no image of the class set ({es.where})")
                 continue
-            views = [_View(name, classes, targets, np.ones(len(es.groups), bool), make_head(classes))]
+            views = [
+                _View(name, classes, targets, np.ones(len(es.groups), bool), make_head(classes))
+            ]
             if name == "val" and suite == "imagenet" and "objectnet" in opts.sets:
                 oc = restrict.eval_classes(label_set, labelsets.shift_set_classes("objectnet"))
                 if len(oc):
@@ -282,13 +309,19 @@ class Evaluator:
             t0 = time.time()
             counts = self._run_views(es, views, emb, batch, pp)
             for view, (c1, c5, n) in zip(views, counts):
-                r = {"top1": c1 / n if n else None, "top5": c5 / n if n else None, "n": int(n),
-                     "classes": len(view.classes)}  # fmt: skip
+                r = {
+                    "top1": c1 / n if n else None,
+                    "top5": c5 / n if n else None,
+                    "n": int(n),
+                    "classes": len(view.classes),
+                }
                 (results if view.name == name else extra)[view.name] = r
             where[name] = es.where
             skipped[name] = {k: v for k, v in es.skipped.items() if v}
-            _log(f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
-                 f"({time.time() - t0:.1f}s, {es.where})")  # fmt: skip
+            _log(
+                f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
+                f"({time.time() - t0:.1f}s, {es.where})"
+            )
 
         m, mnotes = metrics.compute_metrics({**results, **extra})
         notes += mnotes
@@ -402,7 +435,9 @@ def write_result(workdir: str, result: Mapping) -> str:
     for k in ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5"):
         row[k] = result["metrics"].get(k)
     row = {k: "" if v is None else str(v) for k, v in row.items()}
-    rows = [r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])]
+    rows = [
+        r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])
+    ]
     rows.append(row)
     rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
     buf = io.StringIO()
@@ -432,7 +467,8 @@ def watch(
     """Evaluates each new complete checkpoint as it appears (half-written ones are invisible to
     `list_complete_steps`). Stops when `<workdir>/DONE` exists and nothing is left, when
     `final_step` (or the config's total_steps) has been evaluated, or after `timeout` seconds
-    without a new checkpoint. Steps that already have eval/<step>.json are skipped. -> steps done."""
+    without a new checkpoint. Steps that already have eval/<step>.json are skipped.
+    -> the steps evaluated."""
     from janus.checkpoint import list_complete_steps
 
     done = _evaluated_steps(workdir)
@@ -465,10 +501,11 @@ def watch(
 
 
 def _total_steps(workdir: str, step: int) -> int | None:
-    """The run's total_steps from config.json, if it states one as an int."""
+    """The run's total steps from config.json (trainer's resolved.total_steps, else total_steps)."""
     try:
         with open(os.path.join(workdir, "config.json")) as f:
-            total = json.load(f).get("total_steps")
+            cfg = json.load(f)
     except (OSError, ValueError):
         return None
+    total = (cfg.get("resolved") or {}).get("total_steps") or cfg.get("total_steps")
     return int(total) if isinstance(total, int) else None

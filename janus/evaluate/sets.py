@@ -108,11 +108,15 @@ class _FileItems:
 
     def __getitem__(self, i):
         with open(self.paths[int(i)], "rb") as f:
-            return {"image/encoded": f.read(), "label": int(self.item_groups[i]), "key": self.paths[i]}
+            return {
+                "image/encoded": f.read(),
+                "label": int(self.item_groups[i]),
+                "key": self.paths[i],
+            }
 
 
 class BorderCrop:
-    """Removes `px` pixels from each side of every image (ObjectNet's 2-pixel border), lossless PNG."""
+    """Removes `px` pixels from each side (ObjectNet's 2-pixel border); re-encodes as PNG."""
 
     def __init__(self, base, px: int = 2):
         self.base, self.px = base, px
@@ -182,7 +186,7 @@ def _group_ids(label_lists) -> tuple[np.ndarray, list[list[int]]]:
 
 
 def read_records(name: str, records_dir: str, split: str | None = None) -> EvalSet:
-    """A split of a janus records dir; labels from manifest.jsonl.gz when it lines up, else decoded."""
+    """A janus records split; labels from manifest.jsonl.gz when it lines up, else decoded."""
     from janus.data import records
 
     split = split or name
@@ -272,7 +276,9 @@ def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -
         source = grain.sources.ArrayRecordDataSource(files)
         labels = [_tfds_labels(parse_example(source[i]), label_key) for i in range(len(source))]
     ids, groups = _group_ids(labels)
-    return EvalSet(name, _ExampleItems(source, ids, "image"), groups, ids, f"tfds:{data_dir}/{dataset}")
+    return EvalSet(
+        name, _ExampleItems(source, ids, "image"), groups, ids, f"tfds:{data_dir}/{dataset}"
+    )
 
 
 def _folder_labels(folder: str) -> list[int] | None:
@@ -331,7 +337,9 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     if kind is None:
         if os.path.isfile(os.path.join(path, "info.json")):
             kind = "records"
-        elif any(os.path.isdir(os.path.join(path, d.split("/")[0])) for d, _ in TFDS_NAMES.values()):
+        elif any(
+            os.path.isdir(os.path.join(path, d.split("/")[0])) for d, _ in TFDS_NAMES.values()
+        ):
             kind = "tfds"
         else:
             kind = "folder"

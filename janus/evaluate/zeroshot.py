@@ -1,10 +1,10 @@
 """Zero-shot classification for VL models: the standard CLIP protocol.
 
-Per class: embed every template filled with the class name, L2-normalise each embedding, average over
-templates, L2-normalise again. Logits = 100 * cosine(image embedding, class embedding).
+Per class: embed every template filled with the class name, L2-normalise each embedding, average
+over templates, L2-normalise again. Logits = 100 * cosine(image embedding, class embedding).
 The class-embedding matrix is cached per (checkpoint, class set, templates, class names): in memory
-and on disk (`<workdir>/eval/cache/zs_<hash>.npy`), since building it for 80 templates x 1000 classes
-is the slowest part of a zero-shot evaluation.
+and on disk (`<workdir>/eval/cache/zs_<hash>.npy`), since building it for 80 templates x
+1000 classes is the slowest part of a zero-shot evaluation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 LOGIT_SCALE = 100.0
 
-#: Template set names -> reference keys in clip_zeroshot_protocol.json (labelsets.zeroshot_templates).
+#: Template set names (labelsets.zeroshot_templates reads clip_zeroshot_protocol.json).
 TEMPLATE_KINDS = ("openai80", "openai7", "single")
 
 

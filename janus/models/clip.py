@@ -7,9 +7,10 @@ parameter paths (linear probes and weight import see one layout).
 - `Classifier`: `image_tower` + `head` (Dense F -> num_classes) -> logits float32.
 - `CLIP`: `image_tower` (+ `image_projection`, a bias-free Dense F -> embed_dim, unless the tower
   already ends in CLIP's own projection, as `clip_*` towers do), `text_tower`
-  (`janus.models.text.TextTransformer` with output_dim = embed_dim), and `logit_scale` (log of the
-  temperature's inverse; init log(1/0.07) for InfoNCE, log(10) for SigLIP) plus `logit_bias` (SigLIP,
-  init -10). The forward returns L2-normalised float32 embeddings and exp(logit_scale) clamped at 100.
+  (`janus.models.text.TextTransformer` with output_dim = embed_dim), and `logit_scale` (log of
+  the temperature's inverse; init log(1/0.07) for InfoNCE, log(10) for SigLIP) plus `logit_bias`
+  (SigLIP, init -10). The forward returns L2-normalised float32 embeddings and exp(logit_scale)
+  clamped at 100.
 
 Tower inputs and outputs are pinned batch-sharded (`janus.sharding.constrain_batch`) when a mesh is
 set, so data-parallel and FSDP parameter layouts compile to the same data-parallel activations.
@@ -71,7 +72,9 @@ class CLIP(nn.Module):
 
     def setup(self):
         if self.loss not in INIT_LOGIT_SCALE:
-            raise ValueError(f"CLIP loss must be one of {sorted(INIT_LOGIT_SCALE)}, got {self.loss!r}")
+            raise ValueError(
+                f"CLIP loss must be one of {sorted(INIT_LOGIT_SCALE)}, got {self.loss!r}"
+            )
         if self.project_image:
             fan_in = self.image_tower.feature_dim
             self.image_projection = nn.Dense(

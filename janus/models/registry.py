@@ -14,6 +14,7 @@ wrapper (DESIGN.md: CE and VL runs differ only in `loss`):
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -50,7 +51,15 @@ DTYPES = {
 # Towers whose output already is CLIP's joint embedding (attention pool / ViT `proj`).
 CLIP_TOWER_PREFIX = "clip_"
 DEFAULT_EMBED_DIM = 512
-TEXT_KWARGS = ("vocab_size", "context_length", "width", "layers", "heads", "mlp_ratio", "activation")
+TEXT_KWARGS = (
+    "vocab_size",
+    "context_length",
+    "width",
+    "layers",
+    "heads",
+    "mlp_ratio",
+    "activation",
+)
 # open_clip model_configs/*.json text_cfg where it differs from the TextTransformer defaults.
 TEXT_DEFAULTS: dict[str, dict] = {"clip_rn50x4": {"width": 640, "heads": 10}}
 
@@ -136,9 +145,10 @@ def init_variables(model: nn.Module, rng, image_size, context_length: int = 77) 
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     rng = jax.random.key(rng) if isinstance(rng, int) else rng
     images = jnp.zeros((1, h, w, 3), jnp.float32)
+    # One jit-compiled init is much faster than flax's op-by-op eager init (and nests under jit).
     if isinstance(model, CLIP):
         tokens = jnp.zeros((1, context_length), jnp.int32)
-        variables = model.init(rng, images, tokens, train=False)
+        variables = jax.jit(functools.partial(model.init, train=False))(rng, images, tokens)
     else:
-        variables = model.init(rng, images, train=False)
+        variables = jax.jit(functools.partial(model.init, train=False))(rng, images)
     return dict(variables)

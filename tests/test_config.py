@@ -1,0 +1,133 @@
+"""Config: sweep strings, validation messages naming the field, duration resolution, the configs."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from janus import config as config_lib
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config_module(name):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", CONFIGS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py")))
+def test_every_config_validates_and_documents_itself(name):
+    mod = load_config_module(name)
+    doc = mod.__doc__ or ""
+    assert "python -m janus.main --config configs/" in doc, "docstring gives the command"
+    assert "Hardware" in doc and "Expected" in doc
+    c = mod.get_config(None)
+    config_lib.validate(c, num_devices=8, check_data=False)
+    c = mod.get_config("steps=10,seed=3")
+    assert (c.total_steps, c.total_epochs, c.total_examples, c.seed) == (10, None, None, 3)
+
+
+def test_paper_recipe_defaults():
+    c = load_config_module("in100").get_config(None)
+    o = c.optimizer
+    assert (o.name, o.lr, o.b1, o.b2, o.eps, o.weight_decay) == ("adamw", 5e-4, 0.9, 0.999, 1e-8, 0.2)
+    assert (o.schedule, o.warmup_steps) == ("cosine", 2000)
+    assert (c.input.batch_size, c.total_epochs, c.input.resolution) == (512, 256, 224)
+    assert "rrc(224" in c.input.pp and "color_jitter" in c.input.pp
+    assert c.model.name == "clip_rn50"
+
+
+def test_sweep_string_sets_fields_and_rejects_unknown_keys():
+    mod = load_config_module("scaling")
+    c = mod.get_config("loss=infonce,size=rn50x4,budget=250000,lr=1e-3,res=160")
+    assert (c.loss, c.model.name, c.data.budget, c.optimizer.lr) == (
+        "infonce", "clip_rn50x4", 250000, 1e-3,
+    )
+    assert c.input.resolution == 160 and "rrc(160" in c.input.pp
+    with pytest.raises(ValueError, match=r"unknown config argument key 'lossy'.*valid keys:.*loss"):
+        mod.get_config("lossy=ce")
+    with pytest.raises(ValueError, match="key=value"):
+        mod.get_config("loss")
+    assert load_config_module("in100").get_config("scale=1/16").data.budget_scale == 1 / 16
+
+
+def test_mixture_sweep():
+    c = load_config_module("janus_mix").get_config("mix=data/a*1+data/b*3")
+    assert config_lib.train_dirs(c) == [("data/a", 1.0), ("data/b", 3.0)]
+
+
+def _mini(**changes):
+    c = load_config_module("mini").get_config(None)
+    for path, value in changes.items():
+        node = c
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        with node.ignore_type():
+            node[leaf] = value
+    return c
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"optimizer.lrr": 1.0}, r"unknown config field 'optimizer.lrr'; known fields of optimizer"),
+        ({"optimizzer": 1}, r"unknown config field 'optimizzer'"),
+        ({"optimizer.lr": "fast"}, r"'optimizer.lr' = 'fast' has type str; expected int \| float"),
+        ({"input.batch_size": 12}, r"'input.batch_size' = 12 .* not divisible by the 8 data"),
+        ({"label_set": "in101"}, r"'label_set' = 'in101'"),
+        ({"model.name": "resnet51"}, r"'model.name' = 'resnet51' is not a registered model"),
+        ({"loss": "mse"}, r"'loss' = 'mse'"),
+        ({"optimizer.name": "adam"}, r"'optimizer.name' = 'adam'"),
+        ({"total_epochs": 3.0}, r"exactly one of total_steps, total_epochs, total_examples"),
+        ({"total_steps": None}, r"exactly one of total_steps.*set: none"),
+        ({"input.pp": "decode|nosuchop"}, r"'input.pp'"),
+        ({"mesh": [("data", 3)]}, r"'mesh'"),
+        ({"optimizer.grad_accum_steps": 3}, r"'optimizer.grad_accum_steps' = 3 must divide"),
+    ],
+)
+def test_validation_messages_name_the_field(changes, match):
+    with pytest.raises(config_lib.ConfigError, match=match):
+        config_lib.validate(_mini(**changes), num_devices=8, check_data=False)
+
+
+def test_missing_data_dir_and_process_divisibility(tmp_path):
+    c = _mini(**{"data.train": str(tmp_path / "nope")})
+    with pytest.raises(config_lib.ConfigError, match=r"'data.train': data directory .*nope"):
+        config_lib.validate(c, num_devices=8)
+    c = _mini(**{"data.train": f"{tmp_path}*1+{tmp_path / 'nope'}*2"})
+    with pytest.raises(config_lib.ConfigError, match=r"'data.train\[0\]'.* no info.json"):
+        config_lib.validate(c, num_devices=8)
+    with pytest.raises(config_lib.ConfigError, match="not divisible by the 3 processes"):
+        config_lib.validate(_mini(), num_devices=8, num_processes=3, check_data=False)
+
+
+def test_resolve_durations_in_one_place():
+    c = _mini(**{"total_steps": None, "total_epochs": 2.5})
+    d = config_lib.resolve_durations(c, 1000)  # batch 64: 15.625 steps per epoch
+    assert (d.total_steps, d.steps_per_epoch) == (40, 15.625)  # rounded up
+    c = _mini(**{"total_steps": None, "total_examples": 6400, "optimizer.warmup_steps": None})
+    c.optimizer.warmup_epochs = 1.0
+    d = config_lib.resolve_durations(c, 640)
+    assert (d.total_steps, d.warmup_steps) == (100, 10)
+    # Warmup never exceeds the run.
+    assert config_lib.resolve_durations(_mini(total_steps=5), 640).warmup_steps == 5
+    c = _mini()
+    c.data.budget_scale = 0.5
+    assert config_lib.resolve_budget(c, lambda d, b: 2000) == 1000
+
+
+def test_cluster_detection_only_when_a_cluster_is_there():
+    from janus.main import cluster_env
+
+    assert cluster_env({}) is None
+    assert cluster_env({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"}) is None
+    assert cluster_env({"TPU_WORKER_HOSTNAMES": "localhost"}) is None
+    assert cluster_env({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "16"})[0] == "slurm"
+    assert cluster_env({"TPU_WORKER_HOSTNAMES": "a,b,c,d"})[0] == "tpu"
+    kind, kw = cluster_env(
+        {"JANUS_COORDINATOR_ADDRESS": "h:1", "JANUS_NUM_PROCESSES": "2", "JANUS_PROCESS_ID": "1"}
+    )
+    assert kind == "explicit" and kw == dict(coordinator_address="h:1", num_processes=2, process_id=1)

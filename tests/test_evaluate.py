@@ -1,0 +1,316 @@
+"""The evaluator end to end: JANuS-mini records, an ImageFolder layout, a fake tfds dir, zero-shot
+and linear-probe classifiers, and --watch picking up checkpoints while they are written."""
+
+import csv
+import io
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from janus.checkpoint import save_for_inference
+from janus.data import labelsets, records
+from janus.evaluate import runner, sets
+from janus.evaluate.__main__ import main as evaluate_main
+from janus.models import create_model, init_variables
+
+RES = 32
+TINY_TEXT = {"width": 32, "layers": 1, "heads": 2, "context_length": 77, "vocab_size": 49408}
+
+
+def _config(loss, name, train_dir, label_set="mini10"):
+    return {
+        "loss": loss,
+        "label_set": label_set,
+        "total_steps": None,
+        "model": {
+            "name": name,
+            "dtype": "float32",
+            "text": TINY_TEXT if loss == "infonce" else None,
+        },
+        "data": {"train": str(train_dir)},
+        "input": {"resolution": RES},
+    }
+
+
+def _save(workdir, step, config, seed=0):
+    model = create_model(config["model"]["name"], config["loss"], text=config["model"]["text"])
+    variables = init_variables(model, seed, RES)
+    save_for_inference(str(workdir), step, config, variables)
+    return model, variables
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    from janus.data import synthetic
+
+    out = tmp_path_factory.mktemp("mini")
+    synthetic.build_mini(out, train_per_class=3, eval_per_class=3, size=40, train_shards=1)
+    return out
+
+
+def _png(rng, size=40):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _expected_top1(model, variables, items, classes, pp):
+    """Independent reference: per-image preprocessing, model.apply, argmax over the class set."""
+    from janus.data.preprocess import build_pp
+
+    f = build_pp(pp)
+    hits = []
+    for i in range(len(items)):
+        ex = records.decode_example(items[i])
+        x = f({"image/encoded": ex["image/encoded"]}, np.random.default_rng(0))["image"]
+        logits = np.asarray(model.apply(variables, x[None], train=False))[0]
+        hits.append(classes[np.argmax(logits[classes])] in ex["label"].tolist())
+    return float(np.mean(hits))
+
+
+@pytest.mark.slow
+def test_cli_on_mini_records_ce(mini, tmp_path):
+    wd = tmp_path / "run"
+    model, variables = _save(wd, 7, _config("ce", "resnet_tiny", mini))
+    assert evaluate_main(["--workdir", str(wd), "--batch_size", "16"]) == 0
+    result = json.loads((wd / "eval" / "7.json").read_text())
+    assert result["suite"] == "mini" and result["label_set"] == "mini10"
+    assert result["classifier"] == "head" and result["checkpoint"] == "checkpoints/7"
+    assert set(result["sets"]) == {"val", "v2", "sketch", "r", "a", "objectnet"}
+    for r in result["sets"].values():
+        assert r["n"] == 30 and r["classes"] == 10 and 0 <= r["top1"] <= r["top5"] <= 1
+    m = result["metrics"]
+    top1 = {k: v["top1"] for k, v in result["sets"].items()}
+    assert m["avg_robustness"] == pytest.approx(
+        np.mean([top1[s] for s in ("v2", "sketch", "r", "a")])
+    )
+    assert m["effective_robustness"] == pytest.approx(m["avg_robustness"] / top1["val"])
+    assert m["taori_er_mean5"] is None and any("taori" in n for n in result["notes"])
+    # The counts match an independent per-image computation.
+    classes = labelsets.resolve_label_set("mini10")
+    src = records.RecordsDataSource(mini, "val")
+    pp = result["eval_pp"]
+    assert top1["val"] == pytest.approx(_expected_top1(model, variables, src, classes, pp))
+    rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
+    assert [(r["step"], r["classifier"]) for r in rows] == [("7", "head")]
+    assert float(rows[0]["val_top1"]) == pytest.approx(top1["val"])
+
+
+@pytest.mark.slow
+def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
+    wd = tmp_path / "vl"
+    _save(wd, 3, _config("infonce", "clip_rn_tiny", mini))
+    opts = runner.EvalOptions(sets=("val", "sketch"), templates="openai7", batch_size=16)
+    ev = runner.Evaluator(opts, cache_dir=str(wd / "eval" / "cache"))
+    result = ev.evaluate_step(str(wd), 3)
+    assert result["classifier"] == "zeroshot" and result["templates"] == "openai7"
+    assert result["sets"]["val"]["n"] == 30 and result["metrics"]["avg_robustness"] is None
+    assert any("'r'" in n or "r'" in n for n in result["notes"]) or result["notes"]
+    # One class matrix (same classes for both sets), built once, reused for the second set.
+    assert ev.zs_cache.misses == 1 and ev.zs_cache.hits >= 1
+    assert len(list((wd / "eval" / "cache").glob("zs_*.npy"))) == 1
+    runner.write_result(str(wd), result)
+    probe_opts = runner.EvalOptions(
+        sets=("val",), classifier="linear_probe", batch_size=16, probe_per_class=2, probe_C=1.0
+    )
+    probe = runner.Evaluator(probe_opts).evaluate_step(str(wd), 3)
+    assert probe["classifier"] == "linear_probe" and probe["sets"]["val"]["n"] == 30
+    path = runner.write_result(str(wd), probe)
+    assert os.path.basename(path) == "3_linear_probe.json" and (wd / "eval" / "3.json").exists()
+    rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
+    assert sorted(r["classifier"] for r in rows) == ["linear_probe", "zeroshot"]
+
+
+def _write_folder_sets(root, rng):
+    """val: wnid folders (2 IN100 classes + 1 outside); v2: numeric folders; objectnet folders."""
+    in100 = labelsets.resolve_label_set("in100").tolist()
+    wnids = labelsets.imagenet_wnids()
+    outside = next(i for i in range(1000) if i not in in100)
+    for cls in (in100[0], in100[1], outside):
+        d = root / "val" / wnids[cls]
+        d.mkdir(parents=True)
+        for j in range(2):
+            (d / f"{j}.JPEG").write_bytes(_png(rng))
+    for cls in (in100[2], outside):
+        d = root / "v2" / str(cls)
+        d.mkdir(parents=True)
+        (d / "a.jpeg").write_bytes(_png(rng))
+    onet = labelsets.objectnet_folder_map()
+    inside = [f for f, idx in onet.items() if set(idx) & set(in100)][:2]
+    other = next(f for f, idx in onet.items() if not set(idx) & set(in100))
+    for f in [*inside, other, "not_an_imagenet_thing"]:
+        d = root / "objectnet-1.0" / "images" / f
+        d.mkdir(parents=True)
+        (d / "x.png").write_bytes(_png(rng))
+
+
+def _write_fake_tfds(data_dir, rng):
+    """imagenet_r in tfds' TFRecord layout (no TensorFlow): 2 images inside in100 ∩ R, 1 outside."""
+    from tensorflow_datasets.proto import tf_example_generated_pb2 as pb2
+
+    d = data_dir / "imagenet_r" / "0.1.0"
+    d.mkdir(parents=True)
+    (d / "dataset_info.json").write_text(json.dumps({"name": "imagenet_r", "version": "0.1.0"}))
+    in100 = set(labelsets.resolve_label_set("in100").tolist())
+    r_cls = labelsets.shift_set_classes("r").tolist()
+    labels = [c for c in r_cls if c in in100][:2] + [next(c for c in r_cls if c not in in100)]
+    with open(d / "imagenet_r-test.tfrecord-00000-of-00001", "wb") as f:
+        for lab in labels:
+            ex = pb2.Example()
+            ex.features.feature["image"].bytes_list.value.append(_png(rng))
+            ex.features.feature["label"].int64_list.value.append(lab)
+            f.write(records.frame_record(ex.SerializeToString()))
+
+
+@pytest.mark.slow
+def test_folder_layout_and_tfds_dir_in100(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_folder_sets(tmp_path / "sets", rng)
+    _write_fake_tfds(tmp_path / "tfds", rng)
+    wd = tmp_path / "run"
+    _save(wd, 1, _config("ce", "resnet_tiny", tmp_path / "no_train_data", label_set="in100"))
+    s = tmp_path / "sets"
+    argv = [
+        "--workdir",
+        str(wd),
+        "--batch_size",
+        "8",
+        "--sets",
+        "val,v2,sketch,r,objectnet",
+        f"--data.val=folder:{s / 'val'}",
+        f"--data.v2={s / 'v2'}",
+        f"--data.objectnet=folder:{s / 'objectnet-1.0'}",
+        f"--data.r=tfds:{tmp_path / 'tfds'}",
+        f"--data.sketch=folder:{tmp_path / 'missing'}",
+    ]
+    assert evaluate_main(argv) == 0
+    result = json.loads((wd / "eval" / "1.json").read_text())
+    got = {k: (v["n"], v["classes"]) for k, v in result["sets"].items()}
+    assert got == {"val": (4, 100), "v2": (1, 100), "r": (2, 36), "objectnet": (2, 14)}
+    assert result["suite"] == "imagenet" and result["metrics"]["avg_robustness"] is None
+    assert any("sketch" in n and "not found" in n for n in result["notes"])
+    assert result["extra_sets"]["val_on_objectnet_classes"]["classes"] == 14
+    skipped = result["skipped"]["objectnet"]
+    assert skipped["folder without an ImageNet class"] == 1
+    assert skipped["label outside the class set"] == 1
+
+
+def test_objectnet_border_crop_and_spec_parsing(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 8)).save(buf, "PNG")
+    item = sets.BorderCrop([{"image/encoded": buf.getvalue(), "label": 0}], 2)[0]
+    assert Image.open(io.BytesIO(item["image/encoded"])).size == (6, 4)
+    (tmp_path / "info.json").write_text("{}")
+    assert sets.parse_spec(f"{tmp_path}#v2") == ("records", str(tmp_path), "v2")
+    assert sets.parse_spec("tfds:/x") == ("tfds", "/x", None)
+    with pytest.raises(sets.SetNotFound, match="imagenet_sketch"):
+        sets.open_set("sketch", f"tfds:{tmp_path}")
+
+
+@pytest.mark.slow
+def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
+    wd = tmp_path / "run"
+    config = _config("ce", "resnet_tiny", mini)
+    _save(wd, 1, config)
+    # A checkpoint still being written (no finalised state) is ignored.
+    (wd / "checkpoints" / "99").mkdir(parents=True)
+
+    def trainer():
+        for step in (2, 3):
+            time.sleep(1.0)
+            _save(wd, step, config, seed=step)
+        (wd / runner.DONE_MARKER).write_text("")
+
+    opts = runner.EvalOptions(sets=("val",), batch_size=16, max_examples=8)
+    thread = threading.Thread(target=trainer)
+    thread.start()
+    seen = []
+    done = runner.watch(
+        runner.Evaluator(opts),
+        str(wd),
+        timeout=60,
+        poll=0.2,
+        on_result=lambda r: seen.append(r["step"]),
+    )
+    thread.join()
+    assert done == seen == [1, 2, 3]
+    assert sorted(p.name for p in (wd / "eval").glob("*.json")) == ["1.json", "2.json", "3.json"]
+    rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
+    assert [r["step"] for r in rows] == ["1", "2", "3"]
+
+
+def test_sum_over_processes_is_exact_single_process():
+    counts = np.array([[3, 5, 7], [0, 1, 2]], np.int64)
+    assert (runner.sum_over_processes(counts) == counts).all()
+
+
+@pytest.mark.slow
+def test_inloop_hook_returns_scalars_and_writes_json(mini, tmp_path):
+    import ml_collections
+
+    from janus.evaluate.inloop import make_inloop_evaluators
+
+    cfg = _config("ce", "resnet_tiny", mini)
+    cfg["evals"] = {"quick": {"every_steps": 5, "set": "val,sketch", "batch_size": 16}}
+    config = ml_collections.ConfigDict(cfg)
+    model = create_model("resnet_tiny", "ce")
+    variables = init_variables(model, 0, RES)
+    (hook,) = make_inloop_evaluators(config, model, None, workdir=str(tmp_path))
+    assert hook.name == "quick" and hook.every_steps == 5
+    out = hook(10, variables)
+    assert set(out) == {"val/top1", "val/top5", "sketch/top1", "sketch/top5"}
+    result = json.loads((tmp_path / "eval" / "10.json").read_text())
+    assert result["sets"]["val"]["top1"] == pytest.approx(out["val/top1"])
+    assert result["checkpoint"] == "inloop:quick"
+
+
+_WORKER = """
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+port, pid, wd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+from janus.evaluate import runner
+r = runner.Evaluator(runner.EvalOptions(sets=("val",), batch_size=8)).evaluate_step(wd, 7)
+print("RESULT", json.dumps(r["sets"]))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_combine_counts_exactly(mini, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    wd = tmp_path / "run"
+    _save(wd, 7, _config("ce", "resnet_tiny", mini))
+    single = runner.Evaluator(runner.EvalOptions(sets=("val",), batch_size=8)).evaluate_step(
+        str(wd), 7
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(port), str(i), str(wd)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    for out in outs:
+        line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+        # Each process read half of the 30 images; the summed counts equal one process' result.
+        assert json.loads(line[len("RESULT ") :]) == single["sets"]

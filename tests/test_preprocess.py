@@ -1,0 +1,166 @@
+"""Preprocessing op registry: parsing, each op's effect, bad images, determinism in the rng."""
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from janus.data import preprocess
+from janus.data.preprocess import BadImageError, EmptyCaptionError, build_pp, parse_op
+
+
+def _jpeg(arr: np.ndarray, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _smooth(h: int, w: int) -> np.ndarray:
+    """A smooth gradient image (JPEG-friendly, so draft decoding is close to full decoding)."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + y) * 127 // (w + h)], -1).astype(np.uint8)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_parse_op_literals_only():
+    assert parse_op("flip") == ("flip", (), {})
+    assert parse_op("rrc(224, scale=(0.08, 1.0))") == ("rrc", (224,), {"scale": (0.08, 1.0)})
+    with pytest.raises(ValueError, match="literals"):
+        parse_op("rrc(__import__('os').getcwd())")
+    with pytest.raises(ValueError, match="cannot parse"):
+        parse_op("rrc(224")
+    with pytest.raises(ValueError, match="name or name"):
+        parse_op("a.b(1)")
+
+
+def test_unknown_op_lists_known_ops():
+    with pytest.raises(ValueError, match=r"unknown preprocessing op 'nope'.*known ops: .*rrc"):
+        build_pp("decode|nope(3)")
+
+
+def test_bad_arguments_name_the_op():
+    with pytest.raises(ValueError, match=r"flip\(1, 2, 3\)"):
+        build_pp("decode|flip(1, 2, 3)")
+    with pytest.raises(ValueError, match="unknown normalisation"):
+        build_pp("decode|normalize('foo')")
+
+
+def test_chain_split_respects_brackets_and_quotes():
+    pp = build_pp("decode | rrc(8, scale=(0.5, 1.0)) | normalize('imagenet')|")
+    assert pp.names == ["decode", "rrc", "normalize"]
+    assert preprocess._split_chain("a(1)|b('x|y')|c((1,2))") == ["a(1)", "b('x|y')", "c((1,2))"]
+
+
+def test_eval_chain_shapes_and_normalisation():
+    img = np.full((48, 64, 3), 255, np.uint8)
+    out = build_pp("decode|resize_small(32)|center_crop(24)|normalize('clip')")(
+        {"image/encoded": _png(img)}, _rng()
+    )
+    assert out["image"].shape == (24, 24, 3) and out["image"].dtype == np.float32
+    mean, std = preprocess.NORMALIZATION["clip"]
+    np.testing.assert_allclose(out["image"][0, 0], (1 - np.array(mean)) / np.array(std), rtol=1e-5)
+    plain = build_pp("decode|resize(10)")({"image/encoded": _png(img)}, _rng())["image"]
+    assert plain.shape == (10, 10, 3) and plain.dtype == np.uint8
+
+
+def test_resize_small_keeps_aspect_and_center_crop_refuses_small_images():
+    img = _smooth(40, 80)
+    out = build_pp("decode|resize_small(20)")({"image/encoded": _png(img)}, _rng())["image"]
+    assert out.shape == (20, 40, 3)
+    with pytest.raises(ValueError, match="center_crop"):
+        build_pp("decode|center_crop(50)")({"image/encoded": _png(img), "key": "k"}, _rng())
+
+
+def test_rrc_shape_determinism_and_full_scale():
+    data = {"image/encoded": _png(_smooth(60, 90))}
+    pp = build_pp("decode|rrc(16, scale=(0.1, 0.5))")
+    a, b, c = (pp(data, _rng(s))["image"] for s in (1, 1, 2))
+    assert a.shape == (16, 16, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    # scale=(1,1) with a ratio range holding the image's aspect: the whole image, resized.
+    full = build_pp("decode|rrc((20, 30), scale=(1, 1), ratio=(1.5, 1.5))")(data, _rng())["image"]
+    ref = np.asarray(Image.fromarray(_smooth(60, 90)).resize((30, 20), Image.Resampling.BILINEAR))
+    assert np.abs(full.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_jpeg_draft_mode_is_close_to_full_decode():
+    img = _smooth(512, 640)
+    data = {"image/encoded": _jpeg(img)}
+    fast = build_pp("decode|resize_small(64)")(data, _rng())["image"]
+    full = np.asarray(Image.fromarray(img).resize((80, 64), Image.Resampling.BILINEAR))
+    assert fast.shape == (64, 80, 3)
+    assert np.abs(fast.astype(float) - full.astype(float)).mean() < 3.0
+
+
+def test_flip_grayscale_blur_jitter():
+    img = _smooth(20, 30)
+    data = {"image/encoded": _png(img)}
+    flipped = build_pp("decode|flip(p=1.0)")(data, _rng())["image"]
+    np.testing.assert_array_equal(flipped, img[:, ::-1])
+    same = build_pp("decode|flip(p=0)|grayscale(p=0)|blur(p=0)|color_jitter(p=0)")(data, _rng())
+    np.testing.assert_array_equal(same["image"], img)
+    gray = build_pp("decode|grayscale(p=1.0)")(data, _rng())["image"]
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    blurred = build_pp("decode|blur(p=1.0, sigma=(2.0, 2.0))")(data, _rng())["image"]
+    assert blurred.shape == img.shape and not np.array_equal(blurred, img)
+    jitter = build_pp("decode|color_jitter(0.8, 0.8, 0.8, 0.2, p=1.0)")
+    j1, j2 = jitter(data, _rng(3))["image"], jitter(data, _rng(3))["image"]
+    np.testing.assert_array_equal(j1, j2)
+    assert j1.shape == img.shape and not np.array_equal(j1, img)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"not an image at all", "truncated"],
+    ids=["empty", "garbage", "truncated"],
+)
+def test_bad_images_raise_counted_skip_with_key(payload):
+    if payload == "truncated":
+        payload = _jpeg(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        payload = payload[: len(payload) // 2]
+    pp = build_pp("decode|rrc(16)|normalize")
+    with pytest.raises(BadImageError, match="key='bad-1'") as e:
+        pp({"image/encoded": payload, "key": "bad-1"}, _rng())
+    assert e.value.reason == "bad_image" and e.value.key == "bad-1"
+
+
+def test_grayscale_and_rgba_inputs_become_rgb():
+    gray = Image.fromarray(_smooth(10, 10)[..., 0])
+    buf = io.BytesIO()
+    gray.save(buf, "PNG")
+    out = build_pp("decode|resize(8)")({"image/encoded": buf.getvalue()}, _rng())["image"]
+    assert out.shape == (8, 8, 3)
+    rgba = np.dstack([_smooth(10, 10), np.full((10, 10), 128, np.uint8)])
+    out = build_pp("decode")({"image/encoded": _png(rgba)}, _rng())["image"]
+    assert out.shape == (10, 10, 3)
+
+
+def test_tokenize_op_chooses_nonempty_caption():
+    pp = build_pp("tokenize(context_length=16)")
+    seen = set()
+    for seed in range(20):
+        out = pp({"caption": ["", "a dog", "a cat", "  "], "key": "k"}, _rng(seed))
+        assert out["tokens"].shape == (16,) and out["tokens"].dtype == np.int32
+        seen.add(out["caption_text"])
+    assert seen == {"a dog", "a cat"}
+    with pytest.raises(EmptyCaptionError, match="key='k'"):
+        pp({"caption": ["", " "], "key": "k"}, _rng())
+
+
+def test_preprocess_pickles_by_spec():
+    pp = build_pp("decode|rrc(8)|flip|normalize('imagenet')")
+    again = pickle.loads(pickle.dumps(pp))
+    data = {"image/encoded": _png(_smooth(20, 20))}
+    np.testing.assert_array_equal(pp(data, _rng(5))["image"], again(data, _rng(5))["image"])

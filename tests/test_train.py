@@ -1,0 +1,221 @@
+"""End to end through `python -m janus.main` on the synthetic JANuS-mini records (32 px, tiny models).
+
+Runs share a persistent XLA compilation cache so that the later processes skip most compiling.
+- a 40-step run: the workdir layout, metrics, console progress, checkpoint retention;
+- the same run interrupted by SIGTERM (clean save + exit 0), resumed, SIGKILLed, resumed: final
+  state bitwise equal to the uninterrupted run;
+- the NaN guard; a VL (InfoNCE) run with gradient accumulation; a validation error from the CLI;
+- (slow) 2 processes x 4 CPU devices through launch/local.py: same loss as 1 process x 8 devices.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from janus import checkpoint as ckpt_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PP = "decode|rrc(32,scale=(0.35,1.0))|flip|normalize"
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from janus.data import synthetic
+
+    out = tmp_path_factory.mktemp("mini") / "mini"
+    synthetic.build_mini(out, train_per_class=20, eval_per_class=2, size=32, train_shards=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = dict(os.environ)
+    e["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jaxcache"))
+    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    e["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    e["JAX_PLATFORMS"] = "cpu"
+    return e
+
+
+def command(data_dir, workdir, sweep=f"steps={STEPS},res=32,batch=16", *extra):
+    return [
+        sys.executable, "-m", "janus.main",
+        f"--config={REPO}/configs/mini.py:{sweep}",
+        f"--workdir={workdir}",
+        f"--config.data.train={data_dir}",
+        f"--config.input.pp={PP}",
+        "--config.log.every_steps=10",
+        "--config.checkpoint.every_steps=10",
+        "--config.checkpoint.keep=2",
+        "--config.checkpoint.keep_every=20",
+        *extra,
+    ]  # fmt: skip
+
+
+def run(cmd, env, timeout=600):
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return out
+
+
+def with_devices(env, n):
+    e = dict(env)
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n}"
+    return e
+
+
+def metrics(workdir):
+    return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+
+
+def full_state(workdir, step):
+    return ckpt_lib._restore_numpy(ckpt_lib.checkpoints_dir(workdir) / str(step) / "state")
+
+
+def assert_bitwise_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb):
+        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def reference_run(data_dir, env, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ref") / "run"
+    out = run(command(data_dir, workdir), env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return workdir, out
+
+
+def test_main_trains_end_to_end(reference_run):
+    workdir, out = reference_run
+    assert f"[step 10/{STEPS}] " in out.stdout and "loss=" in out.stdout and "eta=" in out.stdout
+    cfg = json.loads((workdir / "config.json").read_text())
+    assert cfg["model"]["name"] == "resnet_tiny" and cfg["resolved"]["total_steps"] == STEPS
+    assert cfg["resolved"]["num_devices"] == 8
+    manifest = json.loads((workdir / "data_manifest.json").read_text())
+    assert manifest["n_examples"] == 200
+    rows = metrics(workdir)
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    for key in ("loss", "accuracy", "learning_rate", "grad_norm", "param_norm", "step_time_s",
+                "images_per_s_per_device", "eta_s"):  # fmt: skip
+        assert all(np.isfinite(r[key]) for r in rows), key
+    assert rows[0]["mfu"] is None  # no known peak FLOP/s on CPU
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert list(workdir.glob("events.out.tfevents.*"))[0].stat().st_size > 0
+    # keep=2 plus every 20th.
+    assert ckpt_lib.list_complete_steps(workdir) == [20, 30, 40]
+    config, variables, step = ckpt_lib.load_for_inference(workdir)
+    assert step == STEPS and config["loss"] == "ce" and "batch_stats" in variables
+
+
+def _signal_when(proc, workdir, min_step, sig, deadline=300):
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            break
+        steps = ckpt_lib.list_complete_steps(workdir)
+        if steps and steps[-1] >= min_step:
+            t = time.time()
+            proc.send_signal(sig)
+            return steps[-1], t
+        time.sleep(0.05)
+    pytest.fail(f"run ended or stalled before checkpoint {min_step}: {proc.communicate()}")
+
+
+def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "run"
+    cmd = command(data_dir, workdir)
+
+    # 1. SIGTERM (preemption): saves the step it reached and exits 0 within seconds.
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, t_signal = _signal_when(p, workdir, 10, signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 0, stderr.decode()[-3000:]
+    assert time.time() - t_signal < 60
+    stopped = ckpt_lib.list_complete_steps(workdir)[-1]
+    assert 10 <= stopped < STEPS and b"stopped by SIGTERM" in stdout
+
+    # 2. Resume, then SIGKILL after the next checkpoint: no chance to clean up.
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed_after, _ = _signal_when(p, workdir, stopped + 1, signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert killed_after < STEPS, "the run finished before it could be killed"
+
+    # 3. Resume to the end: bitwise the uninterrupted run's state (params, BN stats, optimizer).
+    out = run(cmd, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming from" in out.stdout
+    assert_bitwise_equal(full_state(workdir, STEPS), full_state(ref_dir, STEPS))
+    ref_rows = {r["step"]: r for r in metrics(ref_dir)}
+    assert metrics(workdir)[-1]["loss"] == ref_rows[STEPS]["loss"]
+
+
+def test_nan_guard_stops_with_the_step_and_keeps_last_good_checkpoint(data_dir, env, tmp_path):
+    workdir = tmp_path / "nan"
+    cmd = command(data_dir, workdir, "steps=6,res=32,batch=16,lr=1e30",
+                  "--config.optimizer.warmup_steps=4", "--config.log.every_steps=1",
+                  "--config.checkpoint.every_steps=1", "--config.checkpoint.keep=5")  # fmt: skip
+    out = run(cmd, with_devices(env, 2))
+    assert out.returncode != 0
+    assert "NonFiniteLossError" in out.stderr and "at step 2" in out.stderr
+    # Step 1 ran at lr 0 (warmup start) and was saved; nothing non-finite was.
+    assert ckpt_lib.list_complete_steps(workdir) == [1]
+    _, variables, _ = ckpt_lib.load_for_inference(workdir)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))
+
+
+def test_vl_run_with_grad_accumulation(data_dir, env, tmp_path):
+    workdir = tmp_path / "vl"
+    cmd = command(data_dir, workdir, "loss=infonce,steps=2,res=32,batch=16",
+                  "--config.optimizer.grad_accum_steps=2", "--config.log.every_steps=1",
+                  "--config.model.text.layers=1")  # fmt: skip
+    out = run(cmd, with_devices(env, 2))
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = metrics(workdir)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"i2t_acc", "t2i_acc", "logit_scale", "loss"} <= set(rows[0])
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_invalid_config_fails_before_compiling(data_dir, env, tmp_path):
+    out = run(command(data_dir, tmp_path / "bad", "steps=2,res=32,batch=12"), env, timeout=120)
+    assert out.returncode == 2
+    assert "'input.batch_size' = 12" in out.stderr and "8 data-parallel devices" in out.stderr
+    out = run(command(tmp_path / "missing", tmp_path / "bad"), env, timeout=120)
+    assert out.returncode == 2 and "data directory" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(reference_run, data_dir, env, tmp_path):
+    ref_dir, _ = reference_run
+    workdir = tmp_path / "two"
+    cmd = [sys.executable, str(REPO / "launch" / "local.py"), "--nproc", "2",
+           "--devices-per-process", "4", "--",
+           *command(data_dir, workdir, f"steps={STEPS},res=32,batch=16"),
+           "--config.stop_after_steps=10"]  # fmt: skip
+    out = run(cmd, env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    cfg = json.loads((workdir / "config.json").read_text())
+    assert cfg["resolved"]["num_processes"] == 2 and cfg["resolved"]["num_devices"] == 8
+    # Same global batches (the union of the processes' slices), same init: the same loss.
+    ref = {r["step"]: r for r in metrics(ref_dir)}
+    rows = metrics(workdir)  # written by process 0 only
+    assert [r["step"] for r in rows] == [10]
+    np.testing.assert_allclose(rows[0]["loss"], ref[10]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(rows[0]["param_norm"], ref[10]["param_norm"], rtol=1e-5)
+    assert ckpt_lib.list_complete_steps(workdir) == [10]
+    data_iter = ckpt_lib.checkpoints_dir(workdir) / "10" / "data_iter"
+    assert sorted(p.name for p in data_iter.glob("process_*")) == [
+        "process_0-of-2.json", "process_1-of-2.json",
+    ]  # fmt: skip
