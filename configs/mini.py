@@ -8,6 +8,8 @@ Sweep keys (`configs/mini.py:k=v,...`): the common ones (janus.config.COMMON_SWE
 model, budget, batch, res, lr, wd, opt, steps, epochs, examples, data, label_set); `loss=infonce` or
 `loss=siglip` also switches to the tiny CLIP model (clip_rn_tiny + a 2-layer text tower).
 Hardware: a laptop CPU; sized on a 2-core x86-64 VM (no GPU), where it takes a few minutes.
+In-loop evaluation every 150 steps on the val/v2/sketch/r/a/objectnet splits writes
+runs/mini/eval/<step>.json (`--noinloop_eval` skips it).
 Expected result: the training loss falls from about ln(10) = 2.3 and the training accuracy rises well
 above chance (0.1); the synthetic classes are easy, the point is a working end-to-end run
 (config.json, metrics.jsonl, TensorBoard events, checkpoints/) rather than a number.
@@ -52,4 +54,6 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 100
     c.checkpoint.keep = 2
     c.log.every_steps = 20
+    # In-loop evaluation on the six JANuS-mini shift splits of the same records dir (eval/<step>.json).
+    c.evals.mini = dict(every_steps=150, set="all", records=c.data.get_ref("train"), batch_size=64)
     return config_lib.apply_sweep(c, arg, EXTRA_KEYS)

@@ -138,3 +138,39 @@ LOSSES = {
 }
 CLASSIFICATION_LOSSES = ("ce", "multilabel_ce", "sigmoid")
 CONTRASTIVE_LOSSES = ("infonce", "siglip")
+
+
+def loss_and_metrics(
+    name: str,
+    outputs,
+    batch: dict,
+    *,
+    label_smoothing: float = 0.0,
+    class_mask: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One call for the train step: model outputs + batch -> (loss, metrics), by loss name.
+
+    Classification: `outputs` are logits; `ce` reads batch["label"] (int [B]), `multilabel_ce` and
+    `sigmoid` read batch["labels"] (multi-hot [B, C]); metrics {"top1"} against batch["label"]
+    within the label set. Contrastive: `outputs` is the CLIP output dict.
+    """
+    if name in CONTRASTIVE_LOSSES:
+        args = (outputs["image_emb"], outputs["text_emb"], outputs["logit_scale"])
+        if name == "siglip":
+            args += (outputs["logit_bias"],)
+        return LOSSES[name](*args)
+    if name == "ce":
+        loss = softmax_cross_entropy(
+            outputs, batch["label"], label_smoothing=label_smoothing, class_mask=class_mask
+        )
+    elif name in ("multilabel_ce", "sigmoid"):
+        if "labels" not in batch:
+            raise KeyError(f"loss {name!r} needs batch['labels'] (multi-hot; multi_hot=True)")
+        loss = LOSSES[name](outputs, batch["labels"], class_mask)
+    else:
+        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
+    metrics = {}
+    if "label" in batch:
+        pred = jnp.argmax(apply_class_mask(outputs, class_mask), axis=-1)
+        metrics["top1"] = jnp.mean(pred == batch["label"])
+    return loss, metrics

@@ -14,6 +14,7 @@ A plain single machine never calls it. A run restarted on the same workdir resum
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -96,7 +97,7 @@ def main(argv):
     if FLAGS.inloop_eval and len(config.evals):
         from janus.evaluate.inloop import make_inloop_evaluators
 
-        make_hooks = make_inloop_evaluators
+        make_hooks = functools.partial(make_inloop_evaluators, workdir=FLAGS.workdir)
     result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
     if jax.process_index() == 0:
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")

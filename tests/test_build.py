@@ -164,6 +164,10 @@ def test_resume_rewrites_only_unfinished_shards(raw, tmp_path):
         build_dataset(_cfg(raw, out, budget=9), progress=False)
     build_dataset(_cfg(raw, out, budget=9), progress=False, overwrite=True)
     assert len(records.RecordsDataSource(out)) == 9
+    # shards this builder did not plan (e.g. written by another tool) are not replaced silently
+    (out / ".build" / "train.plan.json.gz").unlink()
+    with pytest.raises(ValueError, match="did not plan"):
+        build_dataset(_cfg(raw, out, budget=9), progress=False)
 
 
 def test_mixture_of_all_source_kinds(raw, tmp_path):

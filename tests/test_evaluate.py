@@ -61,16 +61,21 @@ def _png(rng, size=40):
 
 def _expected_top1(model, variables, items, classes, pp):
     """Independent reference: per-image preprocessing, model.apply, argmax over the class set."""
+    import jax
+
     from janus.data.preprocess import build_pp
 
     f = build_pp(pp)
-    hits = []
+    xs, labels = [], []
     for i in range(len(items)):
         ex = records.decode_example(items[i])
-        x = f({"image/encoded": ex["image/encoded"]}, np.random.default_rng(0))["image"]
-        logits = np.asarray(model.apply(variables, x[None], train=False))[0]
-        hits.append(classes[np.argmax(logits[classes])] in ex["label"].tolist())
-    return float(np.mean(hits))
+        xs.append(f({"image/encoded": ex["image/encoded"]}, np.random.default_rng(0))["image"])
+        labels.append(ex["label"].tolist())
+    logits = np.asarray(
+        jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, np.stack(xs))
+    )
+    pred = classes[np.argmax(logits[:, classes], axis=-1)]
+    return float(np.mean([p in lab for p, lab in zip(pred, labels)]))
 
 
 @pytest.mark.slow
@@ -105,12 +110,12 @@ def test_cli_on_mini_records_ce(mini, tmp_path):
 def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     wd = tmp_path / "vl"
     _save(wd, 3, _config("infonce", "clip_rn_tiny", mini))
-    opts = runner.EvalOptions(sets=("val", "sketch"), templates="openai7", batch_size=16)
+    opts = runner.EvalOptions(sets=("val", "sketch"), templates="single", batch_size=16)
     ev = runner.Evaluator(opts, cache_dir=str(wd / "eval" / "cache"))
     result = ev.evaluate_step(str(wd), 3)
-    assert result["classifier"] == "zeroshot" and result["templates"] == "openai7"
+    assert result["classifier"] == "zeroshot" and result["templates"] == "single"
     assert result["sets"]["val"]["n"] == 30 and result["metrics"]["avg_robustness"] is None
-    assert any("'r'" in n or "r'" in n for n in result["notes"]) or result["notes"]
+    assert any("avg_robustness is null" in n for n in result["notes"])
     # One class matrix (same classes for both sets), built once, reused for the second set.
     assert ev.zs_cache.misses == 1 and ev.zs_cache.hits >= 1
     assert len(list((wd / "eval" / "cache").glob("zs_*.npy"))) == 1
@@ -222,7 +227,7 @@ def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
 
     def trainer():
         for step in (2, 3):
-            time.sleep(1.0)
+            time.sleep(0.3)
             _save(wd, step, config, seed=step)
         (wd / runner.DONE_MARKER).write_text("")
 
@@ -312,5 +317,5 @@ def test_two_processes_combine_counts_exactly(mini, tmp_path):
         assert p.returncode == 0, out[-3000:]
     for out in outs:
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
-        # Each process read half of the 30 images; the summed counts equal one process' result.
+        # Each process evaluated its half; the summed counts equal the one-process result.
         assert json.loads(line[len("RESULT ") :]) == single["sets"]

@@ -151,3 +151,28 @@ def test_registry_and_errors():
         )
     with pytest.raises(ValueError, match="embeddings"):
         losses.infonce(np.zeros((4, 3)), np.zeros((5, 3)), 1.0)
+
+
+def test_loss_and_metrics_dispatch(rng):
+    logits = rng.normal(size=(4, 6)).astype(np.float32)
+    label = np.array([0, 1, 2, 3])
+    mh = np.eye(6, dtype=np.float32)[label]
+    mask = np.arange(6) < 4
+    batch = {"label": label, "labels": mh}
+    loss, m = losses.loss_and_metrics("ce", logits, batch, label_smoothing=0.1, class_mask=mask)
+    want = losses.softmax_cross_entropy(logits, label, label_smoothing=0.1, class_mask=mask)
+    np.testing.assert_allclose(loss, want)
+    np.testing.assert_allclose(m["top1"], np.mean(logits[:, :4].argmax(1) == label))
+    loss, _ = losses.loss_and_metrics("multilabel_ce", logits, batch)
+    np.testing.assert_allclose(loss, losses.multilabel_cross_entropy(logits, mh))
+    loss, _ = losses.loss_and_metrics("sigmoid", logits, batch, class_mask=mask)
+    np.testing.assert_allclose(loss, losses.sigmoid_cross_entropy(logits, mh, mask))
+    emb = np.eye(4, 8, dtype=np.float32)
+    out = {"image_emb": emb, "text_emb": emb, "logit_scale": 10.0, "logit_bias": -1.0}
+    loss, m = losses.loss_and_metrics("siglip", out, {})
+    np.testing.assert_allclose(loss, losses.siglip(emb, emb, 10.0, -1.0)[0])
+    assert float(m["i2t_acc"]) == 1.0
+    with pytest.raises(KeyError, match="multi_hot"):
+        losses.loss_and_metrics("sigmoid", logits, {"label": label})
+    with pytest.raises(ValueError, match="unknown loss"):
+        losses.loss_and_metrics("hinge", logits, batch)

@@ -122,6 +122,8 @@ def test_corrupted_payload_names_file_and_offset(tmp_path):
     assert e.value.offset == offs[1] and str(p) in str(e.value) and "CRC" in str(e.value)
     with pytest.raises(records.CorruptRecordError):
         list(records.iter_tfrecord(p))
+    again = pickle.loads(pickle.dumps(e.value))  # crosses process boundaries intact
+    assert (again.path, again.offset, str(again)) == (e.value.path, e.value.offset, str(e.value))
 
 
 def test_corrupted_length_field(tmp_path):

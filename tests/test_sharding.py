@@ -101,6 +101,15 @@ def test_constrain_batch_is_noop_without_mesh():
     assert sharding.constrain_batch(x) is x
 
 
+def test_constrain_batch_under_mesh():
+    f = lambda x: sharding.constrain_batch(x) * 2
+    with jax.set_mesh(sharding.make_mesh([("data", 2), ("fsdp", 4)])):
+        jaxpr = str(jax.make_jaxpr(f)(jnp.ones((8, 3))))
+        assert "sharding_constraint" in jaxpr and "P(('data', 'fsdp'),)" in jaxpr
+        # A batch the mesh cannot split (e.g. batch-1 init) is left alone.
+        assert "sharding_constraint" not in str(jax.make_jaxpr(f)(jnp.ones((1, 3))))
+
+
 # ---------------------------------------------------------------- global-batch losses
 
 

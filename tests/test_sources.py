@@ -202,3 +202,23 @@ def test_source_spec_errors():
         make_source({"kind": "folder", "path": "p"})
     with pytest.raises(ValueError, match="not key=value"):
         parse_source_arg("kind=folder,oops")
+
+
+def test_openimages_one_row_per_image(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "x1.jpg").write_bytes(_jpeg())
+    m = labelsets.openimages_map()
+    mids = [k for k, v in m.items() if v == 497][:1] + ["/m/unmapped"]
+    _write_csv(tmp_path / "oi.csv", [{"path": "img/x1.jpg", "mids": "|".join(mids), "cap": "hi"}])
+    spec = {
+        "kind": "openimages",
+        "name": "oi",
+        "path": str(tmp_path / "oi.csv"),
+        "image_col": "path",
+        "label_col": "mids",
+        "caption_cols": "cap",
+    }
+    cands, skips = _scan(spec)
+    assert len(cands) == 1 and cands[0].key == "oi/img/x1"
+    assert cands[0].labels == (497,) and cands[0].captions == ("hi",) and skips.total == 0
+    assert read_bytes(cands[0].locator) == _jpeg()

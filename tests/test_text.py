@@ -27,7 +27,7 @@ def _tokens(batch, context, vocab, seed=0):
 def tiny():
     model = TextTransformer(**TINY)
     tokens = _tokens(4, TINY["context_length"], TINY["vocab_size"])
-    params = model.init(jax.random.key(0), tokens)["params"]
+    params = jax.jit(model.init)(jax.random.key(0), tokens)["params"]
     return model, params, tokens
 
 
@@ -65,22 +65,23 @@ def test_default_is_openai_rn50_text_tower():
 def test_causal_and_eot_pooling(tiny):
     """Tokens after EOT must not change the output; tokens before it must."""
     model, params, tokens = tiny
-    out = model.apply({"params": params}, tokens)
+    apply = jax.jit(model.apply)
+    out = apply({"params": params}, tokens)
     eot = tokens.argmax(-1)
     after = tokens.copy()
     for i, e in enumerate(eot):
         after[i, e + 1 :] = 7  # < EOT id, so pooling position is unchanged
-    np.testing.assert_allclose(model.apply({"params": params}, after), out, atol=1e-6)
+    np.testing.assert_allclose(apply({"params": params}, after), out, atol=1e-6)
     before = tokens.copy()
     before[:, 1] = (before[:, 1] % 50) + 3
-    assert not np.allclose(model.apply({"params": params}, before), out, atol=1e-4)
+    assert not np.allclose(apply({"params": params}, before), out, atol=1e-4)
 
 
 def test_bf16_compute_close_to_fp32(tiny):
     model, params, tokens = tiny
-    out32 = model.apply({"params": params}, tokens)
+    out32 = jax.jit(model.apply)({"params": params}, tokens)
     bf = TextTransformer(**TINY, dtype=jnp.bfloat16)
-    out16 = bf.apply({"params": params}, tokens)
+    out16 = jax.jit(bf.apply)({"params": params}, tokens)
     assert out16.dtype == jnp.float32
     np.testing.assert_allclose(out16, out32, atol=0.05 * float(jnp.abs(out32).max()))
 

@@ -15,19 +15,25 @@ from janus.convert.assemble import save
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m janus.convert", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m janus.convert", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("family", choices=sorted(FAMILIES), help="where the weights come from")
     p.add_argument("weights", help="local .safetensors / .pt / .pth / .bin state dict")
     p.add_argument("--workdir", required=True, help="output run directory")
     p.add_argument("--step", type=int, default=0, help="checkpoint step number (default 0)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype"
+    )
     p.add_argument(
         "--activation",
         default="quick_gelu",
         choices=["quick_gelu", "gelu"],
         help="open_clip only: quick_gelu for OpenAI weights (default), gelu for LAION-trained configs",
     )
-    p.add_argument("--num-heads", type=int, default=None, help="timm ViTs outside the registry sizes")
+    p.add_argument(
+        "--num-heads", type=int, default=None, help="timm ViTs outside the registry sizes"
+    )
     p.add_argument("--scan-layers", action="store_true", help="ViTs: write the scanned layout")
     args = p.parse_args(argv)
     converted = convert_file(

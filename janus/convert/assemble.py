@@ -21,6 +21,8 @@ from janus.convert.common import Converted, check_tree_shapes
 def model_config(c: Converted, *, dtype: str = "float32", source: dict | None = None) -> dict:
     """The config dict the checkpoint carries (DESIGN.md field names)."""
     model: dict[str, Any] = {"name": c.name, "dtype": dtype, **c.tower_kwargs}
+    if c.loss == "ce" and c.head is not None and np.shape(c.head["bias"])[0] != 1000:
+        model["num_classes"] = int(np.shape(c.head["bias"])[0])  # create_model's default is 1000
     if c.clip is not None:
         text = dict(c.clip["text_kwargs"])
         text.pop("output_dim", None)  # create_model ties it to the image embedding width

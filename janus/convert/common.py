@@ -48,7 +48,9 @@ def check_tree_shapes(got, expected, what: str) -> None:
         if tuple(np.shape(g[k])) != tuple(e[k].shape)
     ]
     if problems:
-        raise ValueError(f"{what}: converted weights do not fit the janus module: " + "; ".join(problems[:20]))
+        raise ValueError(
+            f"{what}: converted weights do not fit the janus module: " + "; ".join(problems[:20])
+        )
 
 
 def tower_template(module, image_size: int) -> dict:

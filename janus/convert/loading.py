@@ -73,7 +73,9 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 "Only plain state dicts are accepted (no pickled objects, no TorchScript archives)."
             ) from e
     else:
-        raise ValueError(f"{path}: unknown weights format {suffix!r} (use .safetensors/.pt/.pth/.bin)")
+        raise ValueError(
+            f"{path}: unknown weights format {suffix!r} (use .safetensors/.pt/.pth/.bin)"
+        )
     while isinstance(raw, Mapping):
         nested = [k for k in _NESTED_KEYS if k in raw and isinstance(raw[k], Mapping)]
         if not nested:
@@ -102,7 +104,9 @@ class StateDictReader:
     missing and every unused key together.
     """
 
-    def __init__(self, state_dict: Mapping[str, np.ndarray], source: str, ignore: Iterable[str] = ()):
+    def __init__(
+        self, state_dict: Mapping[str, np.ndarray], source: str, ignore: Iterable[str] = ()
+    ):
         self._sd = dict(state_dict)
         self._used: set[str] = set()
         self._missing: list[str] = []
@@ -115,7 +119,8 @@ class StateDictReader:
     def take(self, key: str) -> np.ndarray:
         if key not in self._sd:
             self._missing.append(key)
-            return np.zeros((0,), np.float32)
+            # An empty 4-d placeholder survives the layout transforms; `finish` then reports the key.
+            return np.zeros((0, 0, 0, 0), np.float32)
         self._used.add(key)
         return np.asarray(self._sd[key], dtype=np.float32)
 
@@ -150,5 +155,8 @@ def layer_norm(reader: StateDictReader, prefix: str) -> dict[str, np.ndarray]:
 def batch_norm(reader: StateDictReader, prefix: str) -> tuple[dict, dict]:
     """torch BatchNorm2d -> (params {scale, bias}, batch_stats {mean, var}); drops num_batches_tracked."""
     params = {"scale": reader.take(f"{prefix}.weight"), "bias": reader.take(f"{prefix}.bias")}
-    stats = {"mean": reader.take(f"{prefix}.running_mean"), "var": reader.take(f"{prefix}.running_var")}
+    stats = {
+        "mean": reader.take(f"{prefix}.running_mean"),
+        "var": reader.take(f"{prefix}.running_var"),
+    }
     return params, stats

@@ -21,14 +21,26 @@ from collections.abc import Mapping
 import numpy as np
 
 from janus.convert.common import Converted
-from janus.convert.loading import KeyMismatchError, StateDictReader, batch_norm, conv_kernel, dense, layer_norm
+from janus.convert.loading import (
+    KeyMismatchError,
+    StateDictReader,
+    batch_norm,
+    conv_kernel,
+    dense,
+    layer_norm,
+)
 from janus.convert.open_clip_text import convert_text
 from janus.convert.timm import _vit_registry_name, count_blocks, vit_blocks
 from janus.models.clip_resnet import TOWER_FACTORIES as CLIP_RN_FACTORIES
 from janus.models.layers import stack_blocks
 
 OPEN_CLIP_BLOCK_NAMES = dict(
-    ln_1="ln_1", qkv="attn.in_proj", out="attn.out_proj", ln_2="ln_2", fc1="mlp.c_fc", fc2="mlp.c_proj"
+    ln_1="ln_1",
+    qkv="attn.in_proj",
+    out="attn.out_proj",
+    ln_2="ln_2",
+    fc1="mlp.c_fc",
+    fc2="mlp.c_proj",
 )
 
 
@@ -68,7 +80,9 @@ def convert_clip_resnet_visual(reader: StateDictReader, sd: Mapping, source: str
                 p[f"conv{i}"] = {"kernel": conv_kernel(reader.take(f"{src}.conv{i}.weight"))}
                 p[f"bn{i}"], st[f"bn{i}"] = batch_norm(reader, f"{src}.bn{i}")
             if reader.has(f"{src}.downsample.0.weight"):
-                p["downsample_conv"] = {"kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))}
+                p["downsample_conv"] = {
+                    "kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))
+                }
                 p["downsample_bn"], st["downsample_bn"] = batch_norm(reader, f"{src}.downsample.1")
             params[dst], stats[dst] = p, st
     pos = reader.take("visual.attnpool.positional_embedding")
@@ -120,7 +134,10 @@ def convert(
     scan_layers: bool = False,
 ) -> Converted:
     """A full open_clip CLIP state dict (``visual.*``, text tower, ``logit_scale``) -> janus CLIP."""
-    if "visual.attnpool.c_proj.weight" not in state_dict and "visual.conv1.weight" not in state_dict:
+    if (
+        "visual.attnpool.c_proj.weight" not in state_dict
+        and "visual.conv1.weight" not in state_dict
+    ):
         raise ValueError(
             f"{source}: not an open_clip CLIP state dict (no visual.conv1 / visual.attnpool keys; "
             f"first keys {list(state_dict)[:5]})"

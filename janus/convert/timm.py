@@ -97,7 +97,9 @@ def convert_vit(
         kwargs["num_heads"] = num_heads
     if pool == "gap":
         kwargs.update(pool="gap", class_token=class_token)
-    params: dict = {"patch_embed": {"kernel": conv_kernel(w), "bias": reader.take("patch_embed.proj.bias")}}
+    params: dict = {
+        "patch_embed": {"kernel": conv_kernel(w), "bias": reader.take("patch_embed.proj.bias")}
+    }
     if class_token:
         params["cls"] = reader.take("cls_token").reshape(width)
     pos = reader.take("pos_embed")
@@ -127,4 +129,6 @@ def convert(state_dict: Mapping[str, np.ndarray], source: str = "timm", **kwargs
         return convert_vit(state_dict, source, **kwargs)
     if "layer1.0.conv1.weight" in state_dict:
         return convert_resnet(state_dict, source)
-    raise ValueError(f"{source}: neither a timm ViT nor a timm ResNet (first keys {list(state_dict)[:5]})")
+    raise ValueError(
+        f"{source}: neither a timm ViT nor a timm ResNet (first keys {list(state_dict)[:5]})"
+    )

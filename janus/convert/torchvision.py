@@ -58,7 +58,9 @@ def convert_resnet_tower(reader: StateDictReader, name: str) -> dict:
                 p[f"conv{i}"] = {"kernel": conv_kernel(reader.take(f"{src}.conv{i}.weight"))}
                 p[f"bn{i}"], st[f"bn{i}"] = batch_norm(reader, f"{src}.bn{i}")
             if reader.has(f"{src}.downsample.0.weight"):
-                p["downsample_conv"] = {"kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))}
+                p["downsample_conv"] = {
+                    "kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))
+                }
                 p["downsample_bn"], st["downsample_bn"] = batch_norm(reader, f"{src}.downsample.1")
             params[dst], stats[dst] = p, st
     return {"params": params, "batch_stats": stats}

@@ -64,7 +64,11 @@ def _parse_mapping(text: str | None, cast) -> dict | None:
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m janus.data.build",
-        description="Build one split of a records directory from raw sources.",
+        description=(
+            "Build one split of a records directory from raw sources (resumes an interrupted "
+            "build of the same config). `python -m janus.data.build synthetic --out DIR` builds "
+            "the offline JANuS-mini dataset instead (see `synthetic --help`)."
+        ),
         epilog=_SOURCE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,10 +76,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", default=[], help="a source spec (repeatable)")
     p.add_argument("--spec", help="JSON spec file (sources and build options)")
     p.add_argument("--split", help="split name (default train)")
-    p.add_argument("--label-set", help="in1000, in100, in100_dogs, in100_rand_0N, mini10 or a file")
+    p.add_argument(
+        "--label-set", help="in1000 (default), in100, in100_dogs, in100_rand_0N, mini10 or a file"
+    )
     p.add_argument("--budget", type=int, help="exactly this many samples (default: all usable)")
     p.add_argument("--seed", type=int, help="budget and shard-order seed (default 0)")
-    p.add_argument("--class-balanced", action="store_true", default=None)
+    p.add_argument(
+        "--class-balanced",
+        action="store_true",
+        default=None,
+        help="equal counts per class (first label) within each source",
+    )
     p.add_argument("--source-weights", help="name=w,name=w: budget split by weights")
     p.add_argument("--source-counts", help="name=n,name=n: exact per-source counts (sum = budget)")
     p.add_argument(
@@ -85,8 +96,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--class-names", help="class names for matching: clip, wordnet or a file")
     p.add_argument("--num-shards", type=int, help="number of shards (default 8)")
-    p.add_argument("--keep-unlabeled", action="store_true", default=None)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument(
+        "--keep-unlabeled",
+        action="store_true",
+        default=None,
+        help="keep samples with no label in the label set (label empty; for caption-only runs)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes for verifying and writing (default: CPU count, at most 8)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different earlier build")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

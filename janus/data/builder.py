@@ -18,6 +18,7 @@ split that already has shards is an error unless `overwrite=True`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gzip
 import hashlib
@@ -246,7 +247,11 @@ def _shard_done(
 
 
 class _Pool:
-    """A process pool, or in-process mapping for workers <= 1 (no start-up cost in tests)."""
+    """A process pool, or in-process mapping for workers <= 1 (no start-up cost in tests).
+
+    concurrent.futures rather than multiprocessing.Pool: a worker that dies (killed, out of memory)
+    raises BrokenProcessPool here instead of hanging the build.
+    """
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
@@ -254,22 +259,26 @@ class _Pool:
         if self.workers > 1:
             # fork is cheap; after jax is imported, fork is unsafe (threads), so use spawn then.
             method = "spawn" if "jax" in sys.modules else "fork"
-            self._pool = multiprocessing.get_context(method).Pool(self.workers)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(method)
+            )
 
     def imap_unordered(self, fn, items):
         if self._pool is None:
-            return map(fn, items)
-        return self._pool.imap_unordered(fn, items)
+            yield from map(fn, items)
+            return
+        futures = [self._pool.submit(fn, item) for item in items]
+        for f in concurrent.futures.as_completed(futures):
+            yield f.result()
 
     def map(self, fn, items):
         if self._pool is None:
             return list(map(fn, items))
-        return self._pool.map(fn, items)
+        return list(self._pool.map(fn, items))
 
     def close(self):
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Progress:
@@ -424,6 +433,12 @@ def build_dataset(
     out = pathlib.Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     labelsets.resolve_label_set(cfg.label_set)  # unknown label set: fail before any work
+    if (out / records.INFO_FILE).is_file():
+        existing = records.read_info(out).get("label_set")
+        if existing not in (None, cfg.label_set):
+            raise ValueError(
+                f"{out} holds label set {existing!r}; this build uses {cfg.label_set!r}"
+            )
     fingerprint = cfg.fingerprint()
     plan_path = _plan_path(out, cfg.split)
     plan = _load_json_gz(plan_path) if plan_path.is_file() else None
@@ -435,6 +450,12 @@ def build_dataset(
             )
         plan = None
     if plan is None:
+        existing = [p.name for p in out.glob(f"{cfg.split}-*-of-*.tfrecord")]
+        if existing and not plan_path.is_file() and not overwrite:
+            raise ValueError(
+                f"{out} already has shards of split {cfg.split!r} ({existing[0]}, ...) that this "
+                "builder did not plan; pass --overwrite to replace them"
+            )
         _remove_split(out, cfg.split)
 
     pool = _Pool(workers)
@@ -458,7 +479,8 @@ def build_dataset(
             log(f"kept {len(offsets)} finished shard(s), writing {len(tasks)}")
         total = sum(len(r) for r in shards)
         bar = _Progress(f"writing {cfg.split}", total, progress)
-        bar.update(sum(len(shards[i]) for i in offsets))
+        if offsets:
+            bar.update(sum(len(shards[i]) for i in offsets))
         for i, offs in pool.imap_unordered(_write_shard, tasks):
             offsets[i] = offs
             bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")

@@ -39,6 +39,7 @@ Two parts stay unverifiable:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -101,17 +102,22 @@ def _read_names_file(path: pathlib.Path) -> list[list[str]]:
     return [[s for s in row if s.strip()] for row in rows]
 
 
+@functools.cache
+def _named_class_names(name: str) -> tuple[tuple[str, ...], ...]:
+    clip = labelsets.class_names("clip") if "clip" in name else None
+    syn = labelsets.synonyms() if "wordnet" in name else None
+    rows = []
+    for i in range(labelsets.NUM_CLASSES):
+        row = ([clip[i]] if clip else []) + (list(syn[i]) if syn else [])
+        rows.append(tuple(dict.fromkeys(row)))
+    return tuple(rows)
+
+
 def resolve_class_names(class_names: str | os.PathLike | Sequence) -> list[list[str]]:
     """Per class, the list of names to match: `clip` (CLIP's cleaned names), `wordnet` (WordNet
     synonyms), `clip+wordnet` (both), a file path, or a list (of names, or of lists of names)."""
     if isinstance(class_names, str) and class_names in NAME_LISTS:
-        rows: list[list[str]] = []
-        clip = labelsets.class_names("clip") if "clip" in class_names else None
-        syn = labelsets.synonyms() if "wordnet" in class_names else None
-        for i in range(labelsets.NUM_CLASSES):
-            row = ([clip[i]] if clip else []) + (list(syn[i]) if syn else [])
-            rows.append(list(dict.fromkeys(row)))
-        return rows
+        return [list(row) for row in _named_class_names(class_names)]
     if isinstance(class_names, str | os.PathLike):
         path = pathlib.Path(os.path.expanduser(os.fspath(class_names)))
         if not path.is_file():

@@ -245,18 +245,7 @@ class _SelectedSource:
 
     def __getitem__(self, index: int):
         d, r = self._items[index]
-        try:
-            return int(d), self._sources[int(d)][int(r)]
-        except records.CorruptRecordError as e:
-            raise _CorruptRecordError(e.path, e.offset, e.reason) from None
-
-
-class _CorruptRecordError(records.CorruptRecordError):
-    """``records.CorruptRecordError`` that survives pickling, so a worker process reports it (same
-    message and type) instead of failing to rebuild it in the main process."""
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.offset, self.reason))
+        return int(d), self._sources[int(d)][int(r)]
 
 
 class _ExampleTransform:

@@ -66,6 +66,9 @@ class CorruptRecordError(IOError):
         self.reason = reason
         super().__init__(f"{self.path}: corrupt record at byte offset {self.offset}: {reason}")
 
+    def __reduce__(self):  # picklable, so worker processes can report it
+        return (type(self), (self.path, self.offset, self.reason))
+
 
 def masked_crc32c(data: bytes) -> int:
     crc = google_crc32c.value(data)
@@ -386,10 +389,10 @@ class RecordsDataSource:
         state["_fds"] = {}
         return state
 
-    def __del__(self):
+    def __del__(self, _close=os.close):  # bound default: os may be gone at interpreter shutdown
         for fd in getattr(self, "_fds", {}).values():
             try:
-                os.close(fd)
+                _close(fd)
             except OSError:
                 pass
 

@@ -299,10 +299,10 @@ def main(argv=None, command: str | None = None) -> int:
         prog="python -m janus.data.build synthetic",
         description="Build the offline JANuS-mini dataset (10 classes, shifted eval splits).",
     )
-    p.add_argument("--out", required=True)
-    p.add_argument("--train-per-class", type=int, default=200)
-    p.add_argument("--eval-per-class", type=int, default=50)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--out", required=True, help="records directory (an earlier mini is replaced)")
+    p.add_argument("--train-per-class", type=int, default=200, help="default 200")
+    p.add_argument("--eval-per-class", type=int, default=50, help="per eval split, default 50")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels, default 64")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     t0 = time.time()

@@ -161,6 +161,10 @@ def main(argv=None) -> int:
     todo = steps if args.all else [args.step if args.step is not None else steps[-1]]
     for step in todo:
         result = ev.evaluate_step(args.workdir, step)
+        if not result["sets"]:
+            print("no set could be evaluated:\n  " + "\n  ".join(result["notes"]), file=sys.stderr)
+            print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
+            return 2
         path = runner.write_result(args.workdir, result)
         print(_summary(result), "->", path, flush=True)
     return 0

@@ -477,7 +477,15 @@ def watch(
     while True:
         todo = [s for s in list_complete_steps(workdir) if s not in done]
         for step in todo:
-            result = evaluator.evaluate_step(workdir, step)
+            try:
+                result = evaluator.evaluate_step(workdir, step)
+            except (FileNotFoundError, OSError, ValueError):
+                # The trainer's keep policy may delete an old checkpoint while we read it.
+                if step in list_complete_steps(workdir):
+                    raise
+                _log(f"watch: checkpoint {step} was deleted before it could be evaluated; skipped")
+                done.add(step)
+                continue
             write_result(workdir, result)
             done.add(step)
             evaluated.append(step)

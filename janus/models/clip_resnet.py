@@ -44,8 +44,12 @@ class ClipBottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out_ch = self.planes * self.expansion
-        y = nn.relu(batch_norm(train, self.dtype, "bn1")(conv(self.planes, 1, 1, self.dtype, "conv1")(x)))
-        y = nn.relu(batch_norm(train, self.dtype, "bn2")(conv(self.planes, 3, 1, self.dtype, "conv2")(y)))
+        y = nn.relu(
+            batch_norm(train, self.dtype, "bn1")(conv(self.planes, 1, 1, self.dtype, "conv1")(x))
+        )
+        y = nn.relu(
+            batch_norm(train, self.dtype, "bn2")(conv(self.planes, 3, 1, self.dtype, "conv2")(y))
+        )
         y = avg_pool(y, self.stride)
         y = conv(out_ch, 1, 1, self.dtype, "conv3")(y)
         y = batch_norm(train, self.dtype, "bn3", self.zero_init_last_bn)(y)

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Train janus on a Cloud TPU VM (single host or a pod slice): create, install, copy, run, and keep
+# the run going through preemptions. The same `python -m janus.main` command runs on every worker;
+# janus.main detects the pod (TPU_WORKER_HOSTNAMES) and calls jax.distributed.initialize itself.
+#
+# Usage (from the repository root):
+#   export TPU_NAME=janus-v4-32 ZONE=us-central2-b ACCELERATOR=v4-32 VERSION=tpu-ubuntu2204-base
+#   export WORKDIR=/mnt/janus/runs/mix_vl     # a path every worker sees (see below)
+#   export BUCKET=my-bucket                   # mounted at /mnt/janus with gcsfuse by `setup`
+#   launch/tpu_vm.sh create            # queued resource (add SPOT=1 for spot capacity)
+#   launch/tpu_vm.sh setup             # python venv + pinned stack + gcsfuse mount, on all workers
+#   launch/tpu_vm.sh copy              # rsync this checkout to ~/janus on all workers
+#   launch/tpu_vm.sh run --config configs/janus_mix.py:loss=infonce,budget=2400000 \
+#        --config.data.train=/mnt/janus/data/in100*1+/mnt/janus/data/janus*1
+#   launch/tpu_vm.sh watch <same args as run>   # run; after a preemption recreate + setup + copy
+#                                               # + run again; the run resumes from its checkpoint
+#   launch/tpu_vm.sh ssh "<command>"   # any command on all workers;  launch/tpu_vm.sh delete
+#
+# The workdir must be shared by all workers: every process writes its part of each checkpoint and
+# process 0 the logs. `setup` mounts gs://$BUCKET at /mnt/janus with gcsfuse; a Filestore/NFS mount
+# works the same. Data dirs are read by every worker, so they live there too.
+set -euo pipefail
+
+: "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
+ACCELERATOR=${ACCELERATOR:-v4-8}
+VERSION=${VERSION:-tpu-ubuntu2204-base}
+PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
+REMOTE_DIR=${REMOTE_DIR:-janus}
+MOUNT=${MOUNT:-/mnt/janus}
+QR_NAME=${QR_NAME:-$TPU_NAME-qr}
+
+gc() { gcloud "$@" ${PROJECT_FLAG:-}; }
+on_all() { gc compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"; }
+
+state() {
+  gc compute tpus tpu-vm describe "$TPU_NAME" --zone="$ZONE" --format='value(state)' 2>/dev/null \
+    || echo MISSING
+}
+
+create() {
+  local spot=()
+  [[ "${SPOT:-0}" == 1 ]] && spot=(--spot)
+  gc compute tpus queued-resources create "$QR_NAME" --node-id="$TPU_NAME" --zone="$ZONE" \
+    --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" "${spot[@]}"
+  echo "waiting for $TPU_NAME to become READY..."
+  until [[ "$(state)" == READY ]]; do sleep 30; done
+}
+
+delete() {
+  gc compute tpus queued-resources delete "$QR_NAME" --zone="$ZONE" --force --quiet || true
+}
+
+setup() {
+  on_all "set -e
+    sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv rsync
+    python3.11 -m venv ~/venv && . ~/venv/bin/activate && pip install -q --upgrade pip
+    mkdir -p ~/$REMOTE_DIR
+    if [ -n '${BUCKET:-}' ] && ! mountpoint -q $MOUNT; then
+      export GCSFUSE_REPO=gcsfuse-\$(lsb_release -c -s)
+      echo \"deb https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list
+      curl -s https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo apt-key add -
+      sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse
+      sudo mkdir -p $MOUNT && sudo chown \$USER $MOUNT
+      gcsfuse --implicit-dirs ${BUCKET:-} $MOUNT
+    fi"
+  copy
+  # The pinned stack, then the TPU runtime for the same jax version.
+  local jax_version
+  jax_version=$(grep -E '^jax==' requirements/lock.txt | cut -d= -f3)
+  on_all ". ~/venv/bin/activate && cd ~/$REMOTE_DIR && pip install -q -r requirements/lock.txt \
+    && pip install -q 'jax[tpu]==$jax_version' && pip install -q --no-deps -e ."
+}
+
+copy() {
+  # The checkout without venvs, data or runs, to every worker.
+  local tarball
+  tarball=$(mktemp --suffix=.tgz)
+  git ls-files -z --cached --others --exclude-standard | tar --null -czf "$tarball" -T -
+  gc compute tpus tpu-vm scp "$tarball" "$TPU_NAME:~/janus.tgz" --zone="$ZONE" --worker=all
+  on_all "mkdir -p ~/$REMOTE_DIR && tar -xzf ~/janus.tgz -C ~/$REMOTE_DIR"
+  rm -f "$tarball"
+}
+
+quote_args() { printf ' %q' "$@"; }
+
+run() {
+  : "${WORKDIR:?set WORKDIR (shared by all workers)}"
+  on_all ". ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
+    python -m janus.main --workdir=$WORKDIR$(quote_args "$@") 2>&1 | tee -a ~/janus_train.log"
+}
+
+watch() {
+  # Run until the command succeeds; recreate the slice when it was preempted. janus resumes from
+  # the latest complete checkpoint in $WORKDIR (SIGTERM on preemption saves one first).
+  while true; do
+    if [[ "$(state)" != READY ]]; then
+      echo "$(date -u) TPU state $(state): recreating"
+      delete; create; setup
+    fi
+    if run "$@"; then echo "$(date -u) run finished"; break; fi
+    echo "$(date -u) run exited non-zero (preempted?); retrying in 60s"
+    sleep 60
+  done
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  create) create ;;
+  delete) delete ;;
+  setup) setup ;;
+  copy) copy ;;
+  run) run "$@" ;;
+  watch) watch "$@" ;;
+  ssh) on_all "$*" ;;
+  *) sed -n '2,25p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,270 @@
+"""Weight import: parameter counts against the PyTorch references, numerical parity of converted
+randomly-initialised torchvision / timm / open_clip models, safe loading, and the checkpoint round trip.
+
+Needs torch (the ``torch`` extra); skipped with a reason where it is absent. Parity inputs are batch 2
+at 64 px (the real CLIP ViT-B/32 count check is shape-only).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="weight conversion/parity tests need the torch extra")
+torchvision = pytest.importorskip("torchvision", reason="needs torchvision (torch extra)")
+timm = pytest.importorskip("timm", reason="needs timm (torch extra)")
+open_clip = pytest.importorskip("open_clip", reason="needs open_clip_torch (torch extra)")
+
+from janus.convert import KeyMismatchError, convert_file, convert_state_dict  # noqa: E402
+from janus.convert.__main__ import main as convert_main  # noqa: E402
+from janus.convert.assemble import build_checked  # noqa: E402
+from janus.convert.loading import load_state_dict  # noqa: E402
+from janus.models import create_model  # noqa: E402
+from janus.models import registry as model_registry  # noqa: E402
+
+pytestmark = pytest.mark.torch
+RTOL = 1e-4
+
+
+def n_params(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def torch_count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def janus_count(name, loss, size=224, **kw) -> int:
+    model = create_model(name, loss, **kw)
+    v = jax.eval_shape(lambda: model_registry.init_variables(model, 0, size))
+    return n_params(v["params"])
+
+
+def state_dict(module) -> dict:
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def randomize_bn(module):
+    """Non-trivial BatchNorm statistics, so parity exercises the running mean/var mapping."""
+    g = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g) * 0.2 + 1)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return module.eval()
+
+
+def images(size=64, batch=2):
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return x, jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+
+
+def assert_close(got, want, rtol=RTOL):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    err = np.max(np.abs(got - want)) / np.max(np.abs(want))
+    assert err < rtol, f"max relative error {err:.2e} >= {rtol}"
+
+
+def run_classifier(converted, x):
+    model, variables = build_checked(converted)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+
+
+# --- parameter counts (references instantiated here, never from memory) ----------------------------
+
+
+def test_counts_torchvision_resnets():
+    for name in ("resnet18", "resnet50"):
+        ref = torch_count(getattr(torchvision.models, name)())
+        assert janus_count(name, "ce") == ref, name
+    assert janus_count("resnet50", "ce") == 25_557_032  # the issue's figure, cross-checked above
+
+
+def test_counts_timm():
+    for timm_name, name in [("vit_small_patch16_224", "vit_s16"), ("resnet26", "resnet26")]:
+        ref = torch_count(timm.create_model(timm_name, pretrained=False))
+        assert janus_count(name, "ce") == ref, name
+
+
+@pytest.mark.slow
+def test_counts_open_clip():
+    for oc_name, name in [("RN50", "clip_rn50"), ("ViT-B-32", "clip_vit_b32")]:
+        ref = open_clip.create_model(oc_name, pretrained=None)
+        tower = model_registry.build_tower(name)
+        v = jax.eval_shape(
+            lambda tower=tower: tower.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+        )
+        assert n_params(v["params"]) == torch_count(ref.visual), oc_name
+        assert janus_count(name, "infonce") == torch_count(ref), oc_name
+
+
+# --- parity ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_parity_torchvision_resnet(arch):
+    ref = randomize_bn(getattr(torchvision.models, arch)())
+    x, xj = images()
+    converted = convert_state_dict("torchvision", state_dict(ref))
+    assert converted.name == arch and converted.loss == "ce"
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+def test_parity_timm_resnet26():
+    ref = randomize_bn(timm.create_model("resnet26", pretrained=False, num_classes=10))
+    x, xj = images()
+    converted = convert_state_dict("timm", state_dict(ref))
+    assert converted.name == "resnet26"
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+@pytest.mark.parametrize(
+    "kwargs,scan",
+    [
+        (dict(), False),
+        (dict(), True),
+        (dict(global_pool="avg", class_token=False), False),
+        (dict(global_pool="avg"), False),
+    ],
+)
+def test_parity_timm_vit(kwargs, scan):
+    ref = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=64, depth=2, num_classes=10, **kwargs
+    ).eval()
+    x, xj = images()
+    converted = convert_state_dict("timm", state_dict(ref), num_heads=3, scan_layers=scan)
+    assert converted.image_size == 64
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+def test_parity_timm_vit_registry_size():
+    """A registry-size ViT (vit_ti16) converts without num_heads, at 64 px."""
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64).eval()
+    x, xj = images()
+    converted = convert_state_dict("timm", state_dict(ref))
+    assert converted.name == "vit_ti16" and converted.tower_kwargs == {}
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+def small_open_clip(vision: str, activation: str = "quick_gelu"):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    if vision == "resnet":  # = the clip_rn_tiny registry tower
+        vcfg = CLIPVisionCfg(layers=[1, 1, 1, 1], width=8, image_size=64)
+        embed = 64
+    else:  # a 2-block, 128-wide CLIP ViT (2 heads of 64) on 16 px patches
+        vcfg = CLIPVisionCfg(layers=2, width=128, patch_size=16, image_size=64)
+        embed = 32
+    tcfg = CLIPTextCfg(context_length=77, vocab_size=1000, width=128, heads=2, layers=2)
+    torch.manual_seed(0)
+    ref = CLIP(embed, vcfg, tcfg, quick_gelu=activation == "quick_gelu")
+    with torch.no_grad():
+        ref.logit_scale.fill_(2.5)
+    return randomize_bn(ref)
+
+
+def tokens(batch=2, vocab=1000):
+    rng = np.random.default_rng(0)
+    t = np.zeros((batch, 77), np.int64)
+    for i, n in enumerate([5, 12][:batch]):
+        t[i, : n - 1] = rng.integers(1, vocab - 2, n - 1)
+        t[i, n - 1] = vocab - 1  # EOT: the highest id, found by argmax
+    return t
+
+
+@pytest.mark.parametrize("vision,activation", [("resnet", "quick_gelu"), ("vit", "gelu")])
+def test_parity_open_clip(vision, activation):
+    ref = small_open_clip(vision, activation)
+    x, xj = images()
+    tok = tokens()
+    converted = convert_state_dict("open_clip", state_dict(ref), activation=activation)
+    assert converted.loss == "infonce"
+    with torch.no_grad():
+        img, txt, scale = ref(x, torch.from_numpy(tok))
+    model, variables = build_checked(converted)
+    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(variables, xj, jnp.asarray(tok))
+    assert_close(out["image_emb"], img.numpy())
+    assert_close(out["text_emb"], txt.numpy())
+    np.testing.assert_allclose(float(out["logit_scale"]), float(scale), rtol=1e-6)
+
+
+# --- safe loading, errors, checkpoint round trip -----------------------------------------------------
+
+
+def test_load_formats_and_prefixes(tmp_path):
+    from safetensors.numpy import save_file
+
+    sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    np.testing.assert_array_equal(load_state_dict(tmp_path / "w.safetensors")["a.weight"], sd["a.weight"])
+    torch.save({"state_dict": {"module.a.weight": torch.ones(2, dtype=torch.bfloat16)}}, tmp_path / "w.pt")
+    loaded = load_state_dict(tmp_path / "w.pt")
+    assert list(loaded) == ["a.weight"] and loaded["a.weight"].dtype == np.float32
+    with pytest.raises(ValueError, match="unknown weights format"):
+        (tmp_path / "w.npz").write_bytes(b"")
+        load_state_dict(tmp_path / "w.npz")
+    with pytest.raises(FileNotFoundError):
+        load_state_dict(tmp_path / "nope.pt")
+
+
+class Evil:  # unpickling this would run code; weights_only loading must refuse it
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    torch.save({"w": torch.ones(1), "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="weights_only"):
+        load_state_dict(tmp_path / "evil.pt")
+
+
+def test_key_mismatch_lists_keys():
+    sd = state_dict(torchvision.models.resnet18())
+    del sd["layer2.0.conv1.weight"]
+    sd["extra.thing"] = np.zeros(1, np.float32)
+    with pytest.raises(KeyMismatchError) as e:
+        convert_state_dict("torchvision", sd)
+    assert "layer2.0.conv1.weight" in str(e.value) and "extra.thing" in str(e.value)
+    assert e.value.missing == ["layer2.0.conv1.weight"] and e.value.unexpected == ["extra.thing"]
+    with pytest.raises(ValueError, match="not a torchvision-layout ResNet"):
+        convert_state_dict("torchvision", {"x": np.zeros(1)})
+    with pytest.raises(ValueError, match="unknown weights family"):
+        convert_state_dict("keras", sd)
+
+
+@pytest.mark.slow
+def test_cli_checkpoint_round_trip(tmp_path):
+    from safetensors.torch import save_file
+
+    from janus.checkpoint import load_for_inference
+
+    ref = small_open_clip("resnet")
+    weights = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights))
+    assert convert_main(["open_clip", str(weights), "--workdir", str(tmp_path / "run")]) == 0
+    config, variables, step = load_for_inference(tmp_path / "run")
+    assert step == 0 and config["loss"] == "infonce" and config["label_set"] == "in1000"
+    assert config["model"]["name"] == "clip_rn_tiny" and config["model"]["dtype"] == "float32"
+    assert config["model"]["text"]["vocab_size"] == 1000
+    m = dict(config["model"])
+    model = create_model(m.pop("name"), config["loss"], dtype=m.pop("dtype"), text=m.pop("text"), **m)
+    x, xj = images()
+    tok = tokens()
+    out = model.apply(variables, xj, jnp.asarray(tok), train=False)
+    with torch.no_grad():
+        img, txt, _ = ref(x, torch.from_numpy(tok))
+    assert_close(out["image_emb"], img.numpy())
+    assert_close(out["text_emb"], txt.numpy())
+    # The same file through convert_file gives the same tree.
+    assert convert_file("open_clip", weights).name == "clip_rn_tiny"
