@@ -94,6 +94,13 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=["single", "multiclass", "strict"],
         help="caption->label matching mode for caption-only sources (default single)",
     )
+    p.add_argument(
+        "--matching-compat",
+        action="store_true",
+        default=None,
+        help="the original JANuS code's matching order (shortest n-gram first), to regenerate "
+        "the paper's labels exactly",
+    )
     p.add_argument("--class-names", help="class names for matching: clip, wordnet or a file")
     p.add_argument("--num-shards", type=int, help="number of shards (default 8)")
     p.add_argument(
@@ -132,6 +139,7 @@ def config_from_args(args) -> BuildConfig:
         "source_weights": _parse_mapping(args.source_weights, float),
         "source_counts": _parse_mapping(args.source_counts, int),
         "matching": args.matching,
+        "matching_compat": args.matching_compat,
         "class_names": args.class_names,
         "num_shards": args.num_shards,
         "keep_unlabeled": args.keep_unlabeled,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -33,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from janus.data import labelsets, records
+from janus.data import labelsets, matching, records
 from janus.data.budget import priorities, select_budget
 from janus.data.images import BadImageError, prepare_image
 from janus.data.skips import SkipCounter
@@ -55,6 +56,7 @@ class BuildConfig:
     source_weights: dict[str, float] | None = None
     source_counts: dict[str, int] | None = None
     matching: str = "single"
+    matching_compat: bool = False
     class_names: str = "clip"
     num_shards: int = 8
     keep_unlabeled: bool = False
@@ -71,42 +73,24 @@ class BuildConfig:
 # ----------------------------------------------------------------------------- labelling
 
 
-def _fallback_template(label: int, names: list[str]) -> str:
-    return f"a photo of a {names[label]}."
-
-
 def make_labeler(cfg: BuildConfig) -> tuple[Callable, Callable]:
     """(match(captions) -> labels, template(label) -> caption), via janus.data.matching."""
     label_set = labelsets.resolve_label_set(cfg.label_set)
-    try:
-        from janus.data import matching
-    except ImportError:
-        matching = None
-    names = labelsets.class_names(cfg.class_names)
+    coverage = matching.CoverageReport()
+    matcher = None  # built on first use: only caption-only sources need it
 
-    cache: dict[int, str] = {}  # template_caption resolves the class names on every call
-
+    @functools.cache
     def template(label: int) -> str:
-        label = int(label)
-        if label not in cache:
-            if matching is not None and hasattr(matching, "template_caption"):
-                cache[label] = matching.template_caption(label, class_names=cfg.class_names)
-            else:
-                cache[label] = _fallback_template(label, names)
-        return cache[label]
-
-    matcher = None
-    coverage = matching.CoverageReport() if matching is not None else None
+        return matching.template_caption(int(label), class_names=cfg.class_names)
 
     def match(captions: Sequence[str], source: str = "") -> list[int]:
         nonlocal matcher
         if matcher is None:
-            if matching is None:
-                raise RuntimeError(
-                    "caption-only sources need janus.data.matching.Matcher (not importable)"
-                )
             matcher = matching.Matcher(
-                class_names=cfg.class_names, label_set=label_set.tolist(), mode=cfg.matching
+                class_names=cfg.class_names,
+                label_set=label_set.tolist(),
+                mode=cfg.matching,
+                compat=cfg.matching_compat,
             )
         first = None
         for caption in captions:  # the first caption that matches decides
