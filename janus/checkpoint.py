@@ -2,7 +2,8 @@
 
 - "state": pytree {"step", "params", "batch_stats"?, "opt_state"?} (sharded arrays; every process
   writes its part).
-- "data_iter": the grain iterator state (per process), so a resumed run reads exactly the next batch.
+- "data_iter": the grain iterator state (per process), so a resumed run reads exactly the next
+  batch.
 - "config": the resolved config as JSON.
 
 Saves are asynchronous (orbax writes into a temporary directory and renames it when complete), so a
@@ -28,8 +29,14 @@ from etils import epath
 CHECKPOINTS = "checkpoints"
 
 
+def _absolute(path: str | os.PathLike) -> epath.Path:
+    """orbax needs absolute paths; cloud paths (gs://...) are left alone."""
+    path = os.fspath(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 def checkpoints_dir(workdir: str | os.PathLike) -> epath.Path:
-    return epath.Path(workdir) / CHECKPOINTS
+    return _absolute(workdir) / CHECKPOINTS
 
 
 def _is_complete(path: epath.Path) -> bool:
@@ -117,13 +124,13 @@ class Checkpointer:
         self.manager.close()
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Inference / conversion
 
 
 def _resolve_step_dir(path: str | os.PathLike) -> epath.Path:
     """Accepts <workdir>, <workdir>/checkpoints or <workdir>/checkpoints/<step>; -> the step dir."""
-    p = epath.Path(path)
+    p = _absolute(path)
     if (p / "state").is_dir():
         return p
     for base in (p / CHECKPOINTS, p):
@@ -191,7 +198,7 @@ def save_for_inference(
     return str(ck.directory / str(step))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Initialising from another checkpoint (fine-tuning, linear probes)
 
 

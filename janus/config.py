@@ -1,14 +1,14 @@
 """Run configuration: the paper's recipe, sweep strings, validation and duration resolution.
 
-Configs are ml_collections ConfigDicts built by `configs/<name>.py:get_config(arg)`. This module holds
-what every config shares:
+Configs are ml_collections ConfigDicts built by `configs/<name>.py:get_config(arg)`. This module
+holds what every config shares:
 
 - `paper_config()`: the JANuS training recipe as defaults (AdamW 5e-4, betas 0.9/0.999, eps 1e-8,
-  weight decay 0.2, cosine with 2000 warmup steps, global batch 512, 256 epochs, 224 px, SimCLR-style
-  augmentation). Canonical field names follow shared/DESIGN.md.
-- `apply_sweep(config, arg, extra_keys)`: the `configs/x.py:k=v,k2=v2` argument. Every config accepts
-  the COMMON_SWEEP_KEYS; a config adds its own. An unknown key is an error naming it and listing the
-  valid ones.
+  weight decay 0.2, cosine with 2000 warmup steps, global batch 512, 256 epochs, 224 px,
+  SimCLR-style augmentation). Canonical field names follow shared/DESIGN.md.
+- `apply_sweep(config, arg, extra_keys)`: the `configs/x.py:k=v,k2=v2` argument. Every config
+  accepts the COMMON_SWEEP_KEYS; a config adds its own. An unknown key is an error naming it and
+  listing the valid ones.
 - `validate(config, num_devices=..., num_processes=...)`: everything checkable before compiling
   (unknown keys, wrong types, batch divisibility, label set, model name, data directories).
 - `resolve_durations(config, num_train_examples)`: the ONE place where epochs/examples become steps
@@ -27,8 +27,11 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
-# SimCLR-style augmentation (random resized crop, flip, colour jitter, grayscale), by pipeline op names.
-SIMCLR_PP = "decode|rrc({res},scale=(0.08,1.0))|flip|color_jitter(0.4,0.4,0.4,0.1,p=0.8)|grayscale(p=0.2)|normalize"
+# SimCLR-style augmentation (random resized crop, flip, colour jitter, grayscale), by op names.
+SIMCLR_PP = (
+    "decode|rrc({res},scale=(0.08,1.0))|flip|color_jitter(0.4,0.4,0.4,0.1,p=0.8)"
+    "|grayscale(p=0.2)|normalize"
+)
 EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
 
 # Parameters never weight-decayed, matched against the '/'-joined parameter path (explicit list).
@@ -56,14 +59,14 @@ def paper_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.label_set = "in100"
     c.loss = "ce"
-    # CE family: restrict training logits to the label set (a 1000-way head, trained on 100 classes).
+    # CE family: restrict training logits to the label set (1000-way head, trained on 100 classes).
     c.restrict_to_label_set = True
     c.label_smoothing = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "clip_rn50"
     c.model.dtype = "float32"
-    # CLIP text tower kwargs (width, layers, heads, context_length, vocab_size); None = model default.
+    # CLIP text tower kwargs (width, layers, heads, context_length, vocab_size); None = default.
     c.model.text = ml_collections.config_dict.placeholder(dict)
 
     c.data = ml_collections.ConfigDict()
@@ -71,7 +74,7 @@ def paper_config() -> ml_collections.ConfigDict:
     # build the field as a list of {"dir": ..., "weight": ...}.
     c.data.train = "data/in100"
     c.data.budget = ml_collections.config_dict.placeholder(int)  # examples; None = all
-    # Budget as a multiple of the number of examples in data.budget_reference (e.g. 1/16 .. 2 x IN100).
+    # Budget as a multiple of the examples in data.budget_reference (e.g. 1/16 .. 2 x IN100).
     c.data.budget_scale = ml_collections.config_dict.placeholder(float)
     c.data.budget_reference = ml_collections.config_dict.placeholder(str)
     c.data.class_balanced = False
@@ -126,11 +129,13 @@ def paper_config() -> ml_collections.ConfigDict:
 
     c.mesh = [("data", -1)]  # axes (name, size); -1 = all remaining devices
     c.sharding = "replicate"  # parameter strategy: replicate | fsdp
-    c.stop_after_steps = ml_collections.config_dict.placeholder(int)  # stop early (tests, debugging)
+    c.stop_after_steps = ml_collections.config_dict.placeholder(
+        int
+    )  # stop early (tests, debugging)
     return c
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Sweep strings: "configs/x.py:k=v,k2=v2"
 
 
@@ -235,7 +240,7 @@ def sweep_doc(extra_keys: Mapping[str, SweepKey] | None = None) -> str:
     return "\n".join(f"  {k}: {s.doc}" for k, s in sorted(keys.items()))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Validation
 
 
@@ -393,7 +398,9 @@ def train_dirs(config) -> list[tuple[str, float]]:
             try:
                 out.append((path, float(weight) if weight else 1.0))
             except ValueError as e:
-                raise ConfigError(f"config field 'data.train' = {t!r}: bad weight {weight!r}") from e
+                raise ConfigError(
+                    f"config field 'data.train' = {t!r}: bad weight {weight!r}"
+                ) from e
         return out
     for i, item in enumerate(t):
         if isinstance(item, str):
@@ -530,7 +537,7 @@ def _check_model_name(name: str) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Durations
 
 
@@ -543,7 +550,7 @@ class Durations:
 
 
 def resolve_budget(config, count_examples: Callable[[str, int | None], int]) -> int | None:
-    """data.budget, or data.budget_scale x the size of data.budget_reference (default: data.train)."""
+    """data.budget, or data.budget_scale x the size of data.budget_reference (or data.train)."""
     d = config["data"]
     if d["budget_scale"] is None:
         return d["budget"]
@@ -554,7 +561,7 @@ def resolve_budget(config, count_examples: Callable[[str, int | None], int]) -> 
 
 
 def resolve_durations(config, num_train_examples: int) -> Durations:
-    """THE place where epochs/examples become steps. Steps round up (never train less than asked)."""
+    """THE place where epochs/examples become steps. Rounds up (never trains less than asked)."""
     batch = config["input"]["batch_size"]
     if num_train_examples <= 0:
         raise ConfigError(f"no training examples (data.train = {config['data']['train']!r})")

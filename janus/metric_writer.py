@@ -6,8 +6,9 @@ tensorboardX), `ConsoleWriter` (a readable progress line on stdout) and `MultiWr
 `create_default_writer(workdir)` gives all three on process 0 and a no-op writer elsewhere, so only
 process 0 writes logs.
 
-Methods (as clu): write_scalars(step, scalars), write_images(step, images), write_texts(step, texts),
-write_histograms(step, arrays, num_buckets=None), write_hparams(hparams), flush(), close().
+Methods (as clu): write_scalars(step, scalars), write_images(step, images),
+write_texts(step, texts), write_histograms(step, arrays, num_buckets=None),
+write_hparams(hparams), flush(), close().
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class JsonlWriter(MetricWriter):
     def write_texts(self, step, texts):
         self._f.write(json.dumps({"step": int(step), "time": time.time(), **dict(texts)}) + "\n")
 
-    # write_hparams: a no-op here; every row of metrics.jsonl is a step (config.json has the config).
+    # write_hparams: a no-op; every row of metrics.jsonl is a step (config.json has the config).
 
     def flush(self):
         self._f.flush()

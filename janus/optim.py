@@ -1,9 +1,10 @@
 """Optimisers and learning-rate schedules (optax), built from `config.optimizer`.
 
-- `make_schedule(opt, total_steps, warmup_steps)`: linear warmup from 0, then cosine / linear / constant
-  down to `lr * end_lr_factor`.
-- `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias and
-  the CLIP temperature (logit_scale, logit_bias) are excluded by path regex (config.NO_DECAY_PATTERNS).
+- `make_schedule(opt, total_steps, warmup_steps)`: linear warmup from 0, then cosine / linear /
+  constant down to `lr * end_lr_factor`.
+- `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias
+  and the CLIP temperature (logit_scale, logit_bias) are excluded by path regex
+  (config.NO_DECAY_PATTERNS).
 - `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, decoupled weight decay) |
   LAMB, with optional global-norm clipping. Gradient accumulation is done in the train step
   (microbatches summed before one update), not here, so the optimizer always sees the global batch.

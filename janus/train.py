@@ -44,8 +44,8 @@ from janus import config as config_lib
 from janus import metric_writer as mw
 from janus import optim
 
-# Peak dense bf16 FLOP/s per device, by jax device_kind substring (vendor spec sheets). None = unknown
-# (MFU is then logged as null). Checked in order: the first substring contained in device_kind wins.
+# Peak dense bf16 FLOP/s per device by jax device_kind substring (vendor spec sheets); unknown
+# kinds (CPU) give MFU null. Checked in order: the first substring contained in device_kind wins.
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("TPU v5 lite", 197e12),  # v5e
     ("TPU v5e", 197e12),
@@ -70,7 +70,7 @@ def peak_flops_per_device(device_kind: str) -> float | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Model and state
 
 
@@ -127,7 +127,7 @@ def _restore_abstract(abstract, shardings):
     )
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Train step
 
 
@@ -212,7 +212,9 @@ def make_train_step(
                 return (add(g_sum, g), l_sum + v, add(m_sum, m), bs_n), None
 
             zeros_g = jax.tree.map(jnp.zeros_like, params)
-            (_, (m0, _)), _ = jax.eval_shape(grad_fn, params, bs, jax.tree.map(lambda x: x[0], micro), rng)
+            (_, (m0, _)), _ = jax.eval_shape(
+                grad_fn, params, bs, jax.tree.map(lambda x: x[0], micro), rng
+            )
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
             (grads, value, metrics, bs), _ = jax.lax.scan(
                 body,
@@ -266,7 +268,7 @@ def compile_train_step(step_fn, state, batch, state_shardings, mesh):
     return compiled, flops
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Loop helpers
 
 
@@ -360,7 +362,7 @@ class TrainResult:
     stopped_early: bool  # SIGTERM or stop_after_steps
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -451,7 +453,10 @@ def train_and_evaluate(
     budget, n_examples = _count_examples(config)
     dur = config_lib.resolve_durations(config, n_examples)
     total = dur.total_steps
-    if config.checkpoint.keep_every and config.checkpoint.keep_every % config.checkpoint.every_steps:
+    if (
+        config.checkpoint.keep_every
+        and config.checkpoint.keep_every % config.checkpoint.every_steps
+    ):
         logging.warning("checkpoint.keep_every is not a multiple of checkpoint.every_steps")
 
     model = build_model(config)
@@ -570,6 +575,7 @@ def train_and_evaluate(
                 last_scalars = scalars
                 collection = None
                 window_start, window_steps = time.time(), 0
+            t_hooks = time.time()
             for name, every, hook in hooks:
                 if step % every == 0 or last:
                     variables = {"params": state["params"]}
@@ -578,6 +584,7 @@ def train_and_evaluate(
                     out = hook(step, variables) or {}
                     writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in out.items()})
                     writer.flush()
+            window_start += time.time() - t_hooks  # step_time_s measures training only
             if is_ckpt:
                 ckpt.save(step, state, data_iter=data_iter, config=resolved)
                 if early:

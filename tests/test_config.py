@@ -32,7 +32,14 @@ def test_every_config_validates_and_documents_itself(name):
 def test_paper_recipe_defaults():
     c = load_config_module("in100").get_config(None)
     o = c.optimizer
-    assert (o.name, o.lr, o.b1, o.b2, o.eps, o.weight_decay) == ("adamw", 5e-4, 0.9, 0.999, 1e-8, 0.2)
+    assert (o.name, o.lr, o.b1, o.b2, o.eps, o.weight_decay) == (
+        "adamw",
+        5e-4,
+        0.9,
+        0.999,
+        1e-8,
+        0.2,
+    )
     assert (o.schedule, o.warmup_steps) == ("cosine", 2000)
     assert (c.input.batch_size, c.total_epochs, c.input.resolution) == (512, 256, 224)
     assert "rrc(224" in c.input.pp and "color_jitter" in c.input.pp
@@ -43,7 +50,10 @@ def test_sweep_string_sets_fields_and_rejects_unknown_keys():
     mod = load_config_module("scaling")
     c = mod.get_config("loss=infonce,size=rn50x4,budget=250000,lr=1e-3,res=160")
     assert (c.loss, c.model.name, c.data.budget, c.optimizer.lr) == (
-        "infonce", "clip_rn50x4", 250000, 1e-3,
+        "infonce",
+        "clip_rn50x4",
+        250000,
+        1e-3,
     )
     assert c.input.resolution == 160 and "rrc(160" in c.input.pp
     with pytest.raises(ValueError, match=r"unknown config argument key 'lossy'.*valid keys:.*loss"):
@@ -73,7 +83,10 @@ def _mini(**changes):
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"optimizer.lrr": 1.0}, r"unknown config field 'optimizer.lrr'; known fields of optimizer"),
+        (
+            {"optimizer.lrr": 1.0},
+            r"unknown config field 'optimizer.lrr'; known fields of optimizer",
+        ),
         ({"optimizzer": 1}, r"unknown config field 'optimizzer'"),
         ({"optimizer.lr": "fast"}, r"'optimizer.lr' = 'fast' has type str; expected int \| float"),
         ({"input.batch_size": 12}, r"'input.batch_size' = 12 .* not divisible by the 8 data"),
@@ -130,4 +143,6 @@ def test_cluster_detection_only_when_a_cluster_is_there():
     kind, kw = cluster_env(
         {"JANUS_COORDINATOR_ADDRESS": "h:1", "JANUS_NUM_PROCESSES": "2", "JANUS_PROCESS_ID": "1"}
     )
-    assert kind == "explicit" and kw == dict(coordinator_address="h:1", num_processes=2, process_id=1)
+    assert kind == "explicit" and kw == dict(
+        coordinator_address="h:1", num_processes=2, process_id=1
+    )

@@ -1,8 +1,9 @@
 """Weight import: parameter counts against the PyTorch references, numerical parity of converted
-randomly-initialised torchvision / timm / open_clip models, safe loading, and the checkpoint round trip.
+randomly-initialised torchvision / timm / open_clip models, safe loading, and the checkpoint round
+trip.
 
-Needs torch (the ``torch`` extra); skipped with a reason where it is absent. Parity inputs are batch 2
-at 64 px (the real CLIP ViT-B/32 count check is shape-only).
+Needs torch (the ``torch`` extra); skipped with a reason where it is absent. Parity inputs are batch
+2 at 64 px (the real CLIP ViT-B/32 count check is shape-only).
 """
 
 import jax
@@ -73,7 +74,8 @@ def run_classifier(converted, x):
     return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
 
 
-# --- parameter counts (references instantiated here, never from memory) ----------------------------
+# --- parameter counts (references instantiated here, never from memory)
+# ----------------------------
 
 
 def test_counts_torchvision_resnets():
@@ -101,7 +103,8 @@ def test_counts_open_clip():
         assert janus_count(name, "infonce") == torch_count(ref), oc_name
 
 
-# --- parity ------------------------------------------------------------------------------------------
+# --- parity
+# ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
@@ -193,13 +196,16 @@ def test_parity_open_clip(vision, activation):
     with torch.no_grad():
         img, txt, scale = ref(x, torch.from_numpy(tok))
     model, variables = build_checked(converted)
-    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(variables, xj, jnp.asarray(tok))
+    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
+        variables, xj, jnp.asarray(tok)
+    )
     assert_close(out["image_emb"], img.numpy())
     assert_close(out["text_emb"], txt.numpy())
     np.testing.assert_allclose(float(out["logit_scale"]), float(scale), rtol=1e-6)
 
 
-# --- safe loading, errors, checkpoint round trip -----------------------------------------------------
+# --- safe loading, errors, checkpoint round trip
+# -----------------------------------------------------
 
 
 def test_load_formats_and_prefixes(tmp_path):
@@ -207,8 +213,12 @@ def test_load_formats_and_prefixes(tmp_path):
 
     sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
     save_file(sd, str(tmp_path / "w.safetensors"))
-    np.testing.assert_array_equal(load_state_dict(tmp_path / "w.safetensors")["a.weight"], sd["a.weight"])
-    torch.save({"state_dict": {"module.a.weight": torch.ones(2, dtype=torch.bfloat16)}}, tmp_path / "w.pt")
+    np.testing.assert_array_equal(
+        load_state_dict(tmp_path / "w.safetensors")["a.weight"], sd["a.weight"]
+    )
+    torch.save(
+        {"state_dict": {"module.a.weight": torch.ones(2, dtype=torch.bfloat16)}}, tmp_path / "w.pt"
+    )
     loaded = load_state_dict(tmp_path / "w.pt")
     assert list(loaded) == ["a.weight"] and loaded["a.weight"].dtype == np.float32
     with pytest.raises(ValueError, match="unknown weights format"):
@@ -258,7 +268,9 @@ def test_cli_checkpoint_round_trip(tmp_path):
     assert config["model"]["name"] == "clip_rn_tiny" and config["model"]["dtype"] == "float32"
     assert config["model"]["text"]["vocab_size"] == 1000
     m = dict(config["model"])
-    model = create_model(m.pop("name"), config["loss"], dtype=m.pop("dtype"), text=m.pop("text"), **m)
+    model = create_model(
+        m.pop("name"), config["loss"], dtype=m.pop("dtype"), text=m.pop("text"), **m
+    )
     x, xj = images()
     tok = tokens()
     out = model.apply(variables, xj, jnp.asarray(tok), train=False)
@@ -268,3 +280,25 @@ def test_cli_checkpoint_round_trip(tmp_path):
     assert_close(out["text_emb"], txt.numpy())
     # The same file through convert_file gives the same tree.
     assert convert_file("open_clip", weights).name == "clip_rn_tiny"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "oc_name,name", [("RN50-quickgelu", "clip_rn50"), ("ViT-B-32-quickgelu", "clip_vit_b32")]
+)
+def test_parity_open_clip_full_size(oc_name, name):
+    """The real OpenAI layouts (registry names, 224 px, batch 2) give matching embeddings."""
+    torch.manual_seed(0)
+    ref = randomize_bn(open_clip.create_model(oc_name, pretrained=None))
+    x, xj = images(size=224)
+    tok = tokens(vocab=49408)
+    converted = convert_state_dict("open_clip", state_dict(ref))
+    assert converted.name == name and converted.tower_kwargs == {}
+    with torch.no_grad():
+        img, txt, _ = ref(x, torch.from_numpy(tok))
+    model, variables = build_checked(converted)
+    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
+        variables, xj, jnp.asarray(tok)
+    )
+    assert_close(out["image_emb"], img.numpy())
+    assert_close(out["text_emb"], txt.numpy())

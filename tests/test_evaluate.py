@@ -2,12 +2,14 @@
 and linear-probe classifiers, and --watch picking up checkpoints while they are written."""
 
 import csv
+import functools
 import io
 import json
 import os
 import threading
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,9 +39,17 @@ def _config(loss, name, train_dir, label_set="mini10"):
     }
 
 
+@functools.cache
+def _init(name, loss):
+    # Initialising even a tiny model takes seconds on a busy 2-core machine: once per model.
+    model = create_model(name, loss, text=TINY_TEXT if loss == "infonce" else None)
+    return model, jax.tree.map(np.asarray, init_variables(model, 0, RES))
+
+
 def _save(workdir, step, config, seed=0):
-    model = create_model(config["model"]["name"], config["loss"], text=config["model"]["text"])
-    variables = init_variables(model, seed, RES)
+    model, variables = _init(config["model"]["name"], config["loss"])
+    if seed:  # different weights per step, without another init
+        variables = jax.tree.map(lambda x: x * np.float32(1 + 0.05 * seed), variables)
     save_for_inference(str(workdir), step, config, variables)
     return model, variables
 
@@ -61,8 +71,6 @@ def _png(rng, size=40):
 
 def _expected_top1(model, variables, items, classes, pp):
     """Independent reference: per-image preprocessing, model.apply, argmax over the class set."""
-    import jax
-
     from janus.data.preprocess import build_pp
 
     f = build_pp(pp)
@@ -263,8 +271,7 @@ def test_inloop_hook_returns_scalars_and_writes_json(mini, tmp_path):
     cfg = _config("ce", "resnet_tiny", mini)
     cfg["evals"] = {"quick": {"every_steps": 5, "set": "val,sketch", "batch_size": 16}}
     config = ml_collections.ConfigDict(cfg)
-    model = create_model("resnet_tiny", "ce")
-    variables = init_variables(model, 0, RES)
+    model, variables = _init("resnet_tiny", "ce")
     (hook,) = make_inloop_evaluators(config, model, None, workdir=str(tmp_path))
     assert hook.name == "quick" and hook.every_steps == 5
     out = hook(10, variables)

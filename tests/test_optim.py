@@ -47,7 +47,10 @@ def test_decay_mask_excludes_norms_biases_and_temperature():
     flat = {optim.param_path(p): v for p, v in jax.tree_util.tree_leaves_with_path(mask)}
     decayed = sorted(k for k, v in flat.items() if v)
     assert decayed == [
-        "head/kernel", "image_projection/kernel", "image_tower/conv1/kernel", "pos_embedding",
+        "head/kernel",
+        "image_projection/kernel",
+        "image_tower/conv1/kernel",
+        "pos_embedding",
     ]
 
 
@@ -68,8 +71,15 @@ def test_optimizers_step_and_respect_the_mask(name):
 def test_global_norm_clipping():
     params = {"w": jnp.zeros((4,))}
     tx, _ = optim.make_optimizer(
-        _opt(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, clip_norm=1.0,
-             schedule="constant", warmup_steps=0),
+        _opt(
+            name="sgd",
+            lr=1.0,
+            momentum=0.0,
+            weight_decay=0.0,
+            clip_norm=1.0,
+            schedule="constant",
+            warmup_steps=0,
+        ),
         10,
         0,
     )

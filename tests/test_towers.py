@@ -1,7 +1,7 @@
 """Image towers: registry coverage, shapes, feature_dim, BatchNorm semantics, scan/remat, bf16.
 
-Exact parameter counts against the PyTorch references and numerical parity live in test_convert.py (they
-need torch). Everything here runs on tiny variants at 32-64 px.
+Exact parameter counts against the PyTorch references and numerical parity live in test_convert.py
+(they need torch). Everything here runs on tiny variants at 32-64 px.
 """
 
 import jax

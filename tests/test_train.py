@@ -1,4 +1,4 @@
-"""End to end through `python -m janus.main` on the synthetic JANuS-mini records (32 px, tiny models).
+"""End to end through `python -m janus.main` on synthetic JANuS-mini records (32 px, tiny models).
 
 Runs share a persistent XLA compilation cache so that the later processes skip most compiling.
 - a 40-step run: the workdir layout, metrics, console progress, checkpoint retention;
@@ -58,6 +58,7 @@ def command(data_dir, workdir, sweep=f"steps={STEPS},res=32,batch=16", *extra):
         "--config.checkpoint.keep=2",
         "--config.checkpoint.keep_every=20",
         *extra,
+        *([] if "--inloop_eval" in extra else ["--noinloop_eval"]),  # only where a test asks
     ]  # fmt: skip
 
 
@@ -90,7 +91,8 @@ def assert_bitwise_equal(a, b):
 @pytest.fixture(scope="module")
 def reference_run(data_dir, env, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ref") / "run"
-    out = run(command(data_dir, workdir), env)
+    # With the mini config's in-loop evaluation (every 150 steps and at the end).
+    out = run(command(data_dir, workdir, f"steps={STEPS},res=32,batch=16", "--inloop_eval"), env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     return workdir, out
 
@@ -104,13 +106,18 @@ def test_main_trains_end_to_end(reference_run):
     manifest = json.loads((workdir / "data_manifest.json").read_text())
     assert manifest["n_examples"] == 200
     rows = metrics(workdir)
-    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [10, 20, 30, 40]
     for key in ("loss", "accuracy", "learning_rate", "grad_norm", "param_norm", "step_time_s",
                 "images_per_s_per_device", "eta_s"):  # fmt: skip
-        assert all(np.isfinite(r[key]) for r in rows), key
-    assert rows[0]["mfu"] is None  # no known peak FLOP/s on CPU
-    assert rows[-1]["loss"] < rows[0]["loss"]
+        assert all(np.isfinite(r[key]) for r in train_rows), key
+    assert train_rows[0]["mfu"] is None  # no known peak FLOP/s on CPU
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert list(workdir.glob("events.out.tfevents.*"))[0].stat().st_size > 0
+    # The evaluator's hook ran at the last step: eval/40.json and eval scalars in metrics.jsonl.
+    result = json.loads((workdir / "eval" / f"{STEPS}.json").read_text())
+    assert result["suite"] == "mini" and set(result["sets"]) >= {"val", "sketch"}
+    assert any("eval/mini/val/top1" in r for r in rows)
     # keep=2 plus every 20th.
     assert ckpt_lib.list_complete_steps(workdir) == [20, 30, 40]
     config, variables, step = ckpt_lib.load_for_inference(workdir)
@@ -157,7 +164,7 @@ def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resuming from" in out.stdout
     assert_bitwise_equal(full_state(workdir, STEPS), full_state(ref_dir, STEPS))
-    ref_rows = {r["step"]: r for r in metrics(ref_dir)}
+    ref_rows = {r["step"]: r for r in metrics(ref_dir) if "loss" in r}
     assert metrics(workdir)[-1]["loss"] == ref_rows[STEPS]["loss"]
 
 
@@ -209,7 +216,7 @@ def test_two_processes_match_one_process(reference_run, data_dir, env, tmp_path)
     cfg = json.loads((workdir / "config.json").read_text())
     assert cfg["resolved"]["num_processes"] == 2 and cfg["resolved"]["num_devices"] == 8
     # Same global batches (the union of the processes' slices), same init: the same loss.
-    ref = {r["step"]: r for r in metrics(ref_dir)}
+    ref = {r["step"]: r for r in metrics(ref_dir) if "loss" in r}
     rows = metrics(workdir)  # written by process 0 only
     assert [r["step"] for r in rows] == [10]
     np.testing.assert_allclose(rows[0]["loss"], ref[10]["loss"], rtol=1e-4)

@@ -1,8 +1,8 @@
 """janus.convert: import public PyTorch weights (torchvision, timm, open_clip) as janus checkpoints.
 
 `convert_file(family, path, **options) -> Converted`; `janus.convert.assemble.save` writes it as a
-checkpoint; ``python -m janus.convert`` does both. One module per source family; `loading` reads state
-dicts safely (never unpickling arbitrary objects) and reports missing/unexpected keys.
+checkpoint; ``python -m janus.convert`` does both. One module per source family; `loading` reads
+state dicts safely (never unpickling arbitrary objects) and reports missing/unexpected keys.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         "--activation",
         default="quick_gelu",
         choices=["quick_gelu", "gelu"],
-        help="open_clip only: quick_gelu for OpenAI weights (default), gelu for LAION-trained configs",
+        help="open_clip only: quick_gelu for OpenAI weights (default), gelu for LAION configs",
     )
     p.add_argument(
         "--num-heads", type=int, default=None, help="timm ViTs outside the registry sizes"

@@ -1,10 +1,10 @@
 """Place converted tower/head/text weights into the janus wrapper layout, check them, and save.
 
 Layout (`janus.models.clip`): CE models ``{"params": {"image_tower", "head"}, "batch_stats":
-{"image_tower"}}``; CLIP models ``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}`` (the
-``clip_*`` towers end in CLIP's own projection, so there is no ``image_projection``). Every leaf is
-checked against ``jax.eval_shape`` of the model that ``create_model`` builds from the written config, so a
-checkpoint that saves is one the evaluator can load.
+{"image_tower"}}``; CLIP models ``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}``
+(the ``clip_*`` towers end in CLIP's own projection, so there is no ``image_projection``). Every
+leaf is checked against ``jax.eval_shape`` of the model that ``create_model`` builds from the
+written config, so a checkpoint that saves is one the evaluator can load.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def save(
     dtype: str = "float32",
     source: dict | None = None,
 ) -> str:
-    """Shape-check and write ``<workdir>/checkpoints/<step>/`` for the evaluator. -> the step dir."""
+    """Shape-check and write ``<workdir>/checkpoints/<step>/`` for the evaluator; -> step dir."""
     from janus.checkpoint import save_for_inference
 
     _, variables = build_checked(c, dtype=dtype)

@@ -1,8 +1,9 @@
 """What a converter returns, and the shape check against the janus tower it targets.
 
-Converters produce tower-level variables (the tower's own ``params``/``batch_stats`` trees) plus the parts
-that live outside the tower: a classifier ``head`` (CE models) or the CLIP text tower, projections and
-logit scale. `janus.convert.assemble` places them into the wrapper model's variable layout.
+Converters produce tower-level variables (the tower's own ``params``/``batch_stats`` trees) plus the
+parts that live outside the tower: a classifier ``head`` (CE models) or the CLIP text tower,
+projections and logit scale. `janus.convert.assemble` places them into the wrapper model's variable
+layout.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import numpy as np
 
 @dataclasses.dataclass
 class Converted:
-    """``name``: janus registry name of the image tower; ``tower_kwargs``: extra constructor arguments
-    (recorded in the checkpoint's config so the evaluator rebuilds the same module); ``tower``: tower
-    variables ``{"params": ..., "batch_stats"?: ...}``; ``head``: Dense ``{"kernel" [F, C], "bias" [C]}``
-    or None; ``loss``: "ce" | "infonce"; ``clip``: for CLIP models ``{"text": text params,
-    "text_kwargs": dict, "logit_scale": float (log scale, as stored by open_clip)}``."""
+    """``name``: janus registry name of the image tower; ``tower_kwargs``: extra constructor args
+    (recorded in the checkpoint's config so the evaluator rebuilds the same module); ``tower``:
+    tower variables ``{"params": ..., "batch_stats"?: ...}``; ``head``: Dense ``{"kernel" [F, C],
+    "bias" [C]}`` or None; ``loss``: "ce" | "infonce"; ``clip``: for CLIP models ``{"text": text
+    params, "text_kwargs": dict, "logit_scale": float (log scale, as stored by open_clip)}``."""
 
     name: str
     loss: str

@@ -1,9 +1,10 @@
 """Safe loading of PyTorch state dicts, and the key-checking helpers every converter uses.
 
-Loading never unpickles arbitrary objects: ``.safetensors`` files go through ``safetensors.numpy``, and
-``.pt``/``.pth``/``.bin`` files through ``torch.load(..., weights_only=True)``, which refuses anything but
-tensors and plain containers. (OpenAI's original TorchScript ``.pt`` archives are therefore refused; use
-the state dicts that open_clip / the Hugging Face hub publish, e.g. ``open_clip_model.safetensors``.)
+Loading never unpickles arbitrary objects: ``.safetensors`` files go through ``safetensors.numpy``,
+and ``.pt``/``.pth``/``.bin`` files through ``torch.load(..., weights_only=True)``, which refuses
+anything but tensors and plain containers. (OpenAI's original TorchScript ``.pt`` archives are
+therefore refused; use the state dicts that open_clip / the Hugging Face hub publish, e.g.
+``open_clip_model.safetensors``.)
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # pickle.UnpicklingError and friends: say why plainly
             raise ValueError(
-                f"{path}: cannot load with torch.load(weights_only=True) ({type(e).__name__}: {e}). "
+                f"{path}: cannot load with torch.load(weights_only=True) "
+                f"({type(e).__name__}: {e}). "
                 "Only plain state dicts are accepted (no pickled objects, no TorchScript archives)."
             ) from e
     else:
@@ -100,9 +102,8 @@ def strip_prefix(state_dict: Mapping[str, np.ndarray], prefix: str) -> dict[str,
 class StateDictReader:
     """Pops tensors out of a state dict by torch name and checks at the end that all were used.
 
-    ``take`` records names that are absent instead of failing at once, so that `finish` can report every
-    missing and every unused key together.
-    """
+    ``take`` records names that are absent instead of failing at once, so that `finish` can report
+    every missing and every unused key together."""
 
     def __init__(
         self, state_dict: Mapping[str, np.ndarray], source: str, ignore: Iterable[str] = ()
@@ -119,7 +120,8 @@ class StateDictReader:
     def take(self, key: str) -> np.ndarray:
         if key not in self._sd:
             self._missing.append(key)
-            # An empty 4-d placeholder survives the layout transforms; `finish` then reports the key.
+            # An empty 4-d placeholder survives the layout transforms; `finish` then reports the
+            # key.
             return np.zeros((0, 0, 0, 0), np.float32)
         self._used.add(key)
         return np.asarray(self._sd[key], dtype=np.float32)
@@ -132,7 +134,8 @@ class StateDictReader:
             raise KeyMismatchError(self.source, self._missing, unexpected)
 
 
-# --- torch -> flax layout transforms ---------------------------------------------------------------
+# --- torch -> flax layout transforms
+# ---------------------------------------------------------------
 
 
 def conv_kernel(w: np.ndarray) -> np.ndarray:
@@ -153,7 +156,9 @@ def layer_norm(reader: StateDictReader, prefix: str) -> dict[str, np.ndarray]:
 
 
 def batch_norm(reader: StateDictReader, prefix: str) -> tuple[dict, dict]:
-    """torch BatchNorm2d -> (params {scale, bias}, batch_stats {mean, var}); drops num_batches_tracked."""
+    """torch BatchNorm2d -> (params {scale, bias}, batch_stats {mean, var}).
+
+    ``num_batches_tracked`` is dropped (the readers ignore it)."""
     params = {"scale": reader.take(f"{prefix}.weight"), "bias": reader.take(f"{prefix}.bias")}
     stats = {
         "mean": reader.take(f"{prefix}.running_mean"),

@@ -4,13 +4,13 @@ Image tower: ``visual.*`` of a ``ModifiedResNet`` -> `janus.models.clip_resnet.C
 (``downsample.0/1`` -> ``downsample_conv/bn``, ``attnpool.positional_embedding`` ->
 ``attnpool/pos_embed``), or of a ``VisionTransformer`` -> `janus.models.vit.ViT` in the CLIP layout
 (``conv1`` -> ``patch_embed``, ``class_embedding`` -> ``cls``, ``positional_embedding`` ->
-``pos_embed``, ``ln_pre``, ``transformer.resblocks.i.*`` -> ``encoder/block_i``, ``ln_post`` -> ``norm``,
-``proj`` -> ``proj/kernel``). Text tower via `janus.convert.open_clip_text`; ``logit_scale`` is kept
-as stored (log scale).
+``pos_embed``, ``ln_pre``, ``transformer.resblocks.i.*`` -> ``encoder/block_i``, ``ln_post`` ->
+``norm``, ``proj`` -> ``proj/kernel``). Text tower via `janus.convert.open_clip_text`;
+``logit_scale`` is kept as stored (log scale).
 
-``activation`` must match how the weights were trained: OpenAI's (and ``*-quickgelu``) use QuickGELU, the
-default here; open_clip's plain ``ViT-B-32`` config with LAION weights uses exact GELU. It applies to the
-ViT image tower and to the text tower (ResNet image towers have no GELU).
+``activation`` must match how the weights were trained: OpenAI's (and ``*-quickgelu``) use
+QuickGELU, the default here; open_clip's plain ``ViT-B-32`` config with LAION weights uses exact
+GELU. It applies to the ViT image tower and to the text tower (ResNet image towers have no GELU).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def _clip_rn_name(stages: tuple, width: int, output_dim: int, source: str) -> st
         if (kw["stage_sizes"], kw["width"], kw["output_dim"]) == (stages, width, output_dim):
             return name
     raise ValueError(
-        f"{source}: CLIP ResNet with blocks {list(stages)}, width {width}, output {output_dim} is not "
-        f"a janus tower (known: {sorted(CLIP_RN_FACTORIES)})"
+        f"{source}: CLIP ResNet with blocks {list(stages)}, width {width}, output {output_dim} "
+        f"is not a janus tower (known: {sorted(CLIP_RN_FACTORIES)})"
     )
 
 
@@ -102,7 +102,8 @@ def convert_clip_vit_visual(reader: StateDictReader, sd: Mapping, source: str, s
     name = _vit_registry_name(width, depth, patch, clip=True)
     kwargs: dict = {}
     if name is None:
-        # Not a registry size: the clip_vit_b32 layout with its sizes overridden (kwargs are recorded
+        # Not a registry size: the clip_vit_b32 layout with its sizes overridden (kwargs are
+        # recorded
         # in the checkpoint config, so the evaluator rebuilds the same module). open_clip uses
         # 64-wide heads (vision_cfg.head_width).
         name = "clip_vit_b32"
@@ -133,7 +134,7 @@ def convert(
     activation: str = "quick_gelu",
     scan_layers: bool = False,
 ) -> Converted:
-    """A full open_clip CLIP state dict (``visual.*``, text tower, ``logit_scale``) -> janus CLIP."""
+    """A full open_clip CLIP state dict (``visual.*``, text, ``logit_scale``) -> janus CLIP."""
     if (
         "visual.attnpool.c_proj.weight" not in state_dict
         and "visual.conv1.weight" not in state_dict

@@ -1,14 +1,16 @@
 """timm models -> janus: Vision Transformers (``vit_*``) and plain ResNets.
 
-ViT mapping (timm -> janus `ViT`): ``patch_embed.proj`` -> ``patch_embed``, ``cls_token`` -> ``cls``,
-``pos_embed`` -> ``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`` ->
+ViT mapping (timm -> janus `ViT`): ``patch_embed.proj`` -> ``patch_embed``, ``cls_token`` ->
+``cls``, ``pos_embed`` -> ``pos_embed``,
+``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`` ->
 ``encoder/block_i/{ln_1,attn/qkv,attn/out,ln_2,mlp/fc1,mlp/fc2}``, ``norm`` (or ``fc_norm`` for
 ``global_pool='avg'`` models) -> ``norm``, ``head`` -> the classifier head. Supported: the standard
-class-token or average-pooled ViT (no register tokens, no ``norm_pre``, no layer scale; anything else
-shows up as unexpected keys). Heads are not stored in a state dict: they come from the janus registry entry
-matching (width, depth, patch), or from ``num_heads``.
+class-token or average-pooled ViT (no register tokens, no ``norm_pre``, no layer scale; anything
+else shows up as unexpected keys). Heads are not stored in a state dict: they come from the janus
+registry entry matching (width, depth, patch), or from ``num_heads``.
 
-ResNets: timm's ``resnet18/26/34/50/101/152`` share torchvision's key names (`janus.convert.torchvision`).
+ResNets: timm's ``resnet18/26/34/50/101/152`` share torchvision's key names
+(`janus.convert.torchvision`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _vit_registry_name(width: int, depth: int, patch: int, clip: bool) -> str | 
 
 
 def vit_blocks(reader: StateDictReader, depth: int, names: dict[str, str], prefix: str) -> dict:
-    """Encoder params ``{block_i: ...}``. ``names`` maps janus sub-layer -> torch sub-layer name, and
+    """Encoder params ``{block_i: ...}``. ``names`` maps janus sub-layer -> torch sub-layer, and
     ``qkv`` may name a Linear (timm ``attn.qkv``) or torch MHA packed weights (``attn.in_proj``)."""
     out = {}
     for i in range(depth):
@@ -88,8 +90,8 @@ def convert_vit(
     if name is None:
         if num_heads is None:
             raise ValueError(
-                f"{source}: ViT width {width}, depth {depth}, patch {patch} is not a janus registry "
-                "ViT; pass num_heads (and use the nearest registry name's kwargs)"
+                f"{source}: ViT width {width}, depth {depth}, patch {patch} is not a janus "
+                "registry ViT; pass num_heads (and use the nearest registry name's kwargs)"
             )
         name = "vit_tiny"
         kwargs.update(width=width, depth=depth, patch_size=patch)

@@ -1,8 +1,8 @@
 """torchvision ResNets (``torchvision.models.resnet*`` state dicts) -> `janus.models.resnet.ResNet`.
 
-timm's plain ResNets (``resnet18/26/34/50/101/152``, not the ``d``/``s`` stem variants) use the same key
-names, so `janus.convert.timm` reuses this mapping. The architecture is read off the keys (blocks per
-stage, Basic vs Bottleneck, base width) and must be one of the registry's ResNets.
+timm's plain ResNets (``resnet18/26/34/50/101/152``, not the ``d``/``s`` stem variants) use the same
+key names, so `janus.convert.timm` reuses this mapping. The architecture is read off the keys
+(blocks per stage, Basic vs Bottleneck, base width) and must be one of the registry's ResNets.
 """
 
 from __future__ import annotations

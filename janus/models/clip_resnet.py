@@ -1,14 +1,15 @@
 """CLIP's "modified ResNet" image tower (Radford et al. 2021; open_clip ``ModifiedResNet``).
 
-The tower the JANuS paper used for both its CE and its vision-language runs. Differences from torchvision:
-a 3-convolution stem (3x3 s2 -> 3x3 -> 3x3) followed by a 2x2 average pool instead of a max pool;
-anti-aliased downsampling (strided blocks run their 3x3 conv at stride 1 and then average-pool, and the
-shortcut average-pools before its 1x1 conv); and QKV attention pooling instead of global average pooling.
+The tower the JANuS paper used for both its CE and its vision-language runs. Differences from
+torchvision: a 3-convolution stem (3x3 s2 -> 3x3 -> 3x3) followed by a 2x2 average pool instead of a
+max pool; anti-aliased downsampling (strided blocks run their 3x3 conv at stride 1 and then
+average-pool, and the shortcut average-pools before its 1x1 conv); and QKV attention pooling instead
+of global average pooling.
 
-Call: ``tower.apply(variables, images, train, mutable=["batch_stats"] if train)`` -> the attention-pool
-output ``[B, output_dim]`` (``feature_dim == output_dim``; for CLIP this is already the joint embedding
-width: 1024 RN50, 512 RN101, 640 RN50x4). The attention pool's position embedding has ``(H/32)*(W/32) + 1``
-rows for the image size seen at init (50 at 224 px, 5 at 64 px).
+Call: ``tower.apply(variables, images, train, mutable=["batch_stats"] if train)`` -> the
+attention-pool output ``[B, output_dim]`` (``feature_dim == output_dim``; for CLIP this is already
+the joint embedding width: 1024 RN50, 512 RN101, 640 RN50x4). The attention pool's position
+embedding has ``(H/32)*(W/32) + 1`` rows for the image size seen at init (50 at 224 px, 5 at 64 px).
 
 BatchNorm as in `janus.models.resnet` (eps 1e-5, torch momentum 0.1, global-batch statistics under a
 sharded ``jit``). ``zero_init_last_bn`` defaults to True, as open_clip initialises ``bn3`` to zero.
@@ -62,9 +63,9 @@ class ClipBottleneck(nn.Module):
 class AttentionPool(nn.Module):
     """QKV attention of the mean token (plus position embedding) over all spatial tokens.
 
-    open_clip attends with every token as a query and keeps token 0; only token 0's query matters, so only
-    it is computed. Params: ``pos_embed [HW+1, C]``, Dense ``q_proj``, ``k_proj``, ``v_proj``, ``c_proj``.
-    """
+    open_clip attends with every token as a query and keeps token 0; only token 0's query matters,
+    so only it is computed. Params: ``pos_embed [HW+1, C]``, Dense ``q_proj``, ``k_proj``,
+    ``v_proj``, ``c_proj``."""
 
     num_heads: int
     output_dim: int
@@ -94,8 +95,9 @@ class AttentionPool(nn.Module):
 
 
 class ClipResNet(nn.Module):
-    """Params: stem ``conv1..3``/``bn1..3``, ``layer{s}_{b}`` blocks (``downsample_conv``/``downsample_bn``
-    for open_clip's ``downsample.0``/``.1``), ``attnpool``."""
+    """Params: stem ``conv1..3``/``bn1..3``, ``layer{s}_{b}`` blocks
+    (``downsample_conv``/``downsample_bn`` for open_clip's ``downsample.0``/``.1``), ``attnpool``.
+    """
 
     stage_sizes: Sequence[int]
     output_dim: int

@@ -2,16 +2,18 @@
 
 Layouts follow the PyTorch references so that weight import is a rename plus a transpose:
 
-- `SelfAttention` keeps one fused `qkv` projection (``[D, 3D]``, q then k then v, heads contiguous inside
-  each), exactly like timm's ``attn.qkv`` and torch's ``nn.MultiheadAttention.in_proj_weight``.
-- `EncoderBlock` is the pre-LN transformer block shared by timm ViTs, open_clip's visual transformer and
-  CLIP's text transformer (``ln_1 -> attn -> + -> ln_2 -> mlp -> +``).
-- `Encoder` stacks blocks, optionally with ``nn.scan`` (stacked params under ``blocks`` with a leading
-  layer axis: one compiled block, faster compiles for deep models) and ``nn.remat`` (recompute activations
-  in the backward pass to save memory).
+- `SelfAttention` keeps one fused `qkv` projection (``[D, 3D]``, q then k then v, heads contiguous
+  inside each), exactly like timm's ``attn.qkv`` and torch's
+  ``nn.MultiheadAttention.in_proj_weight``.
+- `EncoderBlock` is the pre-LN transformer block shared by timm ViTs, open_clip's visual transformer
+  and CLIP's text transformer (``ln_1 -> attn -> + -> ln_2 -> mlp -> +``).
+- `Encoder` stacks blocks, optionally with ``nn.scan`` (stacked params under ``blocks`` with a
+  leading layer axis: one compiled block, faster compiles for deep models) and ``nn.remat``
+  (recompute activations in the backward pass to save memory).
 
-All modules take ``dtype`` (the compute dtype) and keep parameters in ``param_dtype`` (float32). Softmax and
-LayerNorm statistics run in float32 whatever the compute dtype, because bf16 softmax loses too much.
+All modules take ``dtype`` (the compute dtype) and keep parameters in ``param_dtype`` (float32).
+Softmax and LayerNorm statistics run in float32 whatever the compute dtype, because bf16 softmax
+loses too much.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def quick_gelu(x: jax.Array) -> jax.Array:
     return x * jax.nn.sigmoid(1.702 * x)
 
 
-# torch's nn.GELU() is the exact erf form; flax's nn.gelu defaults to the tanh approximation, so name both.
+# torch's nn.GELU() is the exact erf form; flax's nn.gelu defaults to the tanh approximation, so
+# name both.
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
@@ -50,9 +53,8 @@ def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
 def torch_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Symmetric padding ``kernel // 2`` like torch's ``padding=k//2``.
 
-    flax's "SAME" pads asymmetrically for stride 2 on even inputs, which would shift every feature map
-    by one pixel relative to the PyTorch references.
-    """
+    flax's "SAME" pads asymmetrically for stride 2 on even inputs, which would shift every feature
+    map by one pixel relative to the PyTorch references."""
     p = kernel // 2
     return ((p, p), (p, p))
 
@@ -72,7 +74,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` Dense and an ``out`` Dense (both with bias)."""
+    """Multi-head self-attention: a fused ``qkv`` Dense and an ``out`` Dense (both with bias)."""
 
     num_heads: int
     dtype: Dtype = jnp.float32
@@ -144,10 +146,9 @@ class EncoderBlock(nn.Module):
 class Encoder(nn.Module):
     """``depth`` EncoderBlocks.
 
-    Unscanned params are ``block_0 .. block_{depth-1}``; with ``scan_layers`` they are one ``blocks``
-    subtree whose leaves carry a leading ``[depth]`` axis (`stack_blocks` converts between the two).
-    ``remat`` wraps each block in ``nn.remat`` (activation rematerialisation).
-    """
+    Unscanned params are ``block_0 .. block_{depth-1}``; with ``scan_layers`` they are one
+    ``blocks`` subtree whose leaves carry a leading ``[depth]`` axis (`stack_blocks` converts
+    between the two). ``remat`` wraps each block in ``nn.remat`` (activation rematerialisation)."""
 
     depth: int
     num_heads: int

@@ -1,20 +1,21 @@
 """ResNet image towers in the torchvision "v1.5" layout (stride on the 3x3 convolution).
 
-ResNet-18/34 use BasicBlocks, ResNet-50/101/152 Bottlenecks, exactly as torchvision. ResNet-26 is not in
-torchvision: here it is Bottleneck blocks ``[2, 2, 2, 2]``, timm's ``resnet26`` layout (so timm resnet26
-weights import). ``resnet_tiny`` (BasicBlocks [1, 1, 1, 1], base width 8, 64-d features) is for tests and
-64 px JANuS-mini runs on a CPU.
+ResNet-18/34 use BasicBlocks, ResNet-50/101/152 Bottlenecks, exactly as torchvision. ResNet-26 is
+not in torchvision: here it is Bottleneck blocks ``[2, 2, 2, 2]``, timm's ``resnet26`` layout (so
+timm resnet26 weights import). ``resnet_tiny`` (BasicBlocks [1, 1, 1, 1], base width 8, 64-d
+features) is for tests and 64 px JANuS-mini runs on a CPU.
 
 Call: ``tower.apply(variables, images [B, H, W, 3], train, mutable=["batch_stats"] if train)`` ->
-global-average-pooled features ``[B, feature_dim]`` (512 x width/64 for BasicBlocks, 2048 x width/64 for
-Bottlenecks), the input of torchvision's ``fc``.
+global-average-pooled features ``[B, feature_dim]`` (512 x width/64 for BasicBlocks, 2048 x width/64
+for Bottlenecks), the input of torchvision's ``fc``.
 
-BatchNorm matches torch: eps 1e-5, flax momentum 0.9 (= torch momentum 0.1). In train mode it normalises
-with the statistics of the batch it is given; under ``jit`` with a batch sharded over a mesh that is the
-GLOBAL batch (XLA inserts the cross-device reductions), so no ``axis_name`` is needed. One difference from
-torch: torch updates ``running_var`` with the unbiased batch variance, flax with the biased one (a factor
-n/(n-1), negligible at real batch sizes). ``zero_init_last_bn`` zero-initialises the last BatchNorm scale of
-every block (torchvision's ``zero_init_residual``; Goyal et al. 2017).
+BatchNorm matches torch: eps 1e-5, flax momentum 0.9 (= torch momentum 0.1). In train mode it
+normalises with the statistics of the batch it is given; under ``jit`` with a batch sharded over a
+mesh that is the GLOBAL batch (XLA inserts the cross-device reductions), so no ``axis_name`` is
+needed. One difference from torch: torch updates ``running_var`` with the unbiased batch variance,
+flax with the biased one (a factor n/(n-1), negligible at real batch sizes). ``zero_init_last_bn``
+zero-initialises the last BatchNorm scale of every block (torchvision's ``zero_init_residual``;
+Goyal et al. 2017).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 class ResNet(nn.Module):
     """Params: ``conv1``, ``bn1``, then ``layer{s}_{b}`` (stage s = 1..4, block b from 0), each with
-    ``conv1..3``/``bn1..3`` and, where the shape changes, ``downsample_conv``/``downsample_bn`` — the
-    torchvision names with dots replaced, so import is a rename."""
+    ``conv1..3``/``bn1..3`` and, where the shape changes, ``downsample_conv``/``downsample_bn`` —
+    the torchvision names with dots replaced, so import is a rename."""
 
     stage_sizes: Sequence[int]
     block: str = "bottleneck"

@@ -1,18 +1,18 @@
 """Vision Transformer image towers (Ti/S/B/L, patch 16/32) in two layouts.
 
 - timm layout (the registry's ``vit_*`` names): patch conv with bias, class token + learned position
-  embedding over ``1 + N`` tokens, pre-LN blocks with LayerNorm eps 1e-6, final LayerNorm. Features are the
-  final-norm'd class token (``pool="tok"``) or the mean of the patch tokens followed by the final norm
-  (``pool="gap"``, timm's ``fc_norm`` placement).
-- CLIP layout (``clip_vit_b32``/``clip_vit_b16``, open_clip's ``VisionTransformer``): patch conv without
-  bias, an extra ``ln_pre`` before the blocks, LayerNorm eps 1e-5, QuickGELU for OpenAI weights, and a
-  bias-free projection ``proj`` to the joint embedding width after ``ln_post``. Features are the
-  *projected* class token, width ``proj_dim``.
+  embedding over ``1 + N`` tokens, pre-LN blocks with LayerNorm eps 1e-6, final LayerNorm. Features
+  are the final-norm'd class token (``pool="tok"``) or the mean of the patch tokens followed by the
+  final norm (``pool="gap"``, timm's ``fc_norm`` placement).
+- CLIP layout (``clip_vit_b32``/``clip_vit_b16``, open_clip's ``VisionTransformer``): patch conv
+  without bias, an extra ``ln_pre`` before the blocks, LayerNorm eps 1e-5, QuickGELU for OpenAI
+  weights, and a bias-free projection ``proj`` to the joint embedding width after ``ln_post``.
+  Features are the *projected* class token, width ``proj_dim``.
 
-Call: ``tower.apply(variables, images [B, H, W, 3], train) -> features [B, feature_dim]``. The position
-embedding has one row per patch of the image size seen at init (``(H/p) * (W/p)`` plus the class token), so
-init at the resolution you train/evaluate at. ``scan_layers`` and ``remat`` trade compile time and memory
-(see `janus.models.layers.Encoder`).
+Call: ``tower.apply(variables, images [B, H, W, 3], train) -> features [B, feature_dim]``. The
+position embedding has one row per patch of the image size seen at init (``(H/p) * (W/p)`` plus the
+class token), so init at the resolution you train/evaluate at. ``scan_layers`` and ``remat`` trade
+compile time and memory (see `janus.models.layers.Encoder`).
 """
 
 from __future__ import annotations
