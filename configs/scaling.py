@@ -8,7 +8,7 @@ Data: data/in100 by default (`data=DIR` or `budget=N` to change).
 Recipe: the paper's (see configs/in100.py). RN50x4 runs at 224 px like the others so that only the
 parameter count changes (CLIP's own RN50x4 used 288 px: `res=288`).
 Hardware it is sized for: RN26/RN50: 8 accelerators >= 16 GB; RN50x4: 8 accelerators >= 40 GB
-(TPU v4-8 / 8x A100-80GB), or set `--config.sharding=fsdp --config.mesh="[('data',-1),('fsdp',8)]"`.
+(TPU v4-8 / 8x A100-80GB), or set `--config.sharding=fsdp --config.mesh="(('data',-1),('fsdp',8))"`.
 Expected result: how in-distribution accuracy and effective robustness change with parameters at a
 fixed budget; no figure has been reproduced with this code yet.
 """

@@ -112,6 +112,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = ml_collections.config_dict.placeholder(float)  # global-norm clipping
     c.optimizer.grad_accum_steps = 1  # microbatches per step (one update per global batch)
     c.optimizer.no_decay = ",".join(NO_DECAY_PATTERNS)  # comma-separated regexes on param paths
+    c.optimizer.freeze = ""  # regex on param paths never updated (e.g. "^image_tower/": linear probe)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000
@@ -127,7 +128,8 @@ def paper_config() -> ml_collections.ConfigDict:
 
     c.evals = ml_collections.ConfigDict()  # evals.<name> = dict(set=..., every_steps=..., ...)
 
-    c.mesh = [("data", -1)]  # axes (name, size); -1 = all remaining devices
+    # Mesh axes (name, size); -1 = all remaining devices. A tuple, so --config.mesh can set it.
+    c.mesh = (("data", -1),)
     c.sharding = "replicate"  # parameter strategy: replicate | fsdp
     c.stop_after_steps = ml_collections.config_dict.placeholder(
         int
@@ -297,6 +299,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "optimizer.clip_norm": _OPT_NUM,
     "optimizer.grad_accum_steps": (int,),
     "optimizer.no_decay": (str,),
+    "optimizer.freeze": (str,),
     "checkpoint": (Mapping,),
     "checkpoint.every_steps": (int,),
     "checkpoint.keep": (int,),
@@ -452,11 +455,14 @@ def validate(
         raise ConfigError(
             f"config field 'optimizer.schedule' = {o['schedule']!r}; known: {', '.join(SCHEDULES)}"
         )
-    for pat in o["no_decay"].split(","):
+    regexes = [("optimizer.no_decay", p) for p in o["no_decay"].split(",")]
+    regexes += [("optimizer.freeze", o["freeze"])]
+    regexes += [(f"checkpoint.{k}", d["checkpoint"][k]) for k in ("init_include", "init_exclude")]
+    for field, pat in regexes:
         try:
             re.compile(pat)
         except re.error as e:
-            raise ConfigError(f"config field 'optimizer.no_decay': bad regex {pat!r}: {e}") from e
+            raise ConfigError(f"config field {field!r}: bad regex {pat!r}: {e}") from e
     for field in ("checkpoint.every_steps", "log.every_steps", "input.batch_size"):
         a, b = field.split(".")
         if d[a][b] <= 0:

@@ -1,7 +1,7 @@
 """The training entrypoint, the same on a laptop CPU, a TPU VM pod and a GPU cluster.
 
-    python -m janus.main --config configs/<name>.py[:key=value,...] --workdir DIR \
-        [--config.field=value ...]
+    python -m janus.main --config configs/<name>.py[:key=value,...] --workdir DIR
+        [--config.field=value ...] [--noinloop_eval]
 
 Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detected (`cluster_env`):
 - explicit coordinator variables (JANUS_COORDINATOR_ADDRESS, JANUS_NUM_PROCESSES, JANUS_PROCESS_ID;

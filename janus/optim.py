@@ -6,7 +6,8 @@
   and the CLIP temperature (logit_scale, logit_bias) are excluded by path regex
   (config.NO_DECAY_PATTERNS).
 - `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, decoupled weight decay) |
-  LAMB, with optional global-norm clipping. Gradient accumulation is done in the train step
+  LAMB, with optional global-norm clipping and frozen parameters (`optimizer.freeze`, a regex on
+  parameter paths such as "^image_tower/" for a linear probe). Gradient accumulation is done in the train step
   (microbatches summed before one update), not here, so the optimizer always sees the global batch.
 """
 
@@ -79,7 +80,7 @@ def make_optimizer(opt, total_steps: int, warmup_steps: int):
             schedule, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"], weight_decay=wd, mask=mask
         )
     elif name == "sgd":
-        # Decoupled weight decay (scaled by the lr like AdamW), masked the same way.
+        # Weight decay added to the gradient before momentum (as torch.optim.SGD), same mask.
         tx = optax.chain(
             optax.add_decayed_weights(wd, mask=mask),
             optax.sgd(schedule, momentum=opt["momentum"] or None, nesterov=opt["nesterov"]),
@@ -88,4 +89,12 @@ def make_optimizer(opt, total_steps: int, warmup_steps: int):
         raise ValueError(f"optimizer.name = {name!r}; known: adamw, sgd, lamb")
     if opt["clip_norm"]:
         tx = optax.chain(optax.clip_by_global_norm(float(opt["clip_norm"])), tx)
+    if opt.get("freeze"):
+        # Linear probes / partial fine-tuning: matching parameters get zero updates (and no
+        # optimizer state), the rest train as configured.
+        frozen = re.compile(opt["freeze"])
+        labels = lambda params: jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if frozen.search(param_path(path)) else "train", params
+        )
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule

@@ -4,7 +4,8 @@
   label set. Runs are coloured by objective (loss) with one marker per architecture; the paper's
   meta-analysis models on the same label set are grey background points (Conventional = trained
   on labels, VL = image-text); the line is a logit-linear fit over the meta-analysis'
-  conventional models (the "standard models" trend), or, without meta data, none.
+  conventional models (the "standard models" trend); without meta data, for in1000 only, the
+  reference Taori baseline (val -> mean of 5 shifts), else none.
 - `scaling`: val top-1 and average robustness vs data budget (log x), one line per
   (objective, architecture) - the paper's scaling figure.
 """
@@ -120,6 +121,19 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
                     zorder=2,
                     label=f"fit to label-trained models (slope {a:.2f})",
                 )
+        elif label_set == "in1000":
+            # No meta data: the reference Taori baseline (val -> mean of 5 shifts, which includes
+            # ObjectNet, so it is a guide for the eye rather than the exact y quantity).
+            base = metrics.BASELINES["mean5"]
+            xs = np.linspace(min(v for v, _ in pts) * 0.9, min(0.99, max(v for v, _ in pts) * 1.05))
+            ax.plot(
+                xs,
+                [base.predict(x) for x in xs],
+                "--",
+                c="0.35",
+                zorder=2,
+                label="ImageNet standard models: val -> mean of 5 shifts (Taori fit)",
+            )
         for r in group:
             ax.scatter(
                 r["val_top1"],

@@ -127,6 +127,24 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     # One class matrix (same classes for both sets), built once, reused for the second set.
     assert ev.zs_cache.misses == 1 and ev.zs_cache.hits >= 1
     assert len(list((wd / "eval" / "cache").glob("zs_*.npy"))) == 1
+    # Independent check: text embeddings of "a photo of a {name}." and image embeddings.
+    from janus.data.preprocess import build_pp
+    from janus.data.tokenizer import Tokenizer
+
+    model, variables = _init("clip_rn_tiny", "infonce")
+    classes = labelsets.resolve_label_set("mini10")
+    names = [labelsets.class_names("clip")[c] for c in classes]
+    tokens = Tokenizer(77)([f"a photo of a {n}." for n in names])
+    text = np.asarray(model.apply(variables, tokens, method="encode_text"))
+    src = records.RecordsDataSource(mini, "val")
+    f = build_pp(result["eval_pp"])
+    exs = [records.decode_example(src[i]) for i in range(len(src))]
+    x = np.stack([f({"image/encoded": e["image/encoded"]}, None)["image"] for e in exs])
+    img = np.asarray(model.apply(variables, x, method="encode_image"))
+    pred = classes[np.argmax(img @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T, -1)]
+    expected = np.mean([p in e["label"].tolist() for p, e in zip(pred, exs)])
+    # (one near-tie may flip between batched/sharded and single-call float sums)
+    assert result["sets"]["val"]["top1"] == pytest.approx(expected, abs=1.5 / 30)
     runner.write_result(str(wd), result)
     probe_opts = runner.EvalOptions(
         sets=("val",), classifier="linear_probe", batch_size=16, probe_per_class=2, probe_C=1.0
@@ -172,12 +190,26 @@ def _write_fake_tfds(data_dir, rng):
     in100 = set(labelsets.resolve_label_set("in100").tolist())
     r_cls = labelsets.shift_set_classes("r").tolist()
     labels = [c for c in r_cls if c in in100][:2] + [next(c for c in r_cls if c not in in100)]
+
+    def example(lab):
+        ex = pb2.Example()
+        ex.features.feature["image"].bytes_list.value.append(_png(rng))
+        ex.features.feature["label"].int64_list.value.append(lab)
+        return ex.SerializeToString()
+
     with open(d / "imagenet_r-test.tfrecord-00000-of-00001", "wb") as f:
         for lab in labels:
-            ex = pb2.Example()
-            ex.features.feature["image"].bytes_list.value.append(_png(rng))
-            ex.features.feature["label"].int64_list.value.append(lab)
-            f.write(records.frame_record(ex.SerializeToString()))
+            f.write(records.frame_record(example(lab)))
+    # imagenet_a prepared with file_format="array_record": 1 image inside in100 ∩ A, 1 outside.
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    d = data_dir / "imagenet_a" / "0.1.0"
+    d.mkdir(parents=True)
+    a_cls = labelsets.shift_set_classes("a").tolist()
+    w = ArrayRecordWriter(str(d / "imagenet_a-test.array_record-00000-of-00001"), "group_size:1")
+    for lab in [c for c in a_cls if c in in100][:1] + [next(c for c in a_cls if c not in in100)]:
+        w.write(example(lab))
+    w.close()
 
 
 @pytest.mark.slow
@@ -194,17 +226,24 @@ def test_folder_layout_and_tfds_dir_in100(tmp_path):
         "--batch_size",
         "8",
         "--sets",
-        "val,v2,sketch,r,objectnet",
+        "val,v2,sketch,r,a,objectnet",
         f"--data.val=folder:{s / 'val'}",
         f"--data.v2={s / 'v2'}",
         f"--data.objectnet=folder:{s / 'objectnet-1.0'}",
         f"--data.r=tfds:{tmp_path / 'tfds'}",
+        f"--data.a={tmp_path / 'tfds'}",
         f"--data.sketch=folder:{tmp_path / 'missing'}",
     ]
     assert evaluate_main(argv) == 0
     result = json.loads((wd / "eval" / "1.json").read_text())
     got = {k: (v["n"], v["classes"]) for k, v in result["sets"].items()}
-    assert got == {"val": (4, 100), "v2": (1, 100), "r": (2, 36), "objectnet": (2, 14)}
+    assert got == {
+        "val": (4, 100),
+        "v2": (1, 100),
+        "r": (2, 36),
+        "a": (1, 37),
+        "objectnet": (2, 14),
+    }
     assert result["suite"] == "imagenet" and result["metrics"]["avg_robustness"] is None
     assert any("sketch" in n and "not found" in n for n in result["notes"])
     assert result["extra_sets"]["val_on_objectnet_classes"]["classes"] == 14

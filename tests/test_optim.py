@@ -85,3 +85,12 @@ def test_global_norm_clipping():
     )
     updates, _ = tx.update({"w": jnp.full((4,), 10.0)}, tx.init(params), params)
     assert float(jnp.linalg.norm(updates["w"])) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_frozen_parameters_get_no_update():
+    params = {"image_tower": {"w": jnp.ones((3,))}, "head": {"kernel": jnp.ones((3,))}}
+    tx, _ = optim.make_optimizer(_opt(freeze="^image_tower/", warmup_steps=0), 10, 0)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert np.all(np.asarray(updates["image_tower"]["w"]) == 0)
+    assert np.all(np.asarray(updates["head"]["kernel"]) < 0)

@@ -61,3 +61,18 @@ def test_intersections_with_reference_sets():
     assert sizes == {"r": 36, "a": 37, "objectnet": 14}
     assert len(restrict.eval_classes(in100)) == 100
     assert len(restrict.eval_classes(np.arange(1000), labelsets.shift_set_classes("r"))) == 200
+
+
+@pytest.mark.parametrize("num_classes", [3, 14, 100])
+def test_fast_topk_counts_match_reference(num_classes):
+    from janus.evaluate.classifiers import topk_counts
+
+    rng = np.random.default_rng(num_classes)
+    logits = rng.normal(size=(50, num_classes))
+    targets = rng.random((50, num_classes)) < 0.05
+    targets[np.arange(50), rng.integers(0, num_classes, 50)] = True
+    ref = restrict.topk_correct(logits, targets)
+    got = topk_counts(logits, targets)
+    assert got == {1: int(ref[1].sum()), 5: int(ref[5].sum())}
+    if num_classes < 5:
+        assert got[5] == 50  # k is capped at the class count

@@ -182,13 +182,17 @@ def test_nan_guard_stops_with_the_step_and_keeps_last_good_checkpoint(data_dir, 
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))
 
 
-def test_vl_run_with_grad_accumulation(data_dir, env, tmp_path):
+def test_vl_run_with_grad_accumulation_on_an_fsdp_mesh(data_dir, env, tmp_path):
     workdir = tmp_path / "vl"
     cmd = command(data_dir, workdir, "loss=infonce,steps=2,res=32,batch=16",
                   "--config.optimizer.grad_accum_steps=2", "--config.log.every_steps=1",
-                  "--config.model.text.layers=1")  # fmt: skip
+                  "--config.model.text.layers=1", "--config.mesh=(('data',1),('fsdp',2))",
+                  "--config.sharding=fsdp")  # fmt: skip
     out = run(cmd, with_devices(env, 2))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((workdir / "config.json").read_text())["resolved"]["mesh"] == {
+        "data": 1, "fsdp": 2,
+    }  # fmt: skip
     rows = metrics(workdir)
     assert [r["step"] for r in rows] == [1, 2]
     assert {"i2t_acc", "t2i_acc", "logit_scale", "loss"} <= set(rows[0])
@@ -226,3 +230,35 @@ def test_two_processes_match_one_process(reference_run, data_dir, env, tmp_path)
     assert sorted(p.name for p in data_iter.glob("process_*")) == [
         "process_0-of-2.json", "process_1-of-2.json",
     ]  # fmt: skip
+
+
+def test_init_from_another_checkpoint_with_path_filters(reference_run):
+    import importlib.util
+
+    from janus import optim, sharding, train
+
+    ref_dir, _ = reference_run
+    spec = importlib.util.spec_from_file_location("cfg_mini", REPO / "configs" / "mini.py")
+    mini = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mini)
+    c = mini.get_config("steps=2,res=32,batch=16")
+    c.checkpoint.init_from = str(ref_dir)
+    c.checkpoint.init_exclude = "^params/head/"  # a fresh head, as for fine-tuning
+    model = train.build_model(c)
+    tx, _ = optim.make_optimizer(c.optimizer, 2, 0)
+    init_fn = train.make_init_fn(model, tx, c)
+    mesh = sharding.make_mesh([("data", -1)])
+    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    fresh = jax.jit(init_fn, out_shardings=shardings)()
+    head = np.asarray(fresh["params"]["head"]["kernel"])
+    state, taken = train._init_from(dict(fresh), c, shardings)
+
+    _, loaded, _ = ckpt_lib.load_for_inference(ref_dir)
+    assert taken and not any(p.startswith("params/head/") for p in taken)
+    np.testing.assert_array_equal(np.asarray(state["params"]["head"]["kernel"]), head)
+    assert_bitwise_equal(
+        jax.device_get(state["params"]["image_tower"]), loaded["params"]["image_tower"]
+    )
+    assert_bitwise_equal(jax.device_get(state["batch_stats"]), loaded["batch_stats"])
+    kernel = state["params"]["image_tower"]["conv1"]["kernel"]
+    assert kernel.sharding == shardings["params"]["image_tower"]["conv1"]["kernel"]

@@ -12,7 +12,6 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -52,13 +51,3 @@ def check_tree_shapes(got, expected, what: str) -> None:
         raise ValueError(
             f"{what}: converted weights do not fit the janus module: " + "; ".join(problems[:20])
         )
-
-
-def tower_template(module, image_size: int) -> dict:
-    """Abstract (shape-only) variables of a tower at ``image_size`` px, without allocating them."""
-    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    return jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
-
-
-def as_jax(tree):
-    return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)

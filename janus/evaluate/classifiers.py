@@ -28,6 +28,11 @@ class SubsetHead:
         self.classes = np.asarray(classes, np.int64)
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
+        if logits.shape[-1] <= int(self.classes.max()):
+            raise ValueError(
+                f"the model's head has {logits.shape[-1]} outputs; the head classifier expects "
+                f"1000-way ImageNet logits (class index {int(self.classes.max())} requested)"
+            )
         return restrict.subset_logits(logits, self.classes)
 
 

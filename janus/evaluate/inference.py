@@ -79,7 +79,9 @@ class Embedder:
         """New weights, same jitted function (no recompilation for the same shapes)."""
         self.variables = jax.device_put(dict(variables), self._repl)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def dispatch(self, images: np.ndarray):
+        """Starts the computation (async dispatch) -> a handle for `fetch`; lets the caller load
+        the next batch while this one runs."""
         images = np.asarray(images, dtype=np.float32)
         b = images.shape[0]
         pad = (-b) % self.n_dev
@@ -87,7 +89,15 @@ class Embedder:
             images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
         self.compiled_shapes.add(images.shape)
         x = jax.device_put(images, self.batch_sharding)
-        return np.asarray(self._fn(self.variables, x))[:b]
+        return self._fn(self.variables, x), b
+
+    @staticmethod
+    def fetch(handle) -> np.ndarray:
+        out, b = handle
+        return np.asarray(out)[:b]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.fetch(self.dispatch(images))
 
 
 class TextEncoder:

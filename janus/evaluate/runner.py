@@ -126,8 +126,11 @@ class _PadTo:
         return {**self.items[0], "label": -1, "key": "_pad"}
 
 
-def _iter_batches(items, batch_size: int, pp: str):
-    """Eval batches {"image", "label", "mask"}; mask False on padding (label -1) and bad images."""
+def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
+    """Eval batches {"image", "label", "mask"}; mask False on padding (label -1) and bad images.
+
+    Each process reads its shard, or, with `whole`, every item (the linear probe's training
+    features: each process fits the same probe on all of them)."""
     import jax
 
     from janus.data.pipeline import eval_loader
@@ -138,8 +141,8 @@ def _iter_batches(items, batch_size: int, pp: str):
         padded,
         global_batch_size=batch_size,
         pp=pp,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
+        shard_index=0 if whole else jax.process_index(),
+        shard_count=1 if whole else jax.process_count(),
     ):
         b["mask"] = np.asarray(b["mask"], bool) & (np.asarray(b["label"]) >= 0)
         yield b
@@ -234,7 +237,8 @@ class Evaluator:
             first[int(p)] = next(int(x) for x in labels[p] if int(x) in ls)
         items = sets._Subset(es.items, pos)
         relabelled = _Relabel(items, [first[int(p)] for p in pos])
-        batches = _iter_batches(relabelled, round_batch(self.opts.batch_size, emb.n_dev), pp)
+        batch = round_batch(self.opts.batch_size, emb.n_dev)
+        batches = _iter_batches(relabelled, batch, pp, whole=True)
         probe = linear_probe.probe_from_embedder(emb, batches, label_set, C=self.opts.probe_C)
         _log(f"linear probe: {probe.n_train} train images, C={probe.C}")
         return probe
@@ -329,6 +333,11 @@ class Evaluator:
             for k in [k for k in m if k.startswith("taori_er")]:
                 m[k] = None
             notes.append("taori_er_* are null: their baselines are ImageNet fits, not JANuS-mini")
+        elif ls_name != "in1000":
+            notes.append(
+                f"taori_er_* use baselines fitted on 1000-way ImageNet accuracies; on label set "
+                f"{ls_name!r} they are indicative only (a baseline for it: metrics.fit_baseline)"
+            )
         notes.append(
             "effective_robustness = robustness_ratio (avg_robustness / val, the paper's "
             "definition); Taori-style numbers are the taori_er_* keys"
@@ -354,19 +363,28 @@ class Evaluator:
 
     def _run_views(self, es, views, emb, batch, pp) -> list[tuple[int, int, int]]:
         counts = np.zeros((len(views), 3), np.int64)
-        it = _iter_batches(es.items, batch, pp)
-        for b in it:
-            mask = np.asarray(b["mask"], bool)
-            if not mask.any():
-                continue
-            out = emb(b["image"])[mask]
-            groups = np.asarray(b["label"])[mask]
+
+        def consume(pending):
+            handle, mask, groups = pending
+            out = emb.fetch(handle)[mask]
             for i, v in enumerate(views):
                 keep = v.keep[groups]
                 if not keep.any():
                     continue
                 hits = classifiers.topk_counts(v.head(out[keep]), v.targets[groups[keep]])
                 counts[i] += (hits[1], hits[5], int(keep.sum()))
+
+        pending = None  # one batch in flight: the next batch loads while the model runs
+        for b in _iter_batches(es.items, batch, pp):
+            mask = np.asarray(b["mask"], bool)
+            if not mask.any():
+                continue
+            nxt = (emb.dispatch(b["image"]), mask, np.asarray(b["label"])[mask])
+            if pending is not None:
+                consume(pending)
+            pending = nxt
+        if pending is not None:
+            consume(pending)
         return [tuple(int(x) for x in row) for row in sum_over_processes(counts)]
 
     def evaluate_step(self, workdir: str, step: int | None = None) -> dict:

@@ -96,7 +96,12 @@ class _ExampleItems:
     def __getitem__(self, i):
         ex = parse_example(self.source[int(i)])
         img = ex.get(self.image_key) or ex.get("image") or [b""]
-        return {"image/encoded": bytes(img[0]), "label": int(self.item_groups[i])}
+        key = (ex.get("key") or ex.get("file_name") or [str(i).encode()])[0]
+        return {
+            "image/encoded": bytes(img[0]),
+            "label": int(self.item_groups[i]),
+            "key": key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key),
+        }
 
 
 class _FileItems:
