@@ -106,26 +106,6 @@ def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[str, dict[str, str
     return suite, specs, info.get("label_set") if suite == "mini" else None
 
 
-class _PadTo:
-    """Pads items to `length` with copies of item 0 labelled -1 (masked out by the runner).
-
-    eval_loader pads the last batch itself, but grain drops its None padding elements, which
-    loses the last partial batch (reported to the pipeline owner); padding here to a multiple of
-    the global batch keeps every image and gives every process the same number of batches.
-    """
-
-    def __init__(self, items, length: int):
-        self.items, self.length = items, length
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, i):
-        if i < len(self.items):
-            return self.items[i]
-        return {**self.items[0], "label": -1, "key": "_pad"}
-
-
 def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
     """Eval batches {"image", "label", "mask"}; mask False on padding (label -1) and bad images.
 
@@ -135,17 +115,13 @@ def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
 
     from janus.data.pipeline import eval_loader
 
-    n = len(items)
-    padded = _PadTo(items, -(-n // batch_size) * batch_size)
-    for b in eval_loader(
-        padded,
+    yield from eval_loader(
+        items,
         global_batch_size=batch_size,
         pp=pp,
         shard_index=0 if whole else jax.process_index(),
         shard_count=1 if whole else jax.process_count(),
-    ):
-        b["mask"] = np.asarray(b["mask"], bool) & (np.asarray(b["label"]) >= 0)
-        yield b
+    )
 
 
 def sum_over_processes(counts: np.ndarray) -> np.ndarray:
