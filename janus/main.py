@@ -14,8 +14,10 @@ A plain single machine never calls it. A run restarted on the same workdir resum
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -66,6 +68,8 @@ def initialize_distributed(env: dict[str, str] | None = None) -> str | None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a stuck run is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if not FLAGS["verbosity"].present:
         # orbax/grain log every save at INFO; the progress lines are printed, not logged.
         logging.set_verbosity(logging.WARNING)

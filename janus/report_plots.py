@@ -1,11 +1,13 @@
 """Figures for `janus.report` (matplotlib, Agg backend; each figure saved as PNG and SVG).
 
 - `robustness_vs_val_<label_set>`: average robustness vs val top-1 on logit axes, one figure per
-  label set. Runs are coloured by objective (loss) with one marker per architecture; the paper's
+  label set, ticks labelled in percent (0 % and 100 % are drawn at 0.5 % / 99.5 %, with a note).
+  Runs are coloured by objective (loss) with one marker per architecture; the paper's
   meta-analysis models on the same label set are grey background points (Conventional = trained
-  on labels, VL = image-text); the line is a logit-linear fit over the meta-analysis'
-  conventional models (the "standard models" trend); without meta data, for in1000 only, the
-  reference Taori baseline (val -> mean of 5 shifts), else none.
+  on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
+  meta-analysis' conventional models (the "standard models" trend); without meta data, for in1000
+  only, the reference Taori baseline (val -> mean of 5 shifts), else none. A label set the
+  meta-analysis does not cover (e.g. mini10) says so on the figure.
 - `scaling`: val top-1 and average robustness vs data budget (log x), one line per
   (objective, architecture) - the paper's scaling figure.
 """
@@ -22,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from janus.evaluate import metrics  # noqa: E402
 
@@ -41,14 +44,6 @@ LOSS_LABELS = {
 MARKERS = "osD^v<>Pp*hX"
 
 
-def _float(x):
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
-
-
 def read_meta(meta_csv: str, label_set: str) -> list[tuple[float, float, str]]:
     """(val, avg_robustness, technique) of the meta-analysis rows for a label set (fractions)."""
     if label_set not in META_COLUMNS:
@@ -57,7 +52,7 @@ def read_meta(meta_csv: str, label_set: str) -> list[tuple[float, float, str]]:
     out = []
     with open(meta_csv, newline="") as f:
         for row in csv.DictReader(f):
-            v, r = _float(row.get(val_col)), _float(row.get(rob_col))
+            v, r = metrics.float_or_none(row.get(val_col)), metrics.float_or_none(row.get(rob_col))
             if v is not None and r is not None and 0 < v < 1 and 0 < r < 1:
                 out.append((v, r, row.get("technique", "")))
     return out
@@ -91,53 +86,17 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
             by_ls[str(r.get("label_set"))].append(r)
     for label_set, group in sorted(by_ls.items()):
         fig, ax = plt.subplots(figsize=(6.4, 5.2))
-        pts = [(r["val_top1"], r["avg_robustness"]) for r in group]
+        pts = [(_on_logit_axis(r["val_top1"]), _on_logit_axis(r["avg_robustness"])) for r in group]
+        shown = list(pts)
         meta = read_meta(meta_csv, label_set) if meta_csv else []
         if meta:
-            conv = [(v, r) for v, r, t in meta if t == "Conventional"]
-            other = [(v, r) for v, r, t in meta if t != "Conventional"]
-            for data, mk, lab in ((conv, "o", "labels"), (other, "^", "image-text / other")):
-                if data:
-                    ax.scatter(
-                        *zip(*data),
-                        s=9,
-                        c="0.75",
-                        marker=mk,
-                        alpha=0.7,
-                        zorder=1,
-                        label=f"meta-analysis ({lab}, n={len(data)})",
-                    )
-            if len(conv) >= 2:
-                a, b = metrics.fit_logit_line(
-                    [100 * v for v, _ in conv], [100 * r for _, r in conv]
-                )
-                lo, hi = min(v for v, _ in conv + pts), max(v for v, _ in conv + pts)
-                xs = np.linspace(lo, hi, 200)
-                ax.plot(
-                    xs,
-                    metrics.sigmoid(a * metrics.logit(xs) + b),
-                    "--",
-                    c="0.35",
-                    zorder=2,
-                    label=f"fit to label-trained models (slope {a:.2f})",
-                )
+            shown += _draw_meta(ax, meta, pts)
         elif label_set == "in1000":
-            # No meta data: the reference Taori baseline (val -> mean of 5 shifts, which includes
-            # ObjectNet, so it is a guide for the eye rather than the exact y quantity).
-            base = metrics.BASELINES["mean5"]
-            xs = np.linspace(min(v for v, _ in pts) * 0.9, min(0.99, max(v for v, _ in pts) * 1.05))
-            ax.plot(
-                xs,
-                [base.predict(x) for x in xs],
-                "--",
-                c="0.35",
-                zorder=2,
-                label="ImageNet standard models: val -> mean of 5 shifts (Taori fit)",
-            )
-        for r in group:
+            shown += _draw_taori_baseline(ax, pts)
+        for r, (x, y) in zip(group, pts):
             ax.scatter(
-                r["val_top1"],
-                r["avg_robustness"],
+                x,
+                y,
                 s=60,
                 zorder=3,
                 edgecolors="k",
@@ -145,27 +104,107 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
                 marker=markers[str(r.get("model"))],
             )
         _legend_runs(ax, group, colors, markers)
-        for axis in (ax.xaxis, ax.yaxis):
-            _logit_axis(ax, axis)
-        ax.set_xlabel("ImageNet val top-1 on the label set (logit scale)")
+        for axis, values in ((ax.xaxis, [x for x, _ in shown]), (ax.yaxis, [y for _, y in shown])):
+            _logit_axis(ax, axis, values)
+        notes = []
+        if meta_csv and not meta:
+            notes.append(f"the meta-analysis has no results on label set {label_set}")
+        clipped = [r for r in group for k in ("val_top1", "avg_robustness") if r[k] in (0, 1)]
+        if clipped:
+            notes.append("0 % / 100 % are off a logit axis: drawn at 0.5 % / 99.5 %")
+        if notes:
+            ax.text(
+                0.99,
+                0.01,
+                "\n".join(notes),
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=7,
+                color="0.3",
+            )
+        mini = all(r.get("suite") == "mini" for r in group)
+        ax.set_xlabel(
+            ("JANuS-mini val" if mini else "ImageNet val") + " top-1 on the label set (logit scale)"
+        )
         ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
         ax.set_title(f"Robustness vs in-distribution accuracy, label set {label_set}")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         paths += _save(fig, out_dir, f"robustness_vs_val_{label_set}")
     return paths
 
 
-LOGIT_TICKS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+def _on_logit_axis(v: float) -> float:
+    """Accuracies of exactly 0 or 1 are infinitely far out on a logit axis: pull them in."""
+    return min(max(float(v), LOGIT_CLIP), 1 - LOGIT_CLIP)
 
 
-def _logit_axis(ax, axis) -> None:
-    """Logit scale with plain accuracy tick labels (matplotlib's default reads '1 - 10^-1')."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+def _draw_meta(ax, meta, pts) -> list[tuple[float, float]]:
+    """The meta-analysis models as grey points, and the logit-linear fit of the label-trained
+    ones (the paper's "standard models" trend). -> the drawn points (for the axis limits)."""
+    conv = [(v, r) for v, r, t in meta if t == "Conventional"]
+    other = [(v, r, t) for v, r, t in meta if t != "Conventional"]
+    kinds = ", ".join(sorted({t for _, _, t in other}))
+    for data, mk, label in (
+        (conv, "o", f"paper's meta-analysis: trained on labels (n={len(conv)})"),
+        (other, "^", f"paper's meta-analysis: image-text, {kinds} (n={len(other)})"),
+    ):
+        if data:
+            xs, ys = [d[0] for d in data], [d[1] for d in data]
+            ax.scatter(xs, ys, s=9, c="0.7", marker=mk, alpha=0.7, zorder=1, label=label)
+    if len(conv) >= 2:
+        a, b = metrics.fit_logit_line([100 * v for v, _ in conv], [100 * r for _, r in conv])
+        xs = np.linspace(min(v for v, _ in conv + pts), max(v for v, _ in conv + pts), 200)
+        ax.plot(
+            xs,
+            metrics.sigmoid(a * metrics.logit(xs) + b),
+            "--",
+            c="0.3",
+            zorder=2,
+            label="trend of label-trained models (logit-linear fit)",
+        )
+    return conv + [(v, r) for v, r, _ in other]
+
+
+def _draw_taori_baseline(ax, pts) -> list[tuple[float, float]]:
+    """Without meta data, on in1000: the reference Taori baseline (val -> mean of 5 shifts; it
+    includes ObjectNet, so it guides the eye rather than predicting this exact y quantity)."""
+    base = metrics.BASELINES["mean5"]
+    xs = np.linspace(min(v for v, _ in pts) * 0.9, min(0.99, max(v for v, _ in pts) * 1.05))
+    ys = [base.predict(x) for x in xs]
+    ax.plot(
+        xs,
+        ys,
+        "--",
+        c="0.3",
+        zorder=2,
+        label="ImageNet standard models: val -> mean of 5 shifts (Taori et al. fit)",
+    )
+    return list(zip(xs, ys))
+
+
+LOGIT_CLIP = 0.005
+LOGIT_TICKS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
+
+
+def _logit_axis(ax, axis, values) -> None:
+    """Logit scale over the data (padded), ticks labelled as percentages and spaced so that
+    their labels do not overlap (the logit scale squeezes the middle of the range)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("logit")
-    axis.set_major_locator(FixedLocator(LOGIT_TICKS))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    lo, hi = metrics.logit(min(values)), metrics.logit(max(values))
+    pad = max(0.1 * (hi - lo), 1.0)
+    lo, hi = lo - pad, hi + pad
+    (ax.set_xlim if axis is ax.xaxis else ax.set_ylim)(metrics.sigmoid(lo), metrics.sigmoid(hi))
+    ticks, last = [], -np.inf
+    for t in LOGIT_TICKS:
+        if lo <= metrics.logit(t) <= hi and metrics.logit(t) - last >= (hi - lo) / 10:
+            ticks.append(t)
+            last = metrics.logit(t)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g} %"))
+    axis.set_minor_locator(NullLocator())
 
 
 def _legend_runs(ax, group, colors, markers):
@@ -232,6 +271,7 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
                 )
     for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
         _budget_axis(ax)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_xlabel("data budget: number of training samples (log scale)")
         ax.set_ylabel(title)
         ax.set_title(f"{title} vs data budget")

@@ -1,10 +1,16 @@
 """The builder end to end: every source kind, budgets, bad input, resume, determinism, the CLI."""
 
+import collections
 import csv
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -171,7 +177,6 @@ def test_resume_rewrites_only_unfinished_shards(raw, tmp_path):
 
 
 def test_mixture_of_all_source_kinds(raw, tmp_path):
-    pytest.importorskip("janus.data.matching", reason="MATCHING's module not there yet")
     out = tmp_path / "mix"
     sources = [
         _folder(raw),
@@ -247,7 +252,9 @@ def test_cli(raw, tmp_path, capsys):
     info = records.read_info(out)
     assert info["splits"] == {"train": 9}
     assert info["build"]["train"]["command"].startswith("python -m janus.data.build --out")
-    assert "skipped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped" in err
+    assert "[build] verifying images: " in err and "[build] writing train: 9/9" in err
     # spec file + a val split into the same directory
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"sources": [_folder(raw)], "label_set": "mini10", "budget": 3}))
@@ -269,5 +276,144 @@ def test_cli_errors(raw, tmp_path, capsys):
     assert build.main([*base, "--source", man]) == 2
     err = capsys.readouterr().err
     assert "missing column(s) ['blip']" in err and "meta.csv" in err and "'filepath'" in err
+    assert build.main([*base, "--source", "kind=zip,name=z,path=x"]) == 2
+    assert "source kind 'zip' unknown" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build.main(base)
+    with pytest.raises(SystemExit):
+        build.main([*base, "--source", src, "--source-counts", "in=many"])
+    assert "expected name=value,name=value with int values" in capsys.readouterr().err
+
+
+def _write_tar(path, captions):
+    with tarfile.open(path, "w") as tf:
+        for j, cap in enumerate(captions):
+            for name, data in ((f"{j:04d}.jpg", _img(800 + j)), (f"{j:04d}.txt", cap.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+
+
+def test_cli_matching_compat_changes_labels(tmp_path):
+    # "tiger shark" (3) is the longest n-gram; the original code tries "tiger" (292) first.
+    _write_tar(tmp_path / "sharks.tar", ["a tiger shark near the reef", "two tiger sharks"])
+    labels = {}
+    for flags in ([], ["--matching-compat"]):
+        out = tmp_path / f"out{len(flags)}"
+        src = f"kind=webdataset,name=web,path={tmp_path / 'sharks.tar'}"
+        assert build.main(["--out", str(out), "--quiet", "--source", src, *flags]) == 0
+        labels[bool(flags)] = {m["key"]: m["labels"] for m in records.read_manifest(out)}
+        assert records.read_info(out)["build"]["train"]["config"]["matching_compat"] is bool(flags)
+    assert labels[False] == {"web/0000": [3], "web/0001": [3]}
+    assert labels[True] == {"web/0000": [292], "web/0001": [292]}
+
+
+@pytest.mark.parametrize(
+    "budget_flags, per_source",
+    [
+        (["--source-counts", "in=6,man=3"], {"in": 6, "man": 3}),
+        (["--source-weights", "in=2,man=1"], {"in": 6, "man": 3}),
+        (["--source-counts", "in=6,man=3", "--class-balanced"], {"in": 6, "man": 3}),
+    ],
+)
+def test_cli_mixture_budgets_and_manifest(raw, tmp_path, budget_flags, per_source):
+    out = tmp_path / "mix"
+    argv = [
+        "--out",
+        str(out),
+        "--label-set",
+        "mini10",
+        "--budget",
+        "9",
+        "--seed",
+        "4",
+        "--quiet",
+        "--source",
+        f"kind=folder,name=in,path={raw / 'folder'}",
+        "--source",
+        f"kind=manifest,name=man,path={raw / 'man' / 'meta.csv'},label_cols=idx",
+        *budget_flags,
+    ]
+    assert build.main(argv) == 0
+    rows = list(records.read_manifest(out))
+    assert dict(sorted(collections.Counter(r["source"] for r in rows).items())) == per_source
+    if "--class-balanced" in budget_flags:  # per source: in 2+2+2, man 1+1+1
+        assert collections.Counter(r["labels"][0] for r in rows) == dict.fromkeys(CLASSES, 3)
+    # the manifest says how the split was built: keys (rows), counts, seed, label set, command
+    (built,) = records.read_manifest_builds(out).values()
+    assert built["split"] == "train" and built["seed"] == 4 and built["label_set"] == "mini10"
+    assert built["command"] == "python -m janus.data.build " + " ".join(argv)
+    assert built["per_source"] == per_source and sum(built["per_class"].values()) == 9
+    assert built["per_class"] == dict(collections.Counter(str(r["labels"][0]) for r in rows))
+    assert len({r["key"] for r in rows}) == 9 == built["n"]
+
+
+def _feed_fifo(path, data):
+    with open(path, "wb") as f:  # blocks until the builder opens the pipe to read
+        f.write(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_cli_build_resumes(tmp_path, sig):
+    """Ctrl-C or kill mid-write, then the same command: finished shards kept, result exact.
+
+    One image is a named pipe: it is fed once (for verification), so writing its shard blocks
+    while the other shards finish; that is the moment the build is interrupted.
+    """
+    images = tmp_path / "a" / "imgs"
+    images.mkdir(parents=True)
+    data = {f"{j}.jpg": _img(300 + j) for j in range(12)}
+    for name, img in data.items():
+        (images / name).write_bytes(img)
+    blocked = images / "0.jpg"
+    blocked.unlink()
+    os.mkfifo(blocked)
+    with open(tmp_path / "a" / "meta.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["filepath", "title", "idx"])
+        for j, name in enumerate(data):
+            w.writerow([f"imgs/{name}", f"picture {name}", CLASSES[j % 3]])
+    out = tmp_path / "out"
+    src = f"kind=manifest,name=man,path={tmp_path / 'a' / 'meta.csv'},label_cols=idx"
+    cmd = [sys.executable, "-m", "janus.data.build", "--out", str(out), "--label-set", "mini10"]
+    cmd += ["--num-shards", "4", "--workers", "2", "--source", src]
+    feeder = threading.Thread(target=_feed_fifo, args=(blocked, data["0.jpg"]), daemon=True)
+    feeder.start()
+    # a new session, so the signal reaches the workers too, as Ctrl-C in a terminal does
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while len(list(out.glob("*.done"))) < 3:
+            assert proc.poll() is None and time.time() < deadline, "build ended or stalled early"
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=30)  # never a hang
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    if sig == signal.SIGINT:
+        assert "rerun the same command to resume" in err
+        assert not list(out.glob("*.partial"))
+    assert len(list(out.glob("*.done"))) == 3 and not (out / "info.json").exists()
+
+    blocked.unlink()
+    blocked.write_bytes(data["0.jpg"])
+    resumed = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, timeout=60, check=True)
+    assert "kept 3 finished shard(s), writing 1" in resumed.stderr
+    assert not list(out.glob("*.partial"))
+    # the same as an uninterrupted build
+    ref = tmp_path / "ref"
+    ref_cmd = [*cmd[3:], "--quiet", "--workers", "1"]  # the last --workers wins
+    ref_cmd[1] = str(ref)
+    assert build.main(ref_cmd) == 0
+    resumed_files, ref_files = _bytes_of(out), _bytes_of(ref)
+    info_out, info_ref = resumed_files.pop("info.json"), ref_files.pop("info.json")
+    resumed_files.pop("manifest.jsonl.gz"), ref_files.pop("manifest.jsonl.gz")
+    assert resumed_files == ref_files
+    assert list(records.read_manifest(out)) == list(records.read_manifest(ref))
+    assert (
+        json.loads(info_out)["build"]["train"]["per_class"]
+        == json.loads(info_ref)["build"]["train"]["per_class"]
+    )

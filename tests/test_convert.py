@@ -18,7 +18,7 @@ open_clip = pytest.importorskip("open_clip", reason="needs open_clip_torch (torc
 
 from janus.convert import KeyMismatchError, convert_file, convert_state_dict  # noqa: E402
 from janus.convert.__main__ import main as convert_main  # noqa: E402
-from janus.convert.assemble import build_checked  # noqa: E402
+from janus.convert.assemble import at_resolution, build_checked  # noqa: E402
 from janus.convert.loading import load_state_dict  # noqa: E402
 from janus.models import create_model  # noqa: E402
 from janus.models import registry as model_registry  # noqa: E402
@@ -91,16 +91,40 @@ def test_counts_timm():
         assert janus_count(name, "ce") == ref, name
 
 
-@pytest.mark.slow
-def test_counts_open_clip():
-    for oc_name, name in [("RN50", "clip_rn50"), ("ViT-B-32", "clip_vit_b32")]:
-        ref = open_clip.create_model(oc_name, pretrained=None)
-        tower = model_registry.build_tower(name)
-        v = jax.eval_shape(
-            lambda tower=tower: tower.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
-        )
-        assert n_params(v["params"]) == torch_count(ref.visual), oc_name
-        assert janus_count(name, "infonce") == torch_count(ref), oc_name
+def meta_open_clip(oc_name):
+    """An open_clip model with shapes only (no memory, no init time)."""
+    with torch.device("meta"):
+        return open_clip.create_model(oc_name, pretrained=None, device="meta")
+
+
+def zero_state_dict(module) -> dict:
+    """Zero-stride arrays of the module's shapes: a full-size state dict without the memory."""
+    zero = np.zeros((), np.float32)
+    return {k: np.broadcast_to(zero, tuple(v.shape)) for k, v in module.state_dict().items()}
+
+
+OPEN_CLIP_LAYOUTS = [
+    ("RN50", "clip_rn50", 224),
+    ("RN101", "clip_rn101", 224),
+    ("RN50x4", "clip_rn50x4", 288),
+    ("ViT-B-32", "clip_vit_b32", 224),
+    ("ViT-B-16", "clip_vit_b16", 224),
+]
+
+
+@pytest.mark.parametrize("oc_name,name,size", OPEN_CLIP_LAYOUTS)
+def test_counts_and_layout_open_clip(oc_name, name, size):
+    """Registry widths equal open_clip's configs: parameter counts (tower and whole CLIP) and the
+    full-size state dict converting onto the registry model with every key used."""
+    ref = meta_open_clip(oc_name)
+    tower = model_registry.build_tower(name)
+    x = jnp.zeros((1, size, size, 3))
+    v = jax.eval_shape(lambda: tower.init(jax.random.key(0), x))
+    assert n_params(v["params"]) == torch_count(ref.visual), oc_name
+    assert janus_count(name, "infonce", size) == torch_count(ref), oc_name
+    converted = convert_state_dict("open_clip", zero_state_dict(ref))
+    assert (converted.name, converted.tower_kwargs, converted.image_size) == (name, {}, size)
+    build_checked(converted)  # every leaf's shape checked against create_model's
 
 
 # --- parity
@@ -254,6 +278,52 @@ def test_key_mismatch_lists_keys():
 
 
 @pytest.mark.slow
+def test_parity_open_clip_vit_b16_layout():
+    """open_clip's ViT-B/16 image tower (12 blocks of 768, 16 px patches; at 64 px to stay fast)
+    with a small text tower converts to the clip_vit_b16 registry tower, scanned, and matches."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(0)
+    vcfg = CLIPVisionCfg(layers=12, width=768, patch_size=16, image_size=64)
+    tcfg = CLIPTextCfg(context_length=77, vocab_size=1000, width=64, heads=1, layers=1)
+    ref = CLIP(512, vcfg, tcfg, quick_gelu=True).eval()
+    x, xj = images()
+    tok = tokens()
+    converted = convert_state_dict("open_clip", state_dict(ref), scan_layers=True)
+    assert converted.name == "clip_vit_b16" and converted.tower_kwargs == {"scan_layers": True}
+    with torch.no_grad():
+        img, txt, _ = ref(x, torch.from_numpy(tok))
+    model, variables = build_checked(converted)
+    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
+        variables, xj, jnp.asarray(tok)
+    )
+    assert_close(out["image_emb"], img.numpy())
+    assert_close(out["text_emb"], txt.numpy())
+
+
+def test_convert_at_another_resolution_matches_timm_resampling():
+    """--image-size: position embeddings interpolated like timm's resample_abs_pos_embed."""
+    from timm.layers import resample_abs_pos_embed
+
+    kw = dict(pretrained=False, depth=1, num_classes=10)
+    ref32 = timm.create_model("vit_tiny_patch16_224", img_size=32, **kw).eval()
+    ref64 = timm.create_model("vit_tiny_patch16_224", img_size=64, **kw).eval()
+    sd = ref32.state_dict()
+    sd["pos_embed"] = resample_abs_pos_embed(
+        sd["pos_embed"], (4, 4), num_prefix_tokens=1, interpolation="bilinear", antialias=False
+    )
+    ref64.load_state_dict(sd)
+    converted = convert_state_dict("timm", state_dict(ref32), num_heads=3)
+    assert converted.image_size == 32
+    converted = at_resolution(converted, 64)
+    assert converted.image_size == 64
+    x, xj = images(size=64)
+    with torch.no_grad():
+        want = ref64(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+@pytest.mark.slow
 def test_cli_checkpoint_round_trip(tmp_path):
     from safetensors.torch import save_file
 
@@ -262,8 +332,10 @@ def test_cli_checkpoint_round_trip(tmp_path):
     ref = small_open_clip("resnet")
     weights = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(weights))
-    assert convert_main(["open_clip", str(weights), "--workdir", str(tmp_path / "run")]) == 0
+    run = str(tmp_path / "run")
+    assert convert_main(["open_clip", str(weights), "--workdir", run, "--image-size", "96"]) == 0
     config, variables, step = load_for_inference(tmp_path / "run")
+    assert config["input"]["resolution"] == 96
     assert step == 0 and config["loss"] == "infonce" and config["label_set"] == "in1000"
     assert config["model"]["name"] == "clip_rn_tiny" and config["model"]["dtype"] == "float32"
     assert config["model"]["text"]["vocab_size"] == 1000
@@ -271,9 +343,18 @@ def test_cli_checkpoint_round_trip(tmp_path):
     model = create_model(
         m.pop("name"), config["loss"], dtype=m.pop("dtype"), text=m.pop("text"), **m
     )
-    x, xj = images()
+    # The reference at 96 px: its attention-pool position embedding (2x2 grid + mean token)
+    # resized to 3x3 with torch's bilinear interpolation.
+    pos = ref.visual.attnpool.positional_embedding.data
+    grid = pos[1:].reshape(1, 2, 2, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(3, 3), mode="bilinear", align_corners=False)
+    resized = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(9, -1)])
+    ref.visual.attnpool.positional_embedding = torch.nn.Parameter(resized)
+    x, xj = images(size=96)
     tok = tokens()
-    out = model.apply(variables, xj, jnp.asarray(tok), train=False)
+    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
+        variables, xj, jnp.asarray(tok)
+    )
     with torch.no_grad():
         img, txt, _ = ref(x, torch.from_numpy(tok))
     assert_close(out["image_emb"], img.numpy())

@@ -46,14 +46,6 @@ META_GROUPS = {
 }
 
 
-def _num(x):
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
-
-
 @pytest.mark.parametrize("group", sorted(META_GROUPS))
 def test_metrics_reproduce_meta_analysis(group):
     rows = _meta_rows()
@@ -62,7 +54,7 @@ def test_metrics_reproduce_meta_analysis(group):
     assert all(c in header for c in cols), [c for c in cols if c not in header]
     checked, inconsistent = 0, []
     for row in rows:
-        vals = [_num(row[c]) for c in cols]
+        vals = [metrics.float_or_none(row[c]) for c in cols]
         if any(v is None for v in vals):
             continue
         val, v2, s, r, a, avg, ratio = vals

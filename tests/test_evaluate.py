@@ -16,7 +16,7 @@ from PIL import Image
 
 from janus.checkpoint import save_for_inference
 from janus.data import labelsets, records
-from janus.evaluate import runner, sets
+from janus.evaluate import results, runner, sets, watch
 from janus.evaluate.__main__ import main as evaluate_main
 from janus.models import create_model, init_variables
 
@@ -145,13 +145,13 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     expected = np.mean([p in e["label"].tolist() for p, e in zip(pred, exs)])
     # (one near-tie may flip between batched/sharded and single-call float sums)
     assert result["sets"]["val"]["top1"] == pytest.approx(expected, abs=1.5 / 30)
-    runner.write_result(str(wd), result)
+    results.write_result(str(wd), result)
     probe_opts = runner.EvalOptions(
         sets=("val",), classifier="linear_probe", batch_size=16, probe_per_class=2, probe_C=1.0
     )
     probe = runner.Evaluator(probe_opts).evaluate_step(str(wd), 3)
     assert probe["classifier"] == "linear_probe" and probe["sets"]["val"]["n"] == 30
-    path = runner.write_result(str(wd), probe)
+    path = results.write_result(str(wd), probe)
     assert os.path.basename(path) == "3_linear_probe.json" and (wd / "eval" / "3.json").exists()
     rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
     assert sorted(r["classifier"] for r in rows) == ["linear_probe", "zeroshot"]
@@ -180,27 +180,33 @@ def _write_folder_sets(root, rng):
         (d / "x.png").write_bytes(_png(rng))
 
 
-def _write_fake_tfds(data_dir, rng):
-    """imagenet_r in tfds' TFRecord layout (no TensorFlow): 2 images inside in100 ∩ R, 1 outside."""
+def _tf_example(rng, label_key="label", labels=()):
+    """A serialized tf.train.Example as tfds stores image datasets (no TensorFlow)."""
     from tensorflow_datasets.proto import tf_example_generated_pb2 as pb2
 
-    d = data_dir / "imagenet_r" / "0.1.0"
+    ex = pb2.Example()
+    ex.features.feature["image"].bytes_list.value.append(_png(rng))
+    ex.features.feature[label_key].int64_list.value.extend(labels)
+    return ex.SerializeToString()
+
+
+def _write_tfds_tfrecord(data_dir, dataset, split, examples, version="1.0.0"):
+    d = data_dir / dataset / version
     d.mkdir(parents=True)
-    (d / "dataset_info.json").write_text(json.dumps({"name": "imagenet_r", "version": "0.1.0"}))
+    name = dataset.split("/")[0]
+    with open(d / f"{name}-{split}.tfrecord-00000-of-00001", "wb") as f:
+        for ex in examples:
+            f.write(records.frame_record(ex))
+
+
+def _write_fake_tfds(data_dir, rng):
+    """imagenet_r as TFRecord shards: 2 images inside in100 ∩ R, 1 outside; imagenet_a prepared
+    with file_format="array_record": 1 image inside in100 ∩ A, 1 outside."""
     in100 = set(labelsets.resolve_label_set("in100").tolist())
     r_cls = labelsets.shift_set_classes("r").tolist()
     labels = [c for c in r_cls if c in in100][:2] + [next(c for c in r_cls if c not in in100)]
-
-    def example(lab):
-        ex = pb2.Example()
-        ex.features.feature["image"].bytes_list.value.append(_png(rng))
-        ex.features.feature["label"].int64_list.value.append(lab)
-        return ex.SerializeToString()
-
-    with open(d / "imagenet_r-test.tfrecord-00000-of-00001", "wb") as f:
-        for lab in labels:
-            f.write(records.frame_record(example(lab)))
-    # imagenet_a prepared with file_format="array_record": 1 image inside in100 ∩ A, 1 outside.
+    r_examples = [_tf_example(rng, labels=[lab]) for lab in labels]
+    _write_tfds_tfrecord(data_dir, "imagenet_r", "test", r_examples, version="0.1.0")
     from array_record.python.array_record_module import ArrayRecordWriter
 
     d = data_dir / "imagenet_a" / "0.1.0"
@@ -208,8 +214,74 @@ def _write_fake_tfds(data_dir, rng):
     a_cls = labelsets.shift_set_classes("a").tolist()
     w = ArrayRecordWriter(str(d / "imagenet_a-test.array_record-00000-of-00001"), "group_size:1")
     for lab in [c for c in a_cls if c in in100][:1] + [next(c for c in a_cls if c not in in100)]:
-        w.write(example(lab))
+        w.write(_tf_example(rng, labels=[lab]))
     w.close()
+
+
+def _write_real_folder(root, rng, in100):
+    """ImageNet-ReaL as distributed: real.json + val images. Image 1 has an in100 ReaL label (and
+    one outside), image 2 no ReaL label, image 3 only a label outside in100."""
+    outside = next(i for i in range(1000) if i not in in100)
+    root.mkdir(parents=True)
+    (root / "real.json").write_text(json.dumps([[outside, in100[5]], [], [outside]]))
+    for i in (1, 2, 3):
+        (root / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(_png(rng))
+    (root / "README.txt").write_text("not an image")
+
+
+def test_v2_variants_and_real_readers(tmp_path):
+    """tfds ImageNet-V2 variant selection, ReaL from tfds (real_label) and from real.json."""
+    rng = np.random.default_rng(1)
+    data = tmp_path / "tfds"
+    v2 = [_tf_example(rng, labels=[c]) for c in (1, 2, 3)]
+    _write_tfds_tfrecord(data, "imagenet_v2/threshold-0.7", "test", v2, version="3.0.0")
+    with pytest.raises(sets.SetNotFound, match="imagenet_v2/matched-frequency"):
+        sets.open_set("v2", f"tfds:{data}")  # the default variant is not there: named
+    es = sets.open_set("v2", f"tfds:{data}", v2_variant="threshold-0.7")
+    assert len(es) == 3 and es.where.endswith("imagenet_v2/threshold-0.7")
+    with pytest.raises(ValueError, match="v2 variant"):
+        sets.open_set("v2", f"tfds:{data}", v2_variant="nope")
+    # ReaL in tfds: the multi-label `real_label` feature, not the original label.
+    real = [_tf_example(rng, "real_label", labels) for labels in ([4, 9], [], [7])]
+    _write_tfds_tfrecord(data, "imagenet2012_real", "validation", real)
+    es = sets.open_set("real", f"tfds:{data}")
+    assert [es.groups[g] for g in es.item_groups] == [[4, 9], [], [7]]
+    kept, targets = sets.filter_to_classes(es, [4, 7, 9])
+    assert len(kept) == 2 and kept.skipped["no label"] == 1
+    assert targets[kept.item_groups].astype(int).tolist() == [[1, 0, 1], [0, 1, 0]]
+    # ReaL from its distribution: real.json beside the val images (class folders would be wrong).
+    in100 = labelsets.resolve_label_set("in100").tolist()
+    _write_real_folder(tmp_path / "real", rng, in100)
+    es = sets.open_set("real", f"folder:{tmp_path / 'real'}")
+    outside = next(i for i in range(1000) if i not in in100)
+    got = [es.groups[g] for g in es.item_groups]
+    assert got == [sorted([outside, in100[5]]), [], [outside]]
+    with pytest.raises(sets.SetNotFound, match="real.json"):
+        sets.open_set("real", f"folder:{tmp_path / 'tfds'}")
+
+
+def test_objectnet_multi_class_folder_counts_any_match(tmp_path):
+    """An ObjectNet folder mapped to several ImageNet classes: a prediction of any counts."""
+    from janus.evaluate import classifiers, restrict
+
+    onet = labelsets.objectnet_folder_map()
+    folder, targets_1000 = next((f, idx) for f, idx in onet.items() if len(idx) > 1)
+    d = tmp_path / "objectnet-1.0" / "images" / folder
+    d.mkdir(parents=True)
+    (d / "1.png").write_bytes(_png(np.random.default_rng(2)))
+    es = sets.open_set("objectnet", str(tmp_path / "objectnet-1.0"))
+    assert es.groups == [sorted(targets_1000)]
+    classes = restrict.eval_classes(np.arange(1000), labelsets.shift_set_classes("objectnet"))
+    assert len(classes) == 125
+    es, targets = sets.filter_to_classes(es, classes)
+    head = classifiers.SubsetHead(classes)
+    for c in targets_1000:  # the second (and any) mapped class is a hit, another class is not
+        logits = np.zeros((1, 1000), np.float32)
+        logits[0, c] = 1.0
+        assert classifiers.topk_counts(head(logits), targets[es.item_groups])[1] == 1
+    logits = np.zeros((1, 1000), np.float32)
+    logits[0, next(c for c in classes if c not in targets_1000)] = 1.0
+    assert classifiers.topk_counts(head(logits), targets[es.item_groups])[1] == 0
 
 
 @pytest.mark.slow
@@ -217,6 +289,7 @@ def test_folder_layout_and_tfds_dir_in100(tmp_path):
     rng = np.random.default_rng(0)
     _write_folder_sets(tmp_path / "sets", rng)
     _write_fake_tfds(tmp_path / "tfds", rng)
+    _write_real_folder(tmp_path / "real", rng, labelsets.resolve_label_set("in100").tolist())
     wd = tmp_path / "run"
     _save(wd, 1, _config("ce", "resnet_tiny", tmp_path / "no_train_data", label_set="in100"))
     s = tmp_path / "sets"
@@ -226,8 +299,9 @@ def test_folder_layout_and_tfds_dir_in100(tmp_path):
         "--batch_size",
         "8",
         "--sets",
-        "val,v2,sketch,r,a,objectnet",
+        "val,v2,sketch,r,a,objectnet,real",
         f"--data.val=folder:{s / 'val'}",
+        f"--data.real=folder:{tmp_path / 'real'}",
         f"--data.v2={s / 'v2'}",
         f"--data.objectnet=folder:{s / 'objectnet-1.0'}",
         f"--data.r=tfds:{tmp_path / 'tfds'}",
@@ -243,7 +317,10 @@ def test_folder_layout_and_tfds_dir_in100(tmp_path):
         "r": (2, 36),
         "a": (1, 37),
         "objectnet": (2, 14),
+        "real": (1, 100),
     }
+    assert result["v2_variant"] == "matched-frequency"
+    assert result["skipped"]["real"] == {"no label": 1, "label outside the class set": 1}
     assert result["suite"] == "imagenet" and result["metrics"]["avg_robustness"] is None
     assert any("sketch" in n and "not found" in n for n in result["notes"])
     assert result["extra_sets"]["val_on_objectnet_classes"]["classes"] == 14
@@ -276,14 +353,15 @@ def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
         for step in (2, 3):
             time.sleep(0.3)
             _save(wd, step, config, seed=step)
-        (wd / runner.DONE_MARKER).write_text("")
+        (wd / watch.DONE_MARKER).write_text("")
 
     opts = runner.EvalOptions(sets=("val",), batch_size=16, max_examples=8)
     thread = threading.Thread(target=trainer)
     thread.start()
     seen = []
-    done = runner.watch(
-        runner.Evaluator(opts),
+    ev = runner.Evaluator(opts)
+    done = watch.watch(
+        ev,
         str(wd),
         timeout=60,
         poll=0.2,
@@ -294,6 +372,18 @@ def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
     assert sorted(p.name for p in (wd / "eval").glob("*.json")) == ["1.json", "2.json", "3.json"]
     rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
     assert [r["step"] for r in rows] == ["1", "2", "3"]
+    # The CSV header is the fixed schema, whichever sets were evaluated.
+    with open(wd / "eval" / "results.csv") as f:
+        assert next(csv.reader(f)) == list(results.CSV_COLUMNS)
+    # Inference compiled once for three checkpoints (same model, same padded batch shape).
+    (emb,) = ev._embedders.values()
+    assert len(emb.compiled_shapes) == 1 and emb._fn._cache_size() == 1
+    # Watching a finished run returns at once: its final step (config total_steps) has a result.
+    (wd / watch.DONE_MARKER).unlink()
+    (wd / "config.json").write_text(json.dumps({"total_steps": 3}))
+    t0 = time.time()
+    assert watch.watch(ev, str(wd), timeout=60, poll=0.2) == []
+    assert time.time() - t0 < 5
 
 
 def test_sum_over_processes_is_exact_single_process():
@@ -326,9 +416,15 @@ import jax
 jax.config.update("jax_num_cpu_devices", 2)
 port, pid, wd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
-from janus.evaluate import runner
-r = runner.Evaluator(runner.EvalOptions(sets=("val",), batch_size=8)).evaluate_step(wd, 7)
-print("RESULT", json.dumps(r["sets"]))
+assert jax.process_count() == 2 and len(jax.local_devices()) == 2, jax.devices()
+from janus.evaluate import runner, watch
+ev = runner.Evaluator(runner.EvalOptions(sets=("val",), batch_size=8))
+seen = []
+if pid == 1:  # checkpoint 7 is not (yet) in process 1's listing: process 0's view must decide
+    import janus.checkpoint
+    janus.checkpoint.list_complete_steps = lambda workdir: []
+watch.watch(ev, wd, timeout=30, poll=0.1, final_step=7, on_result=seen.append)
+print("RESULT", json.dumps(seen[0]["sets"] if seen else None))
 """
 
 
@@ -365,3 +461,4 @@ def test_two_processes_combine_counts_exactly(mini, tmp_path):
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
         # Each process evaluated its half; the summed counts equal the one-process result.
         assert json.loads(line[len("RESULT ") :]) == single["sets"]
+    assert json.loads((wd / "eval" / "7.json").read_text())["sets"] == single["sets"]

@@ -50,6 +50,16 @@ def test_unknown_label_set_lists_names():
     assert "in101" in str(e.value)
 
 
+def test_label_set_given_as_indices_or_mask():
+    assert labelsets.resolve_label_set([7, 3]).tolist() == [3, 7]
+    mask = labelsets.class_mask([3, 7])
+    assert labelsets.resolve_label_set(mask).tolist() == [3, 7]
+    with pytest.raises(ValueError, match="outside"):
+        labelsets.resolve_label_set([3, 1000])
+    with pytest.raises(ValueError, match="shape"):
+        labelsets.resolve_label_set(mask[:10])
+
+
 def test_class_mask():
     m = labelsets.class_mask([0, 5, 999])
     assert m.dtype == bool and m.shape == (1000,) and m.sum() == 3 and m[5] and not m[4]

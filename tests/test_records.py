@@ -174,7 +174,33 @@ def test_info_and_manifest(tmp_path):
     records.write_info(tmp_path, {"name": "x", "splits": {"train": 2}})
     assert records.read_info(tmp_path)["splits"] == {"train": 2}
     rows = [{"key": "a", "labels": [1]}, {"key": "b", "labels": []}]
-    records.write_manifest(tmp_path, rows)
+    builds = {"train": {"seed": 3, "command": "python -m janus.data.build ...", "n": 2}}
+    records.write_manifest(tmp_path, rows, builds)
     assert list(records.read_manifest(tmp_path)) == rows
+    assert records.read_manifest_builds(tmp_path) == {
+        "train": {"split": "train", **builds["train"]}
+    }
+    header = (tmp_path / records.MANIFEST_FILE).read_bytes()[:10]
+    assert header[3] & 0x08 == 0  # no file name in the gzip header: same bytes from any process
     with pytest.raises(FileNotFoundError, match="records directory"):
         records.read_info(tmp_path / "nope")
+
+
+def test_a_third_party_tfrecord_reader_reads_our_shards(tmp_path):
+    from grain.experimental import TFRecordIterDataset
+
+    p = tmp_path / records.shard_name("train", 0, 1)
+    _write(p, 4)
+    keys = [records.decode_example(x)["key"] for x in TFRecordIterDataset(str(p))]
+    assert keys == [f"src/{i:04d}" for i in range(4)]
+
+
+def test_shard_cut_inside_a_middle_record_without_index(tmp_path):
+    p = tmp_path / records.shard_name("train", 0, 1)
+    offs = _write(p, 4)
+    p.write_bytes(p.read_bytes()[: offs[1] + 15])  # record 1's header survives, its payload not
+    os.remove(str(p) + ".index")
+    with pytest.raises(records.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
+        records.RecordsDataSource(tmp_path)
+    with pytest.raises(records.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
+        list(records.iter_tfrecord(p))

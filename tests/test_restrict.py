@@ -76,3 +76,24 @@ def test_fast_topk_counts_match_reference(num_classes):
     assert got == {1: int(ref[1].sum()), 5: int(ref[5].sum())}
     if num_classes < 5:
         assert got[5] == 50  # k is capped at the class count
+
+
+def test_ce_head_on_r_a_objectnet_uses_the_intersection():
+    """On ImageNet-R the CE head ranks only label set ∩ R: a label-set class outside R that has
+    the top logit can never be predicted there (it still can on val)."""
+    labelsets = pytest.importorskip(
+        "janus.data.labelsets", reason="RECORDS' labelsets not there yet"
+    )
+    from janus.evaluate.classifiers import SubsetHead, topk_counts
+
+    in100 = labelsets.resolve_label_set("in100")
+    for name in ("r", "a", "objectnet"):
+        classes = restrict.eval_classes(in100, labelsets.shift_set_classes(name))
+        not_in_set = next(int(c) for c in in100 if c not in classes)
+        target = int(classes[0])
+        logits = np.zeros((1, 1000), np.float32)
+        logits[0, not_in_set], logits[0, target] = 10.0, 1.0
+        targets, _ = restrict.target_table([[target]], classes)
+        assert topk_counts(SubsetHead(classes)(logits), targets)[1] == 1, name
+        val_targets, _ = restrict.target_table([[target]], in100)
+        assert topk_counts(SubsetHead(in100)(logits), val_targets)[1] == 0, name

@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from janus import losses, sharding
-from janus.models import CLIP, Classifier, TextTransformer, init_variables
+from janus.models import CLIP, Classifier, TextTransformer, create_model, init_variables
 
 TINY_TEXT = dict(width=32, layers=1, heads=2, context_length=8, vocab_size=64, output_dim=16)
 
@@ -236,23 +236,42 @@ def test_ce_with_batchnorm_trains_identically_on_1_and_8_devices():
     assert any(not np.allclose(a, b) for a, b in zip(bs0, bs1))
 
 
+def _clip_batches(n, size, seed):
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(n):
+        tokens = rng.integers(1, 62, size=(16, 8)).astype(np.int32)
+        tokens[:, 5] = 63  # EOT: the highest id
+        batches.append(
+            {"image": rng.normal(size=(16, size, size, 3)).astype(np.float32), "tokens": tokens}
+        )
+    return batches
+
+
 @pytest.mark.slow
 def test_clip_trains_identically_on_1_and_8_devices():
     model = CLIP(image_tower=TinyBNTower(), text_tower=TextTransformer(**TINY_TEXT), embed_dim=16)
     variables = init_variables(model, jax.random.key(1), 16, context_length=8)
-    rng = np.random.default_rng(1)
-    batches = []
-    for _ in range(2):
-        tokens = rng.integers(1, 62, size=(16, 8)).astype(np.int32)
-        tokens[:, 5] = 63  # EOT: the highest id
-        batches.append(
-            {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32), "tokens": tokens}
-        )
+    batches = _clip_batches(2, 16, seed=1)
     # eps well above the gradient noise: Adam's first step is ~sign(g), and float-reduction-order
     # noise on a ~0 gradient would otherwise flip it between meshes.
     tx = optax.adamw(1e-3, eps=1e-3, weight_decay=0.1)
     runs = _runs(model, variables, tx, "infonce", batches)
     assert runs["dp2_fsdp4"][2] > 0
     assert runs["1dev"][1][1] != runs["1dev"][1][0]  # it trained
+    _check_same(runs["1dev"], runs["dp8"])
+    _check_same(runs["1dev"], runs["dp2_fsdp4"])
+
+
+@pytest.mark.slow
+def test_real_tiny_clip_resnet_trains_identically_on_1_and_8_devices():
+    """The registry's clip_rn_tiny (BatchNorm, anti-aliased pooling, attention pool) with a real
+    text tower: 1 device == 8 data-parallel devices == 2x4 data x FSDP, for the same batches."""
+    text = {k: v for k, v in TINY_TEXT.items() if k != "output_dim"}
+    model = create_model("clip_rn_tiny", "infonce", text=text)
+    variables = init_variables(model, jax.random.key(2), 32, context_length=8)
+    tx = optax.adamw(1e-3, eps=1e-3, weight_decay=0.1)
+    runs = _runs(model, variables, tx, "infonce", _clip_batches(2, 32, seed=2))
+    assert runs["dp2_fsdp4"][2] > 0
     _check_same(runs["1dev"], runs["dp8"])
     _check_same(runs["1dev"], runs["dp2_fsdp4"])

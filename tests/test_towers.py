@@ -4,6 +4,8 @@ Exact parameter counts against the PyTorch references and numerical parity live 
 (they need torch). Everything here runs on tiny variants at 32-64 px.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from janus.models import clip_resnet, layers, resnet, vit
+from janus.models import clip_resnet, layers, posemb, resnet, vit
 
 FACTORIES = {**resnet.TOWER_FACTORIES, **clip_resnet.TOWER_FACTORIES, **vit.TOWER_FACTORIES}
 REQUIRED = (
@@ -124,7 +126,11 @@ def test_batchnorm_uses_global_batch_under_sharding():
 
 @pytest.mark.parametrize(
     "block,last",
-    [(resnet.BasicBlock, "bn2"), (resnet.Bottleneck, "bn3"), (clip_resnet.ClipBottleneck, "bn3")],
+    [
+        (resnet.BasicBlock, "bn2"),
+        (resnet.Bottleneck, "bn3"),
+        (functools.partial(resnet.Bottleneck, anti_alias=True, stride=2), "bn3"),  # CLIP's
+    ],
 )
 def test_zero_init_last_bn(block, last):
     x = jnp.ones((1, 4, 4, 8))
@@ -239,3 +245,35 @@ def test_resnet_padding_matches_torch_geometry():
     inter = state["intermediates"]
     shapes = [inter[f"layer{s}_0"]["__call__"][0].shape[1] for s in (1, 2, 3, 4)]
     assert shapes == [16, 8, 4, 2]
+
+
+def test_resize_posemb():
+    rng = np.random.default_rng(0)
+    pe = rng.normal(size=(1 + 4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(posemb.resize_posemb(pe, 2, 1), pe)
+    up = posemb.resize_posemb(pe, 4, 1)
+    assert up.shape == (17, 8)
+    np.testing.assert_array_equal(up[0], pe[0])  # the class token row is kept
+    # A constant field stays constant, and a grid's mean is kept (bilinear, half-pixel centres).
+    const = np.ones((9, 3), np.float32)
+    np.testing.assert_allclose(posemb.resize_posemb(const, 5, 0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(up[1:].mean(0), pe[1:].mean(0), rtol=1e-5, atol=1e-6)
+    assert posemb.split_prefix(65) == (1, 8) and posemb.split_prefix(64) == (0, 8)
+    with pytest.raises(ValueError, match="square grid"):
+        posemb.split_prefix(7)
+    with pytest.raises(ValueError, match="unknown resize method"):
+        posemb.resize_posemb(pe, 4, 1, method="nearest")
+
+
+@pytest.mark.parametrize("name,rows", [("vit_tiny", 1 + 12 * 12), ("clip_rn_tiny", 1 + 3 * 3)])
+def test_resize_posembs_moves_a_tower_to_another_resolution(name, rows):
+    tower = FACTORIES[name]()
+    variables, _ = init(tower, size=64)
+    template = shapes(tower, size=96)["params"]
+    params = posemb.resize_posembs(variables["params"], template)
+    pos = params["pos_embed"] if name == "vit_tiny" else params["attnpool"]["pos_embed"]
+    assert pos.shape[0] == rows
+    assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, template)
+    x96 = jnp.ones((1, 96, 96, 3))
+    out = jax.eval_shape(lambda: tower.apply({**variables, "params": params}, x96))
+    assert out.shape == (1, tower.feature_dim)

@@ -62,9 +62,23 @@ def command(data_dir, workdir, sweep=f"steps={STEPS},res=32,batch=16", *extra):
     ]  # fmt: skip
 
 
-def run(cmd, env, timeout=600):
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    return out
+def run(cmd, env, timeout=300):
+    """Runs to completion; a run stuck past `timeout` fails the test with its threads' stacks
+    (janus.main dumps them on SIGUSR1)."""
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = finish(p, timeout)
+    return subprocess.CompletedProcess(cmd, p.returncode, stdout.decode(), stderr.decode())
+
+
+def finish(p, timeout):
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        p.kill()
+        _, stderr = p.communicate()
+        pytest.fail(f"stuck after {timeout}s: {p.args}\n{stderr.decode()[-8000:]}")
 
 
 def with_devices(env, n):
@@ -135,7 +149,9 @@ def _signal_when(proc, workdir, min_step, sig, deadline=300):
             proc.send_signal(sig)
             return steps[-1], t
         time.sleep(0.05)
-    pytest.fail(f"run ended or stalled before checkpoint {min_step}: {proc.communicate()}")
+    if proc.poll() is None:
+        finish(proc, 0.1)  # fails with the stacks
+    pytest.fail(f"run ended before checkpoint {min_step}: {proc.communicate()}")
 
 
 def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_path):
@@ -146,7 +162,7 @@ def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_
     # 1. SIGTERM (preemption): saves the step it reached and exits 0 within seconds.
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, t_signal = _signal_when(p, workdir, 10, signal.SIGTERM)
-    stdout, stderr = p.communicate(timeout=120)
+    stdout, stderr = finish(p, 120)
     assert p.returncode == 0, stderr.decode()[-3000:]
     assert time.time() - t_signal < 60
     stopped = ckpt_lib.list_complete_steps(workdir)[-1]
@@ -155,7 +171,7 @@ def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_
     # 2. Resume, then SIGKILL after the next checkpoint: no chance to clean up.
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed_after, _ = _signal_when(p, workdir, stopped + 1, signal.SIGKILL)
-    p.communicate(timeout=60)
+    finish(p, 60)
     assert p.returncode == -signal.SIGKILL
     assert killed_after < STEPS, "the run finished before it could be killed"
 

@@ -62,3 +62,20 @@ def test_templates_from_reference():
     assert len(labelsets.zeroshot_templates("openai80")) == 80
     assert len(labelsets.zeroshot_templates("openai7")) == 7
     assert labelsets.zeroshot_templates("single") == ["a photo of a {}."]
+
+
+def test_weights_fingerprint_tracks_the_weights():
+    a = {"params": {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}}
+    same = {"params": {"w": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}}
+    changed = {"params": {"w": np.ones((2, 3), np.float32), "b": np.full(3, 1e-7, np.float32)}}
+    fp = zeroshot.weights_fingerprint(a)
+    assert fp == zeroshot.weights_fingerprint(same) != zeroshot.weights_fingerprint(changed)
+    # The cache key changes with the weights, class set, templates and class names.
+    keys = {
+        zeroshot.cache_key(fp, [1, 2], ["a {}."], ["x", "y"]),
+        zeroshot.cache_key(zeroshot.weights_fingerprint(changed), [1, 2], ["a {}."], ["x", "y"]),
+        zeroshot.cache_key(fp, [1, 3], ["a {}."], ["x", "y"]),
+        zeroshot.cache_key(fp, [1, 2], ["the {}."], ["x", "y"]),
+        zeroshot.cache_key(fp, [1, 2], ["a {}."], ["x", "z"]),
+    }
+    assert len(keys) == 5

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from janus.convert import FAMILIES, convert_file
-from janus.convert.assemble import save
+from janus.convert.assemble import at_resolution, save
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         "--num-heads", type=int, default=None, help="timm ViTs outside the registry sizes"
     )
     p.add_argument("--scan-layers", action="store_true", help="ViTs: write the scanned layout")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resolution to evaluate at (default: the one the weights were trained at); "
+        "position embeddings are interpolated to it",
+    )
     args = p.parse_args(argv)
     converted = convert_file(
         args.family,
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         num_heads=args.num_heads,
         scan_layers=args.scan_layers,
     )
+    converted = at_resolution(converted, args.image_size)
     source = {"family": args.family, "weights": str(args.weights)}
     step_dir = save(converted, args.workdir, step=args.step, dtype=args.dtype, source=source)
     print(f"{args.family} {args.weights} -> {converted.name} (loss={converted.loss}): {step_dir}")

@@ -4,15 +4,18 @@ Layout (`janus.models.clip`): CE models ``{"params": {"image_tower", "head"}, "b
 {"image_tower"}}``; CLIP models ``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}``
 (the ``clip_*`` towers end in CLIP's own projection, so there is no ``image_projection``). Every
 leaf is checked against ``jax.eval_shape`` of the model that ``create_model`` builds from the
-written config, so a checkpoint that saves is one the evaluator can load.
+written config, so a checkpoint that saves is one the evaluator can load. `at_resolution` moves a
+conversion to another image size (interpolating the position embeddings).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from janus.convert.common import Converted, check_tree_shapes
@@ -54,6 +57,21 @@ def to_variables(c: Converted) -> dict:
         params["text_tower"] = c.clip["text"]
         params["logit_scale"] = np.asarray(c.clip["logit_scale"], np.float32)
     return jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
+
+
+def at_resolution(c: Converted, image_size: int | None, method: str = "bilinear") -> Converted:
+    """``c`` for ``image_size`` px inputs: ViT / attention-pool position embeddings are resized
+    (`janus.models.posemb`) and the config records the new ``input.resolution``."""
+    if image_size is None or image_size == c.image_size:
+        return c
+    from janus.models.posemb import resize_posembs
+    from janus.models.registry import build_tower
+
+    tower = build_tower(c.name, **c.tower_kwargs)
+    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    template = jax.eval_shape(lambda: tower.init(jax.random.key(0), images, train=False))
+    params = resize_posembs(c.tower["params"], template["params"], method)
+    return dataclasses.replace(c, tower={**c.tower, "params": params}, image_size=image_size)
 
 
 def build_checked(c: Converted, *, dtype: str = "float32"):

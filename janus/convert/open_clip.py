@@ -30,7 +30,8 @@ from janus.convert.loading import (
     layer_norm,
 )
 from janus.convert.open_clip_text import convert_text
-from janus.convert.timm import _vit_registry_name, count_blocks, vit_blocks
+from janus.convert.timm import count_blocks, vit_blocks, vit_registry_name
+from janus.convert.torchvision import convert_blocks
 from janus.models.clip_resnet import TOWER_FACTORIES as CLIP_RN_FACTORIES
 from janus.models.layers import stack_blocks
 
@@ -71,20 +72,7 @@ def convert_clip_resnet_visual(reader: StateDictReader, sd: Mapping, source: str
     for i in (1, 2, 3):
         params[f"conv{i}"] = {"kernel": conv_kernel(reader.take(f"visual.conv{i}.weight"))}
         params[f"bn{i}"], stats[f"bn{i}"] = batch_norm(reader, f"visual.bn{i}")
-    for s, n_blocks in enumerate(stages, start=1):
-        for b in range(n_blocks):
-            src, dst = f"visual.layer{s}.{b}", f"layer{s}_{b}"
-            p: dict = {}
-            st: dict = {}
-            for i in (1, 2, 3):
-                p[f"conv{i}"] = {"kernel": conv_kernel(reader.take(f"{src}.conv{i}.weight"))}
-                p[f"bn{i}"], st[f"bn{i}"] = batch_norm(reader, f"{src}.bn{i}")
-            if reader.has(f"{src}.downsample.0.weight"):
-                p["downsample_conv"] = {
-                    "kernel": conv_kernel(reader.take(f"{src}.downsample.0.weight"))
-                }
-                p["downsample_bn"], st["downsample_bn"] = batch_norm(reader, f"{src}.downsample.1")
-            params[dst], stats[dst] = p, st
+    convert_blocks(reader, "visual.", stages, 3, params, stats)
     pos = reader.take("visual.attnpool.positional_embedding")
     params["attnpool"] = {"pos_embed": pos}
     for proj in ("q_proj", "k_proj", "v_proj", "c_proj"):
@@ -99,7 +87,7 @@ def convert_clip_vit_visual(reader: StateDictReader, sd: Mapping, source: str, s
     width, patch = int(w.shape[0]), int(w.shape[2])
     depth = count_blocks(sd, "visual.transformer.resblocks.")
     proj = reader.take("visual.proj")
-    name = _vit_registry_name(width, depth, patch, clip=True)
+    name = vit_registry_name(width, depth, patch, clip=True)
     kwargs: dict = {}
     if name is None:
         # Not a registry size: the clip_vit_b32 layout with its sizes overridden (kwargs are

@@ -27,7 +27,7 @@ from janus.models.layers import stack_blocks
 from janus.models.vit import TOWER_FACTORIES as VIT_FACTORIES
 
 
-def _vit_registry_name(width: int, depth: int, patch: int, clip: bool) -> str | None:
+def vit_registry_name(width: int, depth: int, patch: int, clip: bool) -> str | None:
     for name, factory in VIT_FACTORIES.items():
         kw = factory.keywords
         is_clip = kw.get("proj_dim") is not None
@@ -85,7 +85,7 @@ def convert_vit(
     depth = count_blocks(state_dict, "blocks.")
     class_token = reader.has("cls_token")
     pool = "gap" if reader.has("fc_norm.weight") else "tok"
-    name = _vit_registry_name(width, depth, patch, clip=False)
+    name = vit_registry_name(width, depth, patch, clip=False)
     kwargs: dict = {}
     if name is None:
         if num_heads is None:

@@ -42,16 +42,14 @@ def resnet_arch(state_dict: Mapping[str, np.ndarray], source: str = "state dict"
     )
 
 
-def convert_resnet_tower(reader: StateDictReader, name: str) -> dict:
-    """Tower variables {"params", "batch_stats"} read from ``reader`` (keys without a prefix)."""
-    kw = TOWER_FACTORIES[name].keywords
-    params: dict = {"conv1": {"kernel": conv_kernel(reader.take("conv1.weight"))}}
-    stats: dict = {}
-    params["bn1"], stats["bn1"] = batch_norm(reader, "bn1")
-    n_convs = 3 if kw["block"] == "bottleneck" else 2
-    for s, n_blocks in enumerate(kw["stage_sizes"], start=1):
+def convert_blocks(
+    reader: StateDictReader, prefix: str, stage_sizes, n_convs: int, params: dict, stats: dict
+) -> None:
+    """``{prefix}layer{s}.{b}.{conv,bn}{i}`` and ``.downsample.{0,1}`` -> ``layer{s}_{b}/...``
+    into ``params`` / ``stats`` (torchvision, timm and open_clip ResNets share these names)."""
+    for s, n_blocks in enumerate(stage_sizes, start=1):
         for b in range(n_blocks):
-            src, dst = f"layer{s}.{b}", f"layer{s}_{b}"
+            src, dst = f"{prefix}layer{s}.{b}", f"layer{s}_{b}"
             p: dict = {}
             st: dict = {}
             for i in range(1, n_convs + 1):
@@ -63,6 +61,16 @@ def convert_resnet_tower(reader: StateDictReader, name: str) -> dict:
                 }
                 p["downsample_bn"], st["downsample_bn"] = batch_norm(reader, f"{src}.downsample.1")
             params[dst], stats[dst] = p, st
+
+
+def convert_resnet_tower(reader: StateDictReader, name: str) -> dict:
+    """Tower variables {"params", "batch_stats"} read from ``reader`` (keys without a prefix)."""
+    kw = TOWER_FACTORIES[name].keywords
+    params: dict = {"conv1": {"kernel": conv_kernel(reader.take("conv1.weight"))}}
+    stats: dict = {}
+    params["bn1"], stats["bn1"] = batch_norm(reader, "bn1")
+    n_convs = 3 if kw["block"] == "bottleneck" else 2
+    convert_blocks(reader, "", kw["stage_sizes"], n_convs, params, stats)
     return {"params": params, "batch_stats": stats}
 
 

@@ -27,6 +27,7 @@ import os
 import shlex
 import sys
 
+from janus.data import matching
 from janus.data import sources as sources_lib
 from janus.data.builder import BuildConfig, build_dataset
 
@@ -49,16 +50,24 @@ spec file (--spec, JSON): {"sources": [{"kind": ..., "name": ..., "path": ...}, 
 """
 
 
-def _parse_mapping(text: str | None, cast) -> dict | None:
-    if not text:
-        return None
-    out = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected name=value,name=value")
-        k, v = part.split("=", 1)
-        out[k.strip()] = cast(v)
-    return out
+def _mapping(cast):
+    """argparse type for `name=value,name=value` (values converted by `cast`)."""
+
+    def parse(text: str) -> dict:
+        out = {}
+        for part in text.split(","):
+            k, sep, v = part.partition("=")
+            try:
+                out[k.strip()] = cast(v)
+            except ValueError:
+                sep = ""
+            if not sep or not k.strip():
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: expected name=value,name=value with {cast.__name__} values"
+                )
+        return out
+
+    return parse
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,11 +96,17 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="equal counts per class (first label) within each source",
     )
-    p.add_argument("--source-weights", help="name=w,name=w: budget split by weights")
-    p.add_argument("--source-counts", help="name=n,name=n: exact per-source counts (sum = budget)")
+    p.add_argument(
+        "--source-weights", type=_mapping(float), help="name=w,name=w: budget split by weights"
+    )
+    p.add_argument(
+        "--source-counts",
+        type=_mapping(int),
+        help="name=n,name=n: exact per-source counts (sum = budget)",
+    )
     p.add_argument(
         "--matching",
-        choices=["single", "multiclass", "strict"],
+        choices=matching.MODES,
         help="caption->label matching mode for caption-only sources (default single)",
     )
     p.add_argument(
@@ -124,7 +139,10 @@ def config_from_args(args) -> BuildConfig:
     spec = {}
     if args.spec:
         with open(args.spec) as f:
-            spec = json.load(f)
+            try:
+                spec = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"spec file {args.spec}: not valid JSON ({e})") from None
     srcs = list(spec.get("sources", [])) + [sources_lib.parse_source_arg(s) for s in args.source]
     if not srcs:
         raise SystemExit("error: give at least one --source (or a --spec with sources)")
@@ -136,8 +154,8 @@ def config_from_args(args) -> BuildConfig:
         "budget": args.budget,
         "seed": args.seed,
         "class_balanced": args.class_balanced,
-        "source_weights": _parse_mapping(args.source_weights, float),
-        "source_counts": _parse_mapping(args.source_counts, int),
+        "source_weights": args.source_weights,
+        "source_counts": args.source_counts,
         "matching": args.matching,
         "matching_compat": args.matching_compat,
         "class_names": args.class_names,
@@ -165,8 +183,8 @@ def main(argv=None) -> int:
     if argv and argv[0] == "build":
         argv = argv[1:]
     args = _build_parser().parse_args(argv)
-    cfg = config_from_args(args)
     try:
+        cfg = config_from_args(args)
         build_dataset(
             cfg,
             workers=args.workers,
@@ -177,6 +195,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Finished shards are kept (each has its .done marker); the same command resumes.
+        print("\ninterrupted: rerun the same command to resume the build", file=sys.stderr)
+        return 130
     return 0
 
 

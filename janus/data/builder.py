@@ -2,8 +2,8 @@
 
 Stages (all deterministic in the config, whatever the worker count):
 1. scan every source into candidates (`janus.data.sources`), label caption-only ones with
-   `janus.data.matching.Matcher`, restrict labels to the label set, add template captions to
-   labelled samples without one; drop (counted) what cannot be used;
+   `janus.data.matching.Matcher` and restrict labels to the label set (`janus.data.labeling`),
+   add template captions to labelled samples without one; drop (counted) what cannot be used;
 2. choose the budget (`janus.data.budget.select_budget`); decode each chosen image once (in the
    worker pool); images that fail are counted skips and the budget is chosen again without them
    (still nested: a bad image is excluded at every budget), until every chosen image decodes;
@@ -18,27 +18,24 @@ split that already has shards is an error unless `overwrite=True`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import functools
 import gzip
 import hashlib
 import json
-import multiprocessing
 import os
 import pathlib
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from janus.data import labelsets, matching, records
+from janus.data import labelsets, records
 from janus.data.budget import priorities, select_budget
 from janus.data.images import BadImageError, prepare_image
+from janus.data.labeling import Labeler, label_candidates
+from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
-from janus.data.sources import Candidate, make_source, read_bytes
+from janus.data.sources import make_source, read_bytes
 
 BUILDER_VERSION = 1
 _PLAN_DIR = ".build"
@@ -68,84 +65,6 @@ class BuildConfig:
         d.pop("name")
         d["builder_version"] = BUILDER_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- labelling
-
-
-def make_labeler(cfg: BuildConfig) -> tuple[Callable, Callable]:
-    """(match(captions) -> labels, template(label) -> caption), via janus.data.matching."""
-    label_set = labelsets.resolve_label_set(cfg.label_set)
-    coverage = matching.CoverageReport()
-    matcher = None  # built on first use: only caption-only sources need it
-
-    @functools.cache
-    def template(label: int) -> str:
-        return matching.template_caption(int(label), class_names=cfg.class_names)
-
-    def match(captions: Sequence[str], source: str = "") -> list[int]:
-        nonlocal matcher
-        if matcher is None:
-            matcher = matching.Matcher(
-                class_names=cfg.class_names,
-                label_set=label_set.tolist(),
-                mode=cfg.matching,
-                compat=cfg.matching_compat,
-            )
-        first = None
-        for caption in captions:  # the first caption that matches decides
-            result = matcher.match_detail(caption)
-            first = first or result
-            if result.labels:
-                coverage.add(source, caption, result.labels)
-                return [int(x) for x in result.labels]
-        coverage.add(source, captions[0], [], first.reason if first else None)
-        return []
-
-    match.coverage = coverage
-    return match, template
-
-
-def label_candidates(
-    candidates, cfg: BuildConfig, skips: SkipCounter, match=None, template=None
-) -> list[Candidate]:
-    """Labels restricted to the label set, captions filled in; unusable candidates are counted."""
-    if match is None or template is None:
-        match, template = make_labeler(cfg)
-    in_set = labelsets.class_mask(labelsets.resolve_label_set(cfg.label_set))
-    out, seen = [], set()
-    for c in candidates:
-        if c.key in seen:
-            skips.add("duplicate key", c.key)
-            continue
-        seen.add(c.key)
-        labels, label_source = c.labels, c.label_source
-        if labels is None:
-            if not c.captions:
-                skips.add("empty caption", c.key)
-                continue
-            labels, label_source = match(c.captions, c.source), f"matched:{cfg.matching}"
-            if not labels and not cfg.keep_unlabeled:
-                skips.add("caption matched no class", c.key, c.captions[0][:60])
-                continue
-        bad = [x for x in labels if not 0 <= x < len(in_set)]
-        if bad:
-            skips.add("label outside ImageNet-1k", c.key, str(bad[:3]))
-            continue
-        kept = tuple(int(x) for x in labels if in_set[x])
-        if labels and not kept and not cfg.keep_unlabeled:
-            skips.add("no label in label set", c.key, str(list(labels)[:3]))
-            continue
-        captions = c.captions
-        if not captions:
-            if not kept:
-                skips.add("empty caption", c.key)
-                continue
-            captions = (template(kept[0]),)
-        out.append(
-            dataclasses.replace(c, labels=kept, captions=captions, label_source=label_source)
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------- workers
@@ -183,9 +102,8 @@ def _write_shard(task) -> tuple[int, list[int]]:
                 raise RuntimeError(
                     f"{row['locator']}: file changed during the build ({row['key']})"
                 )
-            if row["format"] in ("jpeg", "png") and _is_kept_format(data):
-                fmt = row["format"]
-            else:
+            fmt = row["format"]
+            if not _is_jpeg_or_png(data):  # verification found another format: re-encode it
                 data, fmt = prepare_image(data)
             w.write(
                 records.encode_example(
@@ -208,7 +126,7 @@ def _write_shard(task) -> tuple[int, list[int]]:
     return i, offsets
 
 
-def _is_kept_format(data: bytes) -> bool:
+def _is_jpeg_or_png(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -230,62 +148,6 @@ def _shard_done(
     return marker["offsets"]
 
 
-class _Pool:
-    """A process pool, or in-process mapping for workers <= 1 (no start-up cost in tests).
-
-    concurrent.futures rather than multiprocessing.Pool: a worker that dies (killed, out of memory)
-    raises BrokenProcessPool here instead of hanging the build.
-    """
-
-    def __init__(self, workers: int):
-        self.workers = max(1, int(workers))
-        self._pool = None
-        if self.workers > 1:
-            # fork is cheap; after jax is imported, fork is unsafe (threads), so use spawn then.
-            method = "spawn" if "jax" in sys.modules else "fork"
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method)
-            )
-
-    def imap_unordered(self, fn, items):
-        if self._pool is None:
-            yield from map(fn, items)
-            return
-        futures = [self._pool.submit(fn, item) for item in items]
-        for f in concurrent.futures.as_completed(futures):
-            yield f.result()
-
-    def map(self, fn, items):
-        if self._pool is None:
-            return list(map(fn, items))
-        return list(self._pool.map(fn, items))
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Progress:
-    def __init__(self, what: str, total: int, enabled: bool):
-        self.what, self.total, self.enabled = what, total, enabled
-        self.done, self.t0, self._last = 0, time.time(), 0.0
-        self.tty = sys.stderr.isatty()
-
-    def update(self, k: int, extra: str = "") -> None:
-        self.done += k
-        now = time.time()
-        if not self.enabled or (
-            now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total
-        ):
-            return
-        self._last = now
-        rate = self.done / max(now - self.t0, 1e-9)
-        line = f"[build] {self.what}: {self.done}/{self.total} ({rate:.0f}/s){extra}"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
-        if self.tty and self.done >= self.total:
-            print(file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------- plan
 
 
@@ -296,7 +158,7 @@ def _plan_path(out: pathlib.Path, split: str) -> pathlib.Path:
 def _save_json_gz(path: pathlib.Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
         gz.write(json.dumps(obj).encode())
     os.replace(tmp, path)
 
@@ -306,7 +168,7 @@ def _load_json_gz(path: pathlib.Path):
         return json.load(f)
 
 
-def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
+def make_plan(cfg: BuildConfig, pool: ProcessMap, progress: bool, log) -> dict:
     skips = SkipCounter()
     sources = [make_source(s) for s in cfg.sources]
     names = [s.name for s in sources]
@@ -318,9 +180,9 @@ def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
             raw.append(c)
             per_source_scanned[src.name] += 1
     log(f"scanned {len(raw)} candidates from {len(sources)} source(s)")
-    match, template = make_labeler(cfg)
-    cands = label_candidates(raw, cfg, skips, match, template)
-    coverage = match.coverage.summary() if match.coverage and match.coverage.captions else None
+    labeler = Labeler(cfg)
+    cands = label_candidates(raw, cfg, skips, labeler)
+    coverage = labeler.coverage.summary() if labeler.coverage.captions else None
     log(f"{len(cands)} candidates usable for label set {cfg.label_set}")
     for name in (cfg.source_counts or {}) | (cfg.source_weights or {}):
         if name not in names:
@@ -351,7 +213,7 @@ def make_plan(cfg: BuildConfig, pool: _Pool, progress: bool, log) -> dict:
         todo = [i for i in chosen if i not in verified]
         if not todo:
             break
-        bar = _Progress("verifying images", len(todo), progress)
+        bar = Progress("verifying images", len(todo), progress)
         pieces = [todo[j : j + chunk] for j in range(0, len(todo), chunk)]
         results = pool.map(_verify_chunk, [[cands[i].locator for i in p] for p in pieces])
         for piece, res in zip(pieces, results):
@@ -442,7 +304,7 @@ def build_dataset(
             )
         _remove_split(out, cfg.split)
 
-    pool = _Pool(workers)
+    pool = ProcessMap(workers)
     try:
         if plan is None:
             plan = make_plan(cfg, pool, progress, log)
@@ -462,9 +324,8 @@ def build_dataset(
         if offsets:
             log(f"kept {len(offsets)} finished shard(s), writing {len(tasks)}")
         total = sum(len(r) for r in shards)
-        bar = _Progress(f"writing {cfg.split}", total, progress)
-        if offsets:
-            bar.update(sum(len(shards[i]) for i in offsets))
+        kept = sum(len(shards[i]) for i in offsets)
+        bar = Progress(f"writing {cfg.split}", total, progress, already_done=kept)
         for i, offs in pool.imap_unordered(_write_shard, tasks):
             offsets[i] = offs
             bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")
@@ -528,6 +389,10 @@ def _remove_split(out: pathlib.Path, split: str) -> None:
     _plan_path(out, split).unlink(missing_ok=True)
 
 
+# What the manifest's per-split build line repeats from the build summary (info.json has it all).
+_MANIFEST_BUILD_KEYS = ("n", "seed", "command", "per_source", "per_class", "config")
+
+
 def finalize_split(
     out: pathlib.Path,
     split: str,
@@ -539,10 +404,13 @@ def finalize_split(
     extra_info: dict | None = None,
 ) -> dict:
     """Merge this split into manifest.jsonl.gz and info.json (other splits are kept)."""
-    old = []
+    old, builds = [], {}
     if (out / records.MANIFEST_FILE).is_file():
         old = [m for m in records.read_manifest(out) if m.get("split") != split]
-    records.write_manifest(out, old + manifest)
+        builds = records.read_manifest_builds(out)
+    repeated = {k: summary[k] for k in _MANIFEST_BUILD_KEYS if k in summary}
+    builds[split] = {"label_set": label_set, **repeated}
+    records.write_manifest(out, old + manifest, builds)
     info = records.read_info(out) if (out / records.INFO_FILE).is_file() else {}
     if info.get("label_set") not in (None, label_set):
         raise ValueError(

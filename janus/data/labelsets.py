@@ -91,9 +91,17 @@ def _resolve_cached(name_or_path: str) -> np.ndarray:
     return arr
 
 
-def resolve_label_set(name_or_path: str | os.PathLike) -> np.ndarray:
-    """Sorted int64 ImageNet-1k indices of a named label set or of a file of indices."""
-    return _resolve_cached(os.fspath(name_or_path)).copy()
+def resolve_label_set(label_set) -> np.ndarray:
+    """Sorted int64 ImageNet-1k indices of a label set: a name, a file of indices, a sequence of
+    indices or a boolean mask over the 1000 classes (`class_mask`)."""
+    if isinstance(label_set, str | os.PathLike):
+        return _resolve_cached(os.fspath(label_set)).copy()
+    arr = np.asarray(label_set)
+    if arr.dtype == bool:
+        if arr.shape != (NUM_CLASSES,):
+            raise ValueError(f"label set mask has shape {arr.shape}, expected ({NUM_CLASSES},)")
+        arr = np.flatnonzero(arr)
+    return _validate(arr.ravel().tolist(), "given as indices")
 
 
 def class_mask(label_set_indices, num_classes: int = NUM_CLASSES) -> np.ndarray:

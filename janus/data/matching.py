@@ -48,8 +48,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-import numpy as np
-
 from janus.data import caption_clean as cc
 from janus.data import labelsets
 
@@ -133,26 +131,6 @@ def resolve_class_names(class_names: str | os.PathLike | Sequence) -> list[list[
     if not rows:
         raise ValueError("class names: empty list")
     return rows
-
-
-def _resolve_label_set(label_set, num_classes: int) -> np.ndarray | None:
-    if label_set is None:
-        return None
-    if isinstance(label_set, str | os.PathLike):
-        idx = labelsets.resolve_label_set(label_set)
-    else:
-        arr = np.asarray(label_set)
-        if arr.dtype == bool:  # a class mask (labelsets.class_mask)
-            arr = np.flatnonzero(arr)
-        idx = np.asarray(sorted(set(arr.ravel().tolist())), dtype=np.int64)
-    bad = idx[(idx < 0) | (idx >= num_classes)]
-    if idx.size == 0:
-        raise ValueError(f"label_set {label_set!r} is empty")
-    if bad.size:
-        raise ValueError(
-            f"label_set {label_set!r}: indices {bad[:5].tolist()} outside [0, {num_classes})"
-        )
-    return idx
 
 
 # --- variants ----------------------------------------------------------------------------------
@@ -246,7 +224,12 @@ class Matcher:
         self._lemma = cc.get_lemmatizer(self._lemmatizer_arg)
         rows = resolve_class_names(class_names)
         self.num_classes = len(rows)
-        self.label_set = _resolve_label_set(label_set, self.num_classes)
+        self.label_set = None if label_set is None else labelsets.resolve_label_set(label_set)
+        if self.label_set is not None and self.label_set[-1] >= self.num_classes:
+            raise ValueError(
+                f"label_set index {int(self.label_set[-1])} is outside the "
+                f"{self.num_classes} named classes"
+            )
         self._in_set = None if self.label_set is None else frozenset(self.label_set.tolist())
         if self.compat:
             self._build_compat(rows)

@@ -72,9 +72,7 @@ def _normalise_dirs(dirs) -> list[tuple[str, float]]:
 def _label_mask(label_set) -> np.ndarray | None:
     if label_set is None:
         return None
-    if isinstance(label_set, (str, os.PathLike)):
-        return labelsets.class_mask(labelsets.resolve_label_set(label_set), NUM_CLASSES)
-    return labelsets.class_mask(np.asarray(label_set, dtype=np.int64), NUM_CLASSES)
+    return labelsets.class_mask(labelsets.resolve_label_set(label_set), NUM_CLASSES)
 
 
 def _label_set_json(label_set):

@@ -16,10 +16,11 @@ Index file `<shard>.index` (janus' own format, written atomically by `ShardWrite
     n x uint64 LE  byte offset of each record's length field in the shard
     uint64 LE  the shard's total size in bytes (a shard that no longer matches is an error)
 
-A records directory holds `<split>-SSSSS-of-NNNNN.tfrecord` shards with their `.index`, `info.json`
-and `manifest.jsonl.gz` (one JSON object per sample: key, source, labels, label_source, split,
-shard, offset). Every read checks both CRCs; damage raises `CorruptRecordError` naming the file
-and offset.
+A records directory holds `<split>-SSSSS-of-NNNNN.tfrecord` shards with their `.index`,
+`info.json` and `manifest.jsonl.gz`: first one `{"build": {...}}` line per split (split, seed,
+label set, command, per-class and per-source counts), then one JSON object per sample (key,
+source, labels, label_source, split, shard, offset). Every read checks both CRCs; damage raises
+`CorruptRecordError` naming the file and offset.
 """
 
 from __future__ import annotations
@@ -413,8 +414,7 @@ def write_info(records_dir, info: dict) -> None:
     _atomic_write(pathlib.Path(records_dir) / INFO_FILE, data)
 
 
-def read_manifest(records_dir) -> Iterator[dict]:
-    """One dict per sample: key, source, labels, label_source, split, shard, offset."""
+def _manifest_lines(records_dir) -> Iterator[dict]:
     path = pathlib.Path(records_dir) / MANIFEST_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
@@ -427,11 +427,35 @@ def read_manifest(records_dir) -> Iterator[dict]:
                     raise ValueError(f"{path}: line {lineno} is not JSON ({e})") from None
 
 
-def write_manifest(records_dir, entries) -> None:
-    """Write manifest.jsonl.gz atomically (gzip mtime 0: identical builds, identical files)."""
+def _is_build_line(row: dict) -> bool:
+    return "build" in row and "key" not in row
+
+
+def read_manifest(records_dir) -> Iterator[dict]:
+    """One dict per sample: key, source, labels, label_source, split, shard, offset."""
+    return (row for row in _manifest_lines(records_dir) if not _is_build_line(row))
+
+
+def read_manifest_builds(records_dir) -> dict[str, dict]:
+    """{split: how it was built}: seed, label set, command, per-class and per-source counts."""
+    rows = _manifest_lines(records_dir)
+    return {row["build"]["split"]: row["build"] for row in rows if _is_build_line(row)}
+
+
+def write_manifest(records_dir, entries, builds: dict[str, dict] | None = None) -> None:
+    """Write manifest.jsonl.gz atomically: a `{"build": ...}` line per split, then the samples.
+
+    Byte-reproducible: gzip mtime 0 and no file name in the gzip header (the temporary name
+    holds the pid).
+    """
     path = pathlib.Path(records_dir) / MANIFEST_FILE
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with (
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
+        for split in sorted(builds or {}):
+            gz.write((json.dumps({"build": {"split": split, **builds[split]}}) + "\n").encode())
         for e in entries:
             gz.write((json.dumps(e, separators=(",", ":")) + "\n").encode())
     os.replace(tmp, path)

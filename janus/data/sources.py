@@ -24,6 +24,7 @@ import ast
 import csv
 import dataclasses
 import glob
+import json
 import os
 import pathlib
 import tarfile
@@ -247,8 +248,6 @@ class WebDatasetSource:
         return paths
 
     def scan(self, skips: SkipCounter) -> Iterator[Candidate]:
-        import json
-
         for tar_path in self.tar_paths():
             size = os.path.getsize(tar_path)
             groups: dict[str, dict] = {}

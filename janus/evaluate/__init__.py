@@ -5,6 +5,7 @@
 - `zeroshot`, `linear_probe`, `classifiers`: the heads (CE head, zero-shot text head, linear probe).
 - `metrics`: average robustness, the paper's ratio, Taori effective robustness, baseline fits.
 - `inference`: the model rebuilt from a checkpoint's config, jitted once per input shape.
-- `runner`: checkpoint -> eval/<step>.json + results.csv, and `watch`; `inloop`: trainer hooks.
+- `runner`: checkpoint -> eval result; `results`: eval/<step>.json + results.csv; `watch`: --watch.
+- `inloop`: the trainer's in-loop evaluation hooks.
 - `python -m janus.evaluate --help`: the CLI.
 """

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from janus.evaluate import runner, sets
+from janus.evaluate import results, runner, sets, watch
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="--watch: stop once this step is evaluated (default: config total_steps; "
-        f"a {runner.DONE_MARKER} file in the workdir also stops it)",
+        f"a {watch.DONE_MARKER} file in the workdir also stops it)",
     )
     p.add_argument(
         "--sets",
@@ -60,7 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data.config", dest="data_config", default=None)
     for name in sets.SET_NAMES:
         p.add_argument(f"--data.{name}", dest=f"data_{name}", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--v2_variant", default="matched-frequency", choices=sets.V2_VARIANTS)
+    p.add_argument(
+        "--v2_variant",
+        default="matched-frequency",
+        choices=sets.V2_VARIANTS,
+        help="ImageNet-V2 variant: the tfds config read (imagenet_v2/<variant>); with a folder or "
+        "records spec, point it at that variant's data (the variant is recorded in the JSON)",
+    )
     p.add_argument("--label_set", default=None, help="default: the checkpoint config's label_set")
     p.add_argument(
         "--classifier",
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
     opts = options_from_args(args)
     ev = runner.Evaluator(opts, cache_dir=os.path.join(args.workdir, "eval", "cache"))
     if args.watch:
-        runner.watch(
+        watch.watch(
             ev,
             args.workdir,
             timeout=args.watch_timeout,
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
             print("no set could be evaluated:\n  " + "\n  ".join(result["notes"]), file=sys.stderr)
             print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
             return 2
-        path = runner.write_result(args.workdir, result)
+        path = results.write_result(args.workdir, result)
         print(_summary(result), "->", path, flush=True)
     return 0
 

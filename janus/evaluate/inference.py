@@ -48,22 +48,30 @@ def eval_pp(config: Mapping, resolution: int | None = None) -> str:
 
 
 def local_mesh() -> Mesh:
-    """A data-parallel mesh over THIS process' devices: each process evaluates its own shard."""
+    """A data-parallel mesh over THIS process' devices only.
+
+    Each process evaluates its own shard of a set, so its batch is process-local data: putting
+    it on a mesh that spans other processes' devices would treat it as the whole global batch.
+    With a process-local mesh every jitted call stays inside the process, and no collective runs
+    during inference; the processes meet only when the integer counts are summed.
+    """
     return Mesh(np.array(jax.local_devices()), ("data",))
 
 
 class Embedder:
-    """Jitted image function of a model; batches are split over the local devices."""
+    """Jitted image function of a model; a batch is split over this process' devices.
 
-    def __init__(self, model, variables: Mapping, kind: str, mesh: Mesh | None = None):
+    `compiled_shapes` records the padded batch shapes seen: one compilation per shape, reused for
+    every checkpoint (`set_variables` swaps the weights)."""
+
+    def __init__(self, model, variables: Mapping, kind: str):
         if kind not in ("logits", "image_emb", "features"):
             raise ValueError(f"unknown output kind {kind!r}")
         self.model, self.kind = model, kind
-        self.mesh = mesh or local_mesh()
+        self.mesh = local_mesh()
         self.n_dev = self.mesh.devices.size
-        repl = NamedSharding(self.mesh, PartitionSpec())
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        self._repl = repl
+        self._repl = NamedSharding(self.mesh, PartitionSpec())
         self.set_variables(variables)
         method = {"logits": None, "image_emb": "encode_image", "features": "image_features"}[kind]
 
@@ -72,7 +80,7 @@ class Embedder:
             out = model.apply(variables, images, train=False, **kw)
             return out.astype(np.float32)
 
-        self._fn = jax.jit(fn, out_shardings=repl)
+        self._fn = jax.jit(fn, out_shardings=self._repl)
         self.compiled_shapes: set[tuple] = set()
 
     def set_variables(self, variables: Mapping) -> None:

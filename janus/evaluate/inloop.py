@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from janus.evaluate import runner, sets
+from janus.evaluate import results, runner, sets
 
 _FIELDS = {f.name for f in dataclasses.fields(runner.EvalOptions)}
 
@@ -68,7 +68,7 @@ def _make_hook(name: str, ev: Mapping, cfg: dict, model, workdir: str | None) ->
             cfg, _to_host(variables), step=int(step), checkpoint=f"inloop:{name}", model=model
         )
         if workdir:
-            runner.write_result(workdir, result)
+            results.write_result(workdir, result)
         out = {}
         for s, r in result["sets"].items():
             for k in ("top1", "top5"):

@@ -246,5 +246,10 @@ def reference_baselines(csv_path: str, standard_models: Sequence[str]) -> dict[s
     }
 
 
-def finite_or_none(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
+def float_or_none(x) -> float | None:
+    """A finite float from a number or a CSV cell; None for None, '', text, NaN or inf."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -64,7 +64,8 @@ def target_table(
 
 
 def topk_correct(logits, targets, ks: Sequence[int] = (1, 5)) -> dict[int, np.ndarray]:
-    """Per-row correctness at each k (NumPy reference; the runner does the same under jit).
+    """Per-row correctness at each k: the plain NumPy reference that the runner's faster
+    `classifiers.topk_counts` is tested against.
 
     logits [N, C] over the class set, targets bool [N, C]. k is capped at C (with fewer than 5
     classes, top-5 is trivially correct, as -inf columns could never be predicted anyway).

@@ -1,19 +1,16 @@
-"""Checkpoint -> eval result: `Evaluator.evaluate_step`, `write_result`, `watch`.
+"""Checkpoint -> eval result: `Evaluator.evaluate_step` / `evaluate_variables` (writing it:
+janus.evaluate.results; `--watch`: janus.evaluate.watch).
 
 For each requested set: read it (janus.evaluate.sets), keep the images of its class set (label set,
 intersected with the set's classes for R / A / ObjectNet), run the jitted image function
 (janus.evaluate.inference) over deterministic eval batches (janus.data.pipeline.eval_loader), apply
 the classifier head on the host, and count top-1 / top-5 hits. Each process evaluates its own
-shard; the integer counts are summed over processes (exact). Process 0 writes
-`<workdir>/eval/<step>.json` (`<step>_<classifier>.json` for a classifier other than the model's
-default: head for CE, zeroshot for VL) and a row of `<workdir>/eval/results.csv`, atomically.
+shard of every set; the integer counts are summed over processes (exact).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -31,8 +28,6 @@ from janus.evaluate.inference import (
     model_from_config,
     round_batch,
 )
-
-DONE_MARKER = "DONE"  # `--watch` stops once <workdir>/DONE exists and every checkpoint is evaluated
 
 
 @dataclasses.dataclass
@@ -56,7 +51,7 @@ class EvalOptions:
     probe_C: float | None = None  # None = picked on a hold-out (janus.evaluate.linear_probe)
 
 
-def _log(msg: str) -> None:
+def log(msg: str) -> None:
     import jax
 
     if jax.process_index() == 0:
@@ -136,6 +131,13 @@ def sum_over_processes(counts: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(counts)).sum(0)
 
 
+def on_every_process(flag: bool) -> bool:
+    """True when `flag` holds on every process (a collective: all processes must call it)."""
+    import jax
+
+    return int(sum_over_processes(np.array([int(bool(flag))]))[0]) == jax.process_count()
+
+
 @dataclasses.dataclass
 class _View:
     name: str
@@ -182,14 +184,14 @@ class Evaluator:
             raise ValueError("a VL model has no classification head: use zeroshot or linear_probe")
         return c
 
-    def _zeroshot_head(self, config, variables, model, classes, ckpt_id):
+    def _zeroshot_head(self, config, variables, model, classes, weights_id):
         from janus.data import labelsets
         from janus.data.tokenizer import Tokenizer
 
         names_all = labelsets.class_names(self.opts.class_names)
         names = [names_all[int(c)] for c in classes]
         templates = labelsets.zeroshot_templates(self.opts.templates)
-        key = zeroshot.cache_key(ckpt_id, classes, templates, names)
+        key = zeroshot.cache_key(weights_id, classes, templates, names)
 
         def build():
             ctx = int((config.get("model", {}).get("text") or {}).get("context_length") or 77)
@@ -211,12 +213,12 @@ class Evaluator:
         ls = {int(c) for c in label_set}
         for p in pos:
             first[int(p)] = next(int(x) for x in labels[p] if int(x) in ls)
-        items = sets._Subset(es.items, pos)
+        items = sets.Subset(es.items, pos)
         relabelled = _Relabel(items, [first[int(p)] for p in pos])
         batch = round_batch(self.opts.batch_size, emb.n_dev)
         batches = _iter_batches(relabelled, batch, pp, whole=True)
         probe = linear_probe.probe_from_embedder(emb, batches, label_set, C=self.opts.probe_C)
-        _log(f"linear probe: {probe.n_train} train images, C={probe.C}")
+        log(f"linear probe: {probe.n_train} train images, C={probe.C}")
         return probe
 
     # ---------------------------------------------------------------- one checkpoint
@@ -244,27 +246,31 @@ class Evaluator:
         kind = {"head": "logits", "zeroshot": "image_emb", "linear_probe": "features"}[classifier]
         emb = self.embedder(config, variables, kind, model=model)
         batch = round_batch(opts.batch_size, emb.n_dev * jax.process_count())
-        ckpt_id = f"{checkpoint}@{step}"
+        weights_id = zeroshot.weights_fingerprint(variables) if classifier == "zeroshot" else ""
         probe = self._probe(config, variables, emb, label_set, pp) if kind == "features" else None
 
         def make_head(classes):
             if classifier == "head":
                 return classifiers.SubsetHead(classes)
             if classifier == "zeroshot":
-                return self._zeroshot_head(config, variables, model, classes, ckpt_id)
+                return self._zeroshot_head(config, variables, model, classes, weights_id)
             return classifiers.ProbeHead(classes, probe)
 
         results, extra, notes, where, skipped = {}, {}, [], {}, {}
         for name in opts.sets:
             if name not in specs:
                 notes.append(f"set {name!r} skipped: no data source given for it")
-                _log(notes[-1])
+                log(notes[-1])
                 continue
+            es, missing = None, "missing on another process"
             try:
                 es = sets.open_set(name, specs[name], v2_variant=opts.v2_variant, suite=suite)
             except sets.SetNotFound as e:
-                notes.append(f"set {name!r} not found ({e}); the other sets still ran")
-                _log(notes[-1])
+                missing = str(e)
+            # Every process must take part in the count sum, so all skip a set one of them lacks.
+            if not on_every_process(es is not None):
+                notes.append(f"set {name!r} not found ({missing}); the other sets still ran")
+                log(notes[-1])
                 continue
             partial = suite == "imagenet" and name in restrict.PARTIAL_SETS
             set_cls = labelsets.shift_set_classes(name) if partial else None
@@ -274,7 +280,7 @@ class Evaluator:
                 continue
             es, targets = sets.filter_to_classes(es, classes)
             if opts.max_examples is not None:
-                es.items = sets._Subset(es.items, np.arange(min(len(es), opts.max_examples)))
+                es.items = sets.Subset(es.items, np.arange(min(len(es), opts.max_examples)))
             if len(es) == 0:
                 notes.append(f"set {name!r}: no image of the class set ({es.where})")
                 continue
@@ -298,7 +304,7 @@ class Evaluator:
                 (results if view.name == name else extra)[view.name] = r
             where[name] = es.where
             skipped[name] = {k: v for k, v in es.skipped.items() if v}
-            _log(
+            log(
                 f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
                 f"({time.time() - t0:.1f}s, {es.where})"
             )
@@ -327,8 +333,9 @@ class Evaluator:
             "suite": suite,
             "classifier": classifier,
             "templates": opts.templates if classifier == "zeroshot" else None,
+            "v2_variant": opts.v2_variant if "v2" in results and suite == "imagenet" else None,
             "sets": results,
-            "metrics": {k: metrics.finite_or_none(v) for k, v in m.items()},
+            "metrics": {k: metrics.float_or_none(v) for k, v in m.items()},
             "notes": notes,
             "extra_sets": extra,
             "class_names": opts.class_names if classifier == "zeroshot" else None,
@@ -374,6 +381,8 @@ class Evaluator:
 
 
 class _Relabel:
+    """Items with their label replaced (the probe's label: the first one inside the label set)."""
+
     def __init__(self, items, labels):
         self.items, self.labels = items, labels
 
@@ -382,132 +391,3 @@ class _Relabel:
 
     def __getitem__(self, i):
         return {**self.items[i], "label": int(self.labels[i])}
-
-
-# -------------------------------------------------------------------- writing results
-
-CSV_SETS = sets.SET_NAMES
-CSV_COLUMNS = (
-    ["step", "classifier", "label_set", "suite", "model", "loss"]
-    + [f"{s}_{k}" for s in CSV_SETS for k in ("top1", "top5", "n")]
-    + ["avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5"]
-)
-
-
-def result_filename(result: Mapping, default_classifier: str) -> str:
-    c = result["classifier"]
-    return f"{result['step']}.json" if c == default_classifier else f"{result['step']}_{c}.json"
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_result(workdir: str, result: Mapping) -> str:
-    """eval/<step>[_<classifier>].json and the results.csv row (process 0 only). -> json path."""
-    import jax
-
-    out_dir = os.path.join(workdir, "eval")
-    default = "zeroshot" if result.get("loss") in ("infonce", "siglip") else "head"
-    path = os.path.join(out_dir, result_filename(result, default))
-    if jax.process_index() != 0:
-        return path
-    os.makedirs(out_dir, exist_ok=True)
-    _atomic_write(path, json.dumps(result, indent=1) + "\n")
-    csv_path = os.path.join(out_dir, "results.csv")
-    rows = []
-    if os.path.exists(csv_path):
-        with open(csv_path, newline="") as f:
-            rows = [r for r in csv.DictReader(f)]
-    row = {k: result.get(k) for k in ("step", "classifier", "label_set", "suite", "model", "loss")}
-    for s in CSV_SETS:
-        for k in ("top1", "top5", "n"):
-            row[f"{s}_{k}"] = (result["sets"].get(s) or {}).get(k)
-    for k in ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5"):
-        row[k] = result["metrics"].get(k)
-    row = {k: "" if v is None else str(v) for k, v in row.items()}
-    rows = [
-        r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])
-    ]
-    rows.append(row)
-    rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    _atomic_write(csv_path, buf.getvalue())
-    return path
-
-
-def _evaluated_steps(workdir: str) -> set[int]:
-    d = os.path.join(workdir, "eval")
-    if not os.path.isdir(d):
-        return set()
-    return {int(f[:-5]) for f in os.listdir(d) if f.endswith(".json") and f[:-5].isdigit()}
-
-
-def watch(
-    evaluator: Evaluator,
-    workdir: str,
-    *,
-    timeout: float = 3600.0,
-    poll: float = 10.0,
-    final_step: int | None = None,
-    on_result: Callable[[dict], None] | None = None,
-) -> list[int]:
-    """Evaluates each new complete checkpoint as it appears (half-written ones are invisible to
-    `list_complete_steps`). Stops when `<workdir>/DONE` exists and nothing is left, when
-    `final_step` (or the config's total_steps) has been evaluated, or after `timeout` seconds
-    without a new checkpoint. Steps that already have eval/<step>.json are skipped.
-    -> the steps evaluated."""
-    from janus.checkpoint import list_complete_steps
-
-    done = _evaluated_steps(workdir)
-    evaluated: list[int] = []
-    last_new = time.time()
-    while True:
-        todo = [s for s in list_complete_steps(workdir) if s not in done]
-        for step in todo:
-            try:
-                result = evaluator.evaluate_step(workdir, step)
-            except (FileNotFoundError, OSError, ValueError):
-                # The trainer's keep policy may delete an old checkpoint while we read it.
-                if step in list_complete_steps(workdir):
-                    raise
-                _log(f"watch: checkpoint {step} was deleted before it could be evaluated; skipped")
-                done.add(step)
-                continue
-            write_result(workdir, result)
-            done.add(step)
-            evaluated.append(step)
-            last_new = time.time()
-            if on_result:
-                on_result(result)
-            if final_step is None:
-                final_step = _total_steps(workdir, step)
-        if final_step is not None and final_step in done:
-            _log(f"watch: final step {final_step} evaluated")
-            return evaluated
-        if not todo and os.path.exists(os.path.join(workdir, DONE_MARKER)):
-            if not [s for s in list_complete_steps(workdir) if s not in done]:
-                _log("watch: DONE marker found")
-                return evaluated
-        if not todo and time.time() - last_new > timeout:
-            _log(f"watch: no new checkpoint for {timeout:.0f}s; stopping")
-            return evaluated
-        if not todo:
-            time.sleep(poll)
-
-
-def _total_steps(workdir: str, step: int) -> int | None:
-    """The run's total steps from config.json (trainer's resolved.total_steps, else total_steps)."""
-    try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            cfg = json.load(f)
-    except (OSError, ValueError):
-        return None
-    total = (cfg.get("resolved") or {}).get("total_steps") or cfg.get("total_steps")
-    return int(total) if isinstance(total, int) else None

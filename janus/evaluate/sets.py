@@ -11,7 +11,9 @@ Set names (DESIGN.md): val, v2, sketch, r, a, objectnet, real. A set's location 
 - `folder:DIR`           the layout the set is distributed in: class folders named by WordNet id
                          (val, Sketch, R, A), by class index (V2's `0`..`999`) or by ObjectNet
                          folder name (`objectnet-1.0/images`; the 200 folders without an ImageNet
-                         class are skipped and counted);
+                         class are skipped and counted); for ReaL, the val images
+                         (`ILSVRC2012_val_<8 digits>.JPEG`, flat or in class folders) with ReaL's
+                         `real.json` in DIR;
 - a bare path: `records` if it holds info.json, `tfds` if it holds a known dataset folder, else
   `folder`.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import io
+import json
 import os
 import re
 from collections import Counter
@@ -71,7 +74,7 @@ class EvalSet:
 # Item sequences
 
 
-class _Subset:
+class Subset:
     """Items `positions` of a base sequence (the images kept by the label-set filter)."""
 
     def __init__(self, base, positions):
@@ -144,17 +147,27 @@ class BorderCrop:
 
 
 def filter_to_classes(es: EvalSet, classes) -> tuple[EvalSet, np.ndarray]:
-    """Keeps the items with any accepted label in `classes`. -> (EvalSet, targets bool [G, C])."""
+    """Keeps the items with any accepted label in `classes`. -> (EvalSet, targets bool [G, C]).
+
+    Items without any label (ImageNet-ReaL's images its raters left unlabelled) are dropped too,
+    counted apart from those whose labels lie outside the class set."""
     from janus.evaluate.restrict import target_table
 
     targets, keep_group = target_table(es.groups, classes)
+    unlabelled_group = np.array([len(g) == 0 for g in es.groups], bool)
     keep = keep_group[es.item_groups] if len(es.item_groups) else np.zeros(0, bool)
+    unlabelled = unlabelled_group[es.item_groups] if len(es.item_groups) else keep
     positions = np.nonzero(keep)[0]
+    skipped = {
+        **es.skipped,
+        "label outside the class set": int((~keep & ~unlabelled).sum()),
+        "no label": int(unlabelled.sum()),
+    }
     sub = dataclasses.replace(
         es,
-        items=_Subset(es.items, positions),
+        items=Subset(es.items, positions),
         item_groups=es.item_groups[positions],
-        skipped={**es.skipped, "label outside the class set": int((~keep).sum())},
+        skipped=skipped,
     )
     return sub, targets
 
@@ -299,10 +312,50 @@ def _folder_labels(folder: str) -> list[int] | None:
     return onet.get(key)
 
 
+def _image_files(root: str) -> list[str]:
+    return sorted(
+        os.path.join(dp, f)
+        for dp, _, fs in os.walk(root)
+        for f in fs
+        if f.lower().endswith(IMAGE_EXTS)
+    )
+
+
+_VAL_FILE = re.compile(r"ILSVRC2012_val_(\d{8})\.", re.IGNORECASE)
+
+
+def read_real_folder(root: str) -> EvalSet:
+    """ImageNet-ReaL as distributed: `root/real.json` (one label list per val image, in file
+    number order) and the val images named ILSVRC2012_val_<number>, anywhere under `root`."""
+    real_json = os.path.join(root, "real.json")
+    if not os.path.isfile(real_json):
+        raise SetNotFound(
+            f"set 'real': {real_json} not found (ImageNet-ReaL's labels, from "
+            "github.com/google-research/reassessed-imagenet, beside the val images)"
+        )
+    with open(real_json) as f:
+        real = json.load(f)
+    paths, labels, skipped = [], [], Counter()
+    for path in _image_files(root):
+        m = _VAL_FILE.search(os.path.basename(path))
+        number = int(m.group(1)) if m else 0
+        if not 1 <= number <= len(real):
+            skipped["file name without a val image number in real.json"] += 1
+            continue
+        paths.append(path)
+        labels.append([int(x) for x in real[number - 1]])
+    if not paths:
+        raise SetNotFound(f"set 'real': no ILSVRC2012_val_* images under {root}")
+    ids, groups = _group_ids(labels)
+    return EvalSet("real", _FileItems(paths, ids), groups, ids, f"folder:{root}", dict(skipped))
+
+
 def read_folder(name: str, root: str) -> EvalSet:
     """Class folders under `root` (see module docstring); for ObjectNet also `root/images`."""
     if not os.path.isdir(root):
         raise SetNotFound(f"set {name!r}: folder {root} not found")
+    if name == "real":  # its class folders would give the original labels, not ReaL's
+        return read_real_folder(root)
     if name == "objectnet" and os.path.isdir(os.path.join(root, "images")):
         root = os.path.join(root, "images")
     paths, labels, skipped = [], [], Counter()
@@ -310,12 +363,7 @@ def read_folder(name: str, root: str) -> EvalSet:
     unknown = []
     for d in folders:
         lab = _folder_labels(d)
-        files = sorted(
-            os.path.join(dp, f)
-            for dp, _, fs in os.walk(os.path.join(root, d))
-            for f in fs
-            if f.lower().endswith(IMAGE_EXTS)
-        )
+        files = _image_files(os.path.join(root, d))
         if lab is None:
             unknown.append(d)
             skipped["folder without an ImageNet class"] += len(files)

@@ -4,7 +4,9 @@ Per class: embed every template filled with the class name, L2-normalise each em
 over templates, L2-normalise again. Logits = 100 * cosine(image embedding, class embedding).
 The class-embedding matrix is cached per (checkpoint, class set, templates, class names): in memory
 and on disk (`<workdir>/eval/cache/zs_<hash>.npy`), since building it for 80 templates x
-1000 classes is the slowest part of a zero-shot evaluation.
+1000 classes is the slowest part of a zero-shot evaluation. The checkpoint enters the key as a hash
+of its weights (`weights_fingerprint`), not its path: a workdir reused for a new run, or in-loop
+evaluation of changing weights, can never pick up a stale matrix.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 LOGIT_SCALE = 100.0
-
-#: Template set names (labelsets.zeroshot_templates reads clip_zeroshot_protocol.json).
-TEMPLATE_KINDS = ("openai80", "openai7", "single")
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):
@@ -66,10 +65,23 @@ def build_class_embeddings(
     return class_embeddings(emb)
 
 
-def cache_key(checkpoint: str, classes: Sequence[int], templates: Sequence[str], names) -> str:
-    blob = json.dumps(
-        [str(checkpoint), [int(c) for c in classes], list(templates), list(names)], sort_keys=True
-    )
+def weights_fingerprint(variables) -> str:
+    """Hash of every array of a variables pytree (paths, dtypes, shapes and bytes)."""
+    import jax
+
+    h = hashlib.blake2b(digest_size=16)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}".encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def cache_key(
+    weights: str, classes: Sequence[int], templates: Sequence[str], names: Sequence[str]
+) -> str:
+    """Key of one class-embedding matrix. weights: `weights_fingerprint` of the checkpoint."""
+    blob = json.dumps([str(weights), [int(c) for c in classes], list(templates), list(names)])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -5,6 +5,7 @@ imports `janus.data` (data flows one way; the tokenizer lives in `janus.data.tok
 """
 
 from janus.models.clip import CLIP, Classifier, l2_normalize
+from janus.models.posemb import resize_posemb, resize_posembs
 from janus.models.registry import (
     TOWERS,
     create_model,
@@ -23,5 +24,7 @@ __all__ = [
     "image_tower_names",
     "init_variables",
     "l2_normalize",
+    "resize_posemb",
+    "resize_posembs",
     "resolve_dtype",
 ]

@@ -26,38 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from janus.models.layers import attention
-from janus.models.resnet import batch_norm, conv
+from janus.models.resnet import Bottleneck, avg_pool, conv_bn
 
 Dtype = Any
-
-
-def avg_pool(x: jax.Array, stride: int) -> jax.Array:
-    return nn.avg_pool(x, (stride, stride), strides=(stride, stride)) if stride > 1 else x
-
-
-class ClipBottleneck(nn.Module):
-    planes: int
-    stride: int = 1
-    zero_init_last_bn: bool = True
-    dtype: Dtype = jnp.float32
-    expansion = 4
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out_ch = self.planes * self.expansion
-        y = nn.relu(
-            batch_norm(train, self.dtype, "bn1")(conv(self.planes, 1, 1, self.dtype, "conv1")(x))
-        )
-        y = nn.relu(
-            batch_norm(train, self.dtype, "bn2")(conv(self.planes, 3, 1, self.dtype, "conv2")(y))
-        )
-        y = avg_pool(y, self.stride)
-        y = conv(out_ch, 1, 1, self.dtype, "conv3")(y)
-        y = batch_norm(train, self.dtype, "bn3", self.zero_init_last_bn)(y)
-        if self.stride > 1 or x.shape[-1] != out_ch:
-            x = conv(out_ch, 1, 1, self.dtype, "downsample_conv")(avg_pool(x, self.stride))
-            x = batch_norm(train, self.dtype, "downsample_bn")(x)
-        return nn.relu(x + y)
 
 
 class AttentionPool(nn.Module):
@@ -115,15 +86,15 @@ class ClipResNet(nn.Module):
         x = images.astype(self.dtype)
         stem = [(self.width // 2, 2), (self.width // 2, 1), (self.width, 1)]
         for i, (ch, stride) in enumerate(stem, start=1):
-            x = conv(ch, 3, stride, self.dtype, f"conv{i}")(x)
-            x = nn.relu(batch_norm(train, self.dtype, f"bn{i}")(x))
+            x = nn.relu(conv_bn(x, ch, 3, stride, train, self.dtype, i))
         x = avg_pool(x, 2)
         for s, n_blocks in enumerate(self.stage_sizes):
             for b in range(n_blocks):
-                x = ClipBottleneck(
+                x = Bottleneck(
                     planes=self.width * 2**s,
                     stride=2 if s > 0 and b == 0 else 1,
                     zero_init_last_bn=self.zero_init_last_bn,
+                    anti_alias=True,
                     dtype=self.dtype,
                     name=f"layer{s + 1}_{b}",
                 )(x, train)

@@ -2,7 +2,8 @@
 
 Layouts follow the PyTorch references so that weight import is a rename plus a transpose:
 
-- `SelfAttention` keeps one fused `qkv` projection (``[D, 3D]``, q then k then v, heads contiguous
+- `SelfAttention` (also the CLIP text tower's, under open_clip's names) keeps one fused `qkv`
+  projection (``[D, 3D]``, q then k then v, heads contiguous
   inside each), exactly like timm's ``attn.qkv`` and torch's
   ``nn.MultiheadAttention.in_proj_weight``.
 - `EncoderBlock` is the pre-LN transformer block shared by timm ViTs, open_clip's visual transformer
@@ -74,25 +75,29 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: a fused ``qkv`` Dense and an ``out`` Dense (both with bias)."""
+    """Multi-head self-attention: a fused ``qkv`` Dense and an ``out`` Dense (both with bias).
+
+    ``names`` / ``out_init`` let the CLIP text tower keep open_clip's names (``in_proj``,
+    ``out_proj``) and initialisation with the same code."""
 
     num_heads: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     kernel_init: Callable = nn.initializers.xavier_uniform()
+    out_init: Callable | None = None  # None: kernel_init
+    names: tuple[str, str] = ("qkv", "out")
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         b, t, d = x.shape
         if d % self.num_heads:
             raise ValueError(f"width {d} is not divisible by num_heads {self.num_heads}")
-        dense = functools.partial(
-            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init
-        )
-        qkv = dense(3 * d, name="qkv")(x)
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+        qkv = dense(3 * d, kernel_init=self.kernel_init, name=self.names[0])(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 3, axis=2)
         out = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask)
-        return dense(d, name="out")(out.reshape(b, t, d))
+        out_init = self.out_init or self.kernel_init
+        return dense(d, kernel_init=out_init, name=self.names[1])(out.reshape(b, t, d))
 
 
 class Mlp(nn.Module):

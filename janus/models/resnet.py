@@ -62,6 +62,33 @@ def conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn
     )
 
 
+def avg_pool(x: jax.Array, stride: int) -> jax.Array:
+    return nn.avg_pool(x, (stride, stride), strides=(stride, stride)) if stride > 1 else x
+
+
+def conv_bn(
+    x: jax.Array, features: int, kernel: int, stride: int, train: bool, dtype: Dtype, index: int,
+    zero_init: bool = False,
+) -> jax.Array:  # fmt: skip
+    """``conv{index}`` then ``bn{index}`` (call inside a compact method: they become its
+    submodules)."""
+    x = conv(features, kernel, stride, dtype, f"conv{index}")(x)
+    return batch_norm(train, dtype, f"bn{index}", zero_init)(x)
+
+
+def shortcut(
+    x: jax.Array, features: int, stride: int, train: bool, dtype: Dtype, anti_alias: bool
+) -> jax.Array:
+    """Identity, or where the block changes shape ``downsample_conv`` (1x1) + ``downsample_bn``:
+    torchvision strides the 1x1 conv; CLIP (``anti_alias``) average-pools before it."""
+    if stride == 1 and x.shape[-1] == features:
+        return x
+    if anti_alias:
+        x, stride = avg_pool(x, stride), 1
+    x = conv(features, 1, stride, dtype, "downsample_conv")(x)
+    return batch_norm(train, dtype, "downsample_bn")(x)
+
+
 class BasicBlock(nn.Module):
     planes: int
     stride: int = 1
@@ -71,37 +98,32 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        out_ch = self.planes * self.expansion
-        y = conv(self.planes, 3, self.stride, self.dtype, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
-        y = conv(self.planes, 3, 1, self.dtype, "conv2")(y)
-        y = batch_norm(train, self.dtype, "bn2", self.zero_init_last_bn)(y)
-        if self.stride != 1 or x.shape[-1] != out_ch:
-            x = conv(out_ch, 1, self.stride, self.dtype, "downsample_conv")(x)
-            x = batch_norm(train, self.dtype, "downsample_bn")(x)
-        return nn.relu(x + y)
+        y = nn.relu(conv_bn(x, self.planes, 3, self.stride, train, self.dtype, 1))
+        y = conv_bn(y, self.planes, 3, 1, train, self.dtype, 2, self.zero_init_last_bn)
+        return nn.relu(shortcut(x, self.planes, self.stride, train, self.dtype, False) + y)
 
 
 class Bottleneck(nn.Module):
+    """torchvision v1.5 bottleneck (stride on the 3x3 conv), or with ``anti_alias`` CLIP's: the
+    3x3 conv at stride 1 followed by a ``stride`` average pool, and a pooled shortcut."""
+
     planes: int
     stride: int = 1
     zero_init_last_bn: bool = False
+    anti_alias: bool = False
     dtype: Dtype = jnp.float32
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out_ch = self.planes * self.expansion
-        y = conv(self.planes, 1, 1, self.dtype, "conv1")(x)
-        y = nn.relu(batch_norm(train, self.dtype, "bn1")(y))
-        y = conv(self.planes, 3, self.stride, self.dtype, "conv2")(y)  # v1.5: stride here
-        y = nn.relu(batch_norm(train, self.dtype, "bn2")(y))
-        y = conv(out_ch, 1, 1, self.dtype, "conv3")(y)
-        y = batch_norm(train, self.dtype, "bn3", self.zero_init_last_bn)(y)
-        if self.stride != 1 or x.shape[-1] != out_ch:
-            x = conv(out_ch, 1, self.stride, self.dtype, "downsample_conv")(x)
-            x = batch_norm(train, self.dtype, "downsample_bn")(x)
-        return nn.relu(x + y)
+        conv_stride = 1 if self.anti_alias else self.stride
+        y = nn.relu(conv_bn(x, self.planes, 1, 1, train, self.dtype, 1))
+        y = nn.relu(conv_bn(y, self.planes, 3, conv_stride, train, self.dtype, 2))
+        if self.anti_alias:
+            y = avg_pool(y, self.stride)
+        y = conv_bn(y, out_ch, 1, 1, train, self.dtype, 3, self.zero_init_last_bn)
+        return nn.relu(shortcut(x, out_ch, self.stride, train, self.dtype, self.anti_alias) + y)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -127,8 +149,7 @@ class ResNet(nn.Module):
         if self.block not in BLOCKS:
             raise ValueError(f"unknown block {self.block!r}; known: {sorted(BLOCKS)}")
         block_cls = BLOCKS[self.block]
-        x = conv(self.width, 7, 2, self.dtype, "conv1")(images.astype(self.dtype))
-        x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
+        x = nn.relu(conv_bn(images.astype(self.dtype), self.width, 7, 2, train, self.dtype, 1))
         # max_pool pads with -inf, like torch's MaxPool2d(3, 2, padding=1).
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for s, n_blocks in enumerate(self.stage_sizes):

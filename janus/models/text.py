@@ -32,62 +32,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from janus.models.layers import SelfAttention, get_activation
+
 # torch.nn.LayerNorm's default; flax's is 1e-6, which would break parity with open_clip weights.
 LN_EPS = 1e-5
-
-
-def quick_gelu(x: jax.Array) -> jax.Array:
-    """OpenAI CLIP's GELU approximation, x * sigmoid(1.702 x)."""
-    return x * jax.nn.sigmoid(1.702 * x)
-
-
-# open_clip: QuickGELU for OpenAI-trained models (`quick_gelu=True`), exact nn.GELU otherwise.
-ACTIVATIONS = {
-    "quick_gelu": quick_gelu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-}
 
 
 def _layer_norm(name: str) -> nn.Module:
     # A plain nn.LayerNorm with float32 compute keeps the param path flat (`ln_1/scale`).
     return nn.LayerNorm(epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention with torch's packed q|k|v input projection and a causal mask."""
-
-    width: int
-    heads: int
-    proj_std: float
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        b, n, w = x.shape
-        if w % self.heads:
-            raise ValueError(f"text width {w} is not divisible by heads={self.heads}")
-        hd = w // self.heads
-        qkv = nn.Dense(
-            3 * w,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.initializers.normal(w**-0.5),
-            name="in_proj",
-        )(x)
-        q, k, v = jnp.split(qkv.reshape(b, n, 3, self.heads, hd), 3, axis=2)
-        q, k, v = (t[:, :, 0] for t in (q, k, v))  # [b, n, heads, hd]
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q * (hd**-0.5), k).astype(jnp.float32)
-        causal = jnp.tril(jnp.ones((n, n), dtype=bool))
-        logits = jnp.where(causal, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, n, w)
-        return nn.Dense(
-            w,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.initializers.normal(self.proj_std),
-            name="out_proj",
-        )(out)
 
 
 class MLP(nn.Module):
@@ -107,7 +60,7 @@ class MLP(nn.Module):
             name=name,
         )
         h = dense(self.mlp_width, (2 * self.width) ** -0.5, "c_fc")(x)
-        h = ACTIVATIONS[self.activation](h)
+        h = get_activation(self.activation)(h)
         return dense(self.width, self.proj_std, "c_proj")(h)
 
 
@@ -122,9 +75,16 @@ class ResidualAttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = _layer_norm("ln_1")(x).astype(self.dtype)
-        x = x + CausalSelfAttention(self.width, self.heads, self.proj_std, self.dtype, name="attn")(
-            h
+        attn = SelfAttention(
+            self.heads,
+            self.dtype,
+            kernel_init=nn.initializers.normal(self.width**-0.5),
+            out_init=nn.initializers.normal(self.proj_std),
+            names=("in_proj", "out_proj"),
+            name="attn",
         )
+        n = x.shape[1]
+        x = x + attn(h, jnp.tril(jnp.ones((n, n), dtype=bool)))  # causal
         h = _layer_norm("ln_2")(x).astype(self.dtype)
         return x + MLP(
             self.width, self.mlp_width, self.proj_std, self.activation, self.dtype, name="mlp"
@@ -153,10 +113,7 @@ class TextTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown text activation {self.activation!r}; known: {sorted(ACTIVATIONS)}"
-            )
+        get_activation(self.activation)  # fail early on an unknown name
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, length], got shape {tokens.shape}")
         n = tokens.shape[1]

@@ -1,0 +1,96 @@
+"""Labels and captions for build candidates: caption matching, label-set restriction, templates.
+
+Used by `janus.data.builder`: `Labeler` labels caption-only samples with
+`janus.data.matching.Matcher` and writes template captions for labelled samples without one;
+`label_candidates` applies it and the label set to every scanned candidate, counting what it drops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from janus.data import labelsets, matching
+from janus.data.skips import SkipCounter
+from janus.data.sources import Candidate
+
+if TYPE_CHECKING:
+    from janus.data.builder import BuildConfig
+
+
+class Labeler:
+    """Labels for caption-only samples (`match`) and captions for label-only ones (`template`).
+
+    The Matcher is built on first use: only caption-only sources need it, and it takes a moment.
+    `coverage` collects every matched or rejected caption, per class and per source.
+    """
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+        self.coverage = matching.CoverageReport()
+        self._matcher = None
+        self.template = functools.cache(self._template)
+
+    def _template(self, label: int) -> str:
+        return matching.template_caption(int(label), class_names=self.cfg.class_names)
+
+    def match(self, captions: Sequence[str], source: str) -> list[int]:
+        """Labels from the first caption that matches; [] when none does."""
+        if self._matcher is None:
+            self._matcher = matching.Matcher(
+                class_names=self.cfg.class_names,
+                label_set=self.cfg.label_set,
+                mode=self.cfg.matching,
+                compat=self.cfg.matching_compat,
+            )
+        first = None
+        for caption in captions:
+            result = self._matcher.match_detail(caption)
+            first = first or result
+            if result.labels:
+                self.coverage.add(source, caption, result.labels)
+                return [int(x) for x in result.labels]
+        self.coverage.add(source, captions[0], [], first.reason)
+        return []
+
+
+def label_candidates(
+    candidates, cfg: BuildConfig, skips: SkipCounter, labeler: Labeler
+) -> list[Candidate]:
+    """Labels restricted to the label set, captions filled in; unusable candidates are counted."""
+    in_set = labelsets.class_mask(labelsets.resolve_label_set(cfg.label_set))
+    out, seen = [], set()
+    for c in candidates:
+        if c.key in seen:
+            skips.add("duplicate key", c.key)
+            continue
+        seen.add(c.key)
+        labels, label_source = c.labels, c.label_source
+        if labels is None:
+            if not c.captions:
+                skips.add("empty caption", c.key)
+                continue
+            labels, label_source = labeler.match(c.captions, c.source), f"matched:{cfg.matching}"
+            if not labels and not cfg.keep_unlabeled:
+                skips.add("caption matched no class", c.key, c.captions[0][:60])
+                continue
+        bad = [x for x in labels if not 0 <= x < len(in_set)]
+        if bad:
+            skips.add("label outside ImageNet-1k", c.key, str(bad[:3]))
+            continue
+        kept = tuple(int(x) for x in labels if in_set[x])
+        if labels and not kept and not cfg.keep_unlabeled:
+            skips.add("no label in label set", c.key, str(list(labels)[:3]))
+            continue
+        captions = c.captions
+        if not captions:
+            if not kept:
+                skips.add("empty caption", c.key)
+                continue
+            captions = (labeler.template(kept[0]),)
+        out.append(
+            dataclasses.replace(c, labels=kept, captions=captions, label_source=label_source)
+        )
+    return out

@@ -1,0 +1,67 @@
+"""The builder's process pool and progress lines."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import sys
+import time
+
+
+class ProcessMap:
+    """A process pool, or in-process mapping for workers <= 1 (no start-up cost in tests).
+
+    concurrent.futures rather than multiprocessing.Pool: a worker that dies (killed, out of memory)
+    raises BrokenProcessPool here instead of hanging the build.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+        self._pool = None
+        if self.workers > 1:
+            # fork is cheap; after jax is imported, fork is unsafe (threads), so use spawn then.
+            method = "spawn" if "jax" in sys.modules else "fork"
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context(method)
+            )
+
+    def imap_unordered(self, fn, items):
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        futures = [self._pool.submit(fn, item) for item in items]
+        for f in concurrent.futures.as_completed(futures):
+            yield f.result()
+
+    def map(self, fn, items):
+        if self._pool is None:
+            return list(map(fn, items))
+        return list(self._pool.map(fn, items))
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Progress:
+    """Progress lines on stderr: in place on a terminal, every 5 s (and at the end) in a log."""
+
+    def __init__(self, what: str, total: int, enabled: bool, already_done: int = 0):
+        self.what, self.total, self.enabled = what, total, enabled
+        self.done, self.t0, self._last = already_done, time.time(), 0.0
+        self._already_done = already_done  # resumed work: not part of this run's rate
+        self.tty = sys.stderr.isatty()
+
+    def update(self, k: int, extra: str = "") -> None:
+        self.done += k
+        now = time.time()
+        if not self.enabled or (
+            now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total
+        ):
+            return
+        self._last = now
+        rate = (self.done - self._already_done) / max(now - self.t0, 1e-9)
+        line = f"[build] {self.what}: {self.done}/{self.total} ({rate:.0f}/s){extra}"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+        if self.tty and self.done >= self.total:
+            print(file=sys.stderr)

@@ -1,0 +1,108 @@
+"""Writing eval results: `<workdir>/eval/<step>.json` and one row per (step, classifier) of
+`<workdir>/eval/results.csv` (DESIGN.md's schema), atomically, on process 0 only.
+
+The JSON is `<step>.json` for the model's default classifier (head for CE, zeroshot for VL) and
+`<step>_<classifier>.json` for another one, so a linear probe never overwrites the zero-shot result.
+The CSV header is always `CSV_COLUMNS`, whichever sets a run evaluates: rows of different steps and
+runs line up, and a set that was not evaluated has empty cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping
+
+from janus.evaluate.sets import SET_NAMES
+
+_ROW_KEYS = ("step", "classifier", "label_set", "suite", "model", "loss")
+_ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
+CSV_COLUMNS = (
+    list(_ROW_KEYS)
+    + [f"{s}_{k}" for s in SET_NAMES for k in ("top1", "top5", "n")]
+    + list(_ROW_METRICS)
+)
+
+
+def default_classifier(loss: str | None) -> str:
+    return "zeroshot" if loss in ("infonce", "siglip") else "head"
+
+
+def result_filename(step: int, classifier: str, loss: str | None) -> str:
+    if classifier == default_classifier(loss):
+        return f"{step}.json"
+    return f"{step}_{classifier}.json"
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def csv_row(result: Mapping) -> dict[str, str]:
+    """The results.csv row of one eval result (every column of CSV_COLUMNS; None -> '')."""
+    row = {k: result.get(k) for k in _ROW_KEYS}
+    for s in SET_NAMES:
+        for k in ("top1", "top5", "n"):
+            row[f"{s}_{k}"] = (result["sets"].get(s) or {}).get(k)
+    for k in _ROW_METRICS:
+        row[k] = result["metrics"].get(k)
+    return {k: "" if v is None else str(v) for k, v in row.items()}
+
+
+def write_result(workdir: str, result: Mapping) -> str:
+    """eval/<step>[_<classifier>].json and its results.csv row (process 0 only). -> json path."""
+    import jax
+
+    out_dir = os.path.join(workdir, "eval")
+    name = result_filename(result["step"], result["classifier"], result.get("loss"))
+    path = os.path.join(out_dir, name)
+    if jax.process_index() != 0:
+        return path
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_write(path, json.dumps(result, indent=1) + "\n")
+    csv_path = os.path.join(out_dir, "results.csv")
+    rows = []
+    if os.path.exists(csv_path):
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    row = csv_row(result)
+    rows = [
+        r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])
+    ]
+    rows.append(row)
+    rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_write(csv_path, buf.getvalue())
+    return path
+
+
+def evaluated_steps(workdir: str, classifier: str | None = None) -> set[int]:
+    """Steps that already have a result for `classifier` (None: the model's default one)."""
+    d = os.path.join(workdir, "eval")
+    if not os.path.isdir(d):
+        return set()
+    steps = set()
+    for f in os.listdir(d):
+        stem, ext = os.path.splitext(f)
+        step, _, suffix = stem.partition("_")
+        if ext != ".json" or not step.isdigit():
+            continue
+        if suffix == (classifier or "") or (suffix == "" and _classifier_of(d, f) == classifier):
+            steps.add(int(step))
+    return steps
+
+
+def _classifier_of(eval_dir: str, filename: str) -> str | None:
+    try:
+        with open(os.path.join(eval_dir, filename)) as f:
+            return json.load(f).get("classifier")
+    except (OSError, ValueError):
+        return None

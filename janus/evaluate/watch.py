@@ -1,0 +1,105 @@
+"""`--watch`: evaluate each new checkpoint of a workdir while training runs.
+
+Half-written checkpoints are invisible: `janus.checkpoint.list_complete_steps` lists finished ones
+only. A step that already has a result for this classifier (eval/<step>.json, e.g. from the
+in-loop hook) is not evaluated again. The watch stops when
+- the final step has a result (`final_step`, else the run's total steps from config.json), also
+  when that was already so at the start (a finished run);
+- `<workdir>/DONE` exists and every complete checkpoint has a result;
+- no new checkpoint appeared for `timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from janus.evaluate.results import evaluated_steps, write_result
+from janus.evaluate.runner import Evaluator, log
+
+DONE_MARKER = "DONE"
+
+
+def total_steps(workdir: str) -> int | None:
+    """The run's total steps from config.json (the trainer's resolved.total_steps, else
+    total_steps); None when unknown."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return None
+    total = (cfg.get("resolved") or {}).get("total_steps") or cfg.get("total_steps")
+    return int(total) if isinstance(total, int) else None
+
+
+def watch(
+    evaluator: Evaluator,
+    workdir: str,
+    *,
+    timeout: float = 3600.0,
+    poll: float = 10.0,
+    final_step: int | None = None,
+    on_result: Callable[[dict], None] | None = None,
+) -> list[int]:
+    """Evaluates new complete checkpoints until a stop condition (module docstring).
+    -> the steps evaluated, in order. With several processes, process 0 decides what to evaluate
+    and when to stop, so all of them evaluate the same checkpoints together."""
+    from janus.checkpoint import list_complete_steps
+
+    done = evaluated_steps(workdir, evaluator.opts.classifier)
+    evaluated: list[int] = []
+    last_new = time.time()
+    log(f"watch: {workdir}; {len(done)} step(s) already evaluated")
+    while True:
+        if final_step is None:
+            final_step = total_steps(workdir)  # config.json may appear after the watch starts
+        todo = [s for s in list_complete_steps(workdir) if s not in done]
+        stop = None
+        if final_step is not None and final_step in done:
+            stop = f"final step {final_step} has a result"
+        elif not todo and os.path.exists(os.path.join(workdir, DONE_MARKER)):
+            stop = f"{DONE_MARKER} marker found and every checkpoint evaluated"
+        elif not todo and time.time() - last_new > timeout:
+            stop = f"no new checkpoint for {timeout:.0f}s; stopping"
+        todo, stop = _as_process_0_sees_it(todo, stop)
+        if stop:
+            log(f"watch: {stop}")
+            return evaluated
+        for step in todo:
+            try:
+                result = evaluator.evaluate_step(workdir, step)
+            except (FileNotFoundError, OSError, ValueError):
+                # The trainer's keep policy may delete an old checkpoint while we read it.
+                if step in list_complete_steps(workdir):
+                    raise
+                log(f"watch: checkpoint {step} was deleted before it could be evaluated; skipped")
+                done.add(step)
+                continue
+            write_result(workdir, result)
+            done.add(step)
+            evaluated.append(step)
+            last_new = time.time()
+            if on_result:
+                on_result(result)
+        if not todo:
+            time.sleep(poll)
+
+
+def _as_process_0_sees_it(todo: list[int], stop: str | None) -> tuple[list[int], str | None]:
+    """Process 0's (steps to evaluate, stop reason), on every process."""
+    import jax
+
+    if jax.process_count() == 1:
+        return todo, stop
+    from jax.experimental.multihost_utils import broadcast_one_to_all
+
+    n, stopped = (int(x) for x in broadcast_one_to_all(np.array([len(todo), stop is not None])))
+    steps = np.zeros(n, np.int64)
+    if n:  # the other processes' lists may differ in length: send process 0's, padded
+        steps[: min(n, len(todo))] = todo[:n]
+        steps = broadcast_one_to_all(steps)
+    return [int(s) for s in steps], (stop or "process 0 stopped") if stopped else None
