@@ -417,3 +417,16 @@ def test_interrupted_cli_build_resumes(tmp_path, sig):
         json.loads(info_out)["build"]["train"]["per_class"]
         == json.loads(info_ref)["build"]["train"]["per_class"]
     )
+
+
+def test_a_dead_worker_fails_the_build_instead_of_hanging():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from janus.data.parallel import ProcessMap
+
+    pool = ProcessMap(2)
+    try:
+        with pytest.raises(BrokenProcessPool):
+            list(pool.imap_unordered(os._exit, [3, 3]))  # a worker killed mid-task
+    finally:
+        pool.close()

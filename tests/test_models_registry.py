@@ -24,6 +24,12 @@ DESIGN_NAMES = [
 ]
 
 
+def fast_key(seed):
+    """rbg keys: XLA compiles threefry initialisers for every parameter ~3-5x slower on a 2-core
+    CPU than the tiny models themselves; the tests only need some initialisation."""
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
 def _tokens(b=4, n=8, vocab=64, seed=0):
     t = np.random.default_rng(seed).integers(1, vocab - 1, size=(b, n)).astype(np.int32)
     t[:, -2] = vocab - 1  # EOT
@@ -68,7 +74,7 @@ def test_clip_rn50_matches_openai_layout_without_init():
 @pytest.fixture(scope="module")
 def ce_model():
     model = create_model("resnet_tiny", "ce", num_classes=10)
-    return model, init_variables(model, jax.random.key(0), 16)
+    return model, init_variables(model, fast_key(0), 16)
 
 
 def test_classifier_shapes(ce_model):
@@ -110,7 +116,7 @@ def test_bf16_compute_keeps_fp32_params_and_outputs(ce_model):
 )
 def test_clip_outputs(name, loss, size):
     model = create_model(name, loss, text=TINY_TEXT)
-    variables = init_variables(model, jax.random.key(0), size, context_length=8)
+    variables = init_variables(model, fast_key(0), size, context_length=8)
     params = variables["params"]
     assert {"image_tower", "text_tower", "logit_scale"} <= set(params)
     assert ("image_projection" in params) == (not name.startswith("clip_"))

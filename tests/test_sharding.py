@@ -20,6 +20,12 @@ from janus.models import CLIP, Classifier, TextTransformer, create_model, init_v
 TINY_TEXT = dict(width=32, layers=1, heads=2, context_length=8, vocab_size=64, output_dim=16)
 
 
+def fast_key(seed):
+    """rbg keys: XLA compiles threefry initialisers for every parameter ~3-5x slower on a 2-core
+    CPU than the tiny models themselves; the tests only need some initialisation."""
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
 class TinyBNTower(nn.Module):
     """Stand-in image tower (conv -> BatchNorm -> relu -> mean pool -> dense): the real towers
     compile for ~20 s each on a 2-core CPU, times three meshes; the layouts under test are the
@@ -216,7 +222,7 @@ def _runs(model, variables, tx, kind, batches):
 @pytest.mark.slow
 def test_ce_with_batchnorm_trains_identically_on_1_and_8_devices():
     model = Classifier(image_tower=TinyBNTower(), num_classes=10)
-    variables = init_variables(model, jax.random.key(0), 16)
+    variables = init_variables(model, fast_key(0), 16)
     assert "batch_stats" in variables
     rng = np.random.default_rng(0)
     batches = [
@@ -251,7 +257,7 @@ def _clip_batches(n, size, seed):
 @pytest.mark.slow
 def test_clip_trains_identically_on_1_and_8_devices():
     model = CLIP(image_tower=TinyBNTower(), text_tower=TextTransformer(**TINY_TEXT), embed_dim=16)
-    variables = init_variables(model, jax.random.key(1), 16, context_length=8)
+    variables = init_variables(model, fast_key(1), 16, context_length=8)
     batches = _clip_batches(2, 16, seed=1)
     # eps well above the gradient noise: Adam's first step is ~sign(g), and float-reduction-order
     # noise on a ~0 gradient would otherwise flip it between meshes.
@@ -269,7 +275,7 @@ def test_real_tiny_clip_resnet_trains_identically_on_1_and_8_devices():
     text tower: 1 device == 8 data-parallel devices == 2x4 data x FSDP, for the same batches."""
     text = {k: v for k, v in TINY_TEXT.items() if k != "output_dim"}
     model = create_model("clip_rn_tiny", "infonce", text=text)
-    variables = init_variables(model, jax.random.key(2), 32, context_length=8)
+    variables = init_variables(model, fast_key(2), 32, context_length=8)
     tx = optax.adamw(1e-3, eps=1e-3, weight_decay=0.1)
     runs = _runs(model, variables, tx, "infonce", _clip_batches(2, 32, seed=2))
     assert runs["dp2_fsdp4"][2] > 0
