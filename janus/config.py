@@ -112,7 +112,9 @@ def paper_config() -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = ml_collections.config_dict.placeholder(float)  # global-norm clipping
     c.optimizer.grad_accum_steps = 1  # microbatches per step (one update per global batch)
     c.optimizer.no_decay = ",".join(NO_DECAY_PATTERNS)  # comma-separated regexes on param paths
-    c.optimizer.freeze = ""  # regex on param paths never updated (e.g. "^image_tower/": linear probe)
+    c.optimizer.freeze = (
+        ""  # regex on param paths never updated (e.g. "^image_tower/": linear probe)
+    )
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000

@@ -5,10 +5,10 @@
 - `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias
   and the CLIP temperature (logit_scale, logit_bias) are excluded by path regex
   (config.NO_DECAY_PATTERNS).
-- `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, decoupled weight decay) |
-  LAMB, with optional global-norm clipping and frozen parameters (`optimizer.freeze`, a regex on
-  parameter paths such as "^image_tower/" for a linear probe). Gradient accumulation is done in the train step
-  (microbatches summed before one update), not here, so the optimizer always sees the global batch.
+- `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, weight decay) | LAMB,
+  with optional global-norm clipping and frozen parameters (`optimizer.freeze`, a regex on
+  parameter paths such as "^image_tower/" for a linear probe). Gradient accumulation is done in the
+  train step (microbatches summed before one update), so the optimizer sees the global batch.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-SETS = ("val", "v2", "sketch", "r", "a", "objectnet", "real")
+from janus.evaluate.sets import SET_NAMES
+
 COLUMNS = (
     ["run", "step", "model", "loss", "label_set", "suite", "classifier", "budget"]
-    + [f"{s}_top1" for s in SETS]
+    + [f"{s}_top1" for s in SET_NAMES]
     + ["avg_robustness", "robustness_ratio", "taori_er_mean5"]
 )
 
@@ -106,7 +107,7 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
                     for k in ("step", "model", "loss", "label_set", "suite", "classifier")
                 },
             }
-            for s in SETS:
+            for s in SET_NAMES:
                 row[f"{s}_top1"] = _get(r, f"sets.{s}.top1")
             m = r.get("metrics") or {}
             for k in ("avg_robustness", "robustness_ratio", "taori_er_mean5"):

@@ -1,7 +1,8 @@
 """Figures for `janus.report` (matplotlib, Agg backend; each figure saved as PNG and SVG).
 
 - `robustness_vs_val_<label_set>`: average robustness vs val top-1 on logit axes, one figure per
-  label set, ticks labelled in percent (0 % and 100 % are drawn at 0.5 % / 99.5 %, with a note).
+  label set, ticks labelled in percent (0% and 100% are drawn at 0.5% / 99.5%, with a note).
+  A classifier other than the model's default (a VL model's linear probe) is drawn hollow.
   Runs are coloured by objective (loss) with one marker per architecture; the paper's
   meta-analysis models on the same label set are grey background points (Conventional = trained
   on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from janus.evaluate import metrics  # noqa: E402
+from janus.evaluate.results import default_classifier  # noqa: E402
 
 # Meta-analysis column prefixes per janus label-set name (see vlhub_meta_analysis.csv's header).
 META_COLUMNS = {
@@ -40,6 +42,11 @@ LOSS_LABELS = {
     "sigmoid": "sigmoid (labels)",
     "infonce": "VL: InfoNCE on captions",
     "siglip": "VL: SigLIP on captions",
+}
+CLASSIFIER_LABELS = {
+    "linear_probe": "linear probe on frozen features",
+    "zeroshot": "zero-shot",
+    "head": "classification head",
 }
 MARKERS = "osD^v<>Pp*hX"
 
@@ -99,8 +106,9 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
                 y,
                 s=60,
                 zorder=3,
-                edgecolors="k",
-                c=[colors[str(r.get("loss"))]],
+                c="w" if _non_default(r) else [colors[str(r.get("loss"))]],
+                edgecolors=colors[str(r.get("loss"))] if _non_default(r) else "k",
+                linewidths=1.5 if _non_default(r) else 1.0,
                 marker=markers[str(r.get("model"))],
             )
         _legend_runs(ax, group, colors, markers)
@@ -111,7 +119,7 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
             notes.append(f"the meta-analysis has no results on label set {label_set}")
         clipped = [r for r in group for k in ("val_top1", "avg_robustness") if r[k] in (0, 1)]
         if clipped:
-            notes.append("0 % / 100 % are off a logit axis: drawn at 0.5 % / 99.5 %")
+            notes.append("0% / 100% are off a logit axis: drawn at 0.5% / 99.5%")
         if notes:
             ax.text(
                 0.99,
@@ -203,12 +211,19 @@ def _logit_axis(ax, axis, values) -> None:
             ticks.append(t)
             last = metrics.logit(t)
     axis.set_major_locator(FixedLocator(ticks))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g} %"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
     axis.set_minor_locator(NullLocator())
+
+
+def _non_default(row) -> bool:
+    return row.get("classifier") != default_classifier(row.get("loss"))
 
 
 def _legend_runs(ax, group, colors, markers):
     handles = ax.get_legend_handles_labels()[0]
+    for classifier in sorted({str(r.get("classifier")) for r in group if _non_default(r)}):
+        label = f"hollow: {CLASSIFIER_LABELS.get(classifier, classifier)}"
+        handles.append(plt.Line2D([], [], ls="", marker="o", c="w", mec="0.3", label=label))
     for loss in sorted({str(r.get("loss")) for r in group}):
         handles.append(
             plt.Line2D(
@@ -255,10 +270,12 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     lines = defaultdict(list)
     for r in rows:
-        lines[(str(r.get("loss")), str(r.get("model")), str(r.get("label_set")))].append(r)
+        key = (str(r.get("loss")), str(r.get("model")), str(r.get("label_set")))
+        lines[(*key, str(r.get("classifier")))].append(r)
     for key, group in sorted(lines.items()):
-        loss, model, label_set = key
+        loss, model, label_set, classifier = key
         group = sorted(group, key=lambda r: r["budget"])
+        probe = classifier != default_classifier(loss)
         for ax, col in zip(axes, ("val_top1", "avg_robustness")):
             pts = [(r["budget"], r[col]) for r in group if r.get(col) is not None]
             if pts:
@@ -267,7 +284,10 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
                     marker=markers[model],
                     c=colors[loss],
                     mec="k",
-                    label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}",
+                    mfc="w" if probe else colors[loss],
+                    ls="--" if probe else "-",
+                    label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}"
+                    + (f", {CLASSIFIER_LABELS.get(classifier, classifier)}" if probe else ""),
                 )
     for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
         _budget_axis(ax)
@@ -276,7 +296,10 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
         ax.set_ylabel(title)
         ax.set_title(f"{title} vs data budget")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    # Below both panels: a legend inside either one would hide points or tick labels.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
+    fig.tight_layout()
     return _save(fig, out_dir, "scaling")
 
 

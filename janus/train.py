@@ -410,8 +410,9 @@ def _count_examples(config):
 
 
 def _init_from(state, config, shardings):
-    """Replaces the parameters selected by checkpoint.init_include/exclude by those of
-    checkpoint.init_from, and re-initialises the optimizer state."""
+    """Replaces the parameters (and BatchNorm statistics) selected by
+    checkpoint.init_include/exclude by those of checkpoint.init_from, in their shardings. The caller
+    re-initialises the optimizer state. -> (state, paths taken)."""
     loaded = ckpt_lib.load_params_for_init(config.checkpoint.init_from)
     fresh = {k: state[k] for k in ("params", "batch_stats") if k in state}
     merged, taken = ckpt_lib.merge_params(

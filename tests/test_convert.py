@@ -78,17 +78,31 @@ def run_classifier(converted, x):
 # ----------------------------
 
 
-def test_counts_torchvision_resnets():
-    for name in ("resnet18", "resnet50"):
-        ref = torch_count(getattr(torchvision.models, name)())
-        assert janus_count(name, "ce") == ref, name
-    assert janus_count("resnet50", "ce") == 25_557_032  # the issue's figure, cross-checked above
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+def test_counts_torchvision_resnets(arch):
+    with torch.device("meta"):  # shapes only
+        ref = getattr(torchvision.models, arch)()
+    assert janus_count(arch, "ce") == torch_count(ref), arch
+    if arch == "resnet50":
+        assert torch_count(ref) == 25_557_032  # the issue's figure
 
 
-def test_counts_timm():
-    for timm_name, name in [("vit_small_patch16_224", "vit_s16"), ("resnet26", "resnet26")]:
-        ref = torch_count(timm.create_model(timm_name, pretrained=False))
-        assert janus_count(name, "ce") == ref, name
+TIMM_NAMES = [
+    ("vit_tiny_patch16_224", "vit_ti16"),
+    ("vit_small_patch16_224", "vit_s16"),
+    ("vit_small_patch32_224", "vit_s32"),
+    ("vit_base_patch16_224", "vit_b16"),
+    ("vit_base_patch32_224", "vit_b32"),
+    ("vit_large_patch16_224", "vit_l16"),
+    ("resnet26", "resnet26"),
+]
+
+
+@pytest.mark.parametrize("timm_name,name", TIMM_NAMES)
+def test_counts_timm(timm_name, name):
+    with torch.device("meta"):
+        ref = timm.create_model(timm_name, pretrained=False)
+    assert janus_count(name, "ce") == torch_count(ref), name
 
 
 def meta_open_clip(oc_name):
@@ -210,13 +224,10 @@ def tokens(batch=2, vocab=1000):
     return t
 
 
-@pytest.mark.parametrize("vision,activation", [("resnet", "quick_gelu"), ("vit", "gelu")])
-def test_parity_open_clip(vision, activation):
-    ref = small_open_clip(vision, activation)
-    x, xj = images()
-    tok = tokens()
-    converted = convert_state_dict("open_clip", state_dict(ref), activation=activation)
-    assert converted.loss == "infonce"
+def assert_clip_parity(ref, converted, size=64):
+    """Converted CLIP vs the open_clip reference on the same images and tokens."""
+    x, xj = images(size=size)
+    tok = tokens(vocab=ref.vocab_size)
     with torch.no_grad():
         img, txt, scale = ref(x, torch.from_numpy(tok))
     model, variables = build_checked(converted)
@@ -226,6 +237,14 @@ def test_parity_open_clip(vision, activation):
     assert_close(out["image_emb"], img.numpy())
     assert_close(out["text_emb"], txt.numpy())
     np.testing.assert_allclose(float(out["logit_scale"]), float(scale), rtol=1e-6)
+
+
+@pytest.mark.parametrize("vision,activation", [("resnet", "quick_gelu"), ("vit", "gelu")])
+def test_parity_open_clip(vision, activation):
+    ref = small_open_clip(vision, activation)
+    converted = convert_state_dict("open_clip", state_dict(ref), activation=activation)
+    assert converted.loss == "infonce"
+    assert_clip_parity(ref, converted)
 
 
 # --- safe loading, errors, checkpoint round trip
@@ -287,18 +306,9 @@ def test_parity_open_clip_vit_b16_layout():
     vcfg = CLIPVisionCfg(layers=12, width=768, patch_size=16, image_size=64)
     tcfg = CLIPTextCfg(context_length=77, vocab_size=1000, width=64, heads=1, layers=1)
     ref = CLIP(512, vcfg, tcfg, quick_gelu=True).eval()
-    x, xj = images()
-    tok = tokens()
     converted = convert_state_dict("open_clip", state_dict(ref), scan_layers=True)
     assert converted.name == "clip_vit_b16" and converted.tower_kwargs == {"scan_layers": True}
-    with torch.no_grad():
-        img, txt, _ = ref(x, torch.from_numpy(tok))
-    model, variables = build_checked(converted)
-    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
-        variables, xj, jnp.asarray(tok)
-    )
-    assert_close(out["image_emb"], img.numpy())
-    assert_close(out["text_emb"], txt.numpy())
+    assert_clip_parity(ref, converted)
 
 
 def test_convert_at_another_resolution_matches_timm_resampling():
@@ -371,15 +381,6 @@ def test_parity_open_clip_full_size(oc_name, name):
     """The real OpenAI layouts (registry names, 224 px, batch 2) give matching embeddings."""
     torch.manual_seed(0)
     ref = randomize_bn(open_clip.create_model(oc_name, pretrained=None))
-    x, xj = images(size=224)
-    tok = tokens(vocab=49408)
     converted = convert_state_dict("open_clip", state_dict(ref))
     assert converted.name == name and converted.tower_kwargs == {}
-    with torch.no_grad():
-        img, txt, _ = ref(x, torch.from_numpy(tok))
-    model, variables = build_checked(converted)
-    out = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))(
-        variables, xj, jnp.asarray(tok)
-    )
-    assert_close(out["image_emb"], img.numpy())
-    assert_close(out["text_emb"], txt.numpy())
+    assert_clip_parity(ref, converted, size=224)

@@ -147,10 +147,15 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     assert result["sets"]["val"]["top1"] == pytest.approx(expected, abs=1.5 / 30)
     results.write_result(str(wd), result)
     probe_opts = runner.EvalOptions(
-        sets=("val",), classifier="linear_probe", batch_size=16, probe_per_class=2, probe_C=1.0
+        sets=("val", "r"),
+        classifier="linear_probe",
+        batch_size=16,
+        probe_per_class=2,
+        probe_C=1.0,
     )
     probe = runner.Evaluator(probe_opts).evaluate_step(str(wd), 3)
-    assert probe["classifier"] == "linear_probe" and probe["sets"]["val"]["n"] == 30
+    assert probe["classifier"] == "linear_probe"  # trained once, evaluated on every set
+    assert [(s, r["n"]) for s, r in probe["sets"].items()] == [("val", 30), ("r", 30)]
     path = results.write_result(str(wd), probe)
     assert os.path.basename(path) == "3_linear_probe.json" and (wd / "eval" / "3.json").exists()
     rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))

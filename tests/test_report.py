@@ -60,7 +60,7 @@ def test_report_table_and_plots(tmp_path):
     svg = (out / "robustness_vs_val_in100.svg").read_text()
     assert "meta-analysis" in svg and "average robustness" in svg
     assert "trend of label-trained models" in svg  # the baseline line
-    assert "80 %" in svg and "objective: VL: InfoNCE on captions" in svg  # percent logit ticks
+    assert "80%" in svg and "objective: VL: InfoNCE on captions" in svg  # percent logit ticks
     # All steps on request.
     report.main([str(runs / "ce_1x"), "--out", str(tmp_path / "o2"), "--all_steps"])
     assert len(list(csv.DictReader(open(tmp_path / "o2" / "results.csv")))) == 2
@@ -75,7 +75,7 @@ def test_report_mini_run_at_100_percent(tmp_path):
     assert report.main([str(d), "--out", str(tmp_path / "out"), "--meta"]) == 0
     svg = (tmp_path / "out" / "robustness_vs_val_mini10.svg").read_text()
     assert "JANuS-mini val top-1" in svg and "no results on label set mini10" in svg
-    assert "drawn at 0.5 % / 99.5 %" in svg
+    assert "drawn at 0.5% / 99.5%" in svg
 
 
 def test_report_errors_name_the_path(tmp_path):

@@ -53,6 +53,10 @@ def test_cache_memory_and_disk(tmp_path):
     cache.get(key, lambda: pytest.fail("rebuilt from memory"))
     again = zeroshot.ClassEmbeddingCache(str(tmp_path)).get(key, lambda: pytest.fail("rebuilt"))
     np.testing.assert_array_equal(value, again)
+    small = zeroshot.ClassEmbeddingCache(None, keep=2)  # memory only, bounded
+    for k in ("a", "b", "c"):
+        small.get(k, lambda: np.zeros(1))
+    assert list(small._mem) == ["b", "c"] and small.misses == 3
 
 
 def test_templates_from_reference():

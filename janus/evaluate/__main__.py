@@ -8,9 +8,9 @@ Where the sets live (later wins; a set without a location, or whose data is miss
 note and the other sets still run):
   default              a run trained on JANuS-mini (its data.train records dir has suite "mini")
                        reads val/v2/sketch/r/a/objectnet from that records dir
-  --data.records=DIR   a janus records dir holding every set as a split
   --data.tfds=DIR      a tfds data dir (imagenet2012, imagenet_v2, imagenet_sketch, imagenet_r,
                        imagenet_a, imagenet2012_real)
+  --data.records=DIR   a janus records dir holding every set as a split
   --data.config=FILE   JSON {"val": SPEC, "sketch": SPEC, ...}
   --data.<set>=SPEC    one set; SPEC = records:DIR[#split] | tfds:DATA_DIR | folder:DIR | DIR
 """

@@ -34,10 +34,6 @@ def model_from_config(config: Mapping):
     )
 
 
-def is_vl(config: Mapping) -> bool:
-    return config.get("loss") in ("infonce", "siglip")
-
-
 def eval_pp(config: Mapping, resolution: int | None = None) -> str:
     """The eval preprocessing chain: config input.eval_pp, else resize to 256/224 x res + crop."""
     inp = config.get("input") or {}

@@ -49,7 +49,10 @@ def _to_host(variables):
 
 
 def make_inloop_evaluators(config, model, mesh=None, *, workdir: str | None = None) -> list:
-    """One hook per `config.evals.<name>`; each has `.name` and `.every_steps` for the loop."""
+    """One hook per `config.evals.<name>`; each has `.name` and `.every_steps` for the loop.
+
+    `mesh` is accepted for the trainer's call signature but not used: the hook gathers the
+    variables to the host and evaluates on a mesh of this process' devices, like the CLI."""
     cfg = _as_dict(config)
     workdir = workdir or cfg.get("workdir")
     hooks = []

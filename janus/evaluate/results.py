@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Mapping
 
+from janus.config import is_vl
 from janus.evaluate.sets import SET_NAMES
 
 _ROW_KEYS = ("step", "classifier", "label_set", "suite", "model", "loss")
@@ -27,7 +28,8 @@ CSV_COLUMNS = (
 
 
 def default_classifier(loss: str | None) -> str:
-    return "zeroshot" if loss in ("infonce", "siglip") else "head"
+    """zeroshot for VL models, head for the others (CE family)."""
+    return "zeroshot" if is_vl(loss) else "head"
 
 
 def result_filename(step: int, classifier: str, loss: str | None) -> str:

@@ -19,15 +19,16 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from janus.config import is_vl
 from janus.evaluate import classifiers, metrics, restrict, sets, zeroshot
 from janus.evaluate.inference import (
     Embedder,
     TextEncoder,
     eval_pp,
-    is_vl,
     model_from_config,
     round_batch,
 )
+from janus.evaluate.results import default_classifier
 
 
 @dataclasses.dataclass
@@ -59,14 +60,12 @@ def log(msg: str) -> None:
 
 
 def _train_records_dir(config: Mapping) -> str | None:
-    train = (config.get("data") or {}).get("train")
-    if isinstance(train, list | tuple) and train:
-        train = train[0]
-    if isinstance(train, Mapping):
-        train = train.get("dir")
-    if isinstance(train, list | tuple):
-        train = train[0]
-    return str(train) if train else None
+    """The run's (first) training records dir; data.train may be a mixture ("a*2+b", a list)."""
+    from janus.config import train_dirs
+
+    if not (config.get("data") or {}).get("train"):
+        return None
+    return train_dirs(config)[0][0]
 
 
 def _records_info(path: str | None) -> dict:
@@ -175,12 +174,12 @@ class Evaluator:
         return emb
 
     def classifier_for(self, config) -> str:
-        c = self.opts.classifier or ("zeroshot" if is_vl(config) else "head")
+        c = self.opts.classifier or default_classifier(config.get("loss"))
         if c not in classifiers.CLASSIFIERS:
             raise ValueError(f"classifier {c!r}; known: {classifiers.CLASSIFIERS}")
-        if c == "zeroshot" and not is_vl(config):
+        if c == "zeroshot" and not is_vl(config.get("loss")):
             raise ValueError(f"zeroshot needs a VL model; loss={config.get('loss')!r}")
-        if c == "head" and is_vl(config):
+        if c == "head" and is_vl(config.get("loss")):
             raise ValueError("a VL model has no classification head: use zeroshot or linear_probe")
         return c
 
@@ -206,7 +205,7 @@ class Evaluator:
         train_dir = self.opts.probe_train or _train_records_dir(config)
         if not train_dir:
             raise ValueError("linear_probe needs a training records dir (--probe.train)")
-        es = sets.read_records("val", train_dir, "train")
+        es = sets.read_records("train", train_dir, "train")
         labels = [es.groups[g] for g in es.item_groups]
         pos = linear_probe.select_per_class(labels, label_set, self.opts.probe_per_class)
         first = {}  # probe label = the item's first label inside the label set

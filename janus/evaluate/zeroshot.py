@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -86,16 +87,18 @@ def cache_key(
 
 
 class ClassEmbeddingCache:
-    """In-memory + on-disk cache of class-embedding matrices (see module docstring)."""
+    """On-disk cache of class-embedding matrices, with the most recent `keep` in memory (a
+    watched run moves on to new weights, so older matrices are not needed in memory again)."""
 
-    def __init__(self, cache_dir: str | None = None):
-        self.cache_dir = cache_dir
-        self._mem: dict[str, np.ndarray] = {}
+    def __init__(self, cache_dir: str | None = None, keep: int = 16):
+        self.cache_dir, self.keep = cache_dir, keep
+        self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
     def get(self, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
         if key in self._mem:
             self.hits += 1
+            self._mem.move_to_end(key)
             return self._mem[key]
         path = os.path.join(self.cache_dir, f"zs_{key}.npy") if self.cache_dir else None
         if path and os.path.exists(path):
@@ -110,4 +113,6 @@ class ClassEmbeddingCache:
                 np.save(tmp, value)
                 os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
         self._mem[key] = value
+        while len(self._mem) > self.keep:
+            self._mem.popitem(last=False)
         return value

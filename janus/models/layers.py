@@ -101,25 +101,27 @@ class SelfAttention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """``fc1 -> act -> fc2`` (timm ``mlp.fc1/fc2``, open_clip ``mlp.c_fc/c_proj``)."""
+    """``fc1 -> act -> fc2`` (timm ``mlp.fc1/fc2``; the CLIP text tower passes ``names`` =
+    ``("c_fc", "c_proj")`` and open_clip's initialisers)."""
 
     hidden_dim: int
     act: str = "gelu"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    kernel_init: Callable = nn.initializers.xavier_uniform()
+    out_init: Callable | None = None  # None: kernel_init
+    bias_init: Callable = nn.initializers.normal(1e-6)
+    names: tuple[str, str] = ("fc1", "fc2")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dense = functools.partial(
-            nn.Dense,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            bias_init=nn.initializers.normal(1e-6),
+            nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype, bias_init=self.bias_init
         )
-        y = dense(self.hidden_dim, name="fc1")(x)
+        y = dense(self.hidden_dim, kernel_init=self.kernel_init, name=self.names[0])(x)
         y = get_activation(self.act)(y)
-        return dense(x.shape[-1], name="fc2")(y)
+        out_init = self.out_init or self.kernel_init
+        return dense(x.shape[-1], kernel_init=out_init, name=self.names[1])(y)
 
 
 def layer_norm(eps: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.LayerNorm:

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus.models.layers import SelfAttention, get_activation
+from janus.models.layers import Mlp, SelfAttention, get_activation
 
 # torch.nn.LayerNorm's default; flax's is 1e-6, which would break parity with open_clip weights.
 LN_EPS = 1e-5
@@ -43,28 +43,10 @@ def _layer_norm(name: str) -> nn.Module:
     return nn.LayerNorm(epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, name=name)
 
 
-class MLP(nn.Module):
-    width: int
-    mlp_width: int
-    proj_std: float
-    activation: str = "quick_gelu"
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dense = lambda f, std, name: nn.Dense(
-            f,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.initializers.normal(std),
-            name=name,
-        )
-        h = dense(self.mlp_width, (2 * self.width) ** -0.5, "c_fc")(x)
-        h = get_activation(self.activation)(h)
-        return dense(self.width, self.proj_std, "c_proj")(h)
-
-
 class ResidualAttentionBlock(nn.Module):
+    """open_clip's pre-LN block: the shared `SelfAttention` (causal) and `Mlp` of
+    `janus.models.layers` under open_clip's parameter names and initialisation."""
+
     width: int
     heads: int
     mlp_width: int
@@ -86,9 +68,17 @@ class ResidualAttentionBlock(nn.Module):
         n = x.shape[1]
         x = x + attn(h, jnp.tril(jnp.ones((n, n), dtype=bool)))  # causal
         h = _layer_norm("ln_2")(x).astype(self.dtype)
-        return x + MLP(
-            self.width, self.mlp_width, self.proj_std, self.activation, self.dtype, name="mlp"
-        )(h)
+        mlp = Mlp(
+            self.mlp_width,
+            self.activation,
+            self.dtype,
+            kernel_init=nn.initializers.normal((2 * self.width) ** -0.5),
+            out_init=nn.initializers.normal(self.proj_std),
+            bias_init=nn.initializers.zeros,
+            names=("c_fc", "c_proj"),
+            name="mlp",
+        )
+        return x + mlp(h)
 
 
 class TextTransformer(nn.Module):
