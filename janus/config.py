@@ -27,10 +27,11 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 
-# SimCLR-style augmentation (random resized crop, flip, colour jitter, grayscale), by op names.
+# SimCLR-style augmentation as the paper lists it (random resized crop, colour jitter, grayscale,
+# Gaussian blur, flip), by op names.
 SIMCLR_PP = (
     "decode|rrc({res},scale=(0.08,1.0))|flip|color_jitter(0.4,0.4,0.4,0.1,p=0.8)"
-    "|grayscale(p=0.2)|normalize"
+    "|grayscale(p=0.2)|blur(p=0.5)|normalize"
 )
 EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
 
@@ -149,24 +150,52 @@ class SweepKey:
     apply: Callable[[ml_collections.ConfigDict, object], None]
 
 
-def _set(path: str) -> Callable[[ml_collections.ConfigDict, object], None]:
+# Groups of fields of which at most one is set. Setting one, by a sweep key or by
+# --config.<field>=value (`prefer_command_line`), clears the others of its group.
+EXCLUSIVE_FIELDS = (
+    ("total_steps", "total_epochs", "total_examples"),
+    ("optimizer.warmup_steps", "optimizer.warmup_epochs", "optimizer.warmup_examples"),
+    ("data.budget", "data.budget_scale"),
+)
+
+
+def _assign(c, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def _set(path: str, cast: Callable | None = None):
+    """A sweep-key action: config.<path> = value, clearing the fields exclusive with it."""
+
     def apply(c, v):
-        *parents, leaf = path.split(".")
-        node = c
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
+        for group in EXCLUSIVE_FIELDS:
+            if path in group:
+                for other in group:
+                    _assign(c, other, None)
+        _assign(c, path, cast(v) if cast else v)
 
     return apply
 
 
-def _set_duration(field: str) -> Callable[[ml_collections.ConfigDict, object], None]:
-    def apply(c, v):
-        for f in ("total_steps", "total_epochs", "total_examples"):
-            c[f] = None
-        c[field] = float(v) if field == "total_epochs" else int(v)
-
-    return apply
+def prefer_command_line(config, argv) -> ml_collections.ConfigDict:
+    """`--config.total_steps=N` on a config that sets total_epochs means "train N steps": for each
+    EXCLUSIVE_FIELDS group with exactly one field named on the command line, the others are
+    cleared (the sweep keys do the same). -> config."""
+    named = set()
+    for arg in argv:
+        m = re.match(r"--config\.([\w.]+)(=|$)", arg)
+        if m:
+            named.add(m.group(1))
+    for group in EXCLUSIVE_FIELDS:
+        chosen = [f for f in group if f in named]
+        if len(chosen) == 1:
+            for other in group:
+                if other != chosen[0]:
+                    _assign(config, other, None)
+    return config
 
 
 def _set_res(c, v):
@@ -179,16 +208,20 @@ COMMON_SWEEP_KEYS: dict[str, SweepKey] = {
     "loss": SweepKey("ce | multilabel_ce | sigmoid | infonce | siglip", _set("loss")),
     "model": SweepKey("image tower name (model.name)", _set("model.name")),
     "label_set": SweepKey("label set name or file", _set("label_set")),
-    "budget": SweepKey("training examples (data.budget)", _set("data.budget")),
+    "budget": SweepKey("training examples (data.budget; clears scale)", _set("data.budget", int)),
+    "scale": SweepKey(
+        "budget as a multiple of data.budget_reference's size, e.g. 1/16 (data.budget_scale)",
+        _set("data.budget_scale", float),
+    ),
     "batch": SweepKey("global batch size", _set("input.batch_size")),
     "res": SweepKey("input resolution", _set_res),
     "lr": SweepKey("peak learning rate", _set("optimizer.lr")),
     "wd": SweepKey("weight decay", _set("optimizer.weight_decay")),
     "opt": SweepKey("optimizer name", _set("optimizer.name")),
-    "steps": SweepKey("train for N steps (clears epochs/examples)", _set_duration("total_steps")),
-    "epochs": SweepKey("train for N epochs (clears steps/examples)", _set_duration("total_epochs")),
+    "steps": SweepKey("train for N steps (clears epochs/examples)", _set("total_steps", int)),
+    "epochs": SweepKey("train for N epochs (clears steps/examples)", _set("total_epochs", float)),
     "examples": SweepKey(
-        "train for N examples (clears steps/epochs)", _set_duration("total_examples")
+        "train for N examples (clears steps/epochs)", _set("total_examples", int)
     ),
     "data": SweepKey("records dir (data.train)", _set("data.train")),
 }

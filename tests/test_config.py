@@ -64,7 +64,7 @@ def test_sweep_string_sets_fields_and_rejects_unknown_keys():
 
 
 def test_mixture_sweep():
-    c = load_config_module("janus_mix").get_config("mix=data/a*1+data/b*3")
+    c = load_config_module("janus").get_config("mix=data/a*1+data/b*3")
     assert config_lib.train_dirs(c) == [("data/a", 1.0), ("data/b", 3.0)]
 
 

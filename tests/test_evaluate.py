@@ -391,6 +391,18 @@ def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
     assert time.time() - t0 < 5
 
 
+def test_no_set_found_exits_2_and_names_the_sets(tmp_path, capsys):
+    wd = tmp_path / "run"
+    _save(wd, 5, _config("ce", "resnet_tiny", tmp_path / "nowhere", label_set="in100"))
+    assert evaluate_main(["--workdir", str(wd)]) == 2
+    watch_args = ["--workdir", str(wd), "--watch", "--watch_timeout", "5", "--watch_poll", "0.1"]
+    assert evaluate_main(watch_args) == 2
+    err = capsys.readouterr().err
+    assert err.count("no set could be evaluated") == 2
+    assert "set 'objectnet' skipped: no data source given for it" in err
+    assert not (wd / "eval").exists()
+
+
 def test_sum_over_processes_is_exact_single_process():
     counts = np.array([[3, 5, 7], [0, 1, 2]], np.int64)
     assert (runner.sum_over_processes(counts) == counts).all()

@@ -141,6 +141,12 @@ def _summary(result: dict) -> str:
     return " ".join(parts)
 
 
+def _nothing_evaluated(notes) -> int:
+    print("no set could be evaluated:\n  " + "\n  ".join(notes), file=sys.stderr)
+    print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from janus.checkpoint import list_complete_steps
@@ -148,14 +154,17 @@ def main(argv=None) -> int:
     opts = options_from_args(args)
     ev = runner.Evaluator(opts, cache_dir=os.path.join(args.workdir, "eval", "cache"))
     if args.watch:
-        watch.watch(
-            ev,
-            args.workdir,
-            timeout=args.watch_timeout,
-            poll=args.watch_poll,
-            final_step=args.final_step,
-            on_result=lambda r: print(_summary(r), flush=True),
-        )
+        try:
+            watch.watch(
+                ev,
+                args.workdir,
+                timeout=args.watch_timeout,
+                poll=args.watch_poll,
+                final_step=args.final_step,
+                on_result=lambda r: print(_summary(r), flush=True),
+            )
+        except watch.NoSetEvaluated as e:
+            return _nothing_evaluated(e.args[0])
         return 0
     steps = list_complete_steps(args.workdir)
     if not steps:
@@ -168,9 +177,7 @@ def main(argv=None) -> int:
     for step in todo:
         result = ev.evaluate_step(args.workdir, step)
         if not result["sets"]:
-            print("no set could be evaluated:\n  " + "\n  ".join(result["notes"]), file=sys.stderr)
-            print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
-            return 2
+            return _nothing_evaluated(result["notes"])
         path = results.write_result(args.workdir, result)
         print(_summary(result), "->", path, flush=True)
     return 0

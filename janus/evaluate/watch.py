@@ -24,6 +24,10 @@ from janus.evaluate.runner import Evaluator, log
 DONE_MARKER = "DONE"
 
 
+class NoSetEvaluated(RuntimeError):
+    """No set could be read for a checkpoint; `args` holds the result's notes (which say why)."""
+
+
 def total_steps(workdir: str) -> int | None:
     """The run's total steps from config.json (the trainer's resolved.total_steps, else
     total_steps); None when unknown."""
@@ -79,6 +83,8 @@ def watch(
                 log(f"watch: checkpoint {step} was deleted before it could be evaluated; skipped")
                 done.add(step)
                 continue
+            if not result["sets"]:  # every later checkpoint would fail the same way
+                raise NoSetEvaluated(result["notes"])
             write_result(workdir, result)
             done.add(step)
             evaluated.append(step)

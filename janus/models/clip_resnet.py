@@ -9,9 +9,11 @@ of global average pooling.
 Call: ``tower.apply(variables, images, train, mutable=["batch_stats"] if train)`` -> the
 attention-pool output ``[B, output_dim]`` (``feature_dim == output_dim``; for CLIP this is already
 the joint embedding width: 1024 RN50, 512 RN101, 640 RN50x4). The attention pool's position
-embedding has ``(H/32)*(W/32) + 1`` rows for the image size seen at init (50 at 224 px, 5 at 64 px).
+embedding has ``(H/32)*(W/32) + 1`` rows for the image size seen at init (50 at 224 px, 5 at 64 px;
+`janus.models.posemb.resize_posembs` moves it to another size).
 
-BatchNorm as in `janus.models.resnet` (eps 1e-5, torch momentum 0.1, global-batch statistics under a
+The blocks are `janus.models.resnet.Bottleneck` with ``anti_alias=True``. BatchNorm as in
+`janus.models.resnet` (eps 1e-5, torch momentum 0.1, global-batch statistics under a
 sharded ``jit``). ``zero_init_last_bn`` defaults to True, as open_clip initialises ``bn3`` to zero.
 """
 

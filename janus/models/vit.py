@@ -11,7 +11,8 @@
 
 Call: ``tower.apply(variables, images [B, H, W, 3], train) -> features [B, feature_dim]``. The
 position embedding has one row per patch of the image size seen at init (``(H/p) * (W/p)`` plus the
-class token), so init at the resolution you train/evaluate at. ``scan_layers`` and ``remat`` trade
+class token), so init at the resolution you train/evaluate at, or move weights to another one with
+`janus.models.posemb.resize_posembs`. ``scan_layers`` and ``remat`` trade
 compile time and memory (see `janus.models.layers.Encoder`).
 """
 
