@@ -11,6 +11,8 @@ holds what every config shares:
   listing the valid ones.
 - `validate(config, num_devices=..., num_processes=...)`: everything checkable before compiling
   (unknown keys, wrong types, batch divisibility, label set, model name, data directories).
+- `prefer_command_line(config, overridden)`: `--config.total_steps=N` clears total_epochs (and
+  likewise for the other EXCLUSIVE_FIELDS), as the sweep keys do.
 - `resolve_durations(config, num_train_examples)`: the ONE place where epochs/examples become steps
   (training length and warmup).
 """
@@ -23,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import ml_collections
 
@@ -180,15 +182,12 @@ def _set(path: str, cast: Callable | None = None):
     return apply
 
 
-def prefer_command_line(config, argv) -> ml_collections.ConfigDict:
+def prefer_command_line(config, overridden: Iterable[str]) -> ml_collections.ConfigDict:
     """`--config.total_steps=N` on a config that sets total_epochs means "train N steps": for each
-    EXCLUSIVE_FIELDS group with exactly one field named on the command line, the others are
-    cleared (the sweep keys do the same). -> config."""
-    named = set()
-    for arg in argv:
-        m = re.match(r"--config\.([\w.]+)(=|$)", arg)
-        if m:
-            named.add(m.group(1))
+    EXCLUSIVE_FIELDS group with exactly one field among `overridden` (the dotted paths set by
+    --config.<field>=value, `config_flags.get_override_values`), the group's other fields are
+    cleared, as the sweep keys do. -> config."""
+    named = set(overridden)
     for group in EXCLUSIVE_FIELDS:
         chosen = [f for f in group if f in named]
         if len(chosen) == 1:
@@ -220,9 +219,7 @@ COMMON_SWEEP_KEYS: dict[str, SweepKey] = {
     "opt": SweepKey("optimizer name", _set("optimizer.name")),
     "steps": SweepKey("train for N steps (clears epochs/examples)", _set("total_steps", int)),
     "epochs": SweepKey("train for N epochs (clears steps/examples)", _set("total_epochs", float)),
-    "examples": SweepKey(
-        "train for N examples (clears steps/epochs)", _set("total_examples", int)
-    ),
+    "examples": SweepKey("train for N examples (clears steps/epochs)", _set("total_examples", int)),
     "data": SweepKey("records dir (data.train)", _set("data.train")),
 }
 

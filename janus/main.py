@@ -10,6 +10,12 @@ Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detect
 - a multi-host TPU slice (TPU_WORKER_HOSTNAMES or MEGASCALE_NUM_SLICES listing more than one host):
   jax auto-detects the coordinator.
 A plain single machine never calls it. A run restarted on the same workdir resumes automatically.
+
+Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 2 for
+an invalid config; 1 for any error (the traceback is on stderr). After an error the trainer has
+already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
+interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
+stuck there must not turn a failed run into a hung job.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import functools
 import os
 import signal
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -81,7 +88,8 @@ def main(argv):
     from janus import train
     from janus.metric_writer import say
 
-    config = _CONFIG.value
+    overridden = config_flags.get_override_values(FLAGS["config"])
+    config = config_lib.prefer_command_line(_CONFIG.value, overridden)
     if jax.process_index() == 0:
         say(
             f"process {jax.process_index()}/{jax.process_count()} ({kind or 'single machine'}), "
@@ -102,9 +110,21 @@ def main(argv):
         from janus.evaluate.inloop import make_inloop_evaluators
 
         make_hooks = functools.partial(make_inloop_evaluators, workdir=FLAGS.workdir)
-    result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
+    try:
+        result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
+    except BaseException as e:  # noqa: BLE001 -- every failure ends the process the same way
+        exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)
     if jax.process_index() == 0:
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
+
+
+def exit_now(status: int) -> None:
+    """Prints the current exception, flushes the streams and ends the process immediately."""
+    traceback.print_exc()
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

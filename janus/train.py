@@ -23,6 +23,7 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import math
 import os
@@ -57,6 +58,10 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("H100", 989e12),  # SXM dense bf16
     ("A100", 312e12),
 )
+
+
+DONE_MARKER = "DONE"  # <workdir>/DONE: written when training finished (janus.evaluate --watch)
+CLEANUP_TIMEOUT_S = 300  # error path: a stuck clean-up (e.g. a checkpoint write) ends the process
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -525,83 +530,143 @@ def train_and_evaluate(
     step = start
     last_scalars: dict = {}
     stopped = False
+    ok = False
     try:
         if step >= total:
             mw.say(f"already trained: step {step} >= total_steps {total}")
-            return TrainResult(step, state, {}, False)
-        batch = sharding_lib.shard_batch(next(data_iter), mesh)
-        compiled, flops = compile_train_step(step_fn, state, batch, shardings, mesh)
-        n_dev = jax.device_count()
-        peak = peak_flops_per_device(jax.devices()[0].device_kind)
-        if pid == 0:
-            mw.say(
-                f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
-                f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
-            )
-        collection = None
-        window_start, window_steps = time.time(), 0
-        run_start, run_steps = time.time(), 0
-        stop_at = config.stop_after_steps
-        while True:
-            with jax.set_mesh(mesh):
-                state, metrics = compiled(state, batch)
-            step += 1
-            window_steps += 1
-            if collection is None:
-                collection = _make_collection(sorted(metrics)).single_from_model_output(**metrics)
-            else:
-                collection = collection.merge(type(collection).single_from_model_output(**metrics))
-            last = step >= total
-            preempted = stop.is_set()
-            early = preempted or (stop_at is not None and step >= stop_at)
-            is_log = step % config.log.every_steps == 0 or last or early
-            is_ckpt = step % config.checkpoint.every_steps == 0 or last or early
-            if is_log or is_ckpt:
-                values = {k: float(v) for k, v in collection.compute().items()}
-                _check_finite(step, values)
-            if is_log:
-                now = time.time()
-                dt = (now - window_start) / window_steps
-                run_steps += window_steps
-                avg = (now - run_start) / run_steps
-                scalars = dict(values)
-                scalars["learning_rate"] = float(metrics["learning_rate"])
-                scalars["step_time_s"] = dt
-                scalars["images_per_s_per_device"] = config.input.batch_size / dt / n_dev
-                scalars["epoch"] = step / dur.steps_per_epoch
-                scalars["eta_s"] = (total - step) * avg
-                scalars["mfu"] = flops / dt / peak if (flops and peak) else None
-                writer.write_scalars(step, scalars)  # mfu None (unknown peak) -> null
-                writer.flush()
-                last_scalars = scalars
-                collection = None
-                window_start, window_steps = time.time(), 0
-            t_hooks = time.time()
-            for name, every, hook in hooks:
-                if step % every == 0 or last:
-                    variables = {"params": state["params"]}
-                    if "batch_stats" in state:
-                        variables["batch_stats"] = state["batch_stats"]
-                    out = hook(step, variables) or {}
-                    writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in out.items()})
-                    writer.flush()
-            window_start += time.time() - t_hooks  # step_time_s measures training only
-            if is_ckpt:
-                ckpt.save(step, state, data_iter=data_iter, config=resolved)
-                if early:
-                    ckpt.wait()
-            if last or early:
-                stopped = early and not last
-                if preempted and pid == 0:
-                    mw.say(f"stopped by SIGTERM at step {step} (checkpoint saved)")
-                break
+        else:
             batch = sharding_lib.shard_batch(next(data_iter), mesh)
+            compiled, flops = compile_train_step(step_fn, state, batch, shardings, mesh)
+            n_dev = jax.device_count()
+            peak = peak_flops_per_device(jax.devices()[0].device_kind)
+            if pid == 0:
+                mw.say(
+                    f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
+                    f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
+                )
+            collection = None
+            window_start, window_steps = time.time(), 0
+            run_start, run_steps = time.time(), 0
+            stop_at = config.stop_after_steps
+            while True:
+                with jax.set_mesh(mesh):
+                    state, metrics = compiled(state, batch)
+                step += 1
+                window_steps += 1
+                if collection is None:
+                    metrics_cls = _make_collection(sorted(metrics))  # one class: merge needs it
+                    collection = metrics_cls.single_from_model_output(**metrics)
+                else:
+                    collection = collection.merge(metrics_cls.single_from_model_output(**metrics))
+                last = step >= total
+                preempted = stop.is_set()
+                early = preempted or (stop_at is not None and step >= stop_at)
+                is_log = step % config.log.every_steps == 0 or last or early
+                is_ckpt = step % config.checkpoint.every_steps == 0 or last or early
+                if is_log or is_ckpt:
+                    values = {k: float(v) for k, v in collection.compute().items()}
+                    _check_finite(step, values)
+                if is_log:
+                    now = time.time()
+                    dt = (now - window_start) / window_steps
+                    run_steps += window_steps
+                    avg = (now - run_start) / run_steps
+                    scalars = dict(values)
+                    scalars["learning_rate"] = float(metrics["learning_rate"])
+                    scalars["step_time_s"] = dt
+                    scalars["images_per_s_per_device"] = config.input.batch_size / dt / n_dev
+                    scalars["epoch"] = step / dur.steps_per_epoch
+                    scalars["eta_s"] = (total - step) * avg
+                    scalars["mfu"] = flops / dt / peak if (flops and peak) else None
+                    writer.write_scalars(step, scalars)  # mfu None (unknown peak) -> null
+                    writer.flush()
+                    last_scalars = scalars
+                    collection = None
+                    window_start, window_steps = time.time(), 0
+                t_hooks = time.time()
+                for name, every, hook in hooks:
+                    if step % every == 0 or last:
+                        variables = {"params": state["params"]}
+                        if "batch_stats" in state:
+                            variables["batch_stats"] = state["batch_stats"]
+                        out = hook(step, variables) or {}
+                        writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in out.items()})
+                        writer.flush()
+                window_start += time.time() - t_hooks  # step_time_s measures training only
+                if is_ckpt:
+                    ckpt.save(step, state, data_iter=data_iter, config=resolved)
+                if last or early:
+                    stopped = early and not last
+                    break
+                batch = sharding_lib.shard_batch(next(data_iter), mesh)
+        ckpt.wait()  # the final checkpoint is complete before anything says so
+        if stopped and preempted and pid == 0:
+            mw.say(f"stopped by SIGTERM at step {step} (checkpoint saved)")
+        _finish_manifest(workdir, manifest, data_iter)
+        if step >= total and pid == 0:
+            # For `janus.evaluate --watch`: the run is over and its last checkpoint is complete.
+            _write_json(os.path.join(workdir, DONE_MARKER), {"step": step, "time": time.time()})
+        ok = True
         return TrainResult(step, state, last_scalars, stopped)
     finally:
-        stop.uninstall()
-        ckpt.close()
-        writer.close()
-        del data_iter
+        _close_all(stop, ckpt, writer, data_iter, error=not ok)
+
+
+def _close_all(stop, ckpt, writer, data_iter, *, error: bool) -> None:
+    """Releases what the run holds: the SIGTERM handler, the checkpoint manager (waiting for an
+    in-flight save, so the last good checkpoint is complete), the writers, the input iterator's
+    threads/processes. Each step runs even if an earlier one fails. On the error path a watchdog
+    dumps every thread's stack and ends the process if cleaning up takes more than
+    CLEANUP_TIMEOUT_S (a stuck background thread must fail a job, never hang it)."""
+    if error:
+        faulthandler.dump_traceback_later(CLEANUP_TIMEOUT_S, exit=True)
+    closers = (stop.uninstall, ckpt.close, writer.close, getattr(data_iter, "close", None))
+    for close in closers:
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:  # keep closing the rest; the original error is what matters
+            logging.exception("while closing %s", close)
+    if error:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _finish_manifest(workdir: str, manifest: dict, data_iter) -> None:
+    """Adds the input pipeline's runtime skips (all processes, summed) to data_manifest.json."""
+    reports = _gather_from_processes(_skip_report(data_iter))
+    counts: dict[str, int] = {}
+    first: dict[str, list] = {}
+    for r in reports:
+        for reason, n in r.get("counts", {}).items():
+            counts[reason] = counts.get(reason, 0) + int(n)
+        for reason, keys in r.get("first_keys", {}).items():
+            first[reason] = (first.get(reason, []) + list(keys))[:5]
+    if jax.process_index() == 0:
+        manifest = dict(manifest, skipped_in_training={"counts": counts, "first_keys": first})
+        _write_json(os.path.join(workdir, "data_manifest.json"), manifest)
+        if counts:
+            mw.say(f"input pipeline skipped {counts} (first keys: {first})")
+
+
+def _skip_report(data_iter) -> dict:
+    from janus.data import pipeline
+
+    return pipeline.skip_report(data_iter) if hasattr(data_iter, "skip_report") else {}
+
+
+def _gather_from_processes(obj) -> list:
+    """The JSON-able `obj` of every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    blob = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    size = int(np.max(multihost_utils.process_allgather(np.asarray(blob.size, np.int32))))
+    padded = np.zeros(size, np.uint8)
+    padded[: blob.size] = blob
+    rows = multihost_utils.process_allgather(padded)  # JSON has no NUL bytes: strip the padding
+    return [json.loads(bytes(row).rstrip(b"\0")) for row in np.asarray(rows)]
 
 
 def _flat_config(d: Mapping, prefix: str = "") -> dict:

@@ -146,3 +146,71 @@ def test_cluster_detection_only_when_a_cluster_is_there():
     assert kind == "explicit" and kw == dict(
         coordinator_address="h:1", num_processes=2, process_id=1
     )
+
+
+def test_issue_example_and_every_sweep_key_is_also_a_config_field():
+    janus = load_config_module("janus")
+    c = janus.get_config("loss=infonce,model=clip_rn50,budget=250000")
+    assert (c.loss, c.model.name, c.data.budget, c.data.budget_scale) == (
+        "infonce",
+        "clip_rn50",
+        250000,
+        None,
+    )
+    config_lib.validate(c, num_devices=8, check_data=False)
+    # budget= and scale= clear each other; so do steps=/epochs=/examples=.
+    c = janus.get_config("budget=250000,scale=9")
+    assert (c.data.budget, c.data.budget_scale) == (None, 9.0)
+    c = janus.get_config("scale=9,budget=1000,epochs=2")
+    assert (c.data.budget, c.data.budget_scale, c.total_epochs, c.total_steps) == (
+        1000,
+        None,
+        2.0,
+        None,
+    )
+    # The same through --config.<field>=value: the field named on the command line wins its group.
+    c = janus.get_config(None)
+    c.data.budget_scale, c.total_steps, c.optimizer.warmup_epochs = 2.0, 100, 1.0
+    overridden = ["data.budget_scale", "total_steps", "optimizer.warmup_epochs"]
+    c = config_lib.prefer_command_line(c, overridden)
+    assert (c.data.budget, c.total_epochs, c.optimizer.warmup_steps) == (None, None, None)
+    config_lib.validate(c, num_devices=8, check_data=False)
+
+
+def test_main_reads_sweep_fields_from_the_command_line():
+    """--config.total_steps on a config that sets total_epochs trains N steps (through absl)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    argv = ["main", f"--config={CONFIGS / 'in100.py'}:loss=infonce", "--config.total_steps=7",
+            "--config.data.budget_scale=0.5", "--config.model.name=clip_rn50x4"]  # fmt: skip
+    holder = config_flags.DEFINE_config_file(
+        "config", None, "", flag_values=fv, lock_config=True, sys_argv=argv
+    )
+    fv(argv)
+    overridden = config_flags.get_override_values(fv["config"])
+    c = config_lib.prefer_command_line(holder.value, overridden)
+    assert (c.total_steps, c.total_epochs, c.data.budget_scale, c.model.name, c.loss) == (
+        7,
+        None,
+        0.5,
+        "clip_rn50x4",
+        "infonce",
+    )
+    config_lib.validate(c, num_devices=8, check_data=False)
+
+
+def test_plain_machine_never_initialises_jax_distributed(monkeypatch):
+    import jax
+
+    from janus import main
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for var in ("JANUS_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES",
+                "MEGASCALE_NUM_SLICES", "JANUS_NUM_CPU_DEVICES"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    assert main.initialize_distributed() is None and calls == []
+    assert main.initialize_distributed({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "2"}) == "slurm"
+    assert calls == [{}]

@@ -278,3 +278,35 @@ def test_init_from_another_checkpoint_with_path_filters(reference_run):
     assert_bitwise_equal(jax.device_get(state["batch_stats"]), loaded["batch_stats"])
     kernel = state["params"]["image_tower"]["conv1"]["kernel"]
     assert kernel.sharding == shardings["params"]["image_tower"]["conv1"]["kernel"]
+
+
+def test_grad_accumulation_makes_one_update_equal_to_the_full_batch():
+    """Two microbatches of 8 give the update of one batch of 16 (a LayerNorm model: no batch
+    statistics, so the mean gradient is the same)."""
+    from janus import config as config_lib
+    from janus import optim, sharding, train
+
+    c = config_lib.paper_config()
+    c.model.name, c.label_set, c.input.resolution, c.input.batch_size = "vit_tiny", "mini10", 32, 16
+    c.restrict_to_label_set = False
+    model = train.build_model(c)
+    tx, schedule = optim.make_optimizer(c.optimizer, 10, 0)
+    init_fn = train.make_init_fn(model, tx, c)
+    mesh = sharding.make_mesh([("data", -1)])
+    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    rng = np.random.default_rng(0)
+    local = {"image": rng.normal(size=(16, 32, 32, 3)).astype(np.float32),
+             "label": rng.integers(0, 10, size=16).astype(np.int32)}  # fmt: skip
+    results = {}
+    for accum in (1, 2):
+        step = train.make_train_step(model, tx, schedule, loss="ce", seed=0, grad_accum_steps=accum)
+        state = jax.jit(init_fn, out_shardings=shardings)()
+        batch = sharding.shard_batch(local, mesh)
+        compiled, _ = train.compile_train_step(step, state, batch, shardings, mesh)
+        with jax.set_mesh(mesh):
+            results[accum] = jax.device_get(compiled(state, batch))
+    (s1, m1), (s2, m2) = results[1], results[2]
+    np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s2["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
