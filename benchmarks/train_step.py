@@ -1,6 +1,11 @@
 """Train-step throughput of janus.train's sharded step on host CPU devices: 1 device vs N.
 
     python benchmarks/train_step.py [--model resnet_tiny] [--res 32] [--batch 64] [--steps 20]
+    python benchmarks/train_step.py --flops clip_rn50:ce clip_rn50:infonce vit_s16:ce
+
+The second form prints, per model:loss, the parameter count and the training FLOPs per image at
+224 px from XLA's cost analysis of the lowered step (no compiling, no running; what the configs'
+step-time estimates use).
 
 Runs the same jitted step (synthetic batch, no input pipeline) in a fresh process per device count
 (the count is fixed when jax starts) and prints one JSON line per run plus the peer ratio
@@ -22,7 +27,7 @@ def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
     import numpy as np
 
     from janus import config as config_lib
-    from janus import optim, sharding, train
+    from janus import optim, sharding, train_step
 
     c = config_lib.paper_config()
     c.model.name, c.label_set, c.input.resolution, c.input.batch_size = (
@@ -32,8 +37,8 @@ def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
         batch,
     )
     tx, schedule = optim.make_optimizer(c.optimizer, 1000, 10)
-    model = train.build_model(c)
-    init_fn = train.make_init_fn(model, tx, c)
+    model = train_step.build_model(c)
+    init_fn = train_step.make_init_fn(model, tx, c)
     mesh = sharding.make_mesh([("data", -1)])
     shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
     state = jax.jit(init_fn, out_shardings=shardings)()
@@ -43,9 +48,9 @@ def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
         "label": rng.integers(0, 10, size=(batch,)).astype(np.int32),
     }
     gb = sharding.shard_batch(batch_np, mesh)
-    step_fn = train.make_train_step(model, tx, schedule, loss="ce", seed=0)
+    step_fn = train_step.make_train_step(model, tx, schedule, loss="ce", seed=0)
     t = time.time()
-    compiled, flops = train.compile_train_step(step_fn, state, gb, shardings, mesh)
+    compiled, flops = train_step.compile_train_step(step_fn, state, gb, shardings, mesh)
     compile_s = time.time() - t
     for _ in range(3):  # warm-up
         state, m = compiled(state, gb)
@@ -61,6 +66,33 @@ def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
     }  # fmt: skip
 
 
+def training_flops(model_name: str, loss: str, res: int = 224, batch: int = 8) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from janus import config as config_lib
+    from janus import optim, train_step
+
+    c = config_lib.paper_config()
+    c.model.name, c.loss = model_name, loss
+    model = train_step.build_model(c)
+    tx, schedule = optim.make_optimizer(c.optimizer, 1000, 10)
+    state = jax.eval_shape(train_step.make_init_fn(model, tx, c))
+    step_fn = train_step.make_train_step(model, tx, schedule, loss=loss, seed=0)
+    batch_spec = {
+        "image": jax.ShapeDtypeStruct((batch, res, res, 3), jnp.float32),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+    }
+    if config_lib.is_vl(loss):
+        batch_spec["tokens"] = jax.ShapeDtypeStruct((batch, c.input.context_length), jnp.int32)
+    cost = jax.jit(step_fn).lower(state, batch_spec).cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+    return {"model": model_name, "loss": loss, "res": res, "params": params,
+            "train_gflop_per_image": cost["flops"] / batch / 1e9}  # fmt: skip
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="resnet_tiny")
@@ -69,7 +101,12 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--devices", type=int, default=2, help="the peer: N host devices")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--flops", nargs="+", metavar="MODEL:LOSS", help="FLOPs per image instead")
     a = p.parse_args()
+    if a.flops:
+        for spec in a.flops:
+            print(json.dumps(training_flops(*spec.split(":"))), flush=True)
+        return
     if a.child:
         print(json.dumps(measure(a.model, a.res, a.batch, a.steps)), flush=True)
         return

@@ -16,12 +16,15 @@ smaller budget is a subset of a larger one).
 Recipe: the paper's (janus.config.paper_config): AdamW lr 5e-4, betas (0.9, 0.999), eps 1e-8,
 weight decay 0.2, cosine with 2000 warmup steps, global batch 512, 256 epochs of the budget, 224 px,
 SimCLR-style augmentation.
-Hardware it is sized for: 8 accelerators with >= 40 GB each (8x A100-40GB, TPU v4-16 = 8 chips of
-32 GB also fits), 64 images of 224 px per device in float32, data parallel. A training step of
-CLIP-RN50 costs about 3 x 2 x 5.4 GFLOP x 512 images (benchmarks/RESULTS.md, Training step); at
-40% of an A100's 156 TFLOP/s (TF32) that is ~0.45 s per step on 8 GPUs, so 256 epochs of 2.4M
-samples (1.2M steps) take ~6 days and 256 epochs of 250k samples ~16 h. Larger budgets: a TPU v4-32
-slice or 4 nodes x 8 GPUs with launch/tpu_vm.sh or launch/slurm.sbatch (same command).
+Hardware it is sized for: 8 accelerators with >= 16 GB each (8x A100 or V100, a TPU v4-8), 64
+images of 224 px per device in float32, data parallel (CLIP-RN50 + text tower: 102M parameters;
+ResNet-50-class activations at 64 images/device take roughly 10-15 GB). A training step of 512
+costs ~27 TFLOP for VL and ~17 TFLOP for CE (XLA cost analysis: ~52 / ~34 GFLOP per image;
+benchmarks/RESULTS.md, Training step); at an assumed 30% of an A100's 156 TF32 TFLOP/s that is
+~0.07 s (VL) / ~0.05 s (CE) per step on 8 GPUs, so 256 epochs of 250k samples (125k steps) take
+~2.5 h and of 2.4M samples (1.2M steps) about a day, if the input pipeline keeps up (~7-10k JPEG
+decodes/s: give it the host's cores with --config.data.worker_count). For the largest budgets a
+TPU v4-32 slice or 4 nodes x 8 GPUs (launch/tpu_vm.sh, launch/slurm.sbatch; same command).
 Expected result (the paper's JANuS runs, CLIP-style RN50, from its figures; `python -m
 janus.evaluate --workdir DIR` then `python -m janus.report`): val top-1 / average robustness over
 v2, sketch, r, a on the IN100 label set: CE at ~2.4M samples .92 / .70; VL (InfoNCE) at ~9x IN100
@@ -40,10 +43,8 @@ EXTRA_KEYS = {
 
 
 def get_config(arg=None):
-    c = config_lib.paper_config()
-    c.label_set = "in100"
+    c = config_lib.paper_config()  # CLIP-RN50, label set in100
     c.loss = "infonce"
-    c.model.name = "clip_rn50"
     c.data.train = "data/in100*1+data/janus*1"
     c.data.budget = 2_400_000
     c.data.budget_reference = "data/in100"

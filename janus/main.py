@@ -15,7 +15,8 @@ Exit status: 0 when training finished or was stopped by SIGTERM with its checkpo
 an invalid config; 1 for any error (the traceback is on stderr). After an error the trainer has
 already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
 interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
-stuck there must not turn a failed run into a hung job.
+stuck there must not turn a failed run into a hung job. After a successful run a watchdog ends a
+teardown that takes longer than `train.CLEANUP_TIMEOUT_S`, printing every thread's stack.
 """
 
 from __future__ import annotations
@@ -112,8 +113,11 @@ def main(argv):
         make_hooks = functools.partial(make_inloop_evaluators, workdir=FLAGS.workdir)
     try:
         result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
-    except BaseException as e:  # noqa: BLE001 -- every failure ends the process the same way
+    except BaseException as e:  # every failure (also Ctrl-C) ends the process the same way
         exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)
+    # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
+    # that ever sticks, print every stack and end the process rather than hang the job.
+    faulthandler.dump_traceback_later(train.CLEANUP_TIMEOUT_S, exit=True)
     if jax.process_index() == 0:
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
 

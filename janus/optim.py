@@ -42,16 +42,8 @@ def make_schedule(opt, total_steps: int, warmup_steps: int) -> optax.Schedule:
 
 
 def param_path(path) -> str:
-    """A jax key path as 'a/b/c'."""
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
+    """A jax key path as 'a/b/c' (what optimizer.no_decay/freeze and init_from filters match)."""
+    return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
 
 
 def decay_mask(params, patterns: Sequence[str] | str):

@@ -1,23 +1,18 @@
-"""The sharded train step and the training loop.
+"""The training loop: data, state, the jitted step, logs, evaluation hooks and checkpoints.
 
-One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-node GPUs:
-
-- State: a dict pytree {"step", "params", "batch_stats"?, "opt_state"}, initialised by a jitted,
-  deterministic init (seed) straight into its shardings (`janus.sharding.param_shardings`).
-- Step: `jax.jit` with explicit in/out shardings over the Mesh, the state donated. Each process
-  passes its slice of the global batch; `janus.sharding.shard_batch` assembles the global arrays.
-  The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
-  Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches and
-  sums their gradients before ONE optimizer update (note: contrastive losses then see microbatch
-  negatives only).
-- Loop: metrics averaged over each log window (clu metrics), written by process 0 (metrics.jsonl,
-  TensorBoard, console); in-loop eval hooks every N steps; orbax checkpoints every N steps and at
-  the end with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves
-  and exits cleanly.
-- NaN guard: the loss and parameter norm are checked on the host at every log step, every
+- Metrics averaged over each log window (clu metrics), written by process 0 (metrics.jsonl,
+  TensorBoard, console): loss, accuracy or i2t/t2i accuracy, learning rate, grad/param norms,
+  step time, images/s per device, epoch, ETA, MFU (XLA's FLOPs over the device's dense bf16 peak
+  where known, else null).
+- In-loop eval hooks every N steps and at the end; orbax checkpoints every N steps and at the end
+  with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves and
+  returns (exit 0); a finished run writes <workdir>/DONE and the pipeline's skip report into
+  data_manifest.json.
+- NaN guard: the loss, grad and parameter norms are checked on the host at every log step, every
   checkpoint step and the last step (not every step: that would sync the host each step). A
   non-finite value raises `NonFiniteLossError` naming the step, before anything is saved, so the
-  last good checkpoint stays the latest one.
+  last good checkpoint stays the latest one. Every exit path closes the checkpoint manager (waiting
+  for an in-flight save), the writers and the input iterator (`_close_all`).
 """
 
 from __future__ import annotations
@@ -32,11 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 from clu import metrics as clu_metrics
 
@@ -44,6 +36,7 @@ from janus import checkpoint as ckpt_lib
 from janus import config as config_lib
 from janus import metric_writer as mw
 from janus import optim
+from janus import train_step as step_lib
 
 # Peak dense bf16 FLOP/s per device by jax device_kind substring (vendor spec sheets); unknown
 # kinds (CPU) give MFU null. Checked in order: the first substring contained in device_kind wins.
@@ -61,6 +54,7 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 
 
 DONE_MARKER = "DONE"  # <workdir>/DONE: written when training finished (janus.evaluate --watch)
+STOP_SYNC_STEPS = 10  # multi-process runs agree on a SIGTERM every this many steps
 CLEANUP_TIMEOUT_S = 300  # error path: a stuck clean-up (e.g. a checkpoint write) ends the process
 
 
@@ -76,209 +70,11 @@ def peak_flops_per_device(device_kind: str) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Model and state
-
-
-def model_kwargs(config) -> dict:
-    """create_model kwargs from config.model (everything but name/dtype/text are tower kwargs)."""
-    m = config_lib.to_dict(config)["model"]
-    kwargs = {k: v for k, v in m.items() if k not in ("name", "dtype", "text")}
-    if m.get("text") is not None:
-        kwargs["text"] = dict(m["text"])
-    return kwargs
-
-
-def build_model(config):
-    from janus.models import create_model
-
-    return create_model(
-        config.model.name, config.loss, dtype=config.model.dtype, **model_kwargs(config)
-    )
-
-
-def class_mask_for(config) -> np.ndarray | None:
-    """The label set's mask for CE-family training logits, when config.restrict_to_label_set."""
-    if config_lib.is_vl(config.loss) or not config.restrict_to_label_set:
-        return None
-    from janus.data import labelsets
-
-    return labelsets.class_mask(labelsets.resolve_label_set(config.label_set))
-
-
-def make_init_fn(model, tx, config) -> Callable[[], dict]:
-    from janus.models import init_variables
-
-    def init():
-        rng = jax.random.fold_in(jax.random.key(config.seed), 0x1217)  # init stream
-        variables = init_variables(
-            model, rng, config.input.resolution, context_length=config.input.context_length
-        )
-        variables = flax.core.unfreeze(variables)
-        state = {
-            "step": jnp.zeros((), jnp.int32),
-            "params": variables["params"],
-            "opt_state": tx.init(variables["params"]),
-        }
-        if variables.get("batch_stats"):
-            state["batch_stats"] = variables["batch_stats"]
-        return state
-
-    return init
-
-
-def _restore_abstract(abstract, shardings):
-    return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Train step
-
-
-def _split_microbatches(batch, n: int):
-    """[B, ...] -> [n, B/n, ...] with each microbatch still spread over all data devices."""
-
-    def one(x):
-        x = x.reshape((x.shape[0] // n, n) + x.shape[1:])
-        return jnp.swapaxes(x, 0, 1)
-
-    return jax.tree.map(one, batch)
-
-
-def make_train_step(
-    model,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    *,
-    loss: str,
-    seed: int,
-    class_mask: np.ndarray | None = None,
-    label_smoothing: float = 0.0,
-    grad_accum_steps: int = 1,
-) -> Callable:
-    """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`)."""
-    from janus import losses
-
-    vl = config_lib.is_vl(loss)
-    mask = None if class_mask is None else np.asarray(class_mask, bool)
-
-    def forward(params, batch_stats, batch, rng):
-        variables = {"params": params}
-        mutable = False
-        if batch_stats is not None:
-            variables["batch_stats"] = batch_stats
-            mutable = ["batch_stats"]
-        inputs = (batch["image"], batch["tokens"]) if vl else (batch["image"],)
-        out = model.apply(variables, *inputs, train=True, mutable=mutable, rngs={"dropout": rng})
-        new_bs = None
-        if mutable:
-            out, new_vars = out
-            new_bs = new_vars["batch_stats"]
-        if vl:
-            if loss == "siglip":
-                value, metrics = losses.siglip(
-                    out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
-                )
-            else:
-                value, metrics = losses.infonce(
-                    out["image_emb"], out["text_emb"], out["logit_scale"]
-                )
-            metrics = dict(metrics, logit_scale=out["logit_scale"])
-        else:
-            cm = None if mask is None else jnp.asarray(mask)
-            if loss == "ce":
-                value = losses.softmax_cross_entropy(
-                    out, batch["label"], label_smoothing=label_smoothing, class_mask=cm
-                )
-            elif loss == "multilabel_ce":
-                value = losses.multilabel_cross_entropy(out, batch["labels"], class_mask=cm)
-            else:
-                value = losses.sigmoid_cross_entropy(out, batch["labels"])
-            pred = jnp.argmax(losses.apply_class_mask(out, cm), axis=-1)
-            metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
-        return value, (metrics, new_bs)
-
-    grad_fn = jax.value_and_grad(forward, has_aux=True)
-
-    def step(state, batch):
-        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
-        params, bs = state["params"], state.get("batch_stats")
-        if grad_accum_steps == 1:
-            (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
-        else:
-            micro = _split_microbatches(batch, grad_accum_steps)
-
-            def body(carry, xs):
-                g_sum, l_sum, m_sum, bs_c = carry
-                mb, i = xs
-                (v, (m, bs_n)), g = grad_fn(params, bs_c, mb, jax.random.fold_in(rng, i))
-                add = lambda a, b: jax.tree.map(jnp.add, a, b)
-                return (add(g_sum, g), l_sum + v, add(m_sum, m), bs_n), None
-
-            zeros_g = jax.tree.map(jnp.zeros_like, params)
-            (_, (m0, _)), _ = jax.eval_shape(
-                grad_fn, params, bs, jax.tree.map(lambda x: x[0], micro), rng
-            )
-            zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
-            (grads, value, metrics, bs), _ = jax.lax.scan(
-                body,
-                (zeros_g, jnp.zeros((), jnp.float32), zeros_m, bs),
-                (micro, jnp.arange(grad_accum_steps)),
-            )
-            n = float(grad_accum_steps)
-            grads = jax.tree.map(lambda g: g / n, grads)
-            value = value / n
-            metrics = jax.tree.map(lambda m: m / n, metrics)
-        updates, opt_state = tx.update(grads, state["opt_state"], params)
-        params = optax.apply_updates(params, updates)
-        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        if bs is not None:
-            new_state["batch_stats"] = bs
-        metrics = dict(
-            metrics,
-            loss=value,
-            learning_rate=schedule(state["step"]),
-            grad_norm=optax.global_norm(grads),
-            param_norm=optax.global_norm(params),
-        )
-        return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
-
-    return step
-
-
-def compile_train_step(step_fn, state, batch, state_shardings, mesh):
-    """AOT-compiles the step for these shapes/shardings. -> (compiled, flops per device or None)."""
-    from janus import sharding as sharding_lib
-
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    batch_sh = jax.tree.map(lambda _: sharding_lib.batch_sharding(mesh), batch)
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(state_shardings, batch_sh),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
-    with jax.set_mesh(mesh):
-        compiled = jitted.lower(state, batch).compile()
-    flops = None
-    try:
-        cost = compiled.cost_analysis()
-        if isinstance(cost, list | tuple):
-            cost = cost[0] if cost else None
-        if cost and cost.get("flops", 0) > 0:
-            flops = float(cost["flops"])
-    except Exception as e:  # cost analysis is optional on some backends
-        logging.info("no cost analysis: %s", e)
-    return compiled, flops
-
-
-# --------------------------------------------------------------------------------------------------
 # Loop helpers
 
 
 class StopFlag:
-    """Set by SIGTERM (preemption); the loop checks it every step."""
+    """Set by SIGTERM (preemption); the loop asks `is_set(step)` after every step."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -298,13 +94,17 @@ class StopFlag:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
 
-    def is_set(self) -> bool:
+    def is_set(self, step: int) -> bool:
+        """Single process: at every step. Several: all processes agree (or some would enter a
+        collective save that the others skip), which syncs the hosts, so only every
+        STOP_SYNC_STEPS steps; a preemption notice leaves far more time than that."""
         local = self.event.is_set()
         if jax.process_count() == 1:
             return local
+        if step % STOP_SYNC_STEPS:
+            return False
         from jax.experimental import multihost_utils
 
-        # Every process must agree, or some would enter a collective save the others skip.
         flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
         return bool(np.any(flags))
 
@@ -465,9 +265,9 @@ def train_and_evaluate(
     ):
         logging.warning("checkpoint.keep_every is not a multiple of checkpoint.every_steps")
 
-    model = build_model(config)
+    model = step_lib.build_model(config)
     tx, schedule = optim.make_optimizer(config.optimizer, total, dur.warmup_steps)
-    init_fn = make_init_fn(model, tx, config)
+    init_fn = step_lib.make_init_fn(model, tx, config)
     abstract = jax.eval_shape(init_fn)
     shardings = sharding_lib.param_shardings(abstract, mesh, config.sharding)
 
@@ -495,7 +295,9 @@ def train_and_evaluate(
     if start is not None:
         if pid == 0:
             mw.say(f"resuming from {ckpt.directory}/{start}")
-        state = ckpt.restore(start, _restore_abstract(abstract, shardings), data_iter=data_iter)
+        state = ckpt.restore(
+            start, step_lib.restore_abstract(abstract, shardings), data_iter=data_iter
+        )
     else:
         start = 0
         with jax.set_mesh(mesh):
@@ -506,6 +308,8 @@ def train_and_evaluate(
                 state["params"]
             )
     if pid == 0:
+        if start < total and os.path.exists(os.path.join(workdir, DONE_MARKER)):
+            os.remove(os.path.join(workdir, DONE_MARKER))  # continued with more steps: not done
         _write_json(os.path.join(workdir, "config.json"), resolved)
         _write_json(os.path.join(workdir, "data_manifest.json"), manifest)
 
@@ -516,27 +320,27 @@ def train_and_evaluate(
         )
     hooks = _normalise_hooks(make_hooks(config, model, mesh) if make_hooks else None, config)
 
-    step_fn = make_train_step(
+    step_fn = step_lib.make_train_step(
         model,
         tx,
         schedule,
         loss=config.loss,
         seed=config.seed,
-        class_mask=class_mask_for(config),
+        class_mask=step_lib.class_mask_for(config),
         label_smoothing=config.label_smoothing,
         grad_accum_steps=config.optimizer.grad_accum_steps,
     )
     stop = StopFlag().install()
     step = start
     last_scalars: dict = {}
-    stopped = False
+    stopped = preempted = False
     ok = False
     try:
         if step >= total:
             mw.say(f"already trained: step {step} >= total_steps {total}")
         else:
             batch = sharding_lib.shard_batch(next(data_iter), mesh)
-            compiled, flops = compile_train_step(step_fn, state, batch, shardings, mesh)
+            compiled, flops = step_lib.compile_train_step(step_fn, state, batch, shardings, mesh)
             n_dev = jax.device_count()
             peak = peak_flops_per_device(jax.devices()[0].device_kind)
             if pid == 0:
@@ -559,7 +363,7 @@ def train_and_evaluate(
                 else:
                     collection = collection.merge(metrics_cls.single_from_model_output(**metrics))
                 last = step >= total
-                preempted = stop.is_set()
+                preempted = stop.is_set(step)
                 early = preempted or (stop_at is not None and step >= stop_at)
                 is_log = step % config.log.every_steps == 0 or last or early
                 is_ckpt = step % config.checkpoint.every_steps == 0 or last or early

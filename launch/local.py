@@ -9,7 +9,8 @@ JANUS_PROCESS_ID=i and JANUS_NUM_CPU_DEVICES (janus.main then calls jax.distribu
 sets jax_num_cpu_devices), so the multi-host code paths (global batch assembled from per-process
 data, every process writing its part of a checkpoint, process-0-only logs) run on one machine.
 A forced host device count in XLA_FLAGS is removed from the children (JANUS_NUM_CPU_DEVICES rules).
-SIGINT/SIGTERM are forwarded to every child; if one child fails the others are stopped. The exit
+SIGINT/SIGTERM (and SIGUSR1: every child prints its threads' stacks) are forwarded to every
+child; if one child fails the others are stopped. The exit
 status is the first non-zero child status (0 when all succeed).
 """
 
@@ -73,8 +74,8 @@ def main(argv=None) -> int:
             if c.poll() is None:
                 c.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):  # USR1: children dump stacks
+        signal.signal(signum, forward)
     status, kill_at = 0, None
     while any(c.poll() is None for c in children):
         for c in children:

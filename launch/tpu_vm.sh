@@ -10,10 +10,10 @@
 #   launch/tpu_vm.sh create            # queued resource (add SPOT=1 for spot capacity)
 #   launch/tpu_vm.sh setup             # python venv + pinned stack + gcsfuse mount, on all workers
 #   launch/tpu_vm.sh copy              # rsync this checkout to ~/janus on all workers
-#   launch/tpu_vm.sh run --config configs/janus_mix.py:loss=infonce,budget=2400000 \
+#   launch/tpu_vm.sh run --config configs/janus.py:loss=infonce,budget=2400000 \
 #        --config.data.train=/mnt/janus/data/in100*1+/mnt/janus/data/janus*1
-#   launch/tpu_vm.sh watch <same args as run>   # run; after a preemption recreate + setup + copy
-#                                               # + run again; the run resumes from its checkpoint
+#   launch/tpu_vm.sh watch <same args as run>   # run until $WORKDIR/DONE; after a preemption
+#                                  # recreate + setup + run again (it resumes from its checkpoint)
 #   launch/tpu_vm.sh ssh "<command>"   # any command on all workers;  launch/tpu_vm.sh delete
 #
 # The workdir must be shared by all workers: every process writes its part of each checkpoint and
@@ -85,20 +85,34 @@ quote_args() { printf ' %q' "$@"; }
 
 run() {
   : "${WORKDIR:?set WORKDIR (shared by all workers)}"
-  on_all ". ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
+  on_all "set -o pipefail; . ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
     python -m janus.main --workdir=$WORKDIR$(quote_args "$@") 2>&1 | tee -a ~/janus_train.log"
 }
 
+finished() {
+  # janus writes <workdir>/DONE when the run has trained all its steps.
+  gc compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=0 \
+    --command="test -f $WORKDIR/DONE" >/dev/null 2>&1
+}
+
 watch() {
-  # Run until the command succeeds; recreate the slice when it was preempted. janus resumes from
-  # the latest complete checkpoint in $WORKDIR (SIGTERM on preemption saves one first).
+  # Run until <workdir>/DONE exists. A preempted slice (not READY) is recreated, set up and run
+  # again; a run stopped by SIGTERM (exit 0 without DONE) or a lost connection (ssh status 255)
+  # is started again. janus resumes from the latest complete checkpoint in $WORKDIR. A run that
+  # fails on a healthy slice (e.g. NonFiniteLossError, exit 1) is not retried.
   while true; do
     if [[ "$(state)" != READY ]]; then
       echo "$(date -u) TPU state $(state): recreating"
       delete; create; setup
     fi
-    if run "$@"; then echo "$(date -u) run finished"; break; fi
-    echo "$(date -u) run exited non-zero (preempted?); retrying in 60s"
+    local status=0
+    run "$@" || status=$?
+    if finished; then echo "$(date -u) run finished"; break; fi
+    if [[ "$(state)" == READY ]] && ((status != 0 && status != 255)); then
+      echo "$(date -u) run failed with status $status on a healthy slice; see ~/janus_train.log"
+      return "$status"
+    fi
+    echo "$(date -u) run stopped (status $status, TPU $(state)); resuming in 60s"
     sleep 60
   done
 }

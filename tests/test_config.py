@@ -42,7 +42,7 @@ def test_paper_recipe_defaults():
     )
     assert (o.schedule, o.warmup_steps) == ("cosine", 2000)
     assert (c.input.batch_size, c.total_epochs, c.input.resolution) == (512, 256, 224)
-    assert "rrc(224" in c.input.pp and "color_jitter" in c.input.pp
+    assert all(op in c.input.pp for op in ("rrc(224", "flip", "color_jitter", "grayscale", "blur"))
     assert c.model.name == "clip_rn50"
 
 

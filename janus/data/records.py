@@ -37,6 +37,10 @@ from collections.abc import Iterator
 import google_crc32c
 import numpy as np
 
+# Imported eagerly, in the importing thread: a first import from several grain prefetch threads at
+# once deadlocks inside tensorflow_datasets' lazy-import machinery (seen in multi-process runs).
+from tensorflow_datasets.proto import tf_example_generated_pb2 as example_pb2
+
 INDEX_MAGIC = b"JANUSIX1"
 INFO_FILE = "info.json"
 MANIFEST_FILE = "manifest.jsonl.gz"
@@ -87,21 +91,13 @@ def frame_record(payload: bytes) -> bytes:
 # ----------------------------------------------------------------------------- tf.train.Example
 
 
-def _example_pb2():
-    # Imported lazily: it pulls in the tensorflow_datasets package (not TensorFlow), ~0.5 s.
-    from tensorflow_datasets.proto import tf_example_generated_pb2
-
-    return tf_example_generated_pb2
-
-
 def _as_bytes(value) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
 def encode_example(example: dict) -> bytes:
     """Serialize a sample dict (DESIGN.md features) into a tf.train.Example."""
-    pb2 = _example_pb2()
-    ex = pb2.Example()
+    ex = example_pb2.Example()
     feat = ex.features.feature
     missing = [k for k in ("image/encoded", "key") if k not in example]
     if missing:
@@ -121,10 +117,20 @@ def encode_example(example: dict) -> bytes:
     return ex.SerializeToString(deterministic=True)
 
 
+def parse_example(data: bytes) -> dict[str, list]:
+    """Every feature of any serialized tf.train.Example -> list of values (bytes / int / float)."""
+    ex = example_pb2.Example()
+    ex.ParseFromString(data)
+    out = {}
+    for name, feature in ex.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        out[name] = list(getattr(feature, kind).value) if kind else []
+    return out
+
+
 def decode_example(data: bytes) -> dict:
     """Parse a serialized tf.train.Example with the DESIGN.md features (missing ones -> empty)."""
-    pb2 = _example_pb2()
-    ex = pb2.Example()
+    ex = example_pb2.Example()
     try:
         ex.ParseFromString(data)
     except Exception as e:  # protobuf's DecodeError has no stable import path

@@ -35,6 +35,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
+
+from janus.data import labelsets, records
+from janus.evaluate.restrict import target_table
 
 SET_NAMES = ("val", "v2", "sketch", "r", "a", "objectnet", "real")
 DEFAULT_SETS = ("val", "v2", "sketch", "r", "a", "objectnet")
@@ -97,7 +101,7 @@ class _ExampleItems:
         return len(self.source)
 
     def __getitem__(self, i):
-        ex = parse_example(self.source[int(i)])
+        ex = records.parse_example(self.source[int(i)])
         img = ex.get(self.image_key) or ex.get("image") or [b""]
         key = (ex.get("key") or ex.get("file_name") or [str(i).encode()])[0]
         return {
@@ -133,7 +137,6 @@ class BorderCrop:
         return len(self.base)
 
     def __getitem__(self, i):
-        from PIL import Image
 
         item = dict(self.base[i])
         img = Image.open(io.BytesIO(item["image/encoded"]))
@@ -151,7 +154,6 @@ def filter_to_classes(es: EvalSet, classes) -> tuple[EvalSet, np.ndarray]:
 
     Items without any label (ImageNet-ReaL's images its raters left unlabelled) are dropped too,
     counted apart from those whose labels lie outside the class set."""
-    from janus.evaluate.restrict import target_table
 
     targets, keep_group = target_table(es.groups, classes)
     unlabelled_group = np.array([len(g) == 0 for g in es.groups], bool)
@@ -173,23 +175,6 @@ def filter_to_classes(es: EvalSet, classes) -> tuple[EvalSet, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# tf.train.Example parsing (no TensorFlow)
-
-
-def parse_example(data: bytes) -> dict[str, list]:
-    """Every feature of a serialized tf.train.Example -> list of values (bytes / int / float)."""
-    from tensorflow_datasets.proto import tf_example_generated_pb2 as pb2
-
-    ex = pb2.Example()
-    ex.ParseFromString(data)
-    out = {}
-    for k, f in ex.features.feature.items():
-        kind = f.WhichOneof("kind")
-        out[k] = list(getattr(f, kind).value) if kind else []
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Readers
 
 
@@ -205,7 +190,6 @@ def _group_ids(label_lists) -> tuple[np.ndarray, list[list[int]]]:
 
 def read_records(name: str, records_dir: str, split: str | None = None) -> EvalSet:
     """A janus records split; labels from manifest.jsonl.gz when it lines up, else decoded."""
-    from janus.data import records
 
     split = split or name
     try:
@@ -259,10 +243,9 @@ class _TfdsTFRecordSource:
         return len(self.offsets)
 
     def __getitem__(self, i):
-        from janus.data.records import read_record_at
 
         f, off = self.offsets[int(i)]
-        return read_record_at(self.files[f], off)
+        return records.read_record_at(self.files[f], off)
 
 
 def _tfds_labels(ex: dict, label_key: str) -> list[int]:
@@ -270,7 +253,6 @@ def _tfds_labels(ex: dict, label_key: str) -> list[int]:
 
 
 def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -> EvalSet:
-    from janus.data.records import iter_tfrecord
 
     if name not in TFDS_NAMES:
         raise SetNotFound(f"set {name!r} has no tfds dataset (known: {sorted(TFDS_NAMES)})")
@@ -284,15 +266,17 @@ def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -
     if fmt == "tfrecord":
         offsets = []
         for fi, path in enumerate(files):
-            for off, payload in iter_tfrecord(path):
+            for off, payload in records.iter_tfrecord(path):
                 offsets.append((fi, off))
-                labels.append(_tfds_labels(parse_example(payload), label_key))
+                labels.append(_tfds_labels(records.parse_example(payload), label_key))
         source = _TfdsTFRecordSource(files, offsets)
     else:
         import grain
 
         source = grain.sources.ArrayRecordDataSource(files)
-        labels = [_tfds_labels(parse_example(source[i]), label_key) for i in range(len(source))]
+        labels = [
+            _tfds_labels(records.parse_example(source[i]), label_key) for i in range(len(source))
+        ]
     ids, groups = _group_ids(labels)
     return EvalSet(
         name, _ExampleItems(source, ids, "image"), groups, ids, f"tfds:{data_dir}/{dataset}"
@@ -300,7 +284,6 @@ def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -
 
 
 def _folder_labels(folder: str) -> list[int] | None:
-    from janus.data import labelsets
 
     if _WNID.match(folder):
         idx = labelsets.wnid_to_index().get(folder)

@@ -1,0 +1,217 @@
+"""The sharded train step: model, state, one jitted update.
+
+One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-node GPUs:
+
+- State: a dict pytree {"step", "params", "batch_stats"?, "opt_state"}, initialised by a jitted,
+  deterministic init (seed) straight into its shardings (`janus.sharding.param_shardings`).
+- Step: `jax.jit` with explicit in/out shardings over the Mesh, the state donated. Each process
+  passes its slice of the global batch; `janus.sharding.shard_batch` assembles the global arrays.
+  The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
+- Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches,
+  averages their gradients (and loss/metrics) and makes ONE optimizer update: for losses that are
+  means over independent examples without batch statistics it equals the full-batch step (tested);
+  BatchNorm statistics and contrastive losses see each microbatch only (fewer negatives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from janus import config as config_lib
+
+
+def model_kwargs(config) -> dict:
+    """create_model kwargs from config.model (everything but name/dtype/text are tower kwargs)."""
+    m = config_lib.to_dict(config)["model"]
+    kwargs = {k: v for k, v in m.items() if k not in ("name", "dtype", "text")}
+    if m.get("text") is not None:
+        kwargs["text"] = dict(m["text"])
+    return kwargs
+
+
+def build_model(config):
+    from janus.models import create_model
+
+    return create_model(
+        config.model.name, config.loss, dtype=config.model.dtype, **model_kwargs(config)
+    )
+
+
+def class_mask_for(config) -> np.ndarray | None:
+    """The label set's mask for CE-family training logits, when config.restrict_to_label_set."""
+    if config_lib.is_vl(config.loss) or not config.restrict_to_label_set:
+        return None
+    from janus.data import labelsets
+
+    return labelsets.class_mask(labelsets.resolve_label_set(config.label_set))
+
+
+def make_init_fn(model, tx, config) -> Callable[[], dict]:
+    from janus.models import init_variables
+
+    def init():
+        rng = jax.random.fold_in(jax.random.key(config.seed), 0x1217)  # init stream
+        variables = init_variables(
+            model, rng, config.input.resolution, context_length=config.input.context_length
+        )
+        variables = flax.core.unfreeze(variables)
+        state = {
+            "step": jnp.zeros((), jnp.int32),
+            "params": variables["params"],
+            "opt_state": tx.init(variables["params"]),
+        }
+        if variables.get("batch_stats"):
+            state["batch_stats"] = variables["batch_stats"]
+        return state
+
+    return init
+
+
+def restore_abstract(abstract, shardings):
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+
+
+def _split_microbatches(batch, n: int):
+    """[B, ...] -> [n, B/n, ...] with each microbatch still spread over all data devices."""
+
+    def one(x):
+        x = x.reshape((x.shape[0] // n, n) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(
+    model,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    loss: str,
+    seed: int,
+    class_mask: np.ndarray | None = None,
+    label_smoothing: float = 0.0,
+    grad_accum_steps: int = 1,
+) -> Callable:
+    """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`)."""
+    from janus import losses
+
+    vl = config_lib.is_vl(loss)
+    mask = None if class_mask is None else np.asarray(class_mask, bool)
+
+    def forward(params, batch_stats, batch, rng):
+        variables = {"params": params}
+        mutable = False
+        if batch_stats is not None:
+            variables["batch_stats"] = batch_stats
+            mutable = ["batch_stats"]
+        inputs = (batch["image"], batch["tokens"]) if vl else (batch["image"],)
+        out = model.apply(variables, *inputs, train=True, mutable=mutable, rngs={"dropout": rng})
+        new_bs = None
+        if mutable:
+            out, new_vars = out
+            new_bs = new_vars["batch_stats"]
+        if vl:
+            if loss == "siglip":
+                value, metrics = losses.siglip(
+                    out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
+                )
+            else:
+                value, metrics = losses.infonce(
+                    out["image_emb"], out["text_emb"], out["logit_scale"]
+                )
+            metrics = dict(metrics, logit_scale=out["logit_scale"])
+        else:
+            cm = None if mask is None else jnp.asarray(mask)
+            if loss == "ce":
+                value = losses.softmax_cross_entropy(
+                    out, batch["label"], label_smoothing=label_smoothing, class_mask=cm
+                )
+            elif loss == "multilabel_ce":
+                value = losses.multilabel_cross_entropy(out, batch["labels"], class_mask=cm)
+            else:
+                value = losses.sigmoid_cross_entropy(out, batch["labels"])
+            pred = jnp.argmax(losses.apply_class_mask(out, cm), axis=-1)
+            metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
+        return value, (metrics, new_bs)
+
+    grad_fn = jax.value_and_grad(forward, has_aux=True)
+
+    def step(state, batch):
+        rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        params, bs = state["params"], state.get("batch_stats")
+        if grad_accum_steps == 1:
+            (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
+        else:
+            micro = _split_microbatches(batch, grad_accum_steps)
+
+            def body(carry, xs):
+                g_sum, l_sum, m_sum, bs_c = carry
+                mb, i = xs
+                (v, (m, bs_n)), g = grad_fn(params, bs_c, mb, jax.random.fold_in(rng, i))
+                add = lambda a, b: jax.tree.map(jnp.add, a, b)
+                return (add(g_sum, g), l_sum + v, add(m_sum, m), bs_n), None
+
+            zeros_g = jax.tree.map(jnp.zeros_like, params)
+            (_, (m0, _)), _ = jax.eval_shape(
+                grad_fn, params, bs, jax.tree.map(lambda x: x[0], micro), rng
+            )
+            zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m0)
+            (grads, value, metrics, bs), _ = jax.lax.scan(
+                body,
+                (zeros_g, jnp.zeros((), jnp.float32), zeros_m, bs),
+                (micro, jnp.arange(grad_accum_steps)),
+            )
+            n = float(grad_accum_steps)
+            grads = jax.tree.map(lambda g: g / n, grads)
+            value = value / n
+            metrics = jax.tree.map(lambda m: m / n, metrics)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        params = optax.apply_updates(params, updates)
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        if bs is not None:
+            new_state["batch_stats"] = bs
+        metrics = dict(
+            metrics,
+            loss=value,
+            learning_rate=schedule(state["step"]),
+            grad_norm=optax.global_norm(grads),
+            param_norm=optax.global_norm(params),
+        )
+        return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+
+    return step
+
+
+def compile_train_step(step_fn, state, batch, state_shardings, mesh):
+    """AOT-compiles the step for these shapes/shardings. -> (compiled, flops per device or None)."""
+    from janus import sharding as sharding_lib
+
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sh = jax.tree.map(lambda _: sharding_lib.batch_sharding(mesh), batch)
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sh),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+    with jax.set_mesh(mesh):
+        compiled = jitted.lower(state, batch).compile()
+    flops = None
+    try:
+        cost = compiled.cost_analysis()
+        if isinstance(cost, list | tuple):
+            cost = cost[0] if cost else None
+        if cost and cost.get("flops", 0) > 0:
+            flops = float(cost["flops"])
+    except Exception as e:  # cost analysis is optional on some backends
+        logging.info("no cost analysis: %s", e)
+    return compiled, flops
