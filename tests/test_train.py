@@ -1,11 +1,16 @@
 """End to end through `python -m janus.main` on synthetic JANuS-mini records (32 px, tiny models).
 
 Runs share a persistent XLA compilation cache so that the later processes skip most compiling.
-- a 40-step run: the workdir layout, metrics, console progress, checkpoint retention;
+Every subprocess runs in its own process group with a timeout: a stuck run fails its test with
+every thread's stack (SIGUSR1) instead of blocking CI.
+- a 40-step run: the workdir layout (DONE, the skip report in data_manifest.json), metrics,
+  console progress, checkpoint retention, the in-loop evaluation hook;
 - the same run interrupted by SIGTERM (clean save + exit 0), resumed, SIGKILLed, resumed: final
   state bitwise equal to the uninterrupted run;
-- the NaN guard; a VL (InfoNCE) run with gradient accumulation; a validation error from the CLI;
-- (slow) 2 processes x 4 CPU devices through launch/local.py: same loss as 1 process x 8 devices.
+- the NaN guard (exit 1, last good checkpoint kept); a VL (InfoNCE) run with gradient accumulation
+  on an fsdp mesh; a validation error from the CLI (exit 2);
+- (slow) 2 processes x 4 CPU devices through launch/local.py: same loss as 1 process x 8 devices;
+- in process: init_from with path filters; gradient accumulation equals the full-batch update.
 """
 
 import json
