@@ -424,7 +424,8 @@ def test_inloop_hook_returns_scalars_and_writes_json(mini, tmp_path):
     assert set(out) == {"val/top1", "val/top5", "sketch/top1", "sketch/top5"}
     result = json.loads((tmp_path / "eval" / "10.json").read_text())
     assert result["sets"]["val"]["top1"] == pytest.approx(out["val/top1"])
-    assert result["checkpoint"] == "inloop:quick"
+    assert result["checkpoint"] == f"checkpoints/{result['step']}"
+    assert any("in-loop evaluation (evals.quick)" in n for n in result["notes"])
 
 
 _WORKER = """

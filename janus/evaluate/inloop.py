@@ -67,9 +67,11 @@ def _make_hook(name: str, ev: Mapping, cfg: dict, model, workdir: str | None) ->
     evaluator = runner.Evaluator(opts, cache_dir=cache)
 
     def hook(step: int, variables) -> dict:
+        # DESIGN.md's schema names the step's checkpoint; the note says these were live parameters.
         result = evaluator.evaluate_variables(
-            cfg, _to_host(variables), step=int(step), checkpoint=f"inloop:{name}", model=model
+            cfg, _to_host(variables), step=int(step), checkpoint=f"checkpoints/{step}", model=model
         )
+        result["notes"].append(f"in-loop evaluation (evals.{name}) of the live parameters")
         if workdir:
             results.write_result(workdir, result)
         out = {}
