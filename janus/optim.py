@@ -9,6 +9,7 @@
   with optional global-norm clipping and frozen parameters (`optimizer.freeze`, a regex on
   parameter paths such as "^image_tower/" for a linear probe). Gradient accumulation is done in the
   train step (microbatches summed before one update), so the optimizer sees the global batch.
+  The train step also keeps the BatchNorm statistics under `freeze` unchanged (`frozen_mask`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def make_schedule(opt, total_steps: int, warmup_steps: int) -> optax.Schedule:
 def param_path(path) -> str:
     """A jax key path as 'a/b/c' (what optimizer.no_decay/freeze and init_from filters match)."""
     return jax.tree_util.keystr(tuple(path), simple=True, separator="/")
+
+
+def frozen_mask(tree, pattern: str):
+    """Pytree of bools like `tree` (params or batch_stats): True where the path matches the
+    `optimizer.freeze` regex."""
+    frozen = re.compile(pattern)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: bool(frozen.search(param_path(path))), tree
+    )
 
 
 def decay_mask(params, patterns: Sequence[str] | str):
@@ -84,9 +94,8 @@ def make_optimizer(opt, total_steps: int, warmup_steps: int):
     if opt.get("freeze"):
         # Linear probes / partial fine-tuning: matching parameters get zero updates (and no
         # optimizer state), the rest train as configured.
-        frozen = re.compile(opt["freeze"])
-        labels = lambda params: jax.tree_util.tree_map_with_path(
-            lambda path, _: "frozen" if frozen.search(param_path(path)) else "train", params
+        labels = lambda params: jax.tree.map(
+            lambda f: "frozen" if f else "train", frozen_mask(params, opt["freeze"])
         )
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule

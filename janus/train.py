@@ -329,6 +329,7 @@ def train_and_evaluate(
         class_mask=step_lib.class_mask_for(config),
         label_smoothing=config.label_smoothing,
         grad_accum_steps=config.optimizer.grad_accum_steps,
+        freeze=config.optimizer.freeze,
     )
     stop = StopFlag().install()
     step = start

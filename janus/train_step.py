@@ -11,10 +11,17 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
   averages their gradients (and loss/metrics) and makes ONE optimizer update: for losses that are
   means over independent examples without batch statistics it equals the full-batch step (tested);
   BatchNorm statistics and contrastive losses see each microbatch only (fewer negatives).
+- Frozen parameters (`optimizer.freeze`, a regex also matched against batch_stats paths): their
+  BatchNorm statistics are kept from the previous state, so a linear probe leaves the frozen tower
+  bitwise unchanged. When every BatchNorm is frozen the model runs with train=False (BatchNorm uses
+  its running statistics, as at evaluation; `train` switches nothing else in janus.models).
+  Partly frozen BN models run with train=True: frozen layers normalise by batch statistics but
+  keep their running ones.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax
@@ -100,22 +107,25 @@ def make_train_step(
     class_mask: np.ndarray | None = None,
     label_smoothing: float = 0.0,
     grad_accum_steps: int = 1,
+    freeze: str = "",
 ) -> Callable:
-    """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`)."""
+    """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`).
+    `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates)."""
     from janus import losses
+    from janus.optim import frozen_mask
 
     vl = config_lib.is_vl(loss)
     mask = None if class_mask is None else np.asarray(class_mask, bool)
 
-    def forward(params, batch_stats, batch, rng):
+    def forward(params, batch_stats, batch, rng, *, train: bool):
         variables = {"params": params}
         mutable = False
         if batch_stats is not None:
             variables["batch_stats"] = batch_stats
-            mutable = ["batch_stats"]
+            mutable = ["batch_stats"] if train else False
         inputs = (batch["image"], batch["tokens"]) if vl else (batch["image"],)
-        out = model.apply(variables, *inputs, train=True, mutable=mutable, rngs={"dropout": rng})
-        new_bs = None
+        out = model.apply(variables, *inputs, train=train, mutable=mutable, rngs={"dropout": rng})
+        new_bs = batch_stats
         if mutable:
             out, new_vars = out
             new_bs = new_vars["batch_stats"]
@@ -143,11 +153,13 @@ def make_train_step(
             metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
         return value, (metrics, new_bs)
 
-    grad_fn = jax.value_and_grad(forward, has_aux=True)
-
     def step(state, batch):
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
         params, bs = state["params"], state.get("batch_stats")
+        # Decided at trace time from the state's structure: which BN statistics are frozen.
+        bs_frozen = frozen_mask(bs, freeze) if freeze and bs is not None else None
+        all_frozen = bs_frozen is not None and all(jax.tree.leaves(bs_frozen))
+        grad_fn = jax.value_and_grad(functools.partial(forward, train=not all_frozen), has_aux=True)
         if grad_accum_steps == 1:
             (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
         else:
@@ -174,6 +186,10 @@ def make_train_step(
             grads = jax.tree.map(lambda g: g / n, grads)
             value = value / n
             metrics = jax.tree.map(lambda m: m / n, metrics)
+        if bs_frozen is not None:
+            bs = jax.tree.map(
+                lambda f, old, new: old if f else new, bs_frozen, state["batch_stats"], bs
+            )
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         params = optax.apply_updates(params, updates)
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}

@@ -9,7 +9,7 @@
 #   export BUCKET=my-bucket                   # mounted at /mnt/janus with gcsfuse by `setup`
 #   launch/tpu_vm.sh create            # queued resource (add SPOT=1 for spot capacity)
 #   launch/tpu_vm.sh setup             # python venv + pinned stack + gcsfuse mount, on all workers
-#   launch/tpu_vm.sh copy              # rsync this checkout to ~/janus on all workers
+#   launch/tpu_vm.sh copy              # this checkout (tar + scp) to ~/janus on all workers
 #   launch/tpu_vm.sh run --config configs/janus.py:loss=infonce,budget=2400000 \
 #        --config.data.train=/mnt/janus/data/in100*1+/mnt/janus/data/janus*1
 #   launch/tpu_vm.sh watch <same args as run>   # run until $WORKDIR/DONE; after a preemption
@@ -19,7 +19,20 @@
 # The workdir must be shared by all workers: every process writes its part of each checkpoint and
 # process 0 the logs. `setup` mounts gs://$BUCKET at /mnt/janus with gcsfuse; a Filestore/NFS mount
 # works the same. Data dirs are read by every worker, so they live there too.
+#
+# Optional: PROJECT (gcloud --project), QR_NAME (default $TPU_NAME-qr), REMOTE_DIR (default janus),
+# MOUNT (default /mnt/janus), POLL_S (seconds between state polls while creating, default 30),
+# RETRY_S (seconds before `watch` restarts a stopped run, default 60). `create` fails (rather than
+# waiting forever) when the queued resource is FAILED or SUSPENDED. tests/test_launch.py runs this
+# script against a fake `gcloud` on PATH and checks the commands it issues.
 set -euo pipefail
+cd "$(dirname "$0")/.."  # `copy` packs this checkout (git ls-files)
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+case "${1:-}" in
+  create | delete | setup | copy | run | watch | ssh) ;;
+  *) usage; exit 2 ;;
+esac
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 ACCELERATOR=${ACCELERATOR:-v4-8}
@@ -28,6 +41,8 @@ PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
 REMOTE_DIR=${REMOTE_DIR:-janus}
 MOUNT=${MOUNT:-/mnt/janus}
 QR_NAME=${QR_NAME:-$TPU_NAME-qr}
+POLL_S=${POLL_S:-30}
+RETRY_S=${RETRY_S:-60}
 
 gc() { gcloud "$@" ${PROJECT_FLAG:-}; }
 on_all() { gc compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command="$1"; }
@@ -38,12 +53,25 @@ state() {
 }
 
 create() {
-  local spot=()
-  [[ "${SPOT:-0}" == 1 ]] && spot=(--spot)
+  local spot="" qr
+  [[ "${SPOT:-0}" == 1 ]] && spot=--spot
+  # ${spot:+...}: no empty argument, and no empty-array expansion (an error under `set -u` in
+  # the bash 3.2 of macOS, where this script usually runs).
   gc compute tpus queued-resources create "$QR_NAME" --node-id="$TPU_NAME" --zone="$ZONE" \
-    --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" "${spot[@]}"
+    --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" ${spot:+"$spot"}
   echo "waiting for $TPU_NAME to become READY..."
-  until [[ "$(state)" == READY ]]; do sleep 30; done
+  until [[ "$(state)" == READY ]]; do
+    qr=$(gc compute tpus queued-resources describe "$QR_NAME" --zone="$ZONE" \
+      --format='value(state.state)' 2>/dev/null || echo UNKNOWN)
+    case "$qr" in
+      FAILED | SUSPENDED)
+        echo "queued resource $QR_NAME is $qr; see: gcloud compute tpus queued-resources" \
+          "describe $QR_NAME --zone=$ZONE" >&2
+        return 1
+        ;;
+    esac
+    sleep "$POLL_S"
+  done
 }
 
 delete() {
@@ -66,19 +94,20 @@ setup() {
   copy
   # The pinned stack, then the TPU runtime for the same jax version.
   local jax_version
-  jax_version=$(grep -E '^jax==' requirements/lock.txt | cut -d= -f3)
+  jax_version=$(grep -E '^jax==' requirements/lock.txt | cut -d= -f3) \
+    || { echo "no jax== pin in requirements/lock.txt" >&2; return 1; }
   on_all ". ~/venv/bin/activate && cd ~/$REMOTE_DIR && pip install -q -r requirements/lock.txt \
     && pip install -q 'jax[tpu]==$jax_version' && pip install -q --no-deps -e ."
 }
 
 copy() {
   # The checkout without venvs, data or runs, to every worker.
-  local tarball
-  tarball=$(mktemp --suffix=.tgz)
-  git ls-files -z --cached --others --exclude-standard | tar --null -czf "$tarball" -T -
-  gc compute tpus tpu-vm scp "$tarball" "$TPU_NAME:~/janus.tgz" --zone="$ZONE" --worker=all
+  local tmp
+  tmp=$(mktemp -d)  # not `mktemp --suffix`: GNU only
+  git ls-files -z --cached --others --exclude-standard | tar --null -czf "$tmp/janus.tgz" -T -
+  gc compute tpus tpu-vm scp "$tmp/janus.tgz" "$TPU_NAME:~/janus.tgz" --zone="$ZONE" --worker=all
   on_all "mkdir -p ~/$REMOTE_DIR && tar -xzf ~/janus.tgz -C ~/$REMOTE_DIR"
-  rm -f "$tarball"
+  rm -rf "$tmp"
 }
 
 quote_args() { printf ' %q' "$@"; }
@@ -86,13 +115,13 @@ quote_args() { printf ' %q' "$@"; }
 run() {
   : "${WORKDIR:?set WORKDIR (shared by all workers)}"
   on_all "set -o pipefail; . ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
-    python -m janus.main --workdir=$WORKDIR$(quote_args "$@") 2>&1 | tee -a ~/janus_train.log"
+    python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") 2>&1 | tee -a ~/janus_train.log"
 }
 
 finished() {
   # janus writes <workdir>/DONE when the run has trained all its steps.
   gc compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=0 \
-    --command="test -f $WORKDIR/DONE" >/dev/null 2>&1
+    --command="test -f $(printf %q "$WORKDIR/DONE")" >/dev/null 2>&1
 }
 
 watch() {
@@ -112,8 +141,8 @@ watch() {
       echo "$(date -u) run failed with status $status on a healthy slice; see ~/janus_train.log"
       return "$status"
     fi
-    echo "$(date -u) run stopped (status $status, TPU $(state)); resuming in 60s"
-    sleep 60
+    echo "$(date -u) run stopped (status $status, TPU $(state)); resuming in ${RETRY_S}s"
+    sleep "$RETRY_S"
   done
 }
 
@@ -126,5 +155,5 @@ case "$cmd" in
   run) run "$@" ;;
   watch) watch "$@" ;;
   ssh) on_all "$*" ;;
-  *) sed -n '2,25p' "$0"; exit 2 ;;
+  *) usage; exit 2 ;;
 esac

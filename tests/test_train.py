@@ -10,7 +10,8 @@ every thread's stack (SIGUSR1) instead of blocking CI.
 - the NaN guard (exit 1, last good checkpoint kept); a VL (InfoNCE) run with gradient accumulation
   on an fsdp mesh; a validation error from the CLI (exit 2);
 - (slow) 2 processes x 4 CPU devices through launch/local.py: same loss as 1 process x 8 devices;
-- in process: init_from with path filters; gradient accumulation equals the full-batch update.
+- in process: init_from with path filters; gradient accumulation equals the full-batch update;
+  optimizer.freeze leaves the frozen parameters and their BatchNorm statistics bitwise unchanged.
 """
 
 import json
@@ -330,3 +331,63 @@ def test_grad_accumulation_makes_one_update_equal_to_the_full_batch():
     np.testing.assert_allclose(m2["grad_norm"], m1["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s2["params"])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "freeze,accum",
+    [("^image_tower/", 1), ("^image_tower/(bn1|conv1|layer1_0)/", 2)],
+    ids=["linear_probe", "partly_frozen_accum"],
+)
+def test_freeze_leaves_frozen_params_and_batch_stats_unchanged(freeze, accum):
+    """A few steps with optimizer.freeze: the frozen parameters AND their BatchNorm statistics
+    stay bitwise equal while the head (and, partly frozen, the other BN statistics) change."""
+    from janus import config as config_lib
+    from janus import optim, sharding, train_step
+
+    c = config_lib.paper_config()
+    c.model.name, c.label_set, c.input.resolution, c.input.batch_size = (
+        "resnet_tiny",
+        "mini10",
+        32,
+        8,
+    )
+    c.restrict_to_label_set = False
+    c.optimizer.freeze, c.optimizer.weight_decay = freeze, 0.1  # decay must not touch frozen
+    model = train_step.build_model(c)
+    tx, schedule = optim.make_optimizer(c.optimizer, 10, 0)
+    init_fn = train_step.make_init_fn(model, tx, c)
+    mesh = sharding.make_mesh([("data", -1)])
+    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    step = train_step.make_train_step(
+        model, tx, schedule, loss="ce", seed=0, grad_accum_steps=accum, freeze=freeze
+    )
+    state = jax.jit(init_fn, out_shardings=shardings)()
+    before = jax.device_get(state)
+    rng = np.random.default_rng(0)
+    local = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+             "label": rng.integers(0, 10, size=8).astype(np.int32)}  # fmt: skip
+    batch = sharding.shard_batch(local, mesh)
+    compiled, _ = train_step.compile_train_step(step, state, batch, shardings, mesh)
+    with jax.set_mesh(mesh):
+        for _ in range(3):
+            state, metrics = compiled(state, batch)
+    after = jax.device_get(state)
+    assert np.isfinite(metrics["loss"])
+    changed = {"params": [], "batch_stats": []}
+    for col in changed:
+        frozen = optim.frozen_mask(before[col], freeze)
+        flat = jax.tree_util.tree_flatten_with_path(frozen)[0]
+        for (path, is_frozen), old, new in zip(
+            flat, jax.tree.leaves(before[col]), jax.tree.leaves(after[col])
+        ):
+            if is_frozen:
+                old, new = np.asarray(old), np.asarray(new)
+                assert old.tobytes() == new.tobytes(), f"{col}/{optim.param_path(path)} changed"
+            elif not np.array_equal(old, new):
+                changed[col].append(optim.param_path(path))
+    assert any(p.startswith("head/") for p in changed["params"])
+    if freeze == "^image_tower/":
+        assert changed["params"] == ["head/bias", "head/kernel"]
+    else:  # the unfrozen stages train, and their BN statistics still update
+        assert any(p.startswith("image_tower/layer4_0/") for p in changed["params"])
+        assert any(p.startswith("image_tower/layer4_0/") for p in changed["batch_stats"])
