@@ -37,6 +37,7 @@ from janus import config as config_lib
 from janus import metric_writer as mw
 from janus import optim
 from janus import train_step as step_lib
+from janus.fileio import atomic_write
 
 # Peak dense bf16 FLOP/s per device by jax device_kind substring (vendor spec sheets); unknown
 # kinds (CPU) give MFU null. Checked in order: the first substring contained in device_kind wins.
@@ -153,10 +154,7 @@ def _normalise_hooks(hooks, config) -> list[tuple[str, int, Callable]]:
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
 @dataclasses.dataclass

@@ -22,7 +22,6 @@ import dataclasses
 import gzip
 import hashlib
 import json
-import os
 import pathlib
 import sys
 from collections import Counter
@@ -36,6 +35,7 @@ from janus.data.labeling import Labeler, label_candidates
 from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
 from janus.data.sources import make_source, read_bytes
+from janus.fileio import atomic_open, atomic_write
 
 BUILDER_VERSION = 1
 _PLAN_DIR = ".build"
@@ -120,9 +120,7 @@ def _write_shard(task) -> tuple[int, list[int]]:
             )
         offsets = list(w.offsets)
     marker = {"fingerprint": fingerprint, "n": len(rows), "offsets": offsets}
-    tmp = done.with_name(done.name + ".tmp")
-    tmp.write_text(json.dumps(marker))
-    os.replace(tmp, done)
+    atomic_write(done, json.dumps(marker))
     return i, offsets
 
 
@@ -157,10 +155,8 @@ def _plan_path(out: pathlib.Path, split: str) -> pathlib.Path:
 
 def _save_json_gz(path: pathlib.Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
+    with atomic_open(path) as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
         gz.write(json.dumps(obj).encode())
-    os.replace(tmp, path)
 
 
 def _load_json_gz(path: pathlib.Path):

@@ -50,6 +50,7 @@ from typing import NamedTuple
 
 from janus.data import caption_clean as cc
 from janus.data import labelsets
+from janus.fileio import atomic_write
 
 MODES = ("single", "multiclass", "strict")
 NAME_LISTS = ("clip", "wordnet", "clip+wordnet")
@@ -455,7 +456,4 @@ class CoverageReport:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write `summary()` atomically (temp file, then rename)."""
-        path = pathlib.Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.summary(), indent=1, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.summary(), indent=1, ensure_ascii=False) + "\n")

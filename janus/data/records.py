@@ -41,6 +41,8 @@ import numpy as np
 # once deadlocks inside tensorflow_datasets' lazy-import machinery (seen in multi-process runs).
 from tensorflow_datasets.proto import tf_example_generated_pb2 as example_pb2
 
+from janus.fileio import atomic_open, atomic_write
+
 INDEX_MAGIC = b"JANUSIX1"
 INFO_FILE = "info.json"
 MANIFEST_FILE = "manifest.jsonl.gz"
@@ -233,19 +235,10 @@ def read_record_at(path, offset: int) -> bytes:
 # ----------------------------------------------------------------------------- index files
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_index(shard_path, offsets, file_size: int) -> None:
     offsets = np.asarray(offsets, dtype="<u8")
     data = INDEX_MAGIC + _U64.pack(len(offsets)) + offsets.tobytes() + _U64.pack(file_size)
-    _atomic_write(pathlib.Path(os.fspath(shard_path) + ".index"), data)
+    atomic_write(pathlib.Path(os.fspath(shard_path) + ".index"), data)
 
 
 def read_index(shard_path) -> np.ndarray:
@@ -417,7 +410,7 @@ def read_info(records_dir) -> dict:
 
 def write_info(records_dir, info: dict) -> None:
     data = json.dumps(info, indent=2, sort_keys=False).encode() + b"\n"
-    _atomic_write(pathlib.Path(records_dir) / INFO_FILE, data)
+    atomic_write(pathlib.Path(records_dir) / INFO_FILE, data)
 
 
 def _manifest_lines(records_dir) -> Iterator[dict]:
@@ -455,13 +448,11 @@ def write_manifest(records_dir, entries, builds: dict[str, dict] | None = None) 
     holds the pid).
     """
     path = pathlib.Path(records_dir) / MANIFEST_FILE
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with (
-        open(tmp, "wb") as raw,
+        atomic_open(path) as raw,
         gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
     ):
         for split in sorted(builds or {}):
             gz.write((json.dumps({"build": {"split": split, **builds[split]}}) + "\n").encode())
         for e in entries:
             gz.write((json.dumps(e, separators=(",", ":")) + "\n").encode())
-    os.replace(tmp, path)

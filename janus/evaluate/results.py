@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from janus.config import is_vl
 from janus.evaluate.sets import SET_NAMES
+from janus.fileio import atomic_write
 
 _ROW_KEYS = ("step", "classifier", "label_set", "suite", "model", "loss")
 _ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
@@ -36,13 +37,6 @@ def result_filename(step: int, classifier: str, loss: str | None) -> str:
     if classifier == default_classifier(loss):
         return f"{step}.json"
     return f"{step}_{classifier}.json"
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def csv_row(result: Mapping) -> dict[str, str]:
@@ -66,7 +60,7 @@ def write_result(workdir: str, result: Mapping) -> str:
     if jax.process_index() != 0:
         return path
     os.makedirs(out_dir, exist_ok=True)
-    _atomic_write(path, json.dumps(result, indent=1) + "\n")
+    atomic_write(path, json.dumps(result, indent=1) + "\n")
     csv_path = os.path.join(out_dir, "results.csv")
     rows = []
     if os.path.exists(csv_path):
@@ -82,7 +76,7 @@ def write_result(workdir: str, result: Mapping) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
     w.writeheader()
     w.writerows(rows)
-    _atomic_write(csv_path, buf.getvalue())
+    atomic_write(csv_path, buf.getvalue())
     return path
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from janus.fileio import atomic_open
+
 LOGIT_SCALE = 100.0
 
 
@@ -109,9 +111,8 @@ class ClassEmbeddingCache:
             value = np.asarray(build(), dtype=np.float32)
             if path:
                 os.makedirs(self.cache_dir, exist_ok=True)
-                tmp = f"{path}.tmp{os.getpid()}.npy"
-                np.save(tmp, value)
-                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+                with atomic_open(path) as f:  # a concurrent reader never sees half a file
+                    np.save(f, value)
         self._mem[key] = value
         while len(self._mem) > self.keep:
             self._mem.popitem(last=False)
