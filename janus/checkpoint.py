@@ -237,7 +237,8 @@ def merge_params(fresh: Mapping, loaded: Mapping, include: str = ".*", exclude: 
                 f"{np.shape(leaf)} in the model; exclude it with checkpoint.init_exclude"
             )
         taken.append(p)
-        return np.asarray(new, dtype=np.asarray(leaf).dtype if hasattr(leaf, "dtype") else None)
+        # leaf.dtype, not np.asarray(leaf): a sharded jax leaf may not be addressable here.
+        return np.asarray(new, dtype=getattr(leaf, "dtype", None))
 
     merged = jax.tree_util.tree_map_with_path(pick, dict(fresh))
     if not taken:

@@ -45,6 +45,7 @@ NO_DECAY_PATTERNS = (
     r"(^|/)[^/]*(norm|ln_\w+|bn\d*)[^/]*/scale$",  # ln_1, ln_final, bn1, norm_pre, ...
     r"(^|/)logit_scale$",
     r"(^|/)logit_bias$",
+    r"(^|/)(cls|class_embedding)$",  # ViT class token (1-D, like OpenCLIP's ndim < 2 rule)
 )
 
 LOSSES_CE = ("ce", "multilabel_ce", "sigmoid")
@@ -501,6 +502,17 @@ def validate(
             raise ConfigError(f"config field {field!r} = {d[a][b]!r} must be > 0")
     if d["checkpoint"]["keep"] < 1:
         raise ConfigError("config field 'checkpoint.keep' must be >= 1")
+    data = d["data"]
+    if data["budget"] is not None and data["budget_scale"] is not None:
+        raise ConfigError("set only one of data.budget and data.budget_scale")
+    for field in ("budget", "budget_scale"):
+        if data[field] is not None and data[field] <= 0:
+            raise ConfigError(f"config field 'data.{field}' = {data[field]!r} must be > 0")
+    keep_every = d["checkpoint"]["keep_every"]
+    if keep_every is not None and keep_every <= 0:
+        raise ConfigError(
+            f"config field 'checkpoint.keep_every' = {keep_every} must be > 0 (or None)"
+        )
     if d["sharding"] not in ("replicate", "fsdp"):
         raise ConfigError(f"config field 'sharding' = {d['sharding']!r}; known: replicate, fsdp")
     for name, ev in d["evals"].items():

@@ -114,7 +114,15 @@ def main(argv):
     try:
         result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
     except BaseException as e:  # every failure (also Ctrl-C) ends the process the same way
-        exit_now(130 if isinstance(e, KeyboardInterrupt) else 1)
+        # A ConfigError found only once the data is counted (e.g. no training examples) is still
+        # an invalid config: exit 2.
+        exit_now(
+            2
+            if isinstance(e, config_lib.ConfigError)
+            else 130
+            if isinstance(e, KeyboardInterrupt)
+            else 1
+        )
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.
     faulthandler.dump_traceback_later(train.CLEANUP_TIMEOUT_S, exit=True)

@@ -1,14 +1,15 @@
 """Optimisers and learning-rate schedules (optax), built from `config.optimizer`.
 
 - `make_schedule(opt, total_steps, warmup_steps)`: linear warmup from 0, then cosine / linear /
-  constant down to `lr * end_lr_factor`.
+  constant (cosine and linear end at `lr * end_lr_factor`).
 - `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias
-  and the CLIP temperature (logit_scale, logit_bias) are excluded by path regex
-  (config.NO_DECAY_PATTERNS).
+  the CLIP temperature (logit_scale, logit_bias) and the ViT class token are excluded by path
+  regex (config.NO_DECAY_PATTERNS).
 - `make_optimizer(opt, total_steps, warmup_steps)`: AdamW | SGD (momentum, weight decay) | LAMB,
   with optional global-norm clipping and frozen parameters (`optimizer.freeze`, a regex on
   parameter paths such as "^image_tower/" for a linear probe). Gradient accumulation is done in the
-  train step (microbatches summed before one update), so the optimizer sees the global batch.
+  train step (microbatch gradients averaged before one update), so the optimizer sees the global
+  batch.
   The train step also keeps the BatchNorm statistics under `freeze` unchanged (`frozen_mask`).
 """
 

@@ -1,6 +1,7 @@
 """The training loop: data, state, the jitted step, logs, evaluation hooks and checkpoints.
 
-- Metrics averaged over each log window (clu metrics), written by process 0 (metrics.jsonl,
+- Metrics averaged over each log window (the step outputs stay on device until a log step
+  fetches them in one transfer), written by process 0 (metrics.jsonl,
   TensorBoard, console): loss, accuracy or i2t/t2i accuracy, learning rate, grad/param norms,
   step time, images/s per device, epoch, ETA, MFU (XLA's FLOPs over the device's dense bf16 peak
   where known, else null).
@@ -25,12 +26,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
 from absl import logging
-from clu import metrics as clu_metrics
 
 from janus import checkpoint as ckpt_lib
 from janus import config as config_lib
@@ -108,10 +108,6 @@ class StopFlag:
 
         flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
         return bool(np.any(flags))
-
-
-def _make_collection(keys: Sequence[str]):
-    return clu_metrics.Collection.create(**{k: clu_metrics.Average.from_output(k) for k in keys})
 
 
 def _check_finite(step: int, values: Mapping[str, float]) -> None:
@@ -347,7 +343,7 @@ def train_and_evaluate(
                     f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
                     f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
                 )
-            collection = None
+            window: list[dict] = []  # step metrics (on device) since the last log step
             window_start, window_steps = time.time(), 0
             run_start, run_steps = time.time(), 0
             stop_at = config.stop_after_steps
@@ -356,18 +352,15 @@ def train_and_evaluate(
                     state, metrics = compiled(state, batch)
                 step += 1
                 window_steps += 1
-                if collection is None:
-                    metrics_cls = _make_collection(sorted(metrics))  # one class: merge needs it
-                    collection = metrics_cls.single_from_model_output(**metrics)
-                else:
-                    collection = collection.merge(metrics_cls.single_from_model_output(**metrics))
+                window.append(metrics)
                 last = step >= total
                 preempted = stop.is_set(step)
                 early = preempted or (stop_at is not None and step >= stop_at)
                 is_log = step % config.log.every_steps == 0 or last or early
                 is_ckpt = step % config.checkpoint.every_steps == 0 or last or early
                 if is_log or is_ckpt:
-                    values = {k: float(v) for k, v in collection.compute().items()}
+                    host = jax.device_get(window)  # one host sync for the whole window
+                    values = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
                     _check_finite(step, values)
                 if is_log:
                     now = time.time()
@@ -375,7 +368,7 @@ def train_and_evaluate(
                     run_steps += window_steps
                     avg = (now - run_start) / run_steps
                     scalars = dict(values)
-                    scalars["learning_rate"] = float(metrics["learning_rate"])
+                    scalars["learning_rate"] = float(host[-1]["learning_rate"])  # this step's
                     scalars["step_time_s"] = dt
                     scalars["images_per_s_per_device"] = config.input.batch_size / dt / n_dev
                     scalars["epoch"] = step / dur.steps_per_epoch
@@ -384,9 +377,9 @@ def train_and_evaluate(
                     writer.write_scalars(step, scalars)  # mfu None (unknown peak) -> null
                     writer.flush()
                     last_scalars = scalars
-                    collection = None
+                    window = []
                     window_start, window_steps = time.time(), 0
-                t_hooks = time.time()
+                t_pause = time.time()
                 for name, every, hook in hooks:
                     if step % every == 0 or last:
                         variables = {"params": state["params"]}
@@ -395,9 +388,10 @@ def train_and_evaluate(
                         out = hook(step, variables) or {}
                         writer.write_scalars(step, {f"eval/{name}/{k}": v for k, v in out.items()})
                         writer.flush()
-                window_start += time.time() - t_hooks  # step_time_s measures training only
                 if is_ckpt:
                     ckpt.save(step, state, data_iter=data_iter, config=resolved)
+                # step_time_s measures training only (not evals or a save's device-to-host copy).
+                window_start += time.time() - t_pause
                 if last or early:
                     stopped = early and not last
                     break

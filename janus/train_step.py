@@ -148,7 +148,7 @@ def make_train_step(
             elif loss == "multilabel_ce":
                 value = losses.multilabel_cross_entropy(out, batch["labels"], class_mask=cm)
             else:
-                value = losses.sigmoid_cross_entropy(out, batch["labels"])
+                value = losses.sigmoid_cross_entropy(out, batch["labels"], class_mask=cm)
             pred = jnp.argmax(losses.apply_class_mask(out, cm), axis=-1)
             metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
         return value, (metrics, new_bs)
@@ -204,11 +204,15 @@ def make_train_step(
         )
         return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
+    step.grad_accum_steps = grad_accum_steps  # compile_train_step scales the FLOP count by it
     return step
 
 
 def compile_train_step(step_fn, state, batch, state_shardings, mesh):
-    """AOT-compiles the step for these shapes/shardings. -> (compiled, flops per device or None)."""
+    """AOT-compiles the step for these shapes/shardings. -> (compiled, flops per device or None).
+
+    XLA's cost analysis counts a loop body once, so with gradient accumulation (a scan over the
+    microbatches) its FLOPs are multiplied by the number of microbatches."""
     from janus import sharding as sharding_lib
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -227,7 +231,7 @@ def compile_train_step(step_fn, state, batch, state_shardings, mesh):
         if isinstance(cost, list | tuple):
             cost = cost[0] if cost else None
         if cost and cost.get("flops", 0) > 0:
-            flops = float(cost["flops"])
+            flops = float(cost["flops"]) * getattr(step_fn, "grad_accum_steps", 1)
     except Exception as e:  # cost analysis is optional on some backends
         logging.info("no cost analysis: %s", e)
     return compiled, flops

@@ -99,6 +99,9 @@ def _mini(**changes):
         ({"input.pp": "decode|nosuchop"}, r"'input.pp'"),
         ({"mesh": [("data", 3)]}, r"'mesh'"),
         ({"optimizer.grad_accum_steps": 3}, r"'optimizer.grad_accum_steps' = 3 must divide"),
+        ({"checkpoint.keep_every": 0}, r"'checkpoint.keep_every' = 0 must be > 0"),
+        ({"data.budget": 0}, r"'data.budget' = 0 must be > 0"),
+        ({"data.budget": 10, "data.budget_scale": 0.5}, r"only one of data.budget and data.budg"),
     ],
 )
 def test_validation_messages_name_the_field(changes, match):

@@ -130,3 +130,13 @@ def test_fit_reproduces_reference_table():
     for name, ref in metrics.BASELINES.items():
         assert fits[name].slope == pytest.approx(ref.slope, abs=1e-3), name
         assert fits[name].intercept == pytest.approx(ref.intercept, abs=1e-3), name
+
+
+def test_taori_v2_numbers_are_null_for_another_v2_variant():
+    sets = {s: {"top1": 0.5} for s in ("val", "v2", "sketch", "r", "a", "objectnet")}
+    m, _ = metrics.compute_metrics(sets)
+    assert m["taori_er_v2"] is not None and m["taori_er_mean5"] is not None
+    m, notes = metrics.compute_metrics(sets, "threshold-0.7")
+    assert m["taori_er_v2"] is None and m["taori_er_mean5"] is None
+    assert m["taori_er_sketch"] is not None and m["avg_robustness"] == 0.5
+    assert any("threshold-0.7" in n for n in notes)

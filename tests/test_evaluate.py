@@ -480,3 +480,66 @@ def test_two_processes_combine_counts_exactly(mini, tmp_path):
         # Each process evaluated its half; the summed counts equal the one-process result.
         assert json.loads(line[len("RESULT ") :]) == single["sets"]
     assert json.loads((wd / "eval" / "7.json").read_text())["sets"] == single["sets"]
+
+
+def test_unreadable_eval_images_are_counted_not_silently_dropped():
+    """A corrupt image is left out of n (masked) and reported, not silently lost."""
+    rng = np.random.default_rng(0)
+    items = [{"image/encoded": _png(rng), "label": 0} for _ in range(3)]
+    items.insert(1, {"image/encoded": b"\xff\xd8 not a jpeg", "label": 0, "key": "bad"})
+
+    class FakeEmbedder:  # logits [B, 2] that always predict class position 0
+        def dispatch(self, images):
+            return np.tile(np.float32([1.0, 0.0]), (len(images), 1))
+
+        fetch = staticmethod(np.asarray)
+
+    targets = np.array([[True, False]])  # group 0: class position 0
+    view = runner._View("val", np.array([3, 7]), targets, np.ones(1, bool), lambda x: x)
+    es = sets.EvalSet("val", items, [[3]], np.zeros(4, np.int64), "test")
+    counts, unreadable = runner.Evaluator(runner.EvalOptions())._run_views(
+        es, [view], FakeEmbedder(), 2, "decode|resize(8)|normalize"
+    )
+    assert counts == [(3, 3, 3)]
+    assert unreadable == 1
+
+
+def test_eval_pp_scales_pixels_like_the_training_chain():
+    from janus.evaluate.inference import eval_pp
+
+    base = {"input": {"resolution": 32}}
+    assert eval_pp(base) == "decode|resize_small(37)|center_crop(32)|normalize"
+    trained = {"input": {"resolution": 32, "pp": "decode|rrc(32)|flip|normalize('imagenet')"}}
+    assert eval_pp(trained).endswith("|center_crop(32)|normalize('imagenet')")
+    vr = {"input": {"resolution": 32, "pp": "decode|rrc(32)|value_range(-1, 1)"}}
+    assert eval_pp(vr).endswith("|center_crop(32)|value_range(-1, 1)")
+    assert eval_pp({"input": {"eval_pp": "decode|resize(32)|normalize"}}) == (
+        "decode|resize(32)|normalize"
+    )
+
+
+def test_every_objectnet_folder_name_is_read(tmp_path):
+    """All 113 mapped folders (`t-shirt` has a hyphen) are read under their distributed names."""
+    onet = labelsets.objectnet_folder_map()
+    for folder in onet:
+        d = tmp_path / "images" / folder
+        d.mkdir(parents=True)
+        (d / "1.png").write_bytes(b"")  # only listed, never decoded here
+    es = sets.open_set("objectnet", f"folder:{tmp_path}")
+    assert len(es) == len(onet) == 113
+    assert not es.skipped
+
+
+def test_objectnet_border_crop_is_lossless_and_bad_images_become_counted_skips():
+    from janus.data.preprocess import BadImageError, build_pp
+
+    pixels = np.random.default_rng(0).integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    items = [{"image/encoded": buf.getvalue(), "label": 0}, {"image/encoded": b"junk", "label": 0}]
+    good, bad = sets.BorderCrop(items, 2)[0], sets.BorderCrop(items, 2)[1]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(good["image/encoded"]))), pixels[2:-2, 2:-2]
+    )
+    with pytest.raises(BadImageError):
+        build_pp("decode|resize(4)")(bad, np.random.default_rng(0))

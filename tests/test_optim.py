@@ -54,6 +54,15 @@ def test_decay_mask_excludes_norms_biases_and_temperature():
     ]
 
 
+def test_decay_mask_excludes_the_vit_class_token():
+    """Like OpenCLIP's `ndim < 2` rule: the 1-D class token is not decayed (a 2-D positional
+    embedding is, as in OpenCLIP)."""
+    params = {"image_tower": {"cls": 0, "pos_embedding": 0}, "text_tower": {"class_embedding": 0}}
+    mask = optim.decay_mask(params, config_lib.NO_DECAY_PATTERNS)
+    assert mask == {"image_tower": {"cls": False, "pos_embedding": True},
+                    "text_tower": {"class_embedding": False}}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["adamw", "sgd", "lamb"])
 def test_optimizers_step_and_respect_the_mask(name):
     params = {"w": jnp.ones((3,)), "bias": jnp.ones((3,))}

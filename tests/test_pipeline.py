@@ -282,3 +282,22 @@ def test_corrupt_shard_in_a_worker_process_is_a_clear_error(tmp_path):
                 next(it)
     finally:
         it.close()
+
+
+def test_manifest_with_shard_numbers_and_an_empty_shard(tmp_path):
+    """An int manifest "shard" is the shard's number in the split, empty shards included."""
+    d = tmp_path / "d"
+    d.mkdir()
+    manifest, i = [], 0
+    for s, count in enumerate((2, 0, 2)):
+        with records.ShardWriter(d / records.shard_name("train", s, 3)) as w:
+            for _ in range(count):
+                ex = {"image/encoded": _solid_jpeg(i), "label": [i], "key": f"k{i}"}
+                offset = w.write(records.encode_example(ex))
+                manifest.append({"key": f"k{i}", "labels": [i], "shard": s, "offset": offset})
+                i += 1
+    records.write_manifest(d, manifest)
+    records.write_info(d, {"name": "d", "splits": {"train": 4}})
+    sources, items, _ = pipeline.select_examples(d)
+    keys = [records.decode_example(sources[0][int(r)])["key"] for _, r in items]
+    assert keys == ["k0", "k1", "k2", "k3"]

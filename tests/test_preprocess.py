@@ -59,7 +59,7 @@ def test_bad_arguments_name_the_op():
 def test_chain_split_respects_brackets_and_quotes():
     pp = build_pp("decode | rrc(8, scale=(0.5, 1.0)) | normalize('imagenet')|")
     assert pp.names == ["decode", "rrc", "normalize"]
-    assert preprocess._split_chain("a(1)|b('x|y')|c((1,2))") == ["a(1)", "b('x|y')", "c((1,2))"]
+    assert preprocess.split_chain("a(1)|b('x|y')|c((1,2))") == ["a(1)", "b('x|y')", "c((1,2))"]
 
 
 def test_eval_chain_shapes_and_normalisation():
@@ -164,3 +164,19 @@ def test_preprocess_pickles_by_spec():
     again = pickle.loads(pickle.dumps(pp))
     data = {"image/encoded": _png(_smooth(20, 20))}
     np.testing.assert_array_equal(pp(data, _rng(5))["image"], again(data, _rng(5))["image"])
+
+
+def test_resize_small_and_hue_round_like_torchvision():
+    # torchvision Resize(100) on 335x200 (w x h): long side int(100 * 335 / 200) = int(167.5) = 167.
+    out = build_pp("decode|resize_small(100)")({"image/encoded": _png(_smooth(200, 335))}, _rng())
+    assert out["image"].shape == (100, 167, 3)
+    # adjust_hue adds np.int8(0.1 * 255) = 25 (truncated, not rounded to 26) to PIL's 8-bit hue.
+    img = Image.fromarray(_smooth(4, 4))
+    hue = np.asarray(img.convert("HSV"))[..., 0].astype(np.int16)
+    expected = np.asarray(
+        Image.merge(
+            "HSV",
+            (Image.fromarray(((hue + 25) % 256).astype(np.uint8)), *img.convert("HSV").split()[1:]),
+        ).convert("RGB")
+    )
+    np.testing.assert_array_equal(np.asarray(preprocess._adjust_hue(img, 0.1)), expected)

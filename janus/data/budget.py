@@ -42,12 +42,16 @@ def apportion(n: int, weights: Mapping[str, float]) -> dict[str, int]:
     w = np.asarray([float(weights[s]) for s in names])
     if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
         raise ValueError(f"source weights must be non-negative and not all zero: {dict(weights)}")
-    w = w / w.sum()
-    counts = np.zeros(len(names), dtype=np.int64)
-    for k in range(n):
-        # Give sample k to the source furthest below its share after k+1 samples (ties: first name).
-        counts[int(np.argmax(w * (k + 1) - counts))] += 1
-    return {s: int(c) for s, c in zip(names, counts)}
+    if len(names) == 1:
+        return {names[0]: int(n)}
+    # Plain floats: the same float64 arithmetic as NumPy, without its per-call overhead in the loop.
+    w = (w / w.sum()).tolist()
+    counts = [0] * len(names)
+    sources = range(len(names))
+    for k in range(1, n + 1):
+        # Give sample k to the source furthest below its share after k samples (ties: first name).
+        counts[max(sources, key=lambda i: w[i] * k - counts[i])] += 1
+    return dict(zip(names, counts))
 
 
 def _rank(positions: np.ndarray, prio: np.ndarray, classes: np.ndarray, balanced: bool):

@@ -109,13 +109,12 @@ def _record_index(source: records.RecordsDataSource, entries: list[dict], where:
                 f"{len(source)} records, and entries carry no shard/offset"
             )
         return np.arange(len(entries), dtype=np.int64)
-    lookup, names = {}, []
+    # An int "shard" counts every shard of the split, empty ones included.
+    names = [p.name for p in records.list_shards(source.records_dir, source.split)]
+    lookup = {}
     for i in range(len(source)):
         path, offset = source.locate(i)
-        name = os.path.basename(path)
-        if not names or names[-1] != name:
-            names.append(name)
-        lookup[(name, int(offset))] = i
+        lookup[(os.path.basename(path), offset)] = i
     out = np.empty(len(entries), np.int64)
     for j, e in enumerate(entries):
         shard = e["shard"]

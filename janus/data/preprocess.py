@@ -84,7 +84,7 @@ def known_ops() -> list[str]:
 # ---------------------------------------------------------------- parsing
 
 
-def _split_chain(spec: str) -> list[str]:
+def split_chain(spec: str) -> list[str]:
     """Splits on '|' outside brackets and quotes."""
     parts, depth, quote, start = [], 0, None, 0
     for i, ch in enumerate(spec):
@@ -130,7 +130,7 @@ class Preprocess:
         self.spec = spec
         self.names: list[str] = []
         self._ops: list[Op] = []
-        for text in _split_chain(spec):
+        for text in split_chain(spec):
             name, args, kwargs = parse_op(text)
             if name not in _OPS:
                 known = ", ".join(known_ops())
@@ -297,12 +297,14 @@ def random_resized_crop(
 
 @register_op("resize_small")
 def resize_small(size: int, method: str = "bilinear") -> Op:
-    """Resizes so that the shorter side is ``size`` (aspect kept)."""
+    """Resizes so that the shorter side is ``size`` (aspect kept; the longer side truncated to an
+    int, as torchvision's ``Resize(size)``)."""
 
     def op(features, rng):
         w, h = _size(features)
-        s = size / min(w, h)
-        out_w, out_h = max(1, round(w * s)), max(1, round(h * s))
+        short, long = min(w, h), max(w, h)
+        new_long = max(1, int(size * long / short))
+        out_w, out_h = (size, new_long) if w <= h else (new_long, size)
         _resize_box(features, (0, 0, w, h), out_w, out_h, method)
         return features
 
@@ -355,10 +357,11 @@ def flip(p: float = 0.5) -> Op:
 
 
 def _adjust_hue(img: Image.Image, shift: float) -> Image.Image:
-    """Rotates hue by ``shift`` (fraction of a turn, in [-0.5, 0.5]) in PIL's 8-bit HSV."""
+    """Rotates hue by ``shift`` (fraction of a turn, in [-0.5, 0.5]) in PIL's 8-bit HSV, as
+    torchvision's ``adjust_hue`` (whose ``np.int8(shift * 255)`` truncates toward zero)."""
     h, s, v = img.convert("HSV").split()
     hue = np.asarray(h, dtype=np.uint8)
-    hue = (hue.astype(np.int16) + int(round(shift * 255))).astype(np.uint8)  # wraps mod 256
+    hue = (hue.astype(np.int16) + int(shift * 255)).astype(np.uint8)  # wraps mod 256
     return Image.merge("HSV", (Image.fromarray(hue, "L"), s, v)).convert("RGB")
 
 

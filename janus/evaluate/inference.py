@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
 _MODEL_SKIP = ("name", "dtype", "text")
+_SCALING = ("normalize", "value_range")  # the ops that turn uint8 pixels into model inputs
 
 
 def model_from_config(config: Mapping):
@@ -35,12 +36,18 @@ def model_from_config(config: Mapping):
 
 
 def eval_pp(config: Mapping, resolution: int | None = None) -> str:
-    """The eval preprocessing chain: config input.eval_pp, else resize to 256/224 x res + crop."""
+    """The eval preprocessing chain: config input.eval_pp, else resize to 256/224 x res + crop,
+    then the same pixel scaling as the training chain (its last normalize / value_range op), so
+    a run trained with e.g. `normalize('imagenet')` is not evaluated with CLIP's constants."""
+    from janus.data.preprocess import parse_op, split_chain
+
     inp = config.get("input") or {}
     if inp.get("eval_pp") and resolution is None:
         return str(inp["eval_pp"])
     res = int(resolution or inp.get("resolution") or 224)
-    return EVAL_PP.format(small=int(round(res * 256 / 224)), res=res)
+    scaling = [op for op in split_chain(str(inp.get("pp") or "")) if parse_op(op)[0] in _SCALING]
+    pp = EVAL_PP.format(small=int(round(res * 256 / 224)), res=res)
+    return pp.replace("|normalize", "|" + scaling[-1]) if scaling else pp
 
 
 def local_mesh() -> Mesh:

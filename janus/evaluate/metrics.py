@@ -27,7 +27,8 @@ AVG_ROBUSTNESS_SETS = ("v2", "sketch", "r", "a")
 
 @dataclasses.dataclass(frozen=True)
 class Baseline:
-    """A linear fit in logit space: logit(ood) = slope * logit(id) + intercept (percent inputs)."""
+    """A linear fit in logit space: logit(ood) = slope * logit(id) + intercept, with the logit
+    of the accuracy as a fraction (fitted on percentages / 100); `predict` takes a fraction."""
 
     slope: float
     intercept: float
@@ -108,8 +109,13 @@ def taori_er(acc_id: float, acc_ood: float, baseline: Baseline | str = "mean5") 
     return float(acc_ood) - baseline.predict(float(acc_id))
 
 
-def compute_metrics(sets: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
+def compute_metrics(
+    sets: Mapping[str, Mapping], v2_variant: str = "matched-frequency"
+) -> tuple[dict, list[str]]:
     """The eval JSON's "metrics" block from per-set results, plus notes for metrics that are null.
+
+    The V2 baselines were fitted on V2 matched-frequency: with another `v2_variant`, the Taori
+    numbers that involve V2 are null.
 
     `effective_robustness` is the paper's ratio (= `robustness_ratio`), so that it matches the
     paper's tables and `vlhub_meta_analysis.csv`; the Taori-style numbers are the `taori_er_*` keys.
@@ -141,6 +147,12 @@ def compute_metrics(sets: Mapping[str, Mapping]) -> tuple[dict, list[str]]:
     )
     if val is None or any(_top1(sets, s) is None for s in five):
         notes.append("taori_er_mean5 is null: needs val, v2, sketch, r, a and objectnet")
+    if v2_variant != "matched-frequency" and _top1(sets, "v2") is not None:
+        metrics["taori_er_mean5"] = metrics["taori_er_v2"] = None
+        notes.append(
+            f"taori_er_mean5 and taori_er_v2 are null: their baselines use V2 matched-frequency, "
+            f"this run evaluated V2 {v2_variant}"
+        )
     return metrics, notes
 
 

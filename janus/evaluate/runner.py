@@ -109,7 +109,7 @@ def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
 
     from janus.data.pipeline import eval_loader
 
-    yield from eval_loader(
+    return eval_loader(
         items,
         global_batch_size=batch_size,
         pp=pp,
@@ -154,6 +154,8 @@ class Evaluator:
         self.zs_cache = zeroshot.ClassEmbeddingCache(cache_dir)
         self._embedders: dict[str, Embedder] = {}
         self._models: dict[str, object] = {}
+        # Opened sets, reused for every checkpoint: opening a tfds set scans all its records.
+        self._sets: dict[tuple, sets.EvalSet] = {}
 
     # ---------------------------------------------------------------- model pieces
     def _model(self, config):
@@ -261,11 +263,15 @@ class Evaluator:
                 notes.append(f"set {name!r} skipped: no data source given for it")
                 log(notes[-1])
                 continue
-            es, missing = None, "missing on another process"
-            try:
-                es = sets.open_set(name, specs[name], v2_variant=opts.v2_variant, suite=suite)
-            except sets.SetNotFound as e:
-                missing = str(e)
+            missing = "missing on another process"
+            set_key = (name, specs[name], opts.v2_variant, suite)
+            es = self._sets.get(set_key)
+            if es is None:
+                try:
+                    es = sets.open_set(name, specs[name], v2_variant=opts.v2_variant, suite=suite)
+                    self._sets[set_key] = es
+                except sets.SetNotFound as e:
+                    missing = str(e)
             # Every process must take part in the count sum, so all skip a set one of them lacks.
             if not on_every_process(es is not None):
                 notes.append(f"set {name!r} not found ({missing}); the other sets still ran")
@@ -292,7 +298,8 @@ class Evaluator:
                     t2, k2 = restrict.target_table(es.groups, oc)
                     views.append(_View("val_on_objectnet_classes", oc, t2, k2, make_head(oc)))
             t0 = time.time()
-            counts = self._run_views(es, views, emb, batch, pp)
+            counts, unreadable = self._run_views(es, views, emb, batch, pp)
+            es.skipped["unreadable image"] = unreadable
             for view, (c1, c5, n) in zip(views, counts):
                 r = {
                     "top1": c1 / n if n else None,
@@ -308,7 +315,7 @@ class Evaluator:
                 f"({time.time() - t0:.1f}s, {es.where})"
             )
 
-        m, mnotes = metrics.compute_metrics({**results, **extra})
+        m, mnotes = metrics.compute_metrics({**results, **extra}, opts.v2_variant)
         notes += mnotes
         if suite == "mini":
             for k in [k for k in m if k.startswith("taori_er")]:
@@ -343,7 +350,9 @@ class Evaluator:
             "skipped": skipped,
         }
 
-    def _run_views(self, es, views, emb, batch, pp) -> list[tuple[int, int, int]]:
+    def _run_views(self, es, views, emb, batch, pp) -> tuple[list[tuple[int, int, int]], int]:
+        """-> ([(top1 hits, top5 hits, n)] per view, images that could not be read), summed
+        over processes. Unreadable images are left out of n, and counted so the JSON says so."""
         counts = np.zeros((len(views), 3), np.int64)
 
         def consume(pending):
@@ -357,7 +366,8 @@ class Evaluator:
                 counts[i] += (hits[1], hits[5], int(keep.sum()))
 
         pending = None  # one batch in flight: the next batch loads while the model runs
-        for b in _iter_batches(es.items, batch, pp):
+        batches = _iter_batches(es.items, batch, pp)
+        for b in batches:
             mask = np.asarray(b["mask"], bool)
             if not mask.any():
                 continue
@@ -367,7 +377,10 @@ class Evaluator:
             pending = nxt
         if pending is not None:
             consume(pending)
-        return [tuple(int(x) for x in row) for row in sum_over_processes(counts)]
+        unreadable = sum(batches.skip_report()["counts"].values())
+        total = sum_over_processes(np.append(counts.ravel(), unreadable))
+        rows = total[:-1].reshape(counts.shape)
+        return [tuple(int(x) for x in row) for row in rows], int(total[-1])
 
     def evaluate_step(self, workdir: str, step: int | None = None) -> dict:
         """Loads <workdir>/checkpoints/<step> (latest if None) and evaluates it."""

@@ -26,6 +26,7 @@ border on each side before resizing (ObjectNet's protocol): `BorderCrop` re-enco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import io
 import json
@@ -128,7 +129,11 @@ class _FileItems:
 
 
 class BorderCrop:
-    """Removes `px` pixels from each side (ObjectNet's 2-pixel border); re-encodes as PNG."""
+    """Removes `px` pixels from each side (ObjectNet's 2-pixel border); re-encodes losslessly.
+
+    BMP, not PNG: encoding and decoding it is ~20x faster (mere copies) for the same pixels. An
+    image that cannot be read gets empty bytes, so the eval pipeline counts it as unreadable
+    instead of crashing here or evaluating it uncropped."""
 
     def __init__(self, base, px: int = 2):
         self.base, self.px = base, px
@@ -137,15 +142,17 @@ class BorderCrop:
         return len(self.base)
 
     def __getitem__(self, i):
-
         item = dict(self.base[i])
-        img = Image.open(io.BytesIO(item["image/encoded"]))
-        w, h = img.size
-        if w > 2 * self.px and h > 2 * self.px:
-            img = img.convert("RGB").crop((self.px, self.px, w - self.px, h - self.px))
-            buf = io.BytesIO()
-            img.save(buf, format="PNG", compress_level=1)
-            item["image/encoded"] = buf.getvalue()
+        try:
+            img = Image.open(io.BytesIO(item["image/encoded"]))
+            w, h = img.size
+            if w > 2 * self.px and h > 2 * self.px:
+                img = img.convert("RGB").crop((self.px, self.px, w - self.px, h - self.px))
+                buf = io.BytesIO()
+                img.save(buf, format="BMP")
+                item["image/encoded"] = buf.getvalue()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            item["image/encoded"] = b""
         return item
 
 
@@ -283,16 +290,23 @@ def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -
     )
 
 
-def _folder_labels(folder: str) -> list[int] | None:
+def _objectnet_key(folder: str) -> str:
+    return folder.strip().lower().replace(" ", "_").replace("-", "_")
 
+
+@functools.cache
+def _objectnet_folders() -> dict[str, list[int]]:
+    """ObjectNet folder -> ImageNet indices, keyed like `_objectnet_key` (e.g. `t-shirt`)."""
+    return {_objectnet_key(k): v for k, v in labelsets.objectnet_folder_map().items()}
+
+
+def _folder_labels(folder: str) -> list[int] | None:
     if _WNID.match(folder):
         idx = labelsets.wnid_to_index().get(folder)
         return None if idx is None else [idx]
     if folder.isdigit():
         return [int(folder)] if int(folder) < 1000 else None
-    key = folder.strip().lower().replace(" ", "_").replace("-", "_")
-    onet = {k.lower(): v for k, v in labelsets.objectnet_folder_map().items()}
-    return onet.get(key)
+    return _objectnet_folders().get(_objectnet_key(folder))
 
 
 def _image_files(root: str) -> list[str]:
