@@ -1,7 +1,7 @@
 """The training loop: data, state, the jitted step, logs, evaluation hooks and checkpoints.
 
-- Metrics averaged over each log window (the step outputs stay on device until a log step
-  fetches them in one transfer), written by process 0 (metrics.jsonl,
+- Metrics averaged over each log window with clu's `Average` (the step outputs stay on device
+  until a log step fetches the window in one transfer), written by process 0 (metrics.jsonl,
   TensorBoard, console): loss, accuracy or i2t/t2i accuracy, learning rate, grad/param norms,
   step time, images/s per device, epoch, ETA, MFU (XLA's FLOPs over the device's dense bf16 peak
   where known, else null).
@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 from absl import logging
+from clu import metrics as clu_metrics
 
 from janus import checkpoint as ckpt_lib
 from janus import config as config_lib
@@ -108,6 +109,16 @@ class StopFlag:
 
         flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
         return bool(np.any(flags))
+
+
+def _window_means(host_window: list[Mapping]) -> dict[str, float]:
+    """Per-metric mean over a log window's step metrics (clu Average over the stacked steps)."""
+    return {
+        k: float(
+            clu_metrics.Average.from_model_output(np.stack([m[k] for m in host_window])).compute()
+        )
+        for k in host_window[0]
+    }
 
 
 def _check_finite(step: int, values: Mapping[str, float]) -> None:
@@ -360,7 +371,7 @@ def train_and_evaluate(
                 is_ckpt = step % config.checkpoint.every_steps == 0 or last or early
                 if is_log or is_ckpt:
                     host = jax.device_get(window)  # one host sync for the whole window
-                    values = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    values = _window_means(host)
                     _check_finite(step, values)
                 if is_log:
                     now = time.time()

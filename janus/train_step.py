@@ -159,7 +159,19 @@ def make_train_step(
         # Decided at trace time from the state's structure: which BN statistics are frozen.
         bs_frozen = frozen_mask(bs, freeze) if freeze and bs is not None else None
         all_frozen = bs_frozen is not None and all(jax.tree.leaves(bs_frozen))
-        grad_fn = jax.value_and_grad(functools.partial(forward, train=not all_frozen), has_aux=True)
+        value_and_grad = jax.value_and_grad(
+            functools.partial(forward, train=not all_frozen), has_aux=True
+        )
+        p_frozen = frozen_mask(params, freeze) if freeze else None
+
+        def grad_fn(*args):
+            out, grads = value_and_grad(*args)
+            if p_frozen is not None:
+                # Frozen gradients are never used (nor counted in grad_norm): zeros let XLA drop
+                # the backward pass through a frozen tower (a linear probe's cost is ~forward).
+                grads = jax.tree.map(lambda f, g: jnp.zeros_like(g) if f else g, p_frozen, grads)
+            return out, grads
+
         if grad_accum_steps == 1:
             (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
         else:
