@@ -269,7 +269,7 @@ def test_two_processes_match_one_process(reference_run, data_dir, env, tmp_path)
 def test_init_from_another_checkpoint_with_path_filters(reference_run):
     import importlib.util
 
-    from janus import optim, sharding, train, train_step
+    from janus import train
 
     ref_dir, _ = reference_run
     spec = importlib.util.spec_from_file_location("cfg_mini", REPO / "configs" / "mini.py")
@@ -278,11 +278,7 @@ def test_init_from_another_checkpoint_with_path_filters(reference_run):
     c = mini.get_config("steps=2,res=32,batch=16")
     c.checkpoint.init_from = str(ref_dir)
     c.checkpoint.init_exclude = "^params/head/"  # a fresh head, as for fine-tuning
-    model = train_step.build_model(c)
-    tx, _ = optim.make_optimizer(c.optimizer, 2, 0)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    model, tx, _, init_fn, mesh, shardings = _step_setup(c, total_steps=2)
     fresh = jax.jit(init_fn, out_shardings=shardings)()
     head = np.asarray(fresh["params"]["head"]["kernel"])
     state, taken = train._init_from(dict(fresh), c, shardings)
@@ -302,17 +298,13 @@ def test_grad_accumulation_makes_one_update_equal_to_the_full_batch():
     """Two microbatches of 8 give the update of one batch of 16 (a LayerNorm model: no batch
     statistics, so the mean gradient is the same; plain SGD, so the update is linear in it)."""
     from janus import config as config_lib
-    from janus import optim, sharding, train_step
+    from janus import sharding, train_step
 
     c = config_lib.paper_config()
     c.model.name, c.label_set, c.input.resolution, c.input.batch_size = "vit_tiny", "mini10", 32, 16
     c.restrict_to_label_set = False
     c.optimizer.name, c.optimizer.momentum, c.optimizer.weight_decay = "sgd", 0.0, 0.0
-    model = train_step.build_model(c)
-    tx, schedule = optim.make_optimizer(c.optimizer, 10, 0)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    model, tx, schedule, init_fn, mesh, shardings = _step_setup(c, total_steps=10)
     rng = np.random.default_rng(0)
     local = {"image": rng.normal(size=(16, 32, 32, 3)).astype(np.float32),
              "label": rng.integers(0, 10, size=16).astype(np.int32)}  # fmt: skip
@@ -355,11 +347,7 @@ def test_freeze_leaves_frozen_params_and_batch_stats_unchanged(freeze, accum):
     )
     c.restrict_to_label_set = False
     c.optimizer.freeze, c.optimizer.weight_decay = freeze, 0.1  # decay must not touch frozen
-    model = train_step.build_model(c)
-    tx, schedule = optim.make_optimizer(c.optimizer, 10, 0)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    model, tx, schedule, init_fn, mesh, shardings = _step_setup(c, total_steps=10)
     step = train_step.make_train_step(
         model, tx, schedule, loss="ce", seed=0, grad_accum_steps=accum, freeze=freeze
     )
@@ -404,7 +392,7 @@ def test_restrict_to_label_set_leaves_other_classes_untouched(loss):
     """restrict_to_label_set (every CE-family loss): the head rows of classes outside the label
     set get no gradient, so one SGD step without weight decay leaves them bitwise unchanged."""
     from janus import config as config_lib
-    from janus import optim, sharding, train_step
+    from janus import sharding, train_step
 
     c = config_lib.paper_config()
     c.model.name, c.label_set, c.input.resolution, c.input.batch_size = "vit_tiny", "mini10", 32, 8
@@ -412,11 +400,7 @@ def test_restrict_to_label_set_leaves_other_classes_untouched(loss):
     c.optimizer.name, c.optimizer.momentum, c.optimizer.weight_decay = "sgd", 0.0, 0.0
     mask = train_step.class_mask_for(c)
     assert mask.sum() == 10
-    model = train_step.build_model(c)
-    tx, schedule = optim.make_optimizer(c.optimizer, 10, 0)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    model, tx, schedule, init_fn, mesh, shardings = _step_setup(c, total_steps=10)
     rng = np.random.default_rng(0)
     label = np.flatnonzero(mask)[rng.integers(0, 10, size=8)].astype(np.int32)
     local = {"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32), "label": label,
@@ -432,3 +416,15 @@ def test_restrict_to_label_set_leaves_other_classes_untouched(loss):
     assert np.isfinite(metrics["loss"])
     assert not np.array_equal(before[:, mask], after[:, mask])
     assert before[:, ~mask].tobytes() == after[:, ~mask].tobytes()
+
+
+def _step_setup(c, *, total_steps: int):
+    """-> (model, tx, schedule, init_fn, mesh, shardings) of config `c` on a 1-axis data mesh."""
+    from janus import optim, sharding, train_step
+
+    model = train_step.build_model(c)
+    tx, schedule = optim.make_optimizer(c.optimizer, total_steps, 0)
+    init_fn = train_step.make_init_fn(model, tx, c)
+    mesh = sharding.make_mesh([("data", -1)])
+    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
+    return model, tx, schedule, init_fn, mesh, shardings
