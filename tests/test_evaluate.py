@@ -543,3 +543,243 @@ def test_objectnet_border_crop_is_lossless_and_bad_images_become_counted_skips()
     )
     with pytest.raises(BadImageError):
         build_pp("decode|resize(4)")(bad, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------------------------------------
+# The protocol follows each set (where it is read from), never the training data.
+
+
+def _write_shift_folders(root, rng):
+    """val, v2, sketch, r and a in their distributed layouts. -> the image count each set keeps
+    under in100: 2 per class inside the set's class set; one image of a class outside it too."""
+    in100 = labelsets.resolve_label_set("in100").tolist()
+    wnids = labelsets.imagenet_wnids()
+    outside = next(i for i in range(1000) if i not in in100)
+    kept = {}
+    for name in ("val", "v2", "sketch", "r", "a"):
+        covered = labelsets.shift_set_classes(name).tolist() if name in ("r", "a") else range(1000)
+        inside = [c for c in in100 if c in covered][:2]
+        # R and A: an IN100 class the set does not hold is outside its class set, as is `outside`.
+        dropped = [outside] + [c for c in in100 if c not in covered][:1]
+        for cls in inside + dropped:
+            d = root / name / (str(cls) if name == "v2" else wnids[cls])
+            d.mkdir(parents=True)
+            for j in range(2 if cls in inside else 1):
+                (d / f"{j}.JPEG").write_bytes(_png(rng, 36))
+        kept[name] = 2 * len(inside)
+    return kept
+
+
+def _write_objectnet_archive(root, rng):
+    """ObjectNet as extracted from its archive: root/objectnet-1.0/images/<folder>. -> kept."""
+    in100 = set(labelsets.resolve_label_set("in100").tolist())
+    onet = labelsets.objectnet_folder_map()
+    inside = [f for f, idx in onet.items() if set(idx) & in100][:2]
+    for f in inside + [next(f for f, idx in onet.items() if not set(idx) & in100)]:
+        d = root / "objectnet-1.0" / "images" / f
+        d.mkdir(parents=True)
+        (d / "1.png").write_bytes(_png(rng, 36))
+    return len(inside)
+
+
+def _folder_args(root, names=("val", "v2", "sketch", "r", "a")):
+    return [f"--data.{s}=folder:{root / s}" for s in names]
+
+
+def test_protocol_follows_each_set_not_the_training_data(mini, tmp_path, capsys):
+    """The issue's probe: a model trained on JANuS-mini, `--label_set in100`, the shift sets in
+    their real layouts. R and A are restricted to in100 ∩ their classes (36, 37), every set is
+    suite imagenet, and ObjectNet, which was not given, is not read from the mini records."""
+    kept = _write_shift_folders(tmp_path / "sets", np.random.default_rng(3))
+    wd = tmp_path / "run"
+    _save(wd, 4, _config("ce", "resnet_tiny", mini))  # trained on the mini records
+    argv = ["--workdir", str(wd), "--batch_size", "8", "--label_set", "in100"]
+    assert evaluate_main(argv + _folder_args(tmp_path / "sets")) == 0
+    result = json.loads((wd / "eval" / "4.json").read_text())
+    got = {k: (v["classes"], v["n"]) for k, v in result["sets"].items()}
+    assert got == {
+        "val": (100, kept["val"]),
+        "v2": (100, kept["v2"]),
+        "sketch": (100, kept["sketch"]),
+        "r": (36, kept["r"]),
+        "a": (37, kept["a"]),
+    }
+    assert kept["r"] == kept["a"] == 4
+    for name, r in result["sets"].items():
+        assert (r["suite"], r["protocol"]) == ("imagenet", "imagenet")
+        assert r["data"] == result["data"][name] == f"folder:{tmp_path / 'sets' / name}"
+    assert result["suite"] == "imagenet" and result["label_set"] == "in100"
+    assert result["skipped"]["r"]["label outside the class set"] == 2
+    skip = "set 'objectnet' skipped: no data source given"
+    assert any(n.startswith(skip) for n in result["notes"])
+    assert result["metrics"]["avg_robustness"] is not None
+    assert result["metrics"]["taori_er_r"] is not None  # every set entering it is ImageNet data
+    out = capsys.readouterr().out
+    assert out.startswith("step 4 val=") and "avg_rob=" in out
+
+
+def test_mini_v2_real_layouts_keep_the_imagenet_restriction(mini, tmp_path):
+    """JANuS-mini v2 writes its shift sets in the real layouts, marked by sets.SUITE_MARKER: R / A
+    / ObjectNet are restricted exactly as on real data, the suite says mini, and the Taori numbers
+    (ImageNet baselines) are null. ObjectNet is found from the folder the archive was extracted
+    into."""
+    rng = np.random.default_rng(4)
+    root = tmp_path / "mini_v2"
+    kept = _write_shift_folders(root, rng)
+    kept["objectnet"] = _write_objectnet_archive(root / "objectnet_extracted", rng)
+    (root / sets.SUITE_MARKER).write_text(json.dumps({"suite": "mini", "name": "janus_mini_v2"}))
+    wd = tmp_path / "run"
+    _save(wd, 2, _config("ce", "resnet_tiny", mini))
+    argv = ["--workdir", str(wd), "--batch_size", "8", "--label_set", "in100"]
+    argv += _folder_args(root) + [f"--data.objectnet=folder:{root / 'objectnet_extracted'}"]
+    assert evaluate_main(argv) == 0
+    result = json.loads((wd / "eval" / "2.json").read_text())
+    got = {k: (v["classes"], v["n"], v["suite"], v["protocol"]) for k, v in result["sets"].items()}
+    assert {k: v[:2] for k, v in got.items()} == {
+        "val": (100, kept["val"]),
+        "v2": (100, kept["v2"]),
+        "sketch": (100, kept["sketch"]),
+        "r": (36, kept["r"]),
+        "a": (37, kept["a"]),
+        "objectnet": (14, kept["objectnet"]),
+    }
+    assert {v[2:] for v in got.values()} == {("mini", "imagenet")}
+    assert result["data"]["objectnet"].endswith("objectnet_extracted/objectnet-1.0/images")
+    assert result["suite"] == "mini" and result["v2_variant"] is None
+    assert result["extra_sets"]["val_on_objectnet_classes"]["classes"] == 14
+    m, val = result["metrics"], result["sets"]["val"]["top1"]
+    assert m["avg_robustness"] is not None  # one suite: averaged
+    assert m["robustness_ratio"] == (pytest.approx(m["avg_robustness"] / val) if val else None)
+    assert all(m[k] is None for k in m if k.startswith("taori_er"))
+    assert any("taori_er_* are null" in n and "r: mini" in n for n in result["notes"])
+    # The mini records splits keep the mini protocol (no intersection, no border crop).
+    es = sets.open_set("objectnet", f"records:{mini}")
+    assert (es.suite, es.protocol) == ("mini", "mini")
+    assert not isinstance(es.items, sets.BorderCrop)
+    onet = sets.open_set("objectnet", str(root / "objectnet_extracted"))
+    assert onet.suite == "mini" and isinstance(onet.items, sets.BorderCrop)
+
+
+def test_sets_of_different_suites_are_never_averaged(mini, tmp_path):
+    """Mini records splits with a real-layout R: each set is evaluated under its own protocol,
+    but no average or ratio is taken across the suites; the notes name every set's suite."""
+    _write_shift_folders(tmp_path / "sets", np.random.default_rng(5))
+    wd = tmp_path / "run"
+    _save(wd, 3, _config("ce", "resnet_tiny", mini))
+    argv = ["--workdir", str(wd), "--batch_size", "16", "--label_set", "in100"]
+    argv += [f"--data.records={mini}", f"--data.r=folder:{tmp_path / 'sets' / 'r'}"]
+    assert evaluate_main(argv) == 0
+    result = json.loads((wd / "eval" / "3.json").read_text())
+    s = result["sets"]
+    assert (s["r"]["suite"], s["r"]["protocol"], s["r"]["classes"]) == ("imagenet", "imagenet", 36)
+    for name in ("val", "v2", "sketch", "a", "objectnet"):  # mini protocol: no intersection
+        assert (s[name]["suite"], s[name]["protocol"], s[name]["classes"]) == ("mini", "mini", 100)
+        assert s[name]["n"] == 30
+    assert result["suite"] == "mixed"
+    m = result["metrics"]
+    assert m["avg_robustness"] is None and m["robustness_ratio"] is None
+    assert all(m[k] is None for k in m if k.startswith("taori_er"))
+    note = next(n for n in result["notes"] if n.startswith("avg_robustness is null"))
+    assert "v2: mini, sketch: mini, r: imagenet, a: mini" in note and "across suites" in note
+    assert any("different suites" in n and "r: imagenet (folder:" in n for n in result["notes"])
+    assert "val_on_objectnet_classes" not in result["extra_sets"]  # mini ObjectNet
+
+
+def test_val_top1_zero_prints_na_and_exits_0(tmp_path, capsys):
+    """An early or broken checkpoint (every prediction wrong): the ratio is null because val
+    top-1 is 0, said so; the summary prints n/a and the exit status is 0."""
+    _write_shift_folders(tmp_path / "sets", np.random.default_rng(6))
+    wd = tmp_path / "run"
+    config = _config("ce", "resnet_tiny", tmp_path / "none", label_set="in100")
+    _, variables = _init("resnet_tiny", "ce")
+    params = dict(variables["params"])
+    bias = np.zeros(1000, np.float32)
+    both = set(labelsets.shift_set_classes("r")) & set(labelsets.shift_set_classes("a"))
+    wrong = [c for c in labelsets.resolve_label_set("in100") if c in both][-1]
+    bias[wrong] = 1e4  # a class of every class set that no image here has
+    params["head"] = {"kernel": np.zeros_like(params["head"]["kernel"]), "bias": bias}
+    save_for_inference(str(wd), 1, config, {**variables, "params": params})
+    argv = ["--workdir", str(wd), "--batch_size", "16", *_folder_args(tmp_path / "sets")]
+    assert evaluate_main(argv) == 0
+    result = json.loads((wd / "eval" / "1.json").read_text())
+    assert result["sets"]["val"]["top1"] == 0 and result["metrics"]["avg_robustness"] == 0
+    assert result["metrics"]["robustness_ratio"] is None
+    assert "robustness_ratio is null: val top-1 is 0, so the ratio is undefined" in result["notes"]
+    assert not any("val not evaluated" in n for n in result["notes"])
+    out = capsys.readouterr().out
+    assert "avg_rob=0.0000 ratio=n/a" in out
+    from janus.evaluate.__main__ import _summary
+
+    result["sets"]["r"]["top1"] = None
+    assert "r=n/a" in _summary(result)
+
+
+def test_locate_decides_protocol_and_suite_per_set(mini, tmp_path):
+    rng = np.random.default_rng(7)
+    _write_shift_folders(tmp_path / "real", rng)
+    # A records dir that is not JANuS-mini is read under the ImageNet protocol.
+    (tmp_path / "recs").mkdir()
+    (tmp_path / "recs" / "info.json").write_text(json.dumps({"name": "in100_1k"}))
+    cases = {
+        f"records:{mini}#r": ("mini", "mini"),
+        str(mini): ("mini", "mini"),
+        f"records:{tmp_path / 'recs'}": ("imagenet", "imagenet"),
+        f"folder:{tmp_path / 'real' / 'r'}": ("imagenet", "imagenet"),
+        f"tfds:{tmp_path / 'tfds'}": ("imagenet", "imagenet"),
+    }
+    for spec, want in cases.items():
+        src = sets.locate("r", spec)
+        assert (src.suite, src.protocol) == want, spec
+    # The marker is looked for up to SUITE_MARKER_LEVELS folders above the given path.
+    deep = tmp_path / "gen" / "a" / "b" / "c" / "d"
+    d = deep / "r" / labelsets.imagenet_wnids()[labelsets.shift_set_classes("r")[0]]
+    d.mkdir(parents=True)
+    (d / "1.png").write_bytes(_png(rng))
+    (tmp_path / "gen" / sets.SUITE_MARKER).write_text(json.dumps({"suite": "mini", "name": "x"}))
+    src = sets.locate("r", str(deep / "r"))
+    assert src.marker is None and src.suite == "imagenet"  # 5 levels up: out of reach
+    (tmp_path / "gen" / "a" / sets.SUITE_MARKER).write_text('{"suite": "mini"}')
+    src = sets.locate("r", str(deep / "r"))
+    assert (src.suite, src.protocol) == ("mini", "imagenet")
+    assert src.marker == str(tmp_path / "gen" / "a" / sets.SUITE_MARKER)
+    (tmp_path / "gen" / "a" / sets.SUITE_MARKER).write_text("not json")
+    with pytest.raises(sets.SetNotFound, match="suite marker"):
+        sets.locate("r", str(deep / "r"))
+
+
+def test_objectnet_folder_levels_and_the_layout_named_in_errors(tmp_path):
+    """`--data.objectnet=folder:DIR` reads DIR = objectnet-1.0/images, objectnet-1.0 or the folder
+    the archive was extracted into; an empty folder names the expected layout."""
+    kept = _write_objectnet_archive(tmp_path / "x", np.random.default_rng(8))
+    in100 = labelsets.resolve_label_set("in100")
+    classes = labelsets.shift_set_classes("objectnet")
+    for sub in ("", "objectnet-1.0", "objectnet-1.0/images"):
+        es = sets.open_set("objectnet", f"folder:{tmp_path / 'x' / sub}")
+        assert es.where == f"folder:{tmp_path / 'x' / 'objectnet-1.0' / 'images'}"
+        kept_es, _ = sets.filter_to_classes(es, np.intersect1d(in100, classes))
+        assert len(kept_es) == kept
+    (tmp_path / "empty" / "stuff").mkdir(parents=True)
+    with pytest.raises(sets.SetNotFound, match="extracted into"):
+        sets.open_set("objectnet", f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(sets.SetNotFound, match="<wnid>"):
+        sets.open_set("r", f"folder:{tmp_path / 'empty'}")
+
+
+def test_metrics_never_mix_suites_and_taori_needs_imagenet_sets():
+    from janus.evaluate import metrics
+
+    top1 = {s: {"top1": 0.5} for s in ("val", "v2", "sketch", "r", "a")}
+    # val from another suite than the robustness sets: the average stands, the ratio does not.
+    m, notes = metrics.compute_metrics(top1, suites={"val": "mini"})
+    assert m["avg_robustness"] == 0.5 and m["robustness_ratio"] is None
+    assert any("val is suite 'mini'" in n for n in notes)
+    assert m["taori_er_v2"] is None and m["taori_er_sketch"] is None
+    # Taori numbers are kept where every set entering them is ImageNet data.
+    m, notes = metrics.compute_metrics(top1, suites={"sketch": "mini"})
+    assert m["avg_robustness"] is None and m["taori_er_sketch"] is None
+    assert m["taori_er_v2"] is not None and m["taori_er_r"] is not None
+    assert any("sketch: mini" in n and "ImageNet fits" in n for n in notes)
+    # A ratio that is null because val top-1 is 0 says so (val was evaluated).
+    m, notes = metrics.compute_metrics({**top1, "val": {"top1": 0.0}})
+    assert m["robustness_ratio"] is None
+    assert "robustness_ratio is null: val top-1 is 0, so the ratio is undefined" in notes

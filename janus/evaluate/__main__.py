@@ -6,13 +6,19 @@ DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoi
 
 Where the sets live (later wins; a set without a location, or whose data is missing, is named in a
 note and the other sets still run):
-  default              a run trained on JANuS-mini (its data.train records dir has suite "mini")
-                       reads val/v2/sketch/r/a/objectnet from that records dir
+  default              only when no location below is given: a run trained on JANuS-mini (its
+                       data.train records dir has suite "mini") reads val/v2/sketch/r/a/objectnet
+                       from that records dir
   --data.tfds=DIR      a tfds data dir (imagenet2012, imagenet_v2, imagenet_sketch, imagenet_r,
                        imagenet_a, imagenet2012_real)
   --data.records=DIR   a janus records dir holding every set as a split
   --data.config=FILE   JSON {"val": SPEC, "sketch": SPEC, ...}
   --data.<set>=SPEC    one set; SPEC = records:DIR[#split] | tfds:DATA_DIR | folder:DIR | DIR
+
+Each set's protocol follows where it is read: a tfds dir or a folder layout gets the ImageNet
+protocol (R / A / ObjectNet restricted to label set & the set's classes), a split of a JANuS-mini
+records dir the mini protocol. Sets of different suites are never averaged together (the metric is
+null and a note names each set's suite).
 """
 
 from __future__ import annotations
@@ -132,12 +138,18 @@ def options_from_args(args) -> runner.EvalOptions:
     )
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def _summary(result: dict) -> str:
+    """One line per result; every accuracy and metric may be null (printed n/a)."""
     parts = [f"step {result['step']}"]
-    parts += [f"{k}={v['top1']:.4f}" for k, v in result["sets"].items() if v["top1"] is not None]
+    parts += [f"{k}={_fmt(v.get('top1'))}" for k, v in result["sets"].items()]
     m = result["metrics"]
-    if m.get("avg_robustness") is not None:
-        parts.append(f"avg_rob={m['avg_robustness']:.4f} ratio={m['robustness_ratio']:.4f}")
+    parts.append(f"avg_rob={_fmt(m.get('avg_robustness'))} ratio={_fmt(m.get('robustness_ratio'))}")
+    if result.get("suite") not in (None, "imagenet"):
+        parts.append(f"suite={result['suite']}")
     return " ".join(parts)
 
 

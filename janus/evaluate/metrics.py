@@ -109,10 +109,31 @@ def taori_er(acc_id: float, acc_ood: float, baseline: Baseline | str = "mean5") 
     return float(acc_ood) - baseline.predict(float(acc_id))
 
 
+#: The sets that enter each Taori metric (val_on_objectnet_classes carries val's suite).
+TAORI_INPUTS = {
+    "taori_er_mean5": ("val", "v2", "sketch", "r", "a", "objectnet"),
+    "taori_er_v2": ("val", "v2"),
+    "taori_er_sketch": ("val", "sketch"),
+    "taori_er_r": ("val", "r"),
+    "taori_er_objectnet": ("val_on_objectnet_classes", "objectnet"),
+}
+
+
+def _suite_list(names: Sequence[str], suites: Mapping[str, str]) -> str:
+    return ", ".join(f"{s}: {suites.get(s, 'imagenet')}" for s in names)
+
+
 def compute_metrics(
-    sets: Mapping[str, Mapping], v2_variant: str = "matched-frequency"
+    sets: Mapping[str, Mapping],
+    v2_variant: str = "matched-frequency",
+    suites: Mapping[str, str] | None = None,
 ) -> tuple[dict, list[str]]:
     """The eval JSON's "metrics" block from per-set results, plus notes for metrics that are null.
+
+    `suites` maps each set to its suite (`imagenet` when not given). Suites are never mixed: a
+    metric whose sets come from different suites is null, and a note names each set and its
+    suite. The Taori numbers are ImageNet baselines: they are null unless every set entering them
+    is suite `imagenet`.
 
     The V2 baselines were fitted on V2 matched-frequency: with another `v2_variant`, the Taori
     numbers that involve V2 are null.
@@ -122,15 +143,35 @@ def compute_metrics(
     They use the reference baselines fitted on ImageNet-1k, so they are only meaningful for the
     in1000 label set and are reported for every label set as is.
     """
+    suites = dict(suites or {})
+
+    def suite(name):
+        return suites.get(name, "imagenet")
+
     notes: list[str] = []
     val = _top1(sets, "val")
     missing = [s for s in AVG_ROBUSTNESS_SETS if _top1(sets, s) is None]
     avg = avg_robustness(sets)
+    avg_suites = {suite(s) for s in AVG_ROBUSTNESS_SETS}
     if avg is None:
         notes.append(f"avg_robustness is null: set(s) {missing} not evaluated")
+    elif len(avg_suites) > 1:
+        avg = None
+        notes.append(
+            f"avg_robustness is null: its sets come from different suites "
+            f"({_suite_list(AVG_ROBUSTNESS_SETS, suites)}); averages are never taken across suites"
+        )
     ratio = robustness_ratio(avg, val)
-    if ratio is None and avg is not None:
-        notes.append("robustness_ratio is null: val not evaluated")
+    if ratio is not None and suite("val") not in avg_suites:
+        ratio = None
+        notes.append(
+            f"robustness_ratio is null: val is suite {suite('val')!r}, the robustness sets "
+            f"suite {next(iter(avg_suites))!r}; ratios are never taken across suites"
+        )
+    elif ratio is None and avg is not None:
+        why = f"val top-1 is {val:g}, so the ratio is undefined"
+        why = "val not evaluated" if val is None else why
+        notes.append(f"robustness_ratio is null: {why}")
     metrics = {"avg_robustness": avg, "robustness_ratio": ratio, "effective_robustness": ratio}
     five = ("v2", "sketch", "r", "a", "objectnet")
     if val is not None and all(_top1(sets, s) is not None for s in five):
@@ -152,6 +193,23 @@ def compute_metrics(
         notes.append(
             f"taori_er_mean5 and taori_er_v2 are null: their baselines use V2 matched-frequency, "
             f"this run evaluated V2 {v2_variant}"
+        )
+    not_imagenet = sorted(
+        {
+            s
+            for k, ins in TAORI_INPUTS.items()
+            if metrics[k] is not None
+            for s in ins
+            if suite(s) != "imagenet"
+        }
+    )
+    if not_imagenet:
+        for k, ins in TAORI_INPUTS.items():
+            if any(suite(s) != "imagenet" for s in ins):
+                metrics[k] = None
+        notes.append(
+            f"taori_er_* are null where they use a set that is not ImageNet data "
+            f"({_suite_list(not_imagenet, suites)}): their baselines are ImageNet fits"
         )
     return metrics, notes
 

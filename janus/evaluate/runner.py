@@ -6,6 +6,20 @@ intersected with the set's classes for R / A / ObjectNet), run the jitted image 
 (janus.evaluate.inference) over deterministic eval batches (janus.data.pipeline.eval_loader), apply
 the classifier head on the host, and count top-1 / top-5 hits. Each process evaluates its own
 shard of every set; the integer counts are summed over processes (exact).
+
+The protocol and the suite are decided per set, from where that set is read (`sets.locate`), never
+from the training data: a tfds dir or a folder layout is evaluated under the ImageNet protocol
+(R / A / ObjectNet intersections, ObjectNet border crop), a split of a JANuS-mini records dir under
+the mini protocol. Each set's `suite`, `protocol` and `data` are in its entry of the result.
+
+Suites are never mixed silently. An average or ratio over sets of different suites is null, with a
+note naming each set and its suite; the top-level `suite` is then `mixed`. The Taori numbers are
+computed only from suite `imagenet` sets.
+
+Which sets are evaluated: those with a location (`--data.<set>`, `--data.config`, `--data.records`,
+`--data.tfds`). Only when none is given at all and the run trained on a JANuS-mini records dir are
+the sets read from that records dir, as a whole; a set without a location is never filled in from
+the training records.
 """
 
 from __future__ import annotations
@@ -68,28 +82,17 @@ def _train_records_dir(config: Mapping) -> str | None:
     return train_dirs(config)[0][0]
 
 
-def _records_info(path: str | None) -> dict:
-    from janus.data import records
-
-    if not path:
-        return {}
-    try:
-        return records.read_info(path)
-    except (FileNotFoundError, ValueError, OSError):
-        return {}
-
-
-def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[str, dict[str, str], str | None]:
-    """-> (suite, {set: spec}, mini label set or None). Precedence: per-set spec, --data.records,
-    --data.tfds, then the run's training records dir when its info.json says suite "mini"."""
+def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[dict[str, str], list[str]]:
+    """-> ({set: spec}, notes on the sets left without a location). Precedence: per-set spec,
+    --data.records, --data.tfds. With no location given at all, the run's training records dir
+    when its info.json says suite "mini" (the mini records chosen as a whole)."""
     records_dir = opts.records
-    if records_dir is None and opts.tfds is None:
+    given = bool(opts.data) or opts.records is not None or opts.tfds is not None
+    if not given:
         train = _train_records_dir(config)
-        if _records_info(train).get("suite") == "mini":
+        if sets.records_info(train).get("suite") == "mini":
             records_dir = train
-    info = _records_info(records_dir)
-    suite = "mini" if info.get("suite") == "mini" else "imagenet"
-    specs = {}
+    specs, notes = {}, []
     for name in opts.sets:
         if name in opts.data:
             specs[name] = opts.data[name]
@@ -97,7 +100,21 @@ def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[str, dict[str, str
             specs[name] = f"records:{records_dir}#{name}"
         elif opts.tfds:
             specs[name] = f"tfds:{opts.tfds}"
-    return suite, specs, info.get("label_set") if suite == "mini" else None
+        else:
+            why = (
+                "; only the sets given a location are evaluated (the training records are used "
+                "only when no set is given one)"
+                if given
+                else ""
+            )
+            notes.append(f"set {name!r} skipped: no data source given for it{why}")
+    return specs, notes
+
+
+def common_suite(suites) -> str | None:
+    """The one suite of the given sets, `mixed` when they differ, None when there is none."""
+    found = sorted(set(suites))
+    return found[0] if len(found) == 1 else ("mixed" if found else None)
 
 
 def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
@@ -238,7 +255,22 @@ class Evaluator:
 
         opts = self.opts
         classifier = self.classifier_for(config)
-        suite, specs, mini_ls = resolve_data(opts, config)
+        specs, notes = resolve_data(opts, config)
+        for n in notes:
+            log(n)
+        # Each set's protocol and suite, from where it is read (no image read yet).
+        located: dict[str, sets.SetSource | Exception] = {}
+        for name in opts.sets:
+            if name in specs:
+                try:
+                    located[name] = sets.locate(name, specs[name], v2_variant=opts.v2_variant)
+                except sets.SetNotFound as e:
+                    located[name] = e
+        sources = [s for s in located.values() if isinstance(s, sets.SetSource)]
+        # A mini records dir's label set is the default when every set comes from such records.
+        mini_ls = {s.label_set for s in sources if s.protocol == "mini"}
+        all_mini = bool(sources) and all(s.protocol == "mini" for s in sources)
+        mini_ls = mini_ls.pop() if all_mini and len(mini_ls) == 1 else None
         ls_name = opts.label_set or mini_ls or config.get("label_set") or "in1000"
         label_set = labelsets.resolve_label_set(ls_name)
         pp = eval_pp(config, opts.resolution)
@@ -257,27 +289,29 @@ class Evaluator:
                 return self._zeroshot_head(config, variables, model, classes, weights_id)
             return classifiers.ProbeHead(classes, probe)
 
-        results, extra, notes, where, skipped = {}, {}, [], {}, {}
+        onet = located.get("objectnet")
+        onet_imagenet = isinstance(onet, sets.SetSource) and onet.protocol == "imagenet"
+        results, extra, where, skipped = {}, {}, {}, {}
         for name in opts.sets:
             if name not in specs:
-                notes.append(f"set {name!r} skipped: no data source given for it")
-                log(notes[-1])
                 continue
-            missing = "missing on another process"
-            set_key = (name, specs[name], opts.v2_variant, suite)
-            es = self._sets.get(set_key)
-            if es is None:
-                try:
-                    es = sets.open_set(name, specs[name], v2_variant=opts.v2_variant, suite=suite)
-                    self._sets[set_key] = es
-                except sets.SetNotFound as e:
-                    missing = str(e)
+            src, es = located[name], None
+            missing = str(src) if isinstance(src, Exception) else "missing on another process"
+            if isinstance(src, sets.SetSource):
+                set_key = (src, opts.v2_variant)
+                es = self._sets.get(set_key)
+                if es is None:
+                    try:
+                        es = sets.open_source(src, v2_variant=opts.v2_variant)
+                        self._sets[set_key] = es
+                    except sets.SetNotFound as e:
+                        missing = str(e)
             # Every process must take part in the count sum, so all skip a set one of them lacks.
             if not on_every_process(es is not None):
                 notes.append(f"set {name!r} not found ({missing}); the other sets still ran")
                 log(notes[-1])
                 continue
-            partial = suite == "imagenet" and name in restrict.PARTIAL_SETS
+            partial = es.protocol == "imagenet" and name in restrict.PARTIAL_SETS
             set_cls = labelsets.shift_set_classes(name) if partial else None
             classes = restrict.eval_classes(label_set, set_cls)
             if len(classes) == 0:
@@ -292,7 +326,7 @@ class Evaluator:
             views = [
                 _View(name, classes, targets, np.ones(len(es.groups), bool), make_head(classes))
             ]
-            if name == "val" and suite == "imagenet" and "objectnet" in opts.sets:
+            if name == "val" and es.protocol == "imagenet" and onet_imagenet:
                 oc = restrict.eval_classes(label_set, labelsets.shift_set_classes("objectnet"))
                 if len(oc):
                     t2, k2 = restrict.target_table(es.groups, oc)
@@ -306,22 +340,31 @@ class Evaluator:
                     "top5": c5 / n if n else None,
                     "n": int(n),
                     "classes": len(view.classes),
+                    "suite": es.suite,
+                    "protocol": es.protocol,
+                    "data": es.where,
                 }
                 (results if view.name == name else extra)[view.name] = r
             where[name] = es.where
             skipped[name] = {k: v for k, v in es.skipped.items() if v}
             log(
                 f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
-                f"({time.time() - t0:.1f}s, {es.where})"
+                f"({time.time() - t0:.1f}s, {es.suite} data, {es.protocol} protocol, {es.where})"
             )
 
-        m, mnotes = metrics.compute_metrics({**results, **extra}, opts.v2_variant)
+        measured = {**results, **extra}
+        suites = {k: v["suite"] for k, v in measured.items()}
+        suite = common_suite(suites[k] for k in results)
+        if suite == "mixed":
+            notes.append(
+                "the sets come from different suites ("
+                + ", ".join(f"{k}: {v['suite']} ({v['data']})" for k, v in results.items())
+                + "); no average or ratio is taken across suites"
+            )
+            log(notes[-1])
+        m, mnotes = metrics.compute_metrics(measured, opts.v2_variant, suites)
         notes += mnotes
-        if suite == "mini":
-            for k in [k for k in m if k.startswith("taori_er")]:
-                m[k] = None
-            notes.append("taori_er_* are null: their baselines are ImageNet fits, not JANuS-mini")
-        elif ls_name != "in1000":
+        if ls_name != "in1000" and any(v is not None for k, v in m.items() if "taori" in k):
             notes.append(
                 f"taori_er_* use baselines fitted on 1000-way ImageNet accuracies; on label set "
                 f"{ls_name!r} they are indicative only (a baseline for it: metrics.fit_baseline)"
@@ -330,16 +373,17 @@ class Evaluator:
             "effective_robustness = robustness_ratio (avg_robustness / val, the paper's "
             "definition); Taori-style numbers are the taori_er_* keys"
         )
+        v2 = results.get("v2") or {}
         return {
             "step": int(step),
             "checkpoint": checkpoint,
             "model": (config.get("model") or {}).get("name"),
             "loss": config.get("loss"),
             "label_set": ls_name,
-            "suite": suite,
+            "suite": suite or common_suite(s.suite for s in sources),
             "classifier": classifier,
             "templates": opts.templates if classifier == "zeroshot" else None,
-            "v2_variant": opts.v2_variant if "v2" in results and suite == "imagenet" else None,
+            "v2_variant": opts.v2_variant if v2.get("suite") == "imagenet" else None,
             "sets": results,
             "metrics": {k: metrics.float_or_none(v) for k, v in m.items()},
             "notes": notes,

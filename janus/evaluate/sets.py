@@ -21,6 +21,17 @@ Every item is {"image/encoded": bytes, "label": group id}; `groups[g]` lists the
 accepted for that item (one for most sets; several for ObjectNet folders that map to several
 ImageNet classes, and for multi-label records / ImageNet-ReaL). ObjectNet images lose a 2-pixel
 border on each side before resizing (ObjectNet's protocol): `BorderCrop` re-encodes losslessly.
+
+Protocol and suite, per set, from where it is read (`locate`; no image is read to decide):
+
+- `protocol` follows the layout. A tfds dir, a folder layout, or a records dir whose info.json does
+  not say `"suite": "mini"` -> `imagenet`: R / A / ObjectNet are restricted to the label set
+  intersected with the set's classes, and ObjectNet loses its 2-pixel border. A split of a records
+  dir whose info.json says `"suite": "mini"` -> `mini`: no intersection, no border crop.
+- `suite` says whose data it is: `mini` for a mini records split, and for a set whose folder (or
+  one of its ancestors, up to `SUITE_MARKER_LEVELS` above the given path) holds `SUITE_MARKER`
+  with `{"suite": "mini", ...}` (JANuS-mini v2 writes its shift sets in the real layouts with this
+  marker); otherwise `imagenet`.
 """
 
 from __future__ import annotations
@@ -54,12 +65,45 @@ TFDS_NAMES = {
     "a": ("imagenet_a", "test"),
     "real": ("imagenet2012_real", "validation"),
 }
+#: The file that marks a folder / tfds set as synthetic data: {"suite": "mini", "name": ...}, in
+#: the set's folder or one of its ancestors (the JANuS-mini v2 generator writes it).
+SUITE_MARKER = "janus_suite.json"
+#: How many folders above a set's given path are searched for SUITE_MARKER.
+SUITE_MARKER_LEVELS = 4
+#: ObjectNet's folder names inside its archive: DIR may be any of these levels.
+OBJECTNET_ROOTS = ("images", os.path.join("objectnet-1.0", "images"), "objectnet-1.0")
+#: The folder layout each set is read in, for error messages.
+FOLDER_LAYOUTS = {
+    "val": "DIR/<wnid>/<image> (e.g. DIR/n01440764/ILSVRC2012_val_00000293.JPEG)",
+    "v2": "DIR/<class index 0..999>/<image>",
+    "sketch": "DIR/<wnid>/<image>",
+    "r": "DIR/<wnid>/<image>",
+    "a": "DIR/<wnid>/<image>",
+    "objectnet": (
+        "DIR/<objectnet folder>/<image> with DIR the archive's objectnet-1.0/images, "
+        "objectnet-1.0 or the folder it was extracted into"
+    ),
+}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _WNID = re.compile(r"^n\d{8}$")
 
 
 class SetNotFound(FileNotFoundError):
     """A set's data is not where its spec points; the runner reports it and goes on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SetSource:
+    """Where one set is read from, and the protocol and suite that follow from it."""
+
+    name: str
+    kind: str  # records | tfds | folder
+    path: str  # records / tfds: the dir given; folder: the root holding the class folders
+    split: str | None  # records split (None: the set's name)
+    protocol: str  # imagenet | mini: how the set is evaluated
+    suite: str  # imagenet | mini: whose data it is
+    label_set: str | None = None  # a mini records dir's label set (its info.json)
+    marker: str | None = None  # the SUITE_MARKER file that decided the suite, if any
 
 
 @dataclasses.dataclass
@@ -70,6 +114,8 @@ class EvalSet:
     item_groups: np.ndarray  # int [len(items)] group id per item (without reading images)
     where: str  # human-readable origin
     skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
+    protocol: str = "imagenet"  # see the module docstring
+    suite: str = "imagenet"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -347,14 +393,23 @@ def read_real_folder(root: str) -> EvalSet:
     return EvalSet("real", _FileItems(paths, ids), groups, ids, f"folder:{root}", dict(skipped))
 
 
+def folder_root(name: str, root: str) -> str:
+    """The folder holding a set's class folders. For ObjectNet, DIR may be the archive's
+    `objectnet-1.0/images`, `objectnet-1.0` or the folder the archive was extracted into."""
+    if name == "objectnet":
+        for sub in OBJECTNET_ROOTS:
+            if os.path.isdir(os.path.join(root, sub)):
+                return os.path.join(root, sub)
+    return root
+
+
 def read_folder(name: str, root: str) -> EvalSet:
-    """Class folders under `root` (see module docstring); for ObjectNet also `root/images`."""
+    """Class folders under `root` (see module docstring and `folder_root`)."""
     if not os.path.isdir(root):
         raise SetNotFound(f"set {name!r}: folder {root} not found")
     if name == "real":  # its class folders would give the original labels, not ReaL's
         return read_real_folder(root)
-    if name == "objectnet" and os.path.isdir(os.path.join(root, "images")):
-        root = os.path.join(root, "images")
+    root = folder_root(name, root)
     paths, labels, skipped = [], [], Counter()
     folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     unknown = []
@@ -368,7 +423,10 @@ def read_folder(name: str, root: str) -> EvalSet:
         paths += files
         labels += [lab] * len(files)
     if not paths:
-        raise SetNotFound(f"set {name!r}: no images in class folders under {root}")
+        layout = FOLDER_LAYOUTS.get(name, "DIR/<class folder>/<image>")
+        raise SetNotFound(
+            f"set {name!r}: no images in class folders under {root}; expected {layout}"
+        )
     ids, groups = _group_ids(labels)
     es = EvalSet(name, _FileItems(paths, ids), groups, ids, f"folder:{root}", dict(skipped))
     if unknown:
@@ -396,17 +454,94 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return kind, path, split or None
 
 
-def open_set(name: str, spec: str, *, v2_variant: str = "matched-frequency", suite="imagenet"):
-    """Reads one set from its spec. Raises SetNotFound when the data is not there."""
+def records_info(path: str | None) -> dict:
+    """A records dir's info.json, or {} when there is none (or it cannot be read)."""
+    if not path:
+        return {}
+    try:
+        return records.read_info(path)
+    except (FileNotFoundError, ValueError, OSError):
+        return {}
+
+
+def find_suite_marker(start: str, given: str, levels: int = SUITE_MARKER_LEVELS) -> str | None:
+    """The nearest SUITE_MARKER file: in `start` (the folder a set is read from), its parents up
+    to `given` (the path the user gave, at or above `start`), then up to `levels` folders above
+    `given`. -> its path, or None."""
+    start, given = os.path.abspath(start), os.path.abspath(given)
+    dirs = []
+    d = start
+    while d.startswith(given + os.sep):  # from the set's folder up to the given path
+        dirs.append(d)
+        d = os.path.dirname(d)
+    d = given
+    for _ in range(levels + 1):
+        dirs.append(d)
+        if os.path.dirname(d) == d:
+            break
+        d = os.path.dirname(d)
+    for d in dirs:
+        path = os.path.join(d, SUITE_MARKER)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_suite_marker(path: str) -> str:
+    """The suite a SUITE_MARKER file names. A marker that cannot be read is an error naming it,
+    never silently ignored (the suite decides which protocol and baselines apply)."""
+    try:
+        with open(path) as f:
+            marker = json.load(f)
+        suite = marker["suite"]
+        if not isinstance(suite, str) or not suite:
+            raise ValueError(f"'suite' is {suite!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SetNotFound(
+            f"suite marker {path} is not a JSON object with a 'suite' string ({e!r}); "
+            "fix or remove it"
+        ) from None
+    return suite
+
+
+def locate(name: str, spec: str, *, v2_variant: str = "matched-frequency") -> SetSource:
+    """Where a set is read from, its protocol and its suite (module docstring); reads no image.
+    Raises SetNotFound for an unreadable suite marker."""
     if name not in SET_NAMES:
         raise ValueError(f"unknown set {name!r}; known: {SET_NAMES}")
     kind, path, split = parse_spec(spec)
+    given = start = path
+    info = {}
     if kind == "records":
-        es = read_records(name, path, split)
-    elif kind == "tfds":
-        es = read_tfds(name, path, v2_variant)
+        info = records_info(path)
+        if info.get("suite") == "mini":
+            return SetSource(name, kind, path, split, "mini", "mini", info.get("label_set"))
+    elif kind == "tfds" and name in TFDS_NAMES:
+        dataset = os.path.join(path, TFDS_NAMES[name][0].format(v2=v2_variant))
+        start = dataset if os.path.isdir(dataset) else path
+    elif kind == "folder":
+        start = path = folder_root(name, path)
+    marker = None if info.get("suite") else find_suite_marker(start, given)
+    suite = info.get("suite") or (read_suite_marker(marker) if marker else "imagenet")
+    return SetSource(name, kind, path, split, "imagenet", suite, marker=marker)
+
+
+def open_source(source: SetSource, *, v2_variant: str = "matched-frequency") -> EvalSet:
+    """Reads a located set. Raises SetNotFound when the data is not there."""
+    name = source.name
+    if source.kind == "records":
+        es = read_records(name, source.path, source.split)
+    elif source.kind == "tfds":
+        es = read_tfds(name, source.path, v2_variant)
     else:
-        es = read_folder(name, path)
-    if name == "objectnet" and suite != "mini":
+        es = read_folder(name, source.path)
+    es.protocol, es.suite = source.protocol, source.suite
+    if name == "objectnet" and source.protocol == "imagenet":
         es.items = BorderCrop(es.items, 2)
     return es
+
+
+def open_set(name: str, spec: str, *, v2_variant: str = "matched-frequency") -> EvalSet:
+    """Reads one set from its spec (`locate`, then `open_source`). Raises SetNotFound when the
+    data is not there."""
+    return open_source(locate(name, spec, v2_variant=v2_variant), v2_variant=v2_variant)
