@@ -3,11 +3,15 @@
     python -m janus.report RUNDIR [RUNDIR ...] [--out DIR] [--meta [CSV]] [--all_steps]
 
 Reads only `RUNDIR/eval/*.json` (the evaluator's output, DESIGN.md), `RUNDIR/config.json` and
-`RUNDIR/data_manifest.json` (for the data budget), and optionally the paper's meta-analysis CSV
-(`--meta` alone: the vendored `vlhub_meta_analysis.csv`). RUNDIR may also be a parent folder of
-runs (every subfolder with an `eval/` folder is a run). Writes to --out (default `report/`):
-`results.md`, `results.csv`, and the figures of `janus.report_plots` as PNG and SVG.
+`RUNDIR/data_manifest.json` (for the data budget and mixture), and optionally the paper's
+meta-analysis CSV (`--meta` alone: the vendored `vlhub_meta_analysis.csv`). RUNDIR may also be a
+parent folder of runs (every subfolder with an `eval/` folder is a run). Writes to --out (default
+`report/`): `results.md`, `results.csv`, and the figures of `janus.report_plots` as PNG and SVG.
 One row per (run, classifier): the latest evaluated step, unless --all_steps.
+
+`summary_table(rows)` is the short console table (val, the shift sets, average robustness and the
+robustness ratio) that `janus.main` prints at the end of a run and `janus.sweep` at the end of a
+study; `markdown_table` draws it and results.md.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from janus.evaluate.sets import SET_NAMES
 
 COLUMNS = (
-    ["run", "step", "model", "loss", "label_set", "suite", "classifier", "budget"]
+    ["run", "step", "model", "loss", "label_set", "suite", "classifier", "mixture", "budget"]
     + [f"{s}_top1" for s in SET_NAMES]
     + ["avg_robustness", "robustness_ratio", "taori_er_mean5"]
 )
@@ -65,6 +69,26 @@ def run_budget(rundir: str) -> int | None:
     return None
 
 
+def run_mixture(rundir: str) -> str | None:
+    """The run's data mixture: the names of the sources it trained on (non-zero counts in
+    data_manifest.json's per_source), sorted and joined by '+', e.g. 'curated' or
+    'curated+flickr+oi+web'; without per-source counts, the records dirs' names (manifest `dirs`,
+    else config.json's data.train). None when neither file says."""
+    manifest = _read_json(os.path.join(rundir, "data_manifest.json")) or {}
+    per_source = manifest.get("per_source")
+    if isinstance(per_source, dict) and any(n for n in per_source.values()):
+        return "+".join(sorted(str(s) for s, n in per_source.items() if n))
+    dirs = [d.get("dir") for d in manifest.get("dirs") or [] if isinstance(d, dict)]
+    if not dirs:
+        train = _get(_read_json(os.path.join(rundir, "config.json")) or {}, "data.train")
+        if isinstance(train, str):  # "dir" or "dir_a*1+dir_b*3"
+            dirs = [part.rsplit("*", 1)[0] for part in train.split("+")]
+        elif isinstance(train, list | tuple):
+            dirs = [t.get("dir") if isinstance(t, dict) else t for t in train]
+    names = sorted({os.path.basename(os.path.normpath(str(d))) for d in dirs if d})
+    return "+".join(names) or None
+
+
 def find_runs(paths: Sequence[str]) -> list[str]:
     runs = []
     for p in paths:
@@ -89,7 +113,7 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
             r = _read_json(path)
             if isinstance(r, dict) and "sets" in r:
                 results.append(r)
-        budget = run_budget(rundir)
+        budget, mixture = run_budget(rundir), run_mixture(rundir)
         if not all_steps:  # latest step per classifier
             latest = {}
             for r in results:
@@ -102,6 +126,7 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
             row = {
                 "run": name,
                 "budget": budget,
+                "mixture": mixture,
                 **{
                     k: r.get(k)
                     for k in ("step", "model", "loss", "label_set", "suite", "classifier")
@@ -116,12 +141,48 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
     return rows
 
 
-def _fmt(v):
+def _fmt(v, missing: str = ""):
     if v is None:
-        return ""
+        return missing
     if isinstance(v, float):
         return f"{v:.4f}"
     return str(v)
+
+
+# (row key, header) of the summary printed after a run or a study.
+SUMMARY_COLUMNS = (
+    ("run", "run"),
+    ("step", "step"),
+    ("classifier", "classifier"),
+    ("val_top1", "val"),
+    ("v2_top1", "V2"),
+    ("sketch_top1", "Sketch"),
+    ("r_top1", "R"),
+    ("a_top1", "A"),
+    ("objectnet_top1", "ObjectNet"),
+    ("avg_robustness", "avg robustness"),
+    ("robustness_ratio", "robustness ratio"),
+)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """A markdown table of `rows` over (key, header) columns, padded so that it also reads as
+    plain text; a null or missing value is 'n/a'."""
+    cells = [[header for _, header in columns]]
+    cells += [[_fmt(row.get(key), "n/a") for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+
+    def line(values):
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
+
+    lines = [line(cells[0]), line(["-" * w for w in widths])] + [line(c) for c in cells[1:]]
+    return "\n".join(lines)
+
+
+def summary_table(rows: Sequence[dict]) -> str:
+    """val, V2, Sketch, R, A, ObjectNet top-1, average robustness and robustness ratio per row
+    (`load_rows`); n/a where a run has no value."""
+    return markdown_table(rows, SUMMARY_COLUMNS)
 
 
 def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
@@ -140,15 +201,27 @@ def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
         "Top-1 accuracies (fractions) restricted to each run's label set; avg_robustness = mean "
         "top-1 over V2, Sketch, R and A; robustness_ratio = avg_robustness / val (the paper's "
         "'effective robustness'); taori_er_mean5 = mean-of-5-shifts accuracy minus the ImageNet "
-        "baseline's prediction (Taori et al. 2020).",
+        "baseline's prediction (Taori et al. 2020); mixture = the sources trained on.",
         "",
-        "| " + " | ".join(cols) + " |",
-        "| " + " | ".join("---" for _ in cols) + " |",
+        markdown_table(rows, [(c, c) for c in cols]),
     ]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def write_report(
+    rundirs: Sequence[str], out_dir: str, meta_csv: str | None = None, all_steps: bool = False
+) -> tuple[list[dict], list[str]]:
+    """The table and figures of `rundirs` in `out_dir`. -> (rows, written paths); no rows, no
+    files."""
+    rows = load_rows(rundirs, all_steps=all_steps)
+    if not rows:
+        return rows, []
+    from janus import report_plots  # matplotlib only when plotting
+
+    paths = list(write_table(rows, out_dir))
+    return rows, paths + report_plots.plot_all(rows, out_dir, meta_csv=meta_csv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,19 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--all_steps", action="store_true", help="one row per evaluated step")
     args = p.parse_args(argv)
 
-    from janus import report_plots  # matplotlib only when plotting
-
-    rows = load_rows(find_runs(args.rundirs), all_steps=args.all_steps)
-    if not rows:
-        print("no eval results found in", args.rundirs, file=sys.stderr)
-        return 1
     meta = args.meta
     if meta == "reference":
         from janus.data.reference import reference_path
 
         meta = str(reference_path("vlhub_meta_analysis.csv"))
-    paths = list(write_table(rows, args.out))
-    paths += report_plots.plot_all(rows, args.out, meta_csv=meta)
+    rows, paths = write_report(find_runs(args.rundirs), args.out, meta, args.all_steps)
+    if not rows:
+        print("no eval results found in", args.rundirs, file=sys.stderr)
+        return 1
     for path in paths:
         print(path)
     return 0

@@ -1,23 +1,33 @@
 """Figures for `janus.report` (matplotlib, Agg backend; each figure saved as PNG and SVG).
 
+Every figure encodes a run the same way (the paper's figures):
+- marker shape = objective (loss): CE o, InfoNCE s(quare), SigLIP D(iamond), multi-label CE ^,
+  sigmoid v;
+- colour = data mixture (`janus.report.run_mixture`: the sources trained on, e.g. `curated` or
+  `curated+flickr+oi+web`);
+- fill = architecture (model.name): the most common architecture of the report is filled, each
+  other one half-filled (lower, left, upper, right half), and in the scaling figure also has its
+  own line style (solid, dashed, dotted, dash-dot);
+- a classifier other than the model's default (a VL model's linear probe) gets a grey ring around
+  its marker (in the scaling figure: a thinner, paler line).
+
 - `robustness_vs_val_<label_set>`: average robustness vs val top-1 on logit axes, one figure per
-  label set, ticks labelled in percent (0% and 100% are drawn at 0.5% / 99.5%, with a note).
-  A classifier other than the model's default (a VL model's linear probe) is drawn hollow.
-  Runs are coloured by objective (loss) with one marker per architecture; the paper's
-  meta-analysis models on the same label set are grey background points (Conventional = trained
-  on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
+  label set, ticks labelled in percent (0% and 100% are drawn at 0.5% / 99.5%, with a note). The
+  paper's meta-analysis models on the same label set are grey background points (Conventional =
+  trained on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
   meta-analysis' conventional models (the "standard models" trend); without meta data, for in1000
   only, the reference Taori baseline (val -> mean of 5 shifts), else none. A label set the
   meta-analysis does not cover (e.g. mini10) says so on the figure.
 - `scaling`: val top-1 and average robustness vs data budget (log x), one line per
-  (objective, architecture) - the paper's scaling figure.
+  (objective, data mixture, architecture) - the paper's scaling figure.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import matplotlib
@@ -48,7 +58,11 @@ CLASSIFIER_LABELS = {
     "zeroshot": "zero-shot",
     "head": "classification head",
 }
-MARKERS = "osD^v<>Pp*hX"
+# Fixed per objective, so that figures of different studies agree; other losses take MARKERS.
+LOSS_MARKERS = {"ce": "o", "infonce": "s", "siglip": "D", "multilabel_ce": "^", "sigmoid": "v"}
+MARKERS = "<>Pp*hX"
+ARCH_FILLS = ("full", "bottom", "left", "top", "right")
+ARCH_LINES = ("-", "--", ":", "-.")
 
 
 def read_meta(meta_csv: str, label_set: str) -> list[tuple[float, float, str]]:
@@ -75,17 +89,84 @@ def _save(fig, out_dir: str, stem: str) -> list[str]:
     return paths
 
 
-def _style_maps(rows):
-    losses = sorted({str(r.get("loss")) for r in rows})
-    models = sorted({str(r.get("model")) for r in rows})
-    cmap = plt.get_cmap("tab10")
-    colors = {loss: cmap(i % 10) for i, loss in enumerate(losses)}
-    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
-    return colors, markers
+def _loss(row) -> str:
+    return str(row.get("loss"))
+
+
+def _mixture(row) -> str:
+    return str(row.get("mixture") or "unknown")
+
+
+def _model(row) -> str:
+    return str(row.get("model"))
+
+
+@dataclasses.dataclass
+class _Style:
+    """Marker per objective, colour per data mixture, fill (and line style) per architecture."""
+
+    markers: dict
+    colors: dict
+    fills: dict
+    lines: dict
+
+    @classmethod
+    def of(cls, rows) -> _Style:
+        other_losses = sorted({_loss(r) for r in rows} - set(LOSS_MARKERS))
+        markers = {
+            **LOSS_MARKERS,
+            **{x: MARKERS[i % len(MARKERS)] for i, x in enumerate(other_losses)},
+        }
+        cmap = plt.get_cmap("tab10")
+        colors = {m: cmap(i % 10) for i, m in enumerate(sorted({_mixture(r) for r in rows}))}
+        # The most common architecture is the filled one (ties: by name).
+        counts = Counter(_model(r) for r in rows)
+        models = sorted(counts, key=lambda m: (-counts[m], m))
+        fills = {m: ARCH_FILLS[i % len(ARCH_FILLS)] for i, m in enumerate(models)}
+        lines = {m: ARCH_LINES[i % len(ARCH_LINES)] for i, m in enumerate(models)}
+        return cls(markers, colors, fills, lines)
+
+    def marker_kwargs(self, row) -> dict:
+        """Line2D keyword arguments drawing the row's marker."""
+        return dict(
+            marker=self.markers[_loss(row)],
+            mfc=self.colors[_mixture(row)],
+            mfcalt="w",
+            fillstyle=self.fills[_model(row)],
+            mec="k",
+            mew=1.0,
+        )
+
+    def legend_handles(self, rows) -> list:
+        """One entry per objective, data mixture and architecture present (and the ring)."""
+        handles = []
+
+        def entry(label, **kw):
+            handles.append(plt.Line2D([], [], ls=kw.pop("ls", ""), mec="k", label=label, **kw))
+
+        for loss in sorted({_loss(r) for r in rows}):
+            entry(f"objective: {LOSS_LABELS.get(loss, loss)}", marker=self.markers[loss], c="0.6")
+        for mixture in sorted({_mixture(r) for r in rows}):
+            entry(f"data: {mixture}", marker="s", c=self.colors[mixture])
+        for model in sorted({_model(r) for r in rows}, key=list(self.fills).index):
+            half = "" if self.fills[model] == "full" else f", {self.fills[model]} half filled"
+            entry(
+                f"architecture: {model}{half}",
+                marker="o",
+                c="0.4",
+                mfcalt="w",
+                fillstyle=self.fills[model],
+            )
+        for classifier in sorted({str(r.get("classifier")) for r in rows if _non_default(r)}):
+            label = f"ringed: {CLASSIFIER_LABELS.get(classifier, classifier)}"
+            handles.append(
+                plt.Line2D([], [], ls="", marker="o", ms=12, mfc="none", mec="0.4", label=label)
+            )
+        return handles
 
 
 def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> list[str]:
-    colors, markers = _style_maps(rows)
+    style = _Style.of(rows)
     paths = []
     by_ls = defaultdict(list)
     for r in rows:
@@ -101,17 +182,14 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
         elif label_set == "in1000":
             shown += _draw_taori_baseline(ax, pts)
         for r, (x, y) in zip(group, pts):
-            ax.scatter(
-                x,
-                y,
-                s=60,
-                zorder=3,
-                c="w" if _non_default(r) else [colors[str(r.get("loss"))]],
-                edgecolors=colors[str(r.get("loss"))] if _non_default(r) else "k",
-                linewidths=1.5 if _non_default(r) else 1.0,
-                marker=markers[str(r.get("model"))],
-            )
-        _legend_runs(ax, group, colors, markers)
+            ax.plot(x, y, ls="", ms=8, zorder=3, **style.marker_kwargs(r))
+            if _non_default(r):
+                ax.plot(x, y, ls="", marker="o", ms=15, mfc="none", mec="0.4", zorder=3)
+        ax.legend(
+            handles=ax.get_legend_handles_labels()[0] + style.legend_handles(group),
+            fontsize=7,
+            loc="best",
+        )
         for axis, values in ((ax.xaxis, [x for x, _ in shown]), (ax.yaxis, [y for _, y in shown])):
             _logit_axis(ax, axis, values)
         notes = []
@@ -219,32 +297,6 @@ def _non_default(row) -> bool:
     return row.get("classifier") != default_classifier(row.get("loss"))
 
 
-def _legend_runs(ax, group, colors, markers):
-    handles = ax.get_legend_handles_labels()[0]
-    for classifier in sorted({str(r.get("classifier")) for r in group if _non_default(r)}):
-        label = f"hollow: {CLASSIFIER_LABELS.get(classifier, classifier)}"
-        handles.append(plt.Line2D([], [], ls="", marker="o", c="w", mec="0.3", label=label))
-    for loss in sorted({str(r.get("loss")) for r in group}):
-        handles.append(
-            plt.Line2D(
-                [],
-                [],
-                ls="",
-                marker="s",
-                c=colors[loss],
-                mec="k",
-                label=f"objective: {LOSS_LABELS.get(loss, loss)}",
-            )
-        )
-    for model in sorted({str(r.get("model")) for r in group}):
-        handles.append(
-            plt.Line2D(
-                [], [], ls="", marker=markers[model], c="w", mec="k", label=f"architecture: {model}"
-            )
-        )
-    ax.legend(handles=handles, fontsize=7, loc="best")
-
-
 def _human(n: float) -> str:
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= div:
@@ -266,28 +318,30 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
     rows = [r for r in rows if r.get("budget")]
     if not rows:
         return []
-    colors, markers = _style_maps(rows)
+    style = _Style.of(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     lines = defaultdict(list)
     for r in rows:
-        key = (str(r.get("loss")), str(r.get("model")), str(r.get("label_set")))
-        lines[(*key, str(r.get("classifier")))].append(r)
-    for key, group in sorted(lines.items()):
-        loss, model, label_set, classifier = key
+        key = (_loss(r), _mixture(r), _model(r), str(r.get("label_set")), str(r.get("classifier")))
+        lines[key].append(r)
+    several_label_sets = len({k[3] for k in lines}) > 1
+    for (loss, mixture, model, label_set, classifier), group in sorted(lines.items()):
         group = sorted(group, key=lambda r: r["budget"])
-        probe = classifier != default_classifier(loss)
+        probe = _non_default(group[0])
+        label = f"{LOSS_LABELS.get(loss, loss)}, data {mixture}, {model}"
+        label += f", {label_set}" if several_label_sets else ""
+        label += f", {CLASSIFIER_LABELS.get(classifier, classifier)}" if probe else ""
         for ax, col in zip(axes, ("val_top1", "avg_robustness")):
             pts = [(r["budget"], r[col]) for r in group if r.get(col) is not None]
             if pts:
                 ax.plot(
                     *zip(*pts),
-                    marker=markers[model],
-                    c=colors[loss],
-                    mec="k",
-                    mfc="w" if probe else colors[loss],
-                    ls="--" if probe else "-",
-                    label=f"{LOSS_LABELS.get(loss, loss)}, {model}, {label_set}"
-                    + (f", {CLASSIFIER_LABELS.get(classifier, classifier)}" if probe else ""),
+                    c=style.colors[mixture],
+                    ls=style.lines[model],
+                    lw=1.0 if probe else 1.8,
+                    alpha=0.6 if probe else 1.0,
+                    label=label,
+                    **style.marker_kwargs(group[0]),
                 )
     for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
         _budget_axis(ax)

@@ -8,11 +8,12 @@ import pytest
 from janus import report
 
 
-def _run(root, name, loss, model, budget, val, rob, steps=(100, 200)):
+def _run(root, name, loss, model, budget, val, rob, steps=(100, 200), sources=("in100",)):
     d = root / name
     (d / "eval").mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"loss": loss, "model": {"name": model}}))
-    (d / "data_manifest.json").write_text(json.dumps({"budget": budget}))
+    per_source = {s: budget // len(sources) for s in sources} | {"unused": 0}
+    (d / "data_manifest.json").write_text(json.dumps({"budget": budget, "per_source": per_source}))
     for step in steps:
         frac = step / max(steps)
         sets = {
@@ -46,21 +47,30 @@ def test_report_table_and_plots(tmp_path):
     _run(runs, "ce_20x", "ce", "clip_rn50", 2_400_000, 0.92, 0.70)
     _run(runs, "vl_1x", "infonce", "clip_rn50", 120_000, 0.85, 0.415)
     _run(runs, "vl_vit", "infonce", "vit_s16", 120_000, 0.80, 0.35)
+    _run(runs, "vl_mix", "infonce", "clip_rn50", 240_000, 0.84, 0.45, sources=("laion", "in100"))
     out = tmp_path / "out"
     assert report.main([str(runs), "--out", str(out), "--meta"]) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["run"] for r in rows] == ["ce_1x", "ce_20x", "vl_1x", "vl_vit"]
+    assert [r["run"] for r in rows] == ["ce_1x", "ce_20x", "vl_1x", "vl_mix", "vl_vit"]
     assert rows[1]["step"] == "200" and float(rows[1]["val_top1"]) == pytest.approx(0.92)
     assert rows[0]["budget"] == "120000" and rows[2]["loss"] == "infonce"
+    # The data mixture: the sources with a non-zero count, sorted, joined by '+'.
+    assert [r["mixture"] for r in rows] == ["in100"] * 3 + ["in100+laion", "in100"]
     md = (out / "results.md").read_text()
-    assert "| ce_20x | 200 |" in md and "avg_robustness" in md
+    assert "| ce_20x | 200  |" in md and "avg_robustness" in md and "| in100+laion |" in md
     for stem in ("robustness_vs_val_in100", "scaling"):
         for ext in ("png", "svg"):
             assert (out / f"{stem}.{ext}").stat().st_size > 5000, stem
     svg = (out / "robustness_vs_val_in100.svg").read_text()
     assert "meta-analysis" in svg and "average robustness" in svg
     assert "trend of label-trained models" in svg  # the baseline line
-    assert "80%" in svg and "objective: VL: InfoNCE on captions" in svg  # percent logit ticks
+    assert "80%" in svg  # percent logit ticks
+    # Marker per objective, colour per data mixture, fill per architecture (the commoner filled).
+    for label in ("objective: VL: InfoNCE on captions", "objective: CE on labels",
+                  "data: in100+laion", "architecture: clip_rn50",
+                  "architecture: vit_s16, bottom half filled"):  # fmt: skip
+        assert label in svg, label
+    assert "InfoNCE on captions, data in100+laion, clip_rn50" in (out / "scaling.svg").read_text()
     # All steps on request.
     report.main([str(runs / "ce_1x"), "--out", str(tmp_path / "o2"), "--all_steps"])
     assert len(list(csv.DictReader(open(tmp_path / "o2" / "results.csv")))) == 2
@@ -76,6 +86,34 @@ def test_report_mini_run_at_100_percent(tmp_path):
     svg = (tmp_path / "out" / "robustness_vs_val_mini10.svg").read_text()
     assert "JANuS-mini val top-1" in svg and "no results on label set mini10" in svg
     assert "drawn at 0.5% / 99.5%" in svg
+
+
+def test_summary_table_prints_na_for_missing_values(tmp_path):
+    """The table janus.main prints at the end of a run (and janus.sweep after a study)."""
+    d = _run(tmp_path, "mini", "ce", "resnet_tiny", 2000, 0.9, 0.4, steps=(200,))
+    result = json.loads((d / "eval" / "200.json").read_text())
+    del result["sets"]["a"]
+    result["metrics"]["robustness_ratio"] = None
+    (d / "eval" / "200.json").write_text(json.dumps(result))
+    lines = report.summary_table(report.load_rows([str(d)])).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
+        "run", "step", "classifier", "val", "V2", "Sketch", "R", "A", "ObjectNet",
+        "avg robustness", "robustness ratio",
+    ]  # fmt: skip
+    assert [c.strip() for c in lines[2].strip("|").split("|")] == [
+        "mini", "200", "head", "0.9000", "0.4000", "0.4000", "0.4000", "n/a", "n/a", "0.4000",
+        "n/a",
+    ]  # fmt: skip
+    assert len({len(line) for line in lines}) == 1  # padded: the columns line up
+
+
+def test_run_mixture_without_per_source_counts(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"train": "d/web*1+d/curated*3"}}))
+    assert report.run_mixture(str(tmp_path)) == "curated+web"
+    manifest = {"dirs": [{"dir": "/x/mini/flickr/"}, {"dir": "/x/mini/oi"}]}
+    (tmp_path / "data_manifest.json").write_text(json.dumps(manifest))
+    assert report.run_mixture(str(tmp_path)) == "flickr+oi"
+    assert report.run_mixture(str(tmp_path / "nothing")) is None
 
 
 def test_report_errors_name_the_path(tmp_path):
