@@ -1,0 +1,51 @@
+"""The JANuS study on JANuS-mini v2: objective x data budget x data mixture, plus a ViT.
+
+Command (from the repository root, after building the dataset as in configs/mini.py):
+    python -m janus.sweep configs/mini_study.py --root runs/mini_study
+    python -m janus.sweep configs/mini_study.py --root runs/mini_study --print   # for a scheduler
+    sbatch --array=0-13 launch/slurm.sbatch --sweep configs/mini_study.py --root runs/mini_study
+    python -m janus.report runs/mini_study --out runs/mini_study/report          # figures again
+The sweep runs `get_sweep()`'s 14 runs one after another, each
+`python -m janus.main --config=configs/mini_study.py:<arg> --workdir=runs/mini_study/<name>`, and
+skips finished ones, so rerunning it resumes the study; then it writes runs/mini_study/report/
+(results.md/csv, the robustness_vs_val_<label set> and scaling figures) and prints the results table.
+Grid (the paper's study, scaled down): loss {ce, infonce} x budget {1x, 2x, 4x} (`scale=`) x data
+{curated only, curated + web + flickr + oi} (`data=curated|mix`) with the tiny ResNet
+(`arch=resnet`), plus the tiny ViT (`arch=vit`) at 1x on curated data for both losses. The sweep
+keys are configs/mini.py's; run i's name is janus.sweep.run_name(get_sweep()[i]), e.g.
+`loss-ce_scale-1_data-curated_arch-resnet`.
+Hardware: a 2-core x86-64 CPU VM (no GPU, 1 jax device), the whole grid in at most 45 minutes.
+Measured: TODO(lead): wall clock of the whole sweep and of the slowest run, on that VM and date.
+Expected result: TODO(lead): the table (val, V2, Sketch, R, A, ObjectNet, average robustness,
+robustness ratio per run) and what the figures show: e.g. whether InfoNCE on captions sits above
+CE's robustness-vs-val line, whether the mixture moves it, and how both scale with the budget.
+"""
+
+import importlib.util
+import itertools
+import os
+
+LOSSES = ("ce", "infonce")
+SCALES = (1, 2, 4)  # data budget as a multiple of the 1x budget
+DATA = ("curated", "mix")  # curated only; curated + web + flickr + oi
+ARCHS = ("resnet",)
+EXTRA = tuple(f"loss={loss},scale=1,data=curated,arch=vit" for loss in LOSSES)
+
+
+def _mini():
+    """configs/mini.py, loaded from beside this file (configs/ is not a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
+    spec = importlib.util.spec_from_file_location("janus_configs_mini", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg=None):
+    return _mini().get_config(arg)
+
+
+def get_sweep():
+    grid = itertools.product(LOSSES, DATA, SCALES, ARCHS)
+    runs = [f"loss={loss},scale={s},data={data},arch={arch}" for loss, data, s, arch in grid]
+    return runs + list(EXTRA)

@@ -1,0 +1,250 @@
+"""Run a study: the sweep a config file declares, one run after another, then the report.
+
+    python -m janus.sweep CONFIG --root ROOT [--print] [--only N] [--dry_run] [-- FLAGS...]
+
+CONFIG is a config file with `get_config(arg)` and `get_sweep()`, the list of its runs' sweep
+arguments (`["loss=ce,scale=1,data=curated", ...]`; configs/mini_study.py). Run i trains
+`python -m janus.main --config=CONFIG:ARG_i --workdir=ROOT/NAME_i FLAGS...`, where NAME_i is
+`run_name(ARG_i)` (`loss=ce,scale=1` -> `loss-ce_scale-1`) and FLAGS are the janus.main flags
+given after `--` (the same for every run, e.g. `--config.total_steps=10`).
+
+- Runs go one after another as subprocesses; each one's output is shown and appended to
+  ROOT/NAME/sweep.log.
+- Resumable: a run whose workdir has DONE (`janus.train.DONE_MARKER`) is skipped; any other
+  restarts on its workdir, which resumes it from its latest checkpoint.
+- A failed run is reported (exit status, log) and the others still run; the sweep then exits 1
+  with a summary. Ctrl-C or SIGTERM stops the current run (SIGTERM: janus.main saves a
+  checkpoint) and the sweep, which a rerun of the same command resumes.
+- At the end: the report of every run with eval results (`janus.report` into ROOT/report:
+  results.md/csv and the figures) and the summary table (val, V2, Sketch, R, A, ObjectNet,
+  average robustness, robustness ratio).
+- `--print`: only the runs' commands, one shell line each (shlex-quoted), for any scheduler.
+  `--only N`: only the N-th run (0-based; with --print its command), without the report: what
+  `launch/slurm.sbatch --sweep` runs per array task. `--dry_run`: each run's name, state (done /
+  started / new) and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import importlib.util
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+LOG_NAME = "sweep.log"
+REPORT_DIR = "report"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    index: int
+    arg: str  # the sweep argument, e.g. "loss=ce,scale=1"
+    name: str  # its workdir's name under the root
+    workdir: str
+    argv: tuple[str, ...]  # janus.main's command line, from "python"
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def load_sweep(config_path: str) -> list[str]:
+    """`get_sweep()` of a config file: its runs' sweep arguments."""
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{config_path}: no such config file")
+    spec = importlib.util.spec_from_file_location("janus_sweep_config", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_sweep", None)):
+        raise ValueError(f"{config_path} declares no sweep: it needs a get_sweep() function")
+    args = list(module.get_sweep())
+    if not args or not all(isinstance(a, str) for a in args):
+        raise ValueError(f"{config_path}: get_sweep() must return a non-empty list of strings")
+    return args
+
+
+def run_name(arg: str) -> str:
+    """A readable directory name for a sweep argument: 'loss=ce,scale=1,data=curated' ->
+    'loss-ce_scale-1_data-curated'; characters other than letters, digits, '.', '+' and '-' in
+    a value become '-' ('data=d/a*1' -> 'data-d-a-1'); no argument -> 'default'."""
+    parts = []
+    for item in arg.split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"sweep argument {item!r} in {arg!r} is not of the form key=value")
+        key, value = (x.strip() for x in item.split("=", 1))
+        parts.append(f"{key}-{re.sub(r'[^A-Za-z0-9._+-]', '-', value)}")
+    return "_".join(parts) or "default"
+
+
+def plan(config_path: str, args: Sequence[str], root: str, flags: Sequence[str] = ()) -> list[Run]:
+    """The runs of a sweep; run names must be unique (the error names the clashing arguments)."""
+    names = [run_name(a) for a in args]
+    clashes = collections.defaultdict(list)
+    for arg, name in zip(args, names):
+        clashes[name].append(arg)
+    clashes = {n: a for n, a in clashes.items() if len(a) > 1}
+    if clashes:
+        detail = "; ".join(f"{n}: {', '.join(map(repr, a))}" for n, a in clashes.items())
+        raise ValueError(f"sweep runs with the same workdir name: {detail}")
+    runs = []
+    for i, (arg, name) in enumerate(zip(args, names)):
+        workdir = os.path.join(root, name)
+        config = f"{config_path}:{arg}" if arg else config_path
+        argv = ("python", "-m", "janus.main", f"--config={config}", f"--workdir={workdir}", *flags)
+        runs.append(Run(i, arg, name, workdir, argv))
+    return runs
+
+
+def is_done(workdir: str) -> bool:
+    from janus.train import DONE_MARKER
+
+    return os.path.exists(os.path.join(workdir, DONE_MARKER))
+
+
+def state(run: Run) -> str:
+    if is_done(run.workdir):
+        return "done"
+    return "started" if os.path.exists(os.path.join(run.workdir, "config.json")) else "new"
+
+
+class _Stop:
+    """SIGTERM to the sweep: forwarded to the current run (which saves and exits); no next run."""
+
+    def __init__(self):
+        self.signum = None
+        self.proc = None
+
+    def __call__(self, signum, frame):
+        self.signum = signum
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+
+def execute(run: Run, stop: _Stop) -> int:
+    """Runs janus.main for `run`, its output shown and appended to <workdir>/sweep.log.
+    -> its exit status."""
+    os.makedirs(run.workdir, exist_ok=True)
+    log_path = os.path.join(run.workdir, LOG_NAME)
+    argv = [sys.executable, *run.argv[1:]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "a") as log:
+        log.write(f"# janus.sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: {run.command}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1
+        )
+        stop.proc = proc
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                log.write(line)
+        except KeyboardInterrupt:  # Ctrl-C reached the run too (same process group)
+            stop.signum = signal.SIGINT
+        finally:
+            status = proc.wait()
+            stop.proc = None
+        log.write(f"# exit status {status}\n")
+    return status
+
+
+def report(runs: Sequence[Run], root: str) -> int:
+    """The report of the runs with eval results into ROOT/report, and the summary table."""
+    from janus import report as report_lib
+
+    rundirs = [r.workdir for r in runs if os.path.isdir(os.path.join(r.workdir, "eval"))]
+    rows, paths = report_lib.write_report(rundirs, os.path.join(root, REPORT_DIR))
+    if not rows:
+        print("no eval results: no report", flush=True)
+        return 0
+    print(f"report: {', '.join(paths)}")
+    print(f"results (latest eval/<step>.json of each run):\n{report_lib.summary_table(rows)}")
+    return len(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, flags = argv[:at], argv[at + 1 :]
+    p = argparse.ArgumentParser(
+        prog="python -m janus.sweep",
+        description=__doc__.split("\n\n")[0],
+        usage="python -m janus.sweep CONFIG --root ROOT [--print] [--only N] [--dry_run] "
+        "[-- janus.main flags]",
+    )
+    p.add_argument("config", help="config file with get_config(arg) and get_sweep()")
+    p.add_argument("--root", required=True, help="folder of the runs' workdirs (and report/)")
+    p.add_argument("--print", action="store_true", help="only print one command per run")
+    p.add_argument("--only", type=int, default=None, metavar="N", help="only the N-th run")
+    p.add_argument("--dry_run", action="store_true", help="show each run's state and command")
+    args = p.parse_args(argv)
+    if ":" in os.path.basename(args.config):
+        p.error(f"CONFIG is a file ({args.config!r}): the runs' arguments come from get_sweep()")
+    try:
+        runs = plan(args.config, load_sweep(args.config), args.root, flags)
+    except (OSError, ValueError) as e:
+        print(f"janus.sweep: {e}", file=sys.stderr)
+        return 2
+    total = len(runs)
+    if args.only is not None:
+        if not 0 <= args.only < len(runs):
+            print(f"janus.sweep: --only {args.only}: the sweep has runs 0..{len(runs) - 1}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        runs = [runs[args.only]]
+    if args.print:
+        for run in runs:
+            print(run.command)
+        return 0
+    if args.dry_run:
+        for run in runs:
+            print(f"[{run.index}] {run.name} ({state(run)}): {run.command}")
+        return 0
+
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    failed, stopped = [], None
+    for run in runs:
+        head = f"[{run.index + 1}/{total}] {run.name}"
+        if is_done(run.workdir):
+            print(f"{head}: done, skipped", flush=True)
+            continue
+        print(f"{head} ({state(run)}): {run.command}", flush=True)
+        status = execute(run, stop)
+        if stop.signum is not None:
+            stopped = run
+            break
+        if status != 0 or not is_done(run.workdir):  # exit 0 without DONE: stopped from outside
+            log = os.path.join(run.workdir, LOG_NAME)
+            why = f"exit status {status}" + ("" if status else ", not finished (no DONE)")
+            print(f"{head}: FAILED, {why} (log: {log})", flush=True)
+            failed.append((run, why, log))
+    if stopped is not None:
+        name = signal.Signals(stop.signum).name
+        print(f"janus.sweep: stopped by {name} during {stopped.name}; rerun the same command to "
+              "resume", file=sys.stderr)  # fmt: skip
+        return 128 + stop.signum
+    if args.only is None:
+        report(runs, args.root)
+    if failed:
+        print(f"janus.sweep: {len(failed)} of {len(runs)} runs failed:", file=sys.stderr)
+        for run, why, log in failed:
+            print(f"  [{run.index}] {run.name}: {why}, log {log}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
