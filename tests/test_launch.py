@@ -109,6 +109,7 @@ if args[:2] == ["show", "hostnames"]:
 """
 
 # The training process: logs argv + janus env; FAKE_PY = done | stop | fail | wait_term.
+# `python -m janus.sweep ...` (array mode) runs the real one.
 FAKE_PYTHON = """
 import json, os, pathlib, signal, sys, time
 
@@ -120,6 +121,8 @@ def log(**kw):
         f.write(json.dumps(kw) + "\\n")
 keys = ("JANUS_COORDINATOR_ADDRESS", "JANUS_NUM_PROCESSES", "JANUS_PROCESS_ID")
 log(argv=args, env={k: os.environ.get(k) for k in keys}, rank=rank)
+if args[:2] == ["-m", "janus.sweep"]:  # array mode: the real janus.sweep prints the command
+    os.execv(sys.executable, [sys.executable, *args])
 mode = os.environ.get("FAKE_PY", "done")
 flags = " ".join(args).replace("--workdir=", "--workdir ").split(" ")
 workdir = flags[flags.index("--workdir") + 1]  # janus.main accepts --workdir=DIR and --workdir DIR
@@ -408,3 +411,53 @@ def test_slurm_sigterm_is_forwarded_then_requeued_unless_done(fakes, done):
     assert {"signal": int(signal.SIGTERM)} in srun
     assert sorted(e["sigterm"] for e in _log(d, "python") if "sigterm" in e) == list("0123")
     assert (["requeue", "1234567"] in _log(d, "scontrol")) == (not done)
+
+
+STUDY = """
+def get_sweep():
+    return ["loss=ce,seed=0", "loss=infonce,seed=1", "loss=ce,seed=2"]
+"""
+
+
+def test_slurm_array_task_trains_the_sweeps_nth_run(fakes):
+    """`sbatch --array=0-2 launch/slurm.sbatch --sweep study.py --root R -- FLAGS`: task 1 runs
+    janus.sweep's second command on every node, and requeues it (same workdir) when stopped."""
+    d, env = fakes
+    (d / "study.py").write_text(STUDY)
+    env = _slurm_env(env, d, FAKE_PY="stop", SLURM_ARRAY_TASK_ID="1")
+    args = ["--root", "runs/study", "--", "--config.total_steps=5"]
+    r = _sbatch(d, env, "--sweep", "study.py", *args)
+    assert r.returncode == 0, r.stderr
+    calls = [c for c in _log(d, "python") if c["argv"][:2] == ["-m", "janus.sweep"]]
+    assert [c["argv"][2:] for c in calls] == [["study.py", "--print", "--only", "1", *args]]
+    tasks = [t for t in _log(d, "python") if t["argv"][:2] == ["-m", "janus.main"]]
+    assert [t["argv"][2:] for t in tasks] == [[
+        "--config=study.py:loss=infonce,seed=1", "--workdir=runs/study/loss-infonce_seed-1",
+        "--config.total_steps=5",
+    ]] * 4  # fmt: skip
+    assert sorted(t["env"]["JANUS_PROCESS_ID"] for t in tasks) == list("0123")
+    assert ["requeue", "1234567"] in _log(d, "scontrol")  # stopped, no DONE: resumes later
+    # The same with --sweep=FILE on one node, for the last run, which finishes: no requeue.
+    (d / "runs" / "study" / "loss-ce_seed-2").mkdir(parents=True)
+    for name in ("python", "scontrol", "srun"):
+        (d / f"{name}.log").unlink()
+    env = dict(env, FAKE_PY="done", SLURM_ARRAY_TASK_ID="2")
+    r = _sbatch(d, _slurm_env(env, d, ntasks=1), "--sweep=study.py", "--root", "runs/study")
+    assert r.returncode == 0, r.stderr
+    [task] = [t for t in _log(d, "python") if t["argv"][:2] == ["-m", "janus.main"]]
+    assert task["argv"][-1] == "--workdir=runs/study/loss-ce_seed-2"
+    assert (d / "runs" / "study" / "loss-ce_seed-2" / "DONE").exists()
+    assert _log(d, "scontrol") == []
+
+
+def test_slurm_sweep_outside_an_array_or_out_of_range_fails_before_training(fakes):
+    d, env = fakes
+    (d / "study.py").write_text(STUDY)
+    r = _sbatch(d, _slurm_env(env, d), "--sweep", "study.py", "--root", "runs/study")
+    assert r.returncode != 0 and "sbatch --array=0-<runs - 1>" in r.stderr
+    r = _sbatch(
+        d, _slurm_env(env, d, SLURM_ARRAY_TASK_ID="3"), "--sweep", "study.py", "--root", "r"
+    )
+    assert r.returncode != 0 and "the sweep has runs 0..2" in r.stderr
+    assert not [t for t in _log(d, "python") if t["argv"][:2] == ["-m", "janus.main"]]
+    assert _log(d, "srun") == []
