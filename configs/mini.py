@@ -14,7 +14,8 @@ Sweep keys (`configs/mini.py:k=v,...`), besides janus.config.COMMON_SWEEP_KEYS:
 - scale=S: data budget S x the 1x budget (BUDGET_1X = 800 samples, 32 per class);
 - data=curated|mix: the curated source only, or curated + web + flickr + oi in equal parts
   (any other value is a records dir or mixture string, as for the common key);
-- arch=resnet|vit: clip_rn_tiny (CLIP's modified ResNet, small) or vit_tiny.
+- arch=resnet|vit: clip_rn_tiny (CLIP's modified ResNet, small) or vit_tiny;
+- root=DIR: where JANuS-mini lives (default data/mini; its raw data in DIR_raw).
 Hardware: sized on a 2-core x86-64 VM without a GPU (1 jax device).
 Expected result: see EXPECTED below (measured; synthetic data, so these figures say that the
 pipeline works and how hard the shifts are, not anything about the paper's numbers).
@@ -25,10 +26,8 @@ from janus.data.mini import generate
 
 ROOT = "data/mini"  # records, one dir per source; the raw data are in ROOT + "_raw"
 BUDGET_1X = 800
-MIXTURES = {
-    "curated": f"{ROOT}/curated",
-    "mix": "+".join(f"{ROOT}/{s}" for s in ("curated", "web", "flickr", "oi")),
-}
+SOURCES = ("curated", "web", "flickr", "oi")
+MIXTURES = {"curated": ("curated",), "mix": SOURCES}
 ARCHS = {"resnet": "clip_rn_tiny", "vit": "vit_tiny"}
 EXPECTED = "TODO"
 
@@ -43,30 +42,34 @@ def _set_scale(c, v):
     c.data.budget_scale = None
 
 
-def _set_data(c, v):
-    c.data.train = MIXTURES.get(v, v)
-
-
 def _set_arch(c, v):
     if v not in ARCHS:
         raise ValueError(f"arch {v!r}; known: {sorted(ARCHS)}")
     c.model.name = ARCHS[v]
 
 
-EXTRA_KEYS = {
-    "loss": config_lib.SweepKey("ce | multilabel_ce | sigmoid | infonce | siglip", _set_loss),
-    "scale": config_lib.SweepKey(f"budget in multiples of {BUDGET_1X} (data.budget)", _set_scale),
-    "data": config_lib.SweepKey(f"{' | '.join(MIXTURES)} or a records dir", _set_data),
-    "arch": config_lib.SweepKey(" | ".join(ARCHS), _set_arch),
-}
+def _keys(root: str) -> dict:
+    def set_data(c, v):
+        c.data.train = "+".join(f"{root}/{s}" for s in MIXTURES[v]) if v in MIXTURES else v
+
+    return {
+        "loss": config_lib.SweepKey("ce | multilabel_ce | sigmoid | infonce | siglip", _set_loss),
+        "scale": config_lib.SweepKey(
+            f"budget in multiples of {BUDGET_1X} (data.budget)", _set_scale
+        ),
+        "data": config_lib.SweepKey(f"{' | '.join(MIXTURES)} or a records dir", set_data),
+        "arch": config_lib.SweepKey(" | ".join(ARCHS), _set_arch),
+    }
 
 
 def get_config(arg=None):
+    args = config_lib.parse_sweep_arg(arg)
+    root = str(args.pop("root", ROOT))  # where JANuS-mini lives (tests use a small one)
     c = config_lib.paper_config()
     c.label_set = "mini25"
     c.loss = "ce"
     c.model.name = ARCHS["resnet"]
-    c.data.train = MIXTURES["curated"]
+    c.data.train = f"{root}/curated"
     c.data.prepare = "mini"
     c.data.budget = BUDGET_1X
     c.input.batch_size = 64
@@ -83,6 +86,6 @@ def get_config(arg=None):
     c.log.every_steps = 50
     # Every shift set, from the raw data in the real sets' layouts, at the end of training.
     c.evals.mini = dict(
-        every_steps=1_000_000, set="all", data=generate.eval_sets(f"{ROOT}_raw"), batch_size=125
+        every_steps=1_000_000, set="all", data=generate.eval_sets(f"{root}_raw"), batch_size=125
     )
-    return config_lib.apply_sweep(c, arg, EXTRA_KEYS)
+    return config_lib.apply_sweep(c, args, _keys(root))

@@ -85,7 +85,7 @@ def paper_config() -> ml_collections.ConfigDict:
     c.data.multi_hot = False  # multilabel losses: "labels" [b, 1000] from all matched labels
     c.data.worker_count = 0  # grain worker processes (0 = in the main process)
     # A dataset recipe janus.main runs before training when data.train is missing or stale:
-    # "mini" = JANuS-mini v2 (janus.data.mini.prepare). None: the records must exist.
+    # "mini" = JANuS-mini v2 (janus.data.mini.prepare). None ("none"): the records must exist.
     c.data.prepare = ml_collections.config_dict.placeholder(str)
 
     c.input = ml_collections.ConfigDict()
@@ -257,12 +257,14 @@ def parse_sweep_arg(arg: str | None) -> dict[str, object]:
 
 def apply_sweep(
     config: ml_collections.ConfigDict,
-    arg: str | None,
+    arg: str | Mapping[str, object] | None,
     extra_keys: Mapping[str, SweepKey] | None = None,
 ) -> ml_collections.ConfigDict:
     """Applies the config-file argument ('k=v,...') to `config` in order; returns it."""
     keys = {**COMMON_SWEEP_KEYS, **(extra_keys or {})}
-    for k, v in parse_sweep_arg(arg).items():
+    # A config that reads some keys itself passes the rest on already parsed.
+    parsed = arg if isinstance(arg, Mapping) else parse_sweep_arg(arg)
+    for k, v in parsed.items():
         if k not in keys:
             valid = ", ".join(f"{n} ({s.doc})" for n, s in sorted(keys.items()))
             raise ValueError(f"unknown config argument key {k!r} in {arg!r}; valid keys: {valid}")
@@ -561,9 +563,9 @@ def validate(
             build_pp(d["input"]["pp"])
         except (ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ConfigError(f"config field 'input.pp' = {d['input']['pp']!r}: {e}") from e
-    if d["data"].get("prepare") not in (None, *DATA_RECIPES):
+    if data_recipe(d) not in (None, *DATA_RECIPES):
         raise ConfigError(
-            f"config field 'data.prepare' = {d['data']['prepare']!r}; known: {DATA_RECIPES}"
+            f"config field 'data.prepare' = {d['data']['prepare']!r}; known: {DATA_RECIPES} or none"
         )
     if check_data:
         for i, (path, weight) in enumerate(train_dirs(d)):
@@ -579,6 +581,12 @@ def validate(
                 )
             if weight <= 0:
                 raise ConfigError(f"config field {where!r}: weight {weight} must be > 0")
+
+
+def data_recipe(config) -> str | None:
+    """data.prepare, with "none" / "" (what `--config.data.prepare=none` gives) meaning None."""
+    value = (config["data"].get("prepare") or "").strip()
+    return None if value.lower() in ("", "none") else value
 
 
 def _check_model_name(name: str) -> None:

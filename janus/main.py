@@ -156,13 +156,20 @@ def print_results(workdir: str) -> None:
 def prepare_data(config, say) -> None:
     """Runs the config's dataset recipe (`data.prepare`) before the data are opened.
 
-    "mini": JANuS-mini v2 is generated and built under data.train's parent dir when it is missing;
-    processes on one machine wait for the first one's build (a file lock) and reuse it."""
-    if config.data.get("prepare") == "mini":
-        from janus import config as config_lib
+    "mini": JANuS-mini v2 is generated and built under data.train's parent dir when it is missing
+    or stale (a build by janus.data.mini.prepare of an older generator or spec); processes on one
+    machine wait for the first one's build (a file lock) and reuse it. Records that data.train
+    names and that prepare did not build are used as they are."""
+    from janus import config as config_lib
+
+    if config_lib.data_recipe(config) == "mini":
         from janus.data.mini import prepare
 
-        root, raw = prepare.layout(config_lib.train_dirs(config)[0][0])
+        dirs = [d for d, _ in config_lib.train_dirs(config)]
+        root, raw = prepare.layout(dirs[0])
+        given = all(os.path.isfile(os.path.join(d, "info.json")) for d in dirs)
+        if given and not os.path.isfile(os.path.join(root, prepare.BUILT_FILE)):
+            return  # records the user built by hand: nothing to prepare
         prepare.prepare(root, raw, log=say)
 
 

@@ -19,3 +19,35 @@ def num_devices():
     import jax
 
     return jax.device_count()
+
+
+# A small JANuS-mini v2, built once per test session with the real generator and builder: 8
+# curated images per class (200, the budget the trainer tests use) and a few of everything else.
+MINI_V2_SIZES = dict(
+    curated_train_per_class=8,
+    val_per_class=2,
+    objectnet_per_class=3,
+    web=60,
+    flickr=50,
+    oi=40,
+    tar_size=25,
+)
+
+
+@pytest.fixture(scope="session")
+def mini_v2(tmp_path_factory):
+    """The records root (`<root>/<source>`); the raw data are in `<root>_raw`."""
+    import pathlib
+
+    from janus.data.mini import generate, prepare
+
+    root = tmp_path_factory.mktemp("mini_v2") / "mini"
+    spec_dir = pathlib.Path(__file__).resolve().parents[1] / "configs" / "data"
+    prepare.prepare(
+        str(root),
+        sizes=generate.Sizes(**MINI_V2_SIZES),
+        workers=1,
+        spec_dir=str(spec_dir),
+        log=lambda *_: None,
+    )
+    return root

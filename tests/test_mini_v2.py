@@ -21,15 +21,6 @@ from janus.data.skips import SkipCounter
 from janus.evaluate import sets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = generate.Sizes(
-    curated_train_per_class=4,
-    val_per_class=2,
-    objectnet_per_class=3,
-    web=60,
-    flickr=50,
-    oi=40,
-    tar_size=25,
-)
 
 
 def _digest(root: pathlib.Path) -> dict[str, str]:
@@ -41,10 +32,14 @@ def _digest(root: pathlib.Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("mini") / "mini_raw"
-    generate.generate(out, seed=0, sizes=TINY, workers=1, log=lambda *_: None)
-    return out
+def raw(mini_v2) -> pathlib.Path:
+    """The raw data of the session's small JANuS-mini v2 (tests/conftest.py)."""
+    return pathlib.Path(f"{mini_v2}_raw")
+
+
+@pytest.fixture(scope="module")
+def sizes(raw) -> generate.Sizes:
+    return generate.Sizes(**json.loads((raw / SUITE_FILE).read_text())["sizes"])
 
 
 def test_label_set_is_the_in100_classes_r_and_a_both_hold():
@@ -71,36 +66,36 @@ def test_every_pair_of_classes_shares_exactly_one_factor():
     assert shared == {1}  # no single cue identifies a class; any two do
 
 
-def test_same_seed_gives_byte_identical_files_for_any_worker_count(raw, tmp_path):
+def test_same_seed_gives_byte_identical_files_for_any_worker_count(raw, tmp_path, sizes):
     again = tmp_path / "again"
-    generate.generate(again, seed=0, sizes=TINY, workers=2, log=lambda *_: None)
+    generate.generate(again, seed=0, sizes=sizes, workers=2, log=lambda *_: None)
     assert _digest(raw) == _digest(again)
     other = tmp_path / "other_seed"
-    generate.generate(other, seed=1, sizes=TINY, workers=1, log=lambda *_: None)
+    generate.generate(other, seed=1, sizes=sizes, workers=1, log=lambda *_: None)
     a, b = _digest(raw), _digest(other)
     changed = [k for k in a if k.endswith((".JPEG", ".jpg")) and a[k] != b.get(k)]
     assert len(changed) > 0.9 * sum(k.endswith((".JPEG", ".jpg")) for k in a)
 
 
-def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path):
+def test_refuses_to_replace_a_directory_it_did_not_write(tmp_path, sizes):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x")
     with pytest.raises(ValueError, match="not a JANuS-mini raw dir"):
-        generate.generate(tmp_path / "precious", sizes=TINY, workers=1)
+        generate.generate(tmp_path / "precious", sizes=sizes, workers=1)
 
 
-def test_each_raw_source_is_read_by_its_real_reader(raw):
+def test_each_raw_source_is_read_by_its_real_reader(raw, sizes):
     def scan(spec):
         skips = SkipCounter()
         return list(sources.make_source(spec).scan(skips)), skips
 
     curated, _ = scan({"kind": "folder", "name": "curated", "path": str(raw / "curated")})
-    assert len(curated) == 25 * TINY.curated_train_per_class
+    assert len(curated) == 25 * sizes.curated_train_per_class
     assert {c.labels for c in curated} == {(c,) for c in world.label_set()}
 
     web, _ = scan({"kind": "webdataset", "name": "web", "path": str(raw / "web")})
-    assert len(web) == TINY.web and all(c.labels is None and c.captions for c in web)
-    assert len(list((raw / "web").glob("*.tar"))) == -(-TINY.web // TINY.tar_size)
+    assert len(web) == sizes.web and all(c.labels is None and c.captions for c in web)
+    assert len(list((raw / "web").glob("*.tar"))) == -(-sizes.web // sizes.tar_size)
 
     flickr, _ = scan(
         {
@@ -112,7 +107,7 @@ def test_each_raw_source_is_read_by_its_real_reader(raw):
             "key_col": "photoid",
         }
     )
-    assert len(flickr) == TINY.flickr and all(c.labels is None for c in flickr)
+    assert len(flickr) == sizes.flickr and all(c.labels is None for c in flickr)
 
     oi, _ = scan(
         {
@@ -122,14 +117,14 @@ def test_each_raw_source_is_read_by_its_real_reader(raw):
             "root": str(raw / "oi" / "images"),
         }
     )
-    assert len(oi) == TINY.oi
+    assert len(oi) == sizes.oi
     assert set(itertools.chain(*(c.labels for c in oi))) <= set(world.label_set())
     assert any(len(c.labels) == 2 for c in oi)  # images with two objects
     rows = (raw / "oi" / "labels.csv").read_text().splitlines()
     assert rows[0] == "ImageID,Source,LabelName,Confidence" and any(r.endswith(",0") for r in rows)
 
 
-def test_shift_sets_are_read_by_the_evaluators_folder_readers(raw):
+def test_shift_sets_are_read_by_the_evaluators_folder_readers(raw, sizes):
     info = json.loads((raw / SUITE_FILE).read_text())
     assert info["suite"] == "mini" and sets.SUITE_MARKER == SUITE_FILE
     specs = generate.eval_sets(str(raw))
@@ -138,15 +133,15 @@ def test_shift_sets_are_read_by_the_evaluators_folder_readers(raw):
         es = sets.open_set(name, spec)
         labels = {x for g in es.groups for x in g}
         if name == "objectnet":
-            assert len(es) == 4 * TINY.objectnet_per_class
+            assert len(es) == 4 * sizes.objectnet_per_class
             assert labels == set(world.label_set()) & set(labelsets.shift_set_classes(name))
         else:
-            assert len(es) == 25 * TINY.val_per_class and labels == set(world.label_set())
+            assert len(es) == 25 * sizes.val_per_class and labels == set(world.label_set())
 
 
-def test_ci_sized_build_from_the_spec_files(raw, tmp_path):
-    root = tmp_path / "mini"
-    out = prepare.prepare(str(root), str(raw), sizes=TINY, workers=1, log=lambda *_: None)
+def test_ci_sized_build_from_the_spec_files(mini_v2, raw, sizes):
+    root = mini_v2
+    out = json.loads((root / prepare.BUILT_FILE).read_text())
     assert set(out["commands"]) == set(prepare.SOURCE_NAMES)
     for name in prepare.SOURCE_NAMES:
         info = records.read_info(str(root / name))
@@ -156,22 +151,22 @@ def test_ci_sized_build_from_the_spec_files(raw, tmp_path):
         assert len(entries) == n > 0
         assert {e["source"] for e in entries} == {name}
         assert set(itertools.chain(*(e["labels"] for e in entries))) <= set(world.label_set())
-    assert records.read_info(str(root / "curated"))["splits"]["train"] == 100
+    assert records.read_info(str(root / "curated"))["splits"]["train"] == 200
     web = records.read_info(str(root / "web"))
     # Caption noise shows in the coverage report: some captions match nothing, some are ambiguous.
     assert json.dumps(web).count("no_match") >= 1
-    assert 0.6 * TINY.web <= web["splits"]["train"] < TINY.web
+    assert 0.6 * sizes.web <= web["splits"]["train"] < sizes.web
     # The same call again reuses the build.
-    again = prepare.prepare(str(root), str(raw), sizes=TINY, workers=1, log=lambda *_: None)
+    again = prepare.prepare(str(root), str(raw), sizes=sizes, workers=1, log=lambda *_: None)
     assert again == out
 
 
-def test_two_processes_starting_at_once_build_once(tmp_path):
+def test_two_processes_starting_at_once_build_once(tmp_path, sizes):
     script = textwrap.dedent(
         f"""
         import sys
         from janus.data.mini import generate, prepare
-        sizes = generate.Sizes(**{TINY.__dict__!r})
+        sizes = generate.Sizes(**{sizes.__dict__!r})
         spec_dir = {str(REPO / "configs/data")!r}
         prepare.prepare(sys.argv[1], sizes=sizes, workers=1, spec_dir=spec_dir)
         """

@@ -34,12 +34,9 @@ STEPS = 40
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from janus.data import synthetic
-
-    out = tmp_path_factory.mktemp("mini") / "mini"
-    synthetic.build_mini(out, train_per_class=20, eval_per_class=2, size=32, train_shards=2)
-    return out
+def data_dir(mini_v2):
+    """The session's small JANuS-mini v2 root (tests/conftest.py): 200 curated samples."""
+    return mini_v2
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +52,9 @@ def env(tmp_path_factory):
 def command(data_dir, workdir, sweep=f"steps={STEPS},res=32,batch=16", *extra):
     return [
         sys.executable, "-m", "janus.main",
-        f"--config={REPO}/configs/mini.py:{sweep}",
+        f"--config={REPO}/configs/mini.py:root={data_dir},{sweep}",
         f"--workdir={workdir}",
-        f"--config.data.train={data_dir}",
+        "--config.data.budget=200",
         f"--config.input.pp={PP}",
         "--config.log.every_steps=10",
         "--config.checkpoint.every_steps=10",
@@ -129,7 +126,7 @@ def test_main_trains_end_to_end(reference_run):
     workdir, out = reference_run
     assert f"[step 10/{STEPS}] " in out.stdout and "loss=" in out.stdout and "eta=" in out.stdout
     cfg = json.loads((workdir / "config.json").read_text())
-    assert cfg["model"]["name"] == "resnet_tiny" and cfg["resolved"]["total_steps"] == STEPS
+    assert cfg["model"]["name"] == "clip_rn_tiny" and cfg["resolved"]["total_steps"] == STEPS
     assert cfg["resolved"]["num_devices"] == 8
     manifest = json.loads((workdir / "data_manifest.json").read_text())
     assert manifest["n_examples"] == 200
@@ -237,7 +234,10 @@ def test_invalid_config_fails_before_compiling(data_dir, env, tmp_path):
     out = run(command(data_dir, tmp_path / "bad", "steps=2,res=32,batch=12"), env, timeout=120)
     assert out.returncode == 2
     assert "'input.batch_size' = 12" in out.stderr and "8 data-parallel devices" in out.stderr
-    out = run(command(tmp_path / "missing", tmp_path / "bad"), env, timeout=120)
+    missing = command(
+        tmp_path / "missing", tmp_path / "bad", "steps=2", "--config.data.prepare=none"
+    )
+    out = run(missing, env, timeout=120)
     assert out.returncode == 2 and "data directory" in out.stderr
 
 

@@ -21,7 +21,7 @@ import os
 import pathlib
 import time
 
-from janus.data.mini import generate
+from janus.data.mini import SUITE_FILE, generate
 
 SPEC_DIR = "configs/data"
 DEFAULT_RAW = "data/mini_raw"  # the raw dir the spec files name
@@ -50,16 +50,15 @@ def _locked(path: str, log):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _recipe(seed: int, sizes: generate.Sizes, spec_dir: str) -> dict:
+def _recipe(spec_dir: str) -> dict:
     specs = {
         n: json.loads(pathlib.Path(spec_dir, f"mini_{n}.json").read_text()) for n in SOURCE_NAMES
     }
-    return {
-        "generator_version": generate.GENERATOR_VERSION,
-        "seed": seed,
-        "sizes": dataclasses.asdict(sizes),
-        "specs": specs,
-    }
+    return {"generator_version": generate.GENERATOR_VERSION, "specs": specs}
+
+
+def _matches(have: dict, want: dict) -> bool:
+    return all(have.get(k) == v for k, v in want.items())
 
 
 def _spec_for(spec: dict, raw: str) -> dict:
@@ -76,32 +75,44 @@ def prepare(
     root: str = "data/mini",
     raw: str | None = None,
     *,
-    seed: int = 0,
+    seed: int | None = None,
     sizes: generate.Sizes | None = None,
     spec_dir: str = SPEC_DIR,
     workers: int = 2,
     log=print,
 ) -> dict:
-    """Makes sure `root/<source>` hold the records of JANuS-mini v2; returns BUILT.json."""
+    """Makes sure `root/<source>` hold the records of JANuS-mini v2; returns BUILT.json.
+
+    What is there is reused when the generator version and the spec files are the same, and the
+    seed and sizes too where they are given (None: whatever was built; seed 0 and `Sizes()` for a
+    new build)."""
     from janus.data import build
     from janus.fileio import atomic_write
 
     raw = raw or f"{os.path.normpath(root)}_raw"
-    sizes = sizes or generate.Sizes()
-    recipe = _recipe(seed, sizes, spec_dir)
+    recipe = _recipe(spec_dir)
+    wanted = {"generator_version": recipe["generator_version"]}
+    if seed is not None:
+        wanted["seed"] = seed
+    if sizes is not None:
+        wanted["sizes"] = dataclasses.asdict(sizes)
     built = pathlib.Path(root, BUILT_FILE)
     with _locked(f"{os.path.normpath(root)}.lock", log):
-        if built.is_file() and json.loads(built.read_text()).get("recipe") == recipe:
-            return json.loads(built.read_text())
+        if built.is_file():
+            done = json.loads(built.read_text())
+            if done.get("specs") == recipe["specs"] and _matches(done.get("raw_info", {}), wanted):
+                return done
         t0 = time.time()
-        marker = pathlib.Path(raw, generate.SUITE_FILE)
-        have = json.loads(marker.read_text()) if marker.is_file() else {}
-        if [have.get(k) for k in ("generator_version", "seed", "sizes")] != [
-            recipe["generator_version"],
-            seed,
-            recipe["sizes"],
-        ]:
-            generate.generate(raw, seed=seed, sizes=sizes, workers=workers, log=log)
+        marker = pathlib.Path(raw, SUITE_FILE)
+        raw_info = json.loads(marker.read_text()) if marker.is_file() else {}
+        if not _matches(raw_info, wanted) or not raw_info.get("counts"):
+            raw_info = generate.generate(
+                raw,
+                seed=0 if seed is None else seed,
+                sizes=sizes or generate.Sizes(),
+                workers=workers,
+                log=log,
+            )
         built.unlink(missing_ok=True)
         commands = {}
         for name in SOURCE_NAMES:
@@ -114,13 +125,13 @@ def prepare(
             argv = ["--spec", str(spec_path), "--out", f"{root}/{name}", "--overwrite"]
             argv += ["--workers", str(workers), "--quiet"]
             if build.main(argv) != 0:
-                raise RuntimeError(
-                    f"building {root}/{name} failed: python -m janus.data.build {' '.join(argv)}"
-                )
+                cmd = "python -m janus.data.build " + " ".join(argv)
+                raise RuntimeError(f"building {root}/{name} failed: {cmd}")
             commands[name] = "python -m janus.data.build " + " ".join(argv)
         out = {
-            "recipe": recipe,
             "raw": raw,
+            "raw_info": raw_info,
+            "specs": recipe["specs"],
             "commands": commands,
             "seconds": round(time.time() - t0, 1),
         }
@@ -135,7 +146,7 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", default="data/mini", help="records root (one dir per source)")
     p.add_argument("--raw", default=None, help="raw data dir (default <out>_raw)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: reuse what is built, else 0")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     args = p.parse_args(argv)
     prepare(args.out, args.raw, seed=args.seed, workers=args.workers)
