@@ -200,3 +200,15 @@ def test_images_differ_by_style_and_class():
     assert a.shape == b.shape == (render.SIZE, render.SIZE, 3) and a.dtype == np.uint8
     assert np.allclose(b[..., 0], b[..., 1], atol=1)  # drawings are grey
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 10
+
+
+def test_the_evaluator_defaults_to_the_runs_own_shift_sets(raw):
+    from janus.evaluate import runner
+
+    own = generate.eval_sets(str(raw))
+    config = {"data": {"train": str(raw / "nowhere")}, "evals": {"mini": {"data": own}}}
+    specs, notes = runner.resolve_data(runner.EvalOptions(), config)
+    assert specs == own and notes == []
+    # A location given on the command line replaces the run's own: only that set is evaluated.
+    specs, notes = runner.resolve_data(runner.EvalOptions(data={"r": "folder:elsewhere"}), config)
+    assert specs == {"r": "folder:elsewhere"} and len(notes) == len(own) - 1

@@ -84,18 +84,24 @@ def _train_records_dir(config: Mapping) -> str | None:
 
 def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[dict[str, str], list[str]]:
     """-> ({set: spec}, notes on the sets left without a location). Precedence: per-set spec,
-    --data.records, --data.tfds. With no location given at all, the run's training records dir
-    when its info.json says suite "mini" (the mini records chosen as a whole)."""
+    --data.records, --data.tfds. With no location given at all: the run's training records dir
+    when its info.json says suite "mini" (the mini records chosen as a whole), else the sets its
+    config's in-loop evaluation names (`evals.<name>.data`; JANuS-mini v2's shift-set folders)."""
     records_dir = opts.records
     given = bool(opts.data) or opts.records is not None or opts.tfds is not None
+    run_sets = {}
     if not given:
         train = _train_records_dir(config)
         if sets.records_info(train).get("suite") == "mini":
             records_dir = train
+        else:
+            run_sets = _inloop_sets(config)
     specs, notes = {}, []
     for name in opts.sets:
         if name in opts.data:
             specs[name] = opts.data[name]
+        elif name in run_sets:
+            specs[name] = run_sets[name]
         elif records_dir:
             specs[name] = f"records:{records_dir}#{name}"
         elif opts.tfds:
@@ -109,6 +115,15 @@ def resolve_data(opts: EvalOptions, config: Mapping) -> tuple[dict[str, str], li
             )
             notes.append(f"set {name!r} skipped: no data source given for it{why}")
     return specs, notes
+
+
+def _inloop_sets(config: Mapping) -> dict[str, str]:
+    """{set: spec} that the run's in-loop evaluations read (the first one naming a set wins)."""
+    out: dict[str, str] = {}
+    for ev in (config.get("evals") or {}).values():
+        for name, spec in ((ev or {}).get("data") or {}).items():
+            out.setdefault(name, spec)
+    return out
 
 
 def common_suite(suites) -> str | None:
