@@ -1,12 +1,13 @@
 """The JANuS study on JANuS-mini v2: objective x data budget x data mixture, plus a ViT.
 
-Command (from the repository root, after building the dataset as in configs/mini.py):
+Command (from the repository root; the first run builds JANuS-mini as configs/mini.py does):
     python -m janus.sweep configs/mini_study.py --root runs/mini_study
     python -m janus.sweep configs/mini_study.py --root runs/mini_study --print   # for a scheduler
     sbatch --array=0-13 launch/slurm.sbatch --sweep configs/mini_study.py --root runs/mini_study
     python -m janus.report runs/mini_study --out runs/mini_study/report          # figures again
-The sweep runs `get_sweep()`'s 14 runs one after another, each
-`python -m janus.main --config=configs/mini_study.py:<arg> --workdir=runs/mini_study/<name>`, and
+The sweep runs `get_sweep()`'s 14 runs one after another, each one
+    python -m janus.main --config configs/mini_study.py:<arg> --workdir runs/mini_study/<name>
+and
 skips finished ones, so rerunning it resumes the study; then it writes runs/mini_study/report/
 (results.md/csv, the robustness_vs_val_<label set> and scaling figures) and prints the results table.
 Grid (the paper's study, scaled down): loss {ce, infonce} x budget {1x, 2x, 4x} (`scale=`) x data

@@ -94,8 +94,8 @@ def _mini(**changes):
         ({"model.name": "resnet51"}, r"'model.name' = 'resnet51' is not a registered model"),
         ({"loss": "mse"}, r"'loss' = 'mse'"),
         ({"optimizer.name": "adam"}, r"'optimizer.name' = 'adam'"),
-        ({"total_epochs": 3.0}, r"exactly one of total_steps, total_epochs, total_examples"),
-        ({"total_steps": None}, r"exactly one of total_steps.*set: none"),
+        ({"total_steps": 300}, r"exactly one of total_steps, total_epochs, total_examples"),
+        ({"total_epochs": None}, r"exactly one of total_steps.*set: none"),
         ({"input.pp": "decode|nosuchop"}, r"'input.pp'"),
         ({"mesh": [("data", 3)]}, r"'mesh'"),
         ({"optimizer.grad_accum_steps": 3}, r"'optimizer.grad_accum_steps' = 3 must divide"),
@@ -121,16 +121,18 @@ def test_missing_data_dir_and_process_divisibility(tmp_path):
 
 
 def test_resolve_durations_in_one_place():
-    c = _mini(**{"total_steps": None, "total_epochs": 2.5})
+    c = _mini(**{"total_epochs": 2.5})
     d = config_lib.resolve_durations(c, 1000)  # batch 64: 15.625 steps per epoch
     assert (d.total_steps, d.steps_per_epoch) == (40, 15.625)  # rounded up
-    c = _mini(**{"total_steps": None, "total_examples": 6400, "optimizer.warmup_steps": None})
+    c = _mini(**{"total_epochs": None, "total_examples": 6400})
     c.optimizer.warmup_epochs = 1.0
     d = config_lib.resolve_durations(c, 640)
     assert (d.total_steps, d.warmup_steps) == (100, 10)
     # Warmup never exceeds the run.
-    assert config_lib.resolve_durations(_mini(total_steps=5), 640).warmup_steps == 5
-    c = _mini()
+    assert (
+        config_lib.resolve_durations(_mini(total_epochs=None, total_steps=5), 640).warmup_steps == 5
+    )
+    c = _mini(**{"data.budget": None})
     c.data.budget_scale = 0.5
     assert config_lib.resolve_budget(c, lambda d, b: 2000) == 1000
 
