@@ -11,8 +11,8 @@ crash while writing leaves the previous checkpoints intact and the half-written 
 `list_complete_steps` and the manager only see finalised steps.
 
 Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`,
-`load_for_inference`, `save_for_inference`, `list_complete_steps`, `load_params_for_init`,
-`merge_params`.
+`load_for_inference`, `save_for_inference`, `list_complete_steps`, `read_config`,
+`load_params_for_init`, `merge_params`.
 """
 
 from __future__ import annotations
@@ -168,6 +168,11 @@ def _read_json_item(step_dir: epath.Path) -> dict:
         return {}
     ckptr = ocp.Checkpointer(ocp.JsonCheckpointHandler())
     return dict(ckptr.restore(item, args=ocp.args.JsonRestore()))
+
+
+def read_config(step_dir: str | os.PathLike) -> dict:
+    """The resolved config saved with checkpoint `step_dir` ({} when it has none)."""
+    return _read_json_item(_absolute(step_dir))
 
 
 def load_for_inference(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict, int]:

@@ -37,6 +37,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", None, "Run directory (config.json, metrics, checkpoints, evals).")
 flags.DEFINE_bool("inloop_eval", True, "Run the config's evals.* hooks during training.")
+flags.DEFINE_list(
+    "allow_config_change",
+    [],
+    "On resume: config fields (dotted names, prefixes, fnmatch patterns or 'all') allowed to "
+    "differ from the checkpoint's config; recorded in <workdir>/history.jsonl with the step.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -119,7 +125,16 @@ def main(argv):
 
         make_hooks = functools.partial(make_inloop_evaluators, workdir=FLAGS.workdir)
     try:
-        result = train.train_and_evaluate(config, FLAGS.workdir, make_hooks=make_hooks)
+        result = train.train_and_evaluate(
+            config,
+            FLAGS.workdir,
+            make_hooks=make_hooks,
+            allow_changes=FLAGS.allow_config_change,
+        )
+    except train.RunRefused as e:  # workdir in use, or config drift on resume: no traceback
+        print(f"janus.main: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(2)
     except BaseException as e:  # every failure (also Ctrl-C) ends the process the same way
         # A ConfigError found only once the data is counted (e.g. no training examples) is still
         # an invalid config: exit 2.

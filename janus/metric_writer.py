@@ -86,10 +86,12 @@ class JsonlWriter(MetricWriter):
 class TensorBoardWriter(MetricWriter):
     """TensorBoard event files through tensorboardX (no TensorFlow)."""
 
-    def __init__(self, logdir: str | os.PathLike):
+    def __init__(self, logdir: str | os.PathLike, *, purge_step: int | None = None):
+        """purge_step (a resumed run: the restored step + 1): TensorBoard hides the events of
+        earlier files at steps >= purge_step, so a resume shows one curve, not two overlapping."""
         from tensorboardX import SummaryWriter
 
-        self._w = SummaryWriter(logdir=os.fspath(logdir), flush_secs=30)
+        self._w = SummaryWriter(logdir=os.fspath(logdir), flush_secs=30, purge_step=purge_step)
 
     def write_scalars(self, step, scalars):
         for k, v in scalars.items():
@@ -207,19 +209,26 @@ class MultiWriter(MetricWriter):
             w.close()
 
 
+def has_event_files(workdir: str | os.PathLike) -> bool:
+    d = os.fspath(workdir)
+    return os.path.isdir(d) and any(f.startswith("events.out.tfevents.") for f in os.listdir(d))
+
+
 def create_default_writer(
     workdir: str | os.PathLike,
     *,
     process_index: int = 0,
     total_steps: int | None = None,
     console: bool = True,
+    purge_step: int | None = None,
 ) -> MetricWriter:
-    """metrics.jsonl + TensorBoard events + console on process 0; a no-op writer elsewhere."""
+    """metrics.jsonl + TensorBoard events + console on process 0; a no-op writer elsewhere.
+    purge_step: see TensorBoardWriter (the trainer trims metrics.jsonl itself on resume)."""
     if process_index != 0:
         return MetricWriter()
     writers: list[MetricWriter] = [
         JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-        TensorBoardWriter(workdir),
+        TensorBoardWriter(workdir, purge_step=purge_step),
     ]
     if console:
         writers.append(ConsoleWriter(total_steps))

@@ -64,6 +64,36 @@ class NonFiniteLossError(FloatingPointError):
     """The loss (or a norm) became NaN/inf; the message names the step."""
 
 
+class RunRefused(config_lib.ConfigError):
+    """The run must not start: its workdir is in use by a live run, or a resume would change the
+    experiment. janus.main prints the message without a traceback and exits with status 2."""
+
+
+HISTORY_FILE = "history.jsonl"  # <workdir>/history.jsonl: one row per start/resume (see below)
+
+# Config fields (fnmatch patterns on dotted paths) that may differ on resume without
+# --allow_config_change: they change when things are logged, saved or evaluated, or how the same
+# computation is laid out on the hardware, never the trained model. checkpoint.init_* are only
+# read on a fresh start (a resume restores its own checkpoint).
+FREE_ON_RESUME: tuple[str, ...] = (
+    "log.*",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "checkpoint.keep_every",
+    "checkpoint.async_save",
+    "checkpoint.init_*",
+    "evals.*.every_steps",
+    "stop_after_steps",
+    "data.prepare",
+    "mesh",
+    "sharding",
+    "resolved.num_devices",
+    "resolved.num_processes",
+    "resolved.mesh.*",
+    "resolved.device_kind",
+)
+
+
 def peak_flops_per_device(device_kind: str) -> float | None:
     for key, flops in PEAK_FLOPS:
         if key.lower() in device_kind.lower():
@@ -248,16 +278,39 @@ def train_and_evaluate(
     *,
     make_hooks: Callable | None = None,
     writer: mw.MetricWriter | None = None,
+    allow_changes: str | list[str] | tuple[str, ...] = (),
 ) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest complete checkpoint.
+
+    The workdir is locked for the run (`janus.workdir`; a second run raises `RunRefused`). A
+    resume whose config differs from the restored checkpoint's in a field that changes the
+    experiment raises `RunRefused` listing the fields, unless `allow_changes` names them
+    (dotted fields, prefixes such as "optimizer", fnmatch patterns, or "all"); every start and
+    resume is recorded in <workdir>/history.jsonl with its step and changes.
 
     make_hooks(config, model, mesh) -> eval hooks (see `_normalise_hooks`); main passes the
     evaluator's `make_inloop_evaluators` so this module never imports the evaluator.
     """
+    os.makedirs(workdir, exist_ok=True)
+    from janus import workdir as workdir_lib
+
+    try:
+        lock = workdir_lib.acquire_for_job(workdir, what="janus.main training", log=mw.say)
+    except workdir_lib.WorkdirBusy as e:
+        raise RunRefused(f"refusing to train: {e}") from None
+    try:
+        return _train_and_evaluate(
+            config, workdir, make_hooks=make_hooks, writer=writer, allow_changes=allow_changes
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -> TrainResult:
     from janus import sharding as sharding_lib
 
     t_setup = time.time()
-    os.makedirs(workdir, exist_ok=True)
     pid, nproc = jax.process_index(), jax.process_count()
     config_lib.validate(config, num_devices=jax.device_count(), num_processes=nproc)
     mesh = sharding_lib.make_mesh(config_lib.mesh_axes(config))
@@ -289,7 +342,6 @@ def train_and_evaluate(
         "device_kind": jax.devices()[0].device_kind,
     }
 
-    data_iter, manifest = _open_data(config, budget=budget)
     ckpt = ckpt_lib.Checkpointer(
         workdir,
         keep=config.checkpoint.keep,
@@ -297,7 +349,16 @@ def train_and_evaluate(
         async_save=config.checkpoint.async_save,
     )
     start = ckpt.latest_step()
-    if start is not None:
+    resuming = start is not None
+    changes = {}
+    if resuming:
+        # Before restoring: another model would only fail deep inside orbax.
+        changes = _check_resume_config(workdir, ckpt, start, resolved, allow_changes)
+    if pid == 0:
+        _drop_rows_after(workdir, start or 0)  # metrics and eval rows the resume recomputes
+        _record_history(workdir, "resume" if resuming else "start", start or 0, changes)
+    data_iter, manifest = _open_data(config, budget=budget)
+    if resuming:
         if pid == 0:
             mw.say(f"resuming from {ckpt.directory}/{start}")
         state = ckpt.restore(
@@ -315,10 +376,17 @@ def train_and_evaluate(
     if pid == 0:
         if start < total and os.path.exists(os.path.join(workdir, DONE_MARKER)):
             os.remove(os.path.join(workdir, DONE_MARKER))  # continued with more steps: not done
-        _write_json(os.path.join(workdir, "config.json"), resolved)
+        if not resuming:  # config.json keeps describing how the run started
+            _write_json(os.path.join(workdir, "config.json"), resolved)
         _write_json(os.path.join(workdir, "data_manifest.json"), manifest)
 
-    writer = writer or mw.create_default_writer(workdir, process_index=pid, total_steps=total)
+    writer = writer or mw.create_default_writer(
+        workdir,
+        process_index=pid,
+        total_steps=total,
+        # TensorBoard: events past the restored step are hidden (one curve after a resume).
+        purge_step=start + 1 if mw.has_event_files(workdir) else None,
+    )
     if start == 0:
         writer.write_hparams(
             {k: v for k, v in _flat_config(resolved).items() if not k.startswith("evals")}
@@ -418,6 +486,121 @@ def train_and_evaluate(
         return TrainResult(step, state, last_scalars, stopped)
     finally:
         _close_all(stop, ckpt, writer, data_iter, error=not ok)
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume: config drift, history, rows past the restored step
+
+
+def config_changes(old: Mapping, new: Mapping) -> dict[str, tuple]:
+    """{dotted field: (old, new)} for every leaf that differs ("<unset>" where one lacks it)."""
+    a, b = _flat_config(old), _flat_config(new)
+    missing = "<unset>"
+    return {
+        k: (a.get(k, missing), b.get(k, missing))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    }
+
+
+def _matches(field: str, patterns) -> bool:
+    import fnmatch
+
+    return any(
+        p == "all" or field == p or field.startswith(p + ".") or fnmatch.fnmatchcase(field, p)
+        for p in patterns
+    )
+
+
+def _patterns(allow) -> list[str]:
+    if isinstance(allow, str):
+        allow = allow.split(",")
+    return [p.strip() for p in allow or () if p and p.strip()]
+
+
+def _check_resume_config(workdir, ckpt, start, resolved, allow_changes) -> dict:
+    """Compares the config of this resume with the one the restored checkpoint was trained
+    with (its "config" item; else config.json). -> {field: (old, new)} of the accepted changes.
+    Raises RunRefused listing the fields that change the experiment and were not allowed."""
+    stored = ckpt_lib.read_config(ckpt.directory / str(start))
+    source = f"checkpoint {start}"
+    if not stored:
+        try:
+            with open(os.path.join(workdir, "config.json")) as f:
+                stored, source = json.load(f), "config.json"
+        except (OSError, ValueError):
+            return {}
+    changes = config_changes(stored, resolved)
+    allowed = _patterns(allow_changes)
+    refused = {
+        k: v
+        for k, v in changes.items()
+        if not _matches(k, FREE_ON_RESUME) and not _matches(k, allowed)
+    }
+    if refused:
+        width = max(len(k) for k in refused)
+        old_w = max(len(json.dumps(o)) for o, _ in refused.values())
+        lines = [f"  {'field':<{width}}  {'was (' + source + ')':<{old_w}}  now"]
+        lines += [
+            f"  {k:<{width}}  {json.dumps(o):<{old_w}}  {json.dumps(n)}"
+            for k, (o, n) in refused.items()
+        ]
+        raise RunRefused(
+            f"refusing to resume {workdir} at step {start}: the config changes the experiment "
+            f"in {len(refused)} field(s):\n" + "\n".join(lines) + "\n"
+            "Use a new --workdir, or pass --allow_config_change="
+            f"{','.join(refused)} to continue with the change (recorded in "
+            f"{os.path.join(workdir, HISTORY_FILE)} with step {start})."
+        )
+    return changes
+
+
+def _record_history(workdir: str, event: str, step: int, changes: Mapping) -> None:
+    """Appends {"event": "start"|"resume", "step", "time", "host", "pid", "changes"} to
+    <workdir>/history.jsonl (rewritten atomically: a crash never leaves half a line)."""
+    import socket
+
+    path = os.path.join(workdir, HISTORY_FILE)
+    row = {
+        "event": event,
+        "step": int(step),
+        "time": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()},
+    }
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = "".join(line for line in f if line.endswith("\n"))
+    atomic_write(path, old + json.dumps(row, default=str) + "\n")
+    if changes and jax.process_index() == 0:
+        mw.say(f"config changes from step {step} on (recorded in {path}): {sorted(changes)}")
+
+
+def _drop_rows_after(workdir: str, step: int) -> None:
+    """metrics.jsonl keeps its rows up to `step` (the restored checkpoint; rows of later steps
+    are recomputed), rewritten atomically; likewise eval/<step>.json and results.csv rows."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            lines = f.readlines()
+        keep = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # half a line from a killed run
+            if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+        if len(keep) != len(lines) or any(not line.endswith("\n") for line in lines):
+            atomic_write(path, "".join(keep))
+            mw.say(f"metrics.jsonl: dropped {len(lines) - len(keep)} row(s) after step {step}")
+    from janus.evaluate import results
+
+    dropped = results.drop_results_after(workdir, step)
+    if dropped:
+        mw.say(f"eval: dropped the results of steps {dropped} (after step {step})")
 
 
 def _close_all(stop, ckpt, writer, data_iter, *, error: bool) -> None:

@@ -9,7 +9,9 @@ runs line up, and a set that was not evaluated has empty cells.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -62,22 +64,69 @@ def write_result(workdir: str, result: Mapping) -> str:
     os.makedirs(out_dir, exist_ok=True)
     atomic_write(path, json.dumps(result, indent=1) + "\n")
     csv_path = os.path.join(out_dir, "results.csv")
-    rows = []
+    with _csv_locked(out_dir):  # evaluators beside each other (in-loop, --watch, one-off)
+        rows = []
+        if os.path.exists(csv_path):
+            with open(csv_path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        row = csv_row(result)
+        key = (row["step"], row["classifier"])
+        rows = [r for r in rows if (r.get("step"), r.get("classifier")) != key]
+        rows.append(row)
+        rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(csv_path, buf.getvalue())
+    return path
+
+
+@contextlib.contextmanager
+def _csv_locked(out_dir: str):
+    """An flock around results.csv's read-modify-write: two writers never lose each other's row."""
+    with open(os.path.join(out_dir, ".results.csv.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def drop_results_after(workdir: str, step: int) -> list[int]:
+    """Removes the results of steps after `step` (a resumed run recomputes them): their rows of
+    results.csv (rewritten atomically first) and then their eval/<step>*.json files. A crash in
+    between leaves only JSON files that the next call removes. -> the steps dropped."""
+    out_dir = os.path.join(workdir, "eval")
+    if not os.path.isdir(out_dir):
+        return []
+    csv_path = os.path.join(out_dir, "results.csv")
+    dropped = set()
+    with _csv_locked(out_dir):
+        dropped |= _drop_csv_rows_after(csv_path, step)
+    for f in os.listdir(out_dir):
+        stem, ext = os.path.splitext(f)
+        s = stem.partition("_")[0]
+        if ext == ".json" and s.isdigit() and int(s) > step:
+            os.remove(os.path.join(out_dir, f))
+            dropped.add(int(s))
+    return sorted(dropped)
+
+
+def _drop_csv_rows_after(csv_path: str, step: int) -> set[int]:
+    dropped = set()
     if os.path.exists(csv_path):
         with open(csv_path, newline="") as f:
             rows = list(csv.DictReader(f))
-    row = csv_row(result)
-    rows = [
-        r for r in rows if (r.get("step"), r.get("classifier")) != (row["step"], row["classifier"])
-    ]
-    rows.append(row)
-    rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write(csv_path, buf.getvalue())
-    return path
+        keep = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) <= step]
+        if len(keep) != len(rows):
+            dropped |= {int(r["step"]) for r in rows if r not in keep}
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
+            w.writeheader()
+            w.writerows(keep)
+            atomic_write(csv_path, buf.getvalue())
+    return dropped
 
 
 def evaluated_steps(workdir: str, classifier: str | None = None) -> set[int]:

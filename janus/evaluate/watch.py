@@ -7,6 +7,10 @@ in-loop hook) is not evaluated again. The watch stops when
   when that was already so at the start (a finished run);
 - `<workdir>/DONE` exists and every complete checkpoint has a result;
 - no new checkpoint appeared for `timeout` seconds.
+One watcher per workdir: it holds `<workdir>/eval/WATCH_LOCK` (`janus.workdir`, taken over when its
+holder died); a second one prints who holds it and exits with status 2. It runs beside the
+trainer (whose lock is `<workdir>/LOCK`). The evaluated steps are re-read every poll, since a
+resumed trainer drops the results of the steps it recomputes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from janus.evaluate.results import evaluated_steps, write_result
 from janus.evaluate.runner import Evaluator, log
 
 DONE_MARKER = "DONE"
+WATCH_LOCK = "WATCH_LOCK"  # <workdir>/eval/WATCH_LOCK: one watcher per workdir (janus.workdir)
 
 
 class NoSetEvaluated(RuntimeError):
@@ -52,15 +57,35 @@ def watch(
     """Evaluates new complete checkpoints until a stop condition (module docstring).
     -> the steps evaluated, in order. With several processes, process 0 decides what to evaluate
     and when to stop, so all of them evaluate the same checkpoints together."""
+    from janus import workdir as workdir_lib
+
+    try:
+        lock = workdir_lib.acquire_for_job(
+            os.path.join(workdir, "eval"), name=WATCH_LOCK, what="janus.evaluate --watch", log=log
+        )
+    except workdir_lib.WorkdirBusy as e:
+        log(f"watch: refusing to start: {e}")
+        raise SystemExit(2) from None
+    try:
+        return _watch(evaluator, workdir, timeout, poll, final_step, on_result)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _watch(evaluator, workdir, timeout, poll, final_step, on_result) -> list[int]:
     from janus.checkpoint import list_complete_steps
 
     done = evaluated_steps(workdir, evaluator.opts.classifier)
+    skipped: set[int] = set()  # deleted before they could be read
     evaluated: list[int] = []
     last_new = time.time()
     log(f"watch: {workdir}; {len(done)} step(s) already evaluated")
     while True:
         if final_step is None:
             final_step = total_steps(workdir)  # config.json may appear after the watch starts
+        # Re-read each time: a resumed trainer drops the results of the steps it recomputes.
+        done = evaluated_steps(workdir, evaluator.opts.classifier) | skipped
         todo = [s for s in list_complete_steps(workdir) if s not in done]
         stop = None
         if final_step is not None and final_step in done:
@@ -81,7 +106,7 @@ def watch(
                 if step in list_complete_steps(workdir):
                     raise
                 log(f"watch: checkpoint {step} was deleted before it could be evaluated; skipped")
-                done.add(step)
+                skipped.add(step)
                 continue
             if not result["sets"]:  # every later checkpoint would fail the same way
                 raise NoSetEvaluated(result["notes"])
