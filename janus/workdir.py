@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
 import json
 import os
 import socket
@@ -32,8 +33,10 @@ LOCK_NAME = "LOCK"
 DEFAULT_LEASE_S = 300.0
 
 
-class WorkdirBusy(RuntimeError):
-    """Another live process holds the directory; the message is one line naming it."""
+class WorkdirBusy(ValueError):
+    """Another live process holds the directory; the message is one line naming it. (A
+    ValueError: CLIs that report a bad argument with status 2, like janus.data.build, report it
+    the same way.)"""
 
     def __init__(self, message: str, holder: dict):
         super().__init__(message)
@@ -255,3 +258,18 @@ def acquire_for_job(directory: str | os.PathLike, **kwargs) -> WorkdirLock | Non
     if not ok:
         raise WorkdirBusy(f"{os.fspath(directory)} is in use (process 0 could not lock it)", {})
     return lock
+
+
+def locked(directory_of: Callable[..., str | os.PathLike], **lock_kwargs):
+    """Decorator: the call holds the lock of `directory_of(*args, **kwargs)` while it runs
+    (e.g. the data builder on its --out: `@locked(lambda cfg, **_: cfg.out, name=...)`)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with WorkdirLock(directory_of(*args, **kwargs), **lock_kwargs):
+                return fn(*args, **kwargs)
+
+        return call
+
+    return wrap

@@ -286,3 +286,20 @@ def test_second_evaluate_watch_exits_2(tmp_path, env):
         holder.wait()
     assert out.returncode == 2, out.stderr[-3000:]
     assert f"pid {holder.pid}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_second_builder_on_one_out_is_refused(tmp_path):
+    """The data builder holds <out>/.build_lock; janus.data.build reports a ValueError as
+    `error: ...` with status 2, and WorkdirBusy is one."""
+    import types
+
+    from janus.data import builder
+
+    out = tmp_path / "records"
+    holder = _holder(out, ".build_lock")
+    try:
+        with pytest.raises(ValueError, match=f"pid {holder.pid}"):
+            builder.build_dataset(types.SimpleNamespace(out=str(out)))
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()

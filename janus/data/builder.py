@@ -36,6 +36,7 @@ from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
 from janus.data.sources import make_source, read_bytes
 from janus.fileio import atomic_open, atomic_write
+from janus.workdir import locked
 
 BUILDER_VERSION = 1
 _PLAN_DIR = ".build"
@@ -261,6 +262,8 @@ def make_plan(cfg: BuildConfig, pool: ProcessMap, progress: bool, log) -> dict:
 # ----------------------------------------------------------------------------- build
 
 
+# One builder per --out at a time: <out>/.build_lock names the holder (janus.workdir).
+@locked(lambda cfg, **_: cfg.out, name=".build_lock", what="janus.data.build")
 def build_dataset(
     cfg: BuildConfig,
     *,
