@@ -303,3 +303,20 @@ def test_second_builder_on_one_out_is_refused(tmp_path):
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+def test_two_process_job_refused_on_a_held_workdir(data_dir, env, tmp_path):
+    """Multi-host: process 0 takes the lock for the job; when it cannot, every process exits 2."""
+    workdir = tmp_path / "two"
+    holder = _holder(workdir)
+    try:
+        cmd = [sys.executable, str(REPO / "launch" / "local.py"), "--nproc", "2",
+               "--devices-per-process", "4", "--",
+               *_cmd(data_dir, workdir, "steps=10,res=32,batch=16")]  # fmt: skip
+        out = run(cmd, env, timeout=240)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-4000:]
+    assert f"pid {holder.pid}" in out.stderr and "Traceback" not in out.stderr
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
