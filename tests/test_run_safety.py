@@ -320,3 +320,33 @@ def test_two_process_job_refused_on_a_held_workdir(data_dir, env, tmp_path):
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-4000:]
     assert f"pid {holder.pid}" in out.stderr and "Traceback" not in out.stderr
     assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
+
+
+def test_watch_reevaluates_a_step_whose_result_a_resume_dropped(tmp_path):
+    """--watch re-reads the evaluated steps every poll: a result the resumed trainer removed
+    (its step is recomputed) is evaluated again instead of counting as done."""
+    import types
+
+    import numpy as np
+
+    from janus.evaluate import results, watch
+
+    workdir = tmp_path / "run"
+    for s in (10, 20):
+        ckpt_lib.save_for_inference(workdir, s, {"loss": "ce"}, {"params": {"w": np.ones(2)}})
+    stale = {"step": 20, "classifier": "head", "loss": "ce", "sets": {"val": {}}, "metrics": {}}
+    results.write_result(str(workdir), stale)
+    seen = []
+
+    def evaluate_step(wd, step):
+        seen.append(step)
+        if step == 10:  # meanwhile the trainer resumes at 10: step 20's result is dropped
+            results.drop_results_after(wd, 10)
+        if step == 20:  # ... and the trainer goes on to its last step
+            ckpt_lib.save_for_inference(wd, 30, {"loss": "ce"}, {"params": {"w": np.ones(2)}})
+        return {**stale, "step": step}
+
+    ev = types.SimpleNamespace(opts=types.SimpleNamespace(classifier="head"))
+    ev.evaluate_step = evaluate_step
+    assert watch.watch(ev, str(workdir), final_step=30, poll=0.01, timeout=30) == [10, 20, 30]
+    assert seen == [10, 20, 30] and not (workdir / "eval" / watch.WATCH_LOCK).exists()
