@@ -9,6 +9,11 @@
   with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves and
   returns (exit 0); a finished run writes <workdir>/DONE and the pipeline's skip report into
   data_manifest.json.
+- Run safety (README "Run safety"): the workdir is locked for the run (`janus.workdir`); a resume
+  whose config changes the experiment is refused (`RunRefused`, exit 2) unless
+  `allow_changes` names the fields; every start/resume is a row of history.jsonl; config.json is
+  written only at the start; metrics.jsonl, TensorBoard (purge_step) and eval results drop the
+  steps past the restored checkpoint.
 - NaN guard: the loss, grad and parameter norms are checked on the host at every log step, every
   checkpoint step and the last step (not every step: that would sync the host each step). A
   non-finite value raises `NonFiniteLossError` naming the step, before anything is saved, so the
