@@ -47,7 +47,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def cluster_env(env: dict[str, str] | None = None) -> tuple[str, dict] | None:
-    """-> (kind, jax.distributed.initialize kwargs) when this process is part of a cluster."""
+    """-> (kind, jax.distributed.initialize kwargs) when this process is part of a cluster.
+
+    - "explicit": JANUS_COORDINATOR_ADDRESS/_NUM_PROCESSES/_PROCESS_ID (launch/local.py,
+      launch/slurm.sbatch).
+    - "slurm": SLURM with more than one task; jax reads SLURM's variables (and, as jax's SLURM
+      detection assumes one process per GPU, gives each process only GPU SLURM_LOCALID).
+    - "tpu": a multi-host TPU slice. On a TPU VM created with gcloud, TPU_WORKER_HOSTNAMES is not
+      in the environment (jax finds the slice through the metadata server: GceTpuCluster in
+      jax/_src/clusters/cloud_tpu_cluster.py), so launch/tpu_vm.sh says so with
+      JANUS_TPU_WORKERS=<workers in the slice>; on GKE TPU_WORKER_HOSTNAMES lists the hosts;
+      MEGASCALE_NUM_SLICES > 1 is a multislice run. jax's own detection then finds the rest
+      (`jax.distributed.initialize()` with no arguments, as JAX's multi-process guide says for
+      Cloud TPU). A single-host TPU VM (JANUS_TPU_WORKERS=1) never initialises.
+    """
     env = dict(os.environ if env is None else env)
     if env.get("JANUS_COORDINATOR_ADDRESS"):
         return "explicit", {
@@ -58,13 +71,25 @@ def cluster_env(env: dict[str, str] | None = None) -> tuple[str, dict] | None:
     if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
         return "slurm", {}
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
-    if len(hosts) > 1 or int(env.get("MEGASCALE_NUM_SLICES", "1") or 1) > 1:
+    if (
+        len(hosts) > 1
+        or int(env.get("JANUS_TPU_WORKERS", "1") or 1) > 1
+        or int(env.get("MEGASCALE_NUM_SLICES", "1") or 1) > 1
+    ):
         return "tpu", {}
     return None
 
 
 def initialize_distributed(env: dict[str, str] | None = None) -> str | None:
-    """Calls jax.distributed.initialize when (and only when) a cluster is detected. -> kind."""
+    """Calls jax.distributed.initialize when (and only when) a cluster is detected. -> kind.
+
+    On the explicit path jax's cluster detection is switched off (`cluster_detection_method=
+    "deactivate"`, jax/_src/distributed.py): with coordinator, process count and id given but no
+    `local_device_ids`, jax would still ask its SLURM detection for the local devices and get
+    `[SLURM_LOCALID]` (jax/_src/clusters/cluster.py, auto_detect_unset_distributed_params), i.e.
+    one GPU per process, where launch/slurm.sbatch runs one process per node for all its GPUs.
+    Deactivated, every device the process can see (CUDA_VISIBLE_DEVICES) is its own.
+    """
     import jax
 
     env = dict(os.environ if env is None else env)
@@ -74,6 +99,8 @@ def initialize_distributed(env: dict[str, str] | None = None) -> str | None:
     if found is None:
         return None
     kind, kwargs = found
+    if kind == "explicit":
+        kwargs = dict(kwargs, cluster_detection_method="deactivate")
     logging.info("cluster detected (%s): jax.distributed.initialize(%s)", kind, kwargs)
     jax.distributed.initialize(**kwargs)
     return kind

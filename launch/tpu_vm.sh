@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Train janus on a Cloud TPU VM (single host or a pod slice): create, install, copy, run, and keep
-# the run going through preemptions. The same `python -m janus.main` command runs on every worker;
-# janus.main detects the pod (TPU_WORKER_HOSTNAMES) and calls jax.distributed.initialize itself.
+# the run going through preemptions. The same `python -m janus.main` command runs on every worker.
+# `run` tells janus how many workers the slice has (JANUS_TPU_WORKERS, counted from the node's
+# networkEndpoints, one per worker): with more than one, janus.main calls
+# jax.distributed.initialize() with no arguments and jax finds the slice through the TPU VM's
+# metadata server. (TPU_WORKER_HOSTNAMES, which jax also reads, is set only on GKE, not on a TPU VM
+# created with gcloud.) A single-host TPU VM never initialises the distributed runtime.
 #
 # Usage (from the repository root):
 #   export TPU_NAME=janus-v4-32 ZONE=us-central2-b ACCELERATOR=v4-32 VERSION=tpu-ubuntu2204-base
@@ -112,10 +116,21 @@ copy() {
 
 quote_args() { printf ' %q' "$@"; }
 
+workers() {
+  # Workers in the slice: the TPU API's Node has one networkEndpoints entry per worker.
+  local n
+  n=$(gc compute tpus tpu-vm describe "$TPU_NAME" --zone="$ZONE" --format='json(networkEndpoints)' \
+    | grep -o '"ipAddress"' | wc -l | tr -d ' ')
+  ((n >= 1)) || { echo "no network endpoints for $TPU_NAME (is it READY?)" >&2; return 1; }
+  echo "$n"
+}
+
 run() {
   : "${WORKDIR:?set WORKDIR (shared by all workers)}"
+  local n
+  n=$(workers) || return 1
   on_all "set -o pipefail; . ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
-    python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") 2>&1 | tee -a ~/janus_train.log"
+    export JANUS_TPU_WORKERS=$n && python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") 2>&1 | tee -a ~/janus_train.log"
 }
 
 finished() {

@@ -1,11 +1,28 @@
 """launch/tpu_vm.sh and launch/slurm.sbatch, run as a user would against fake cloud/cluster tools.
 
-No network: fake `gcloud` (TPU VM) and `srun`/`scontrol`/`python` (SLURM) executables go first on
-PATH in a temp dir. Each logs its argv (and the janus environment) as JSON lines and simulates the
-world: the fake gcloud keeps the TPU's state in a file (queued-resource create -> CREATING ->
-READY; a run can "preempt" the slice), answers `test -f <workdir>/DONE` by running it, and plays a
-scripted sequence of training-run outcomes. The fake srun starts SLURM_NTASKS tasks with their
-SLURM_PROCID and forwards SIGTERM to them. The tests assert on the exact commands issued.
+No network: fake `gcloud` (TPU VM) and `srun`/`scancel`/`scontrol`/`python` (SLURM) executables go
+first on PATH in a temp dir. Each logs its argv (and the janus environment) as JSON lines and
+simulates the world: the fake gcloud keeps the TPU's state in a file (queued-resource create ->
+CREATING -> READY; a run can "preempt" the slice), answers `test -f <workdir>/DONE` by running it,
+and plays a scripted sequence of training-run outcomes.
+
+The fakes follow the real tools' documented behaviour, not the scripts' expectations:
+- `gcloud compute tpus tpu-vm describe --format=json(networkEndpoints)` lists one endpoint per
+  worker (TPU API v2 Node.networkEndpoints: "The network endpoints where TPU workers can be
+  accessed", one NetworkEndpoint per worker, https://cloud.google.com/tpu/docs/reference/rest/v2/
+  projects.locations.nodes).
+- `srun` answers a SIGTERM by forcing the step's termination: SIGKILL to the tasks, which never get
+  to save (srun(1), SIGNALS AND ESCAPE SEQUENCES; Slurm src/srun/srun_job.c job_force_termination:
+  `info("forcing job termination"); /* Sends SIGKILL to tasks directly */`).
+- SLURM's `--signal=TERM@120` without `B:` signals the job steps' tasks and not the batch shell;
+  `B:` signals only the batch shell (sbatch(1), --signal, https://slurm.schedmd.com/sbatch.html).
+- `scancel --signal=TERM JOBID` signals the job's steps; "By default, signals other than SIGKILL
+  are not sent to the batch step (the shell script)" (scancel(1), --batch,
+  https://slurm.schedmd.com/scancel.html).
+- srun does not inherit sbatch's --cpus-per-task since Slurm 22.05 (sbatch(1) NOTE on
+  --cpus-per-task; Slurm 22.05 release notes).
+The SLURM tests assert what happens to the tasks (did they save, was the job requeued), not only
+the commands issued.
 """
 
 import json
@@ -39,6 +56,11 @@ opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a
 if pos[:4] == ["compute", "tpus", "tpu-vm", "describe"]:
     if state == "MISSING":
         sys.exit("ERROR: NOT_FOUND")
+    if opts.get("format") == "json(networkEndpoints)":  # one endpoint per worker
+        n = int(os.environ.get("FAKE_WORKERS", "4"))
+        eps = [{"ipAddress": f"10.0.0.{i + 2}", "port": 8470} for i in range(n)]
+        print(json.dumps({"networkEndpoints": eps}, indent=2))
+        sys.exit(0)
     if state.startswith("CREATING"):  # "CREATING n": n more polls before READY
         n = int(state.split()[1])
         state_file.write_text(f"CREATING {n - 1}" if n > 1 else "READY")
@@ -71,7 +93,8 @@ elif pos[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
 """
 
 # srun: the options, then the task command; starts SLURM_NTASKS tasks with SLURM_PROCID and
-# forwards SIGTERM to them (as srun does); exits with the worst task status.
+# SLURM_LOCALID, and records their pids (what slurmstepd signals). On SIGTERM it does what the real
+# srun does (see the module docstring): SIGKILL to every task. Exits with the worst task status.
 FAKE_SRUN = """
 import json, os, pathlib, signal, subprocess, sys
 
@@ -83,17 +106,36 @@ with open(d / "srun.log", "a") as f:
 i = 0
 while args[i].startswith("-"):
     i += 1
-procs = [
-    subprocess.Popen(args[i:], env=dict(os.environ, SLURM_PROCID=str(r), SLURM_NODEID=str(r)))
-    for r in range(int(os.environ.get("SLURM_NTASKS", "1")))
-]
-def forward(signum, frame):
+procs = []
+def force_termination(signum, frame):
     with open(d / "srun.log", "a") as f:
-        f.write(json.dumps({"signal": signum}) + "\\n")
+        f.write(json.dumps({"signal": signum, "action": "forcing job termination"}) + "\\n")
     for p in procs:
-        p.send_signal(signum)
-signal.signal(signal.SIGTERM, forward)
-sys.exit(max(p.wait() for p in procs))
+        p.kill()
+signal.signal(signal.SIGTERM, force_termination)
+for r in range(int(os.environ.get("SLURM_NTASKS", "1"))):
+    env = dict(os.environ, SLURM_PROCID=str(r), SLURM_NODEID=str(r), SLURM_LOCALID="0")
+    procs.append(subprocess.Popen(args[i:], env=env))
+(d / "tasks.pids").write_text(" ".join(str(p.pid) for p in procs))
+codes = [p.wait() for p in procs]
+sys.exit(max((128 - c if c < 0 else c) for c in codes))
+"""
+
+# scancel --signal=SIG JOBID: SLURM delivers SIG to the job steps' tasks, not to the batch shell.
+FAKE_SCANCEL = """
+import json, os, pathlib, signal, sys
+
+d = pathlib.Path(os.environ["FAKE_DIR"])
+args = sys.argv[1:]
+with open(d / "scancel.log", "a") as f:
+    f.write(json.dumps(args) + "\\n")
+sig = next(a.split("=", 1)[1] for a in args if a.startswith("--signal="))
+assert args[-1] == os.environ["SLURM_JOB_ID"] and "--batch" not in args and "--full" not in args
+for pid in (d / "tasks.pids").read_text().split():
+    try:
+        os.kill(int(pid), getattr(signal, "SIG" + sig))
+    except ProcessLookupError:
+        pass
 """
 
 FAKE_SCONTROL = """
@@ -153,6 +195,7 @@ def fakes(tmp_path):
     for name, body in [
         ("gcloud", FAKE_GCLOUD),
         ("srun", FAKE_SRUN),
+        ("scancel", FAKE_SCANCEL),
         ("scontrol", FAKE_SCONTROL),
         ("python", FAKE_PYTHON),
     ]:
@@ -320,6 +363,203 @@ def test_tpu_watch_does_not_retry_a_failure_on_a_healthy_slice(fakes):
     assert int((d / "runs").read_text()) == 1
 
 
+def test_tpu_run_tells_janus_how_many_workers_the_slice_has(fakes):
+    """On a TPU VM created with gcloud nothing in the environment names the slice
+    (TPU_WORKER_HOSTNAMES is injected only on GKE), so `run` passes JANUS_TPU_WORKERS, counted from
+    the node's networkEndpoints (one per worker): 4 on a v4-32, 1 on a v4-8."""
+    d, env = fakes
+    (d / "state").write_text("READY")
+    for workers in ("4", "1"):
+        (d / "gcloud.log").unlink(missing_ok=True)
+        _tpu(d, _tpu_env(env, d, FAKE_WORKERS=workers), "run", "--config", "c.py")
+        calls = _log(d, "gcloud")
+        assert [
+            "compute", "tpus", "tpu-vm", "describe", "janus-t", "--zone=us-central2-b",
+            "--format=json(networkEndpoints)",
+        ] in calls  # fmt: skip
+        [command] = _ssh_commands(calls)
+        assert f"export JANUS_TPU_WORKERS={workers} && python -m janus.main" in command
+
+
+class _MetadataServer:
+    """The GCE metadata server a TPU VM worker sees, on 127.0.0.1 (jax reads GCE_METADATA_IP):
+    /computeMetadata/v1/instance/attributes/<key>, only with `Metadata-Flavor: Google`, 404 for
+    unknown keys. The keys and formats are the ones jax/_src/clusters/cloud_tpu_cluster.py reads
+    (agent-worker-number; worker-network-endpoints as `name:id:ip` triples; tpu-env lines
+    `KEY: 'value'`)."""
+
+    def __init__(self, attributes):
+        import http.server
+        import threading
+
+        attrs = attributes
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                prefix = "/computeMetadata/v1/instance/attributes/"
+                key = self.path[len(prefix) :] if self.path.startswith(prefix) else None
+                if self.headers.get("Metadata-Flavor") != "Google":
+                    self.send_response(403)
+                    body = b""
+                elif key in attrs:
+                    self.send_response(200)
+                    body = attrs[key].encode()
+                else:
+                    self.send_response(404)
+                    body = b""
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tpu_vm_worker(monkeypatch):
+    """Worker 2 of a v4-32 (4 workers) created with gcloud: no TPU_WORKER_HOSTNAMES, the slice
+    known only to the metadata server. jax decides it runs on a Cloud TPU VM when libtpu finds
+    chips (cloud_tpu_init.running_in_cloud_tpu_vm); here that flag is set by hand."""
+    from jax._src.clusters import cloud_tpu_cluster, cluster
+
+    server = _MetadataServer({
+        "agent-worker-number": "2",
+        "worker-network-endpoints": ",".join(f"w{i}:{i}:10.0.0.{i + 2}" for i in range(4)),
+        "tpu-env": "ACCELERATOR_TYPE: 'v4-32'\nWORKER_ID: '2'\n",
+    })  # fmt: skip
+    for var in list(os.environ):
+        if var.startswith(("SLURM_", "OMPI_", "TPU_", "MEGASCALE_", "JANUS_", "KUBERNETES_")):
+            monkeypatch.delenv(var)
+        elif var.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("GCE_METADATA_IP", server.address)
+    monkeypatch.setattr(cloud_tpu_cluster, "running_in_cloud_tpu_vm", True)
+    monkeypatch.setattr(cluster, "running_in_cloud_tpu_vm", True)
+    yield
+    server.close()
+
+
+def test_tpu_slice_is_initialised_through_jax_metadata_detection(tpu_vm_worker, monkeypatch):
+    """janus initialises on the slice because the launcher said so (JANUS_TPU_WORKERS=4), and
+    jax's own detection (GceTpuCluster, the metadata server) fills in the coordinator (worker 0 at
+    jax's port 8482), the process count and this worker's id; no local_device_ids on TPU."""
+    import jax
+    from jax._src import clusters
+
+    from janus import main
+
+    assert main.cluster_env(dict(os.environ)) is None  # the fault: nothing in the env says slice
+    calls = []
+
+    def initialize(**kwargs):  # what jax.distributed.initialize() does first with no arguments
+        calls.append(kwargs)
+        return clusters.ClusterEnv.auto_detect_unset_distributed_params(
+            None, None, None, None, None, 10
+        )
+
+    monkeypatch.setattr(jax.distributed, "initialize", initialize)
+    assert main.initialize_distributed(dict(os.environ, JANUS_TPU_WORKERS="4")) == "tpu"
+    assert calls == [{}]  # no arguments, as JAX's multi-process guide says for Cloud TPU
+    found = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        None, None, None, None, None, 10
+    )
+    assert found == ("10.0.0.2:8482", 4, 2, None)
+    # A single-host TPU VM (v4-8): never initialised.
+    calls.clear()
+    assert main.initialize_distributed(dict(os.environ, JANUS_TPU_WORKERS="1")) is None
+    assert calls == []
+
+
+# --------------------------------------------------------------------------- SLURM + jax
+
+
+SLURM_8_GPUS = {  # one task per node, SLURM's gres plugin exposing the node's 8 GPUs
+    "SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "gpu[07-08]", "SLURM_NTASKS": "2",
+    "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+    "JANUS_COORDINATOR_ADDRESS": "gpu07:62000", "JANUS_NUM_PROCESSES": "2", "JANUS_PROCESS_ID": "1",
+}  # fmt: skip
+
+
+def test_explicit_coordinates_switch_off_jax_slurm_detection(monkeypatch):
+    """With coordinator, count and id given but no local_device_ids, jax still asks its SLURM
+    detection for the local devices and gets [SLURM_LOCALID] = [0] (jax/_src/clusters/cluster.py,
+    auto_detect_unset_distributed_params): one GPU of 8. janus passes
+    cluster_detection_method="deactivate" (jax/_src/distributed.py skips detection then)."""
+    import jax
+    from jax._src import clusters
+
+    from janus import main
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    assert main.initialize_distributed(dict(SLURM_8_GPUS)) == "explicit"
+    assert calls == [dict(
+        coordinator_address="gpu07:62000", num_processes=2, process_id=1,
+        cluster_detection_method="deactivate",
+    )]  # fmt: skip
+    # What jax would have chosen without it, under the same environment:
+    for k, v in SLURM_8_GPUS.items():
+        monkeypatch.setenv(k, v)
+    detected = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+        "gpu07:62000", 2, 1, None, None, 10
+    )
+    assert detected == ("gpu07:62000", 2, 1, [0])
+
+
+CHILD = """
+import json, os, sys
+import jax
+from jax._src import xla_bridge
+from janus import main
+if os.environ.get("RAW"):  # the old call: jax.distributed.initialize(**cluster_env kwargs)
+    jax.distributed.initialize(**main.cluster_env()[1])
+else:
+    main.initialize_distributed()
+print(json.dumps({"visible": xla_bridge.CUDA_VISIBLE_DEVICES.value,
+                  "local": jax.local_device_count(), "global": jax.device_count()}), flush=True)
+jax.distributed.shutdown()
+"""
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["janus", "without_deactivate"])
+def test_cpu_analogue_of_a_slurm_node_with_8_gpus(tmp_path, raw):
+    """Two real processes under a simulated SLURM step (SLURM_LOCALID=0 on each node, 8 visible
+    GPUs), 4 CPU devices each, jax.distributed.initialize for real: janus keeps every device
+    visible (jax_cuda_visible_devices stays "all"); without deactivating the detection jax
+    restricts each process to GPU "0". CPU devices are not restricted by it, so both see 4."""
+    import socket
+
+    (tmp_path / "child.py").write_text(CHILD)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JANUS_"))}
+        env.update(SLURM_8_GPUS, SLURM_STEP_NODELIST="localhost", SLURM_PROCID=str(rank))
+        env.update(JANUS_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JANUS_PROCESS_ID=str(rank))
+        env.update(JANUS_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu", RAW="1" if raw else "")
+        env.update(JAX_NUM_CPU_DEVICES="4", PYTHONPATH=str(REPO))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(tmp_path / "child.py")], env=env, cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    visible = "0" if raw else "all"
+    assert results == [{"visible": visible, "local": 4, "global": 8}] * 2
+
+
 # --------------------------------------------------------------------------- SLURM
 
 
@@ -343,18 +583,22 @@ def _sbatch(d, env, *args):
     )
 
 
-def test_slurm_header_requests_sigterm_before_the_limit_and_requeue():
+def test_slurm_header_signals_the_steps_before_the_limit_and_requeues():
+    """`--signal=TERM@120` without `B:`: SLURM signals the steps' tasks (janus saves), not only the
+    batch shell (sbatch(1), --signal)."""
     header = [line for line in SLURM_SH.read_text().splitlines() if line.startswith("#SBATCH")]
-    assert "#SBATCH --signal=B:TERM@120" in header and "#SBATCH --requeue" in header
+    assert "#SBATCH --signal=TERM@120" in header and "#SBATCH --requeue" in header
+    assert not any("--signal=B:" in line for line in header)
     assert "#SBATCH --ntasks-per-node=1" in header
 
 
 def test_slurm_runs_every_task_with_the_cluster_env_and_finishes(fakes):
     d, env = fakes
-    r = _sbatch(d, _slurm_env(env, d, FAKE_PY="done"), *ARGS)
+    r = _sbatch(d, _slurm_env(env, d, FAKE_PY="done", SLURM_CPUS_PER_TASK="32"), *ARGS)
     assert r.returncode == 0, r.stderr
     [srun] = _log(d, "srun")
-    assert srun["argv"][0] == "--kill-on-bad-exit=1"
+    # srun does not inherit sbatch's --cpus-per-task (Slurm >= 22.05): passed explicitly.
+    assert srun["argv"][:2] == ["--kill-on-bad-exit=1", "--cpus-per-task=32"]
     address = f"gpu07:{61440 + 1234567 % 4096}"
     assert srun["env"] == {
         "JANUS_COORDINATOR_ADDRESS": address,
@@ -388,14 +632,7 @@ def test_slurm_requeues_a_stopped_run_but_not_a_failed_one(fakes, outcome, reque
     assert (["requeue", "1234567"] in _log(d, "scontrol")) == requeued
 
 
-@pytest.mark.parametrize("done", [False, True], ids=["not_done", "done"])
-def test_slurm_sigterm_is_forwarded_then_requeued_unless_done(fakes, done):
-    """SLURM's `--signal=B:TERM@120` signals the batch shell only: it must forward SIGTERM to srun
-    (-> the tasks), wait for them to save and exit 0, then requeue unless <workdir>/DONE."""
-    d, env = fakes
-    env = _slurm_env(env, d, FAKE_PY="wait_term")
-    if done:
-        (d / "runs" / "x" / "DONE").write_text("{}")
+def _start_batch(d, env):
     proc = subprocess.Popen(
         ["bash", str(SLURM_SH), *ARGS], env=env, cwd=d, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -404,13 +641,65 @@ def test_slurm_sigterm_is_forwarded_then_requeued_unless_done(fakes, done):
     while len(list(d.glob("ready.*"))) < 4:
         assert time.time() < deadline and proc.poll() is None, "tasks did not start"
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)  # to the batch shell only, as SLURM does
+    return proc
+
+
+def _saved(d):
+    return sorted(e["sigterm"] for e in _log(d, "python") if "sigterm" in e)
+
+
+@pytest.mark.parametrize("done", [False, True], ids=["not_done", "done"])
+def test_slurm_signal_to_the_steps_saves_then_requeues_unless_done(fakes, done):
+    """`#SBATCH --signal=TERM@120` (no B:): SLURM sends SIGTERM to every task of the step, not to
+    the batch shell or srun. The tasks save and exit 0, srun exits 0, and the batch script
+    requeues the job unless <workdir>/DONE."""
+    d, env = fakes
+    env = _slurm_env(env, d, FAKE_PY="wait_term")
+    if done:
+        (d / "runs" / "x" / "DONE").write_text("{}")
+    proc = _start_batch(d, env)
+    for pid in (d / "tasks.pids").read_text().split():  # what slurmstepd does with --signal
+        os.kill(int(pid), signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    srun = _log(d, "srun")
-    assert {"signal": int(signal.SIGTERM)} in srun
-    assert sorted(e["sigterm"] for e in _log(d, "python") if "sigterm" in e) == list("0123")
+    assert _saved(d) == list("0123")
+    assert not [e for e in _log(d, "srun") if "signal" in e]  # srun itself never signalled
     assert (["requeue", "1234567"] in _log(d, "scontrol")) == (not done)
+
+
+def test_slurm_batch_shell_signalled_has_slurm_signal_the_steps(fakes):
+    """A SIGTERM to the batch shell (`--signal=B:TERM@...`, `scancel --batch`): the trap must not
+    pass it to srun (srun would SIGKILL the tasks) but ask SLURM to signal the steps
+    (`scancel --signal=TERM $SLURM_JOB_ID`); the tasks save, and the job is requeued."""
+    d, env = fakes
+    proc = _start_batch(d, _slurm_env(env, d, FAKE_PY="wait_term"))
+    proc.send_signal(signal.SIGTERM)  # to the batch shell only
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert _log(d, "scancel") == [["--signal=TERM", "1234567"]]
+    assert _saved(d) == list("0123")
+    assert not [e for e in _log(d, "srun") if "signal" in e]
+    assert ["requeue", "1234567"] in _log(d, "scontrol")
+
+
+def test_fake_srun_kills_its_tasks_on_sigterm_as_the_real_one_does(fakes):
+    """The fault the script avoids: SIGTERM to srun (what the old trap did) SIGKILLs the tasks,
+    nothing is saved, and the non-zero status means no requeue."""
+    d, env = fakes
+    env = _slurm_env(env, d, FAKE_PY="wait_term", SLURM_NTASKS="4")
+    srun = subprocess.Popen(
+        ["srun", "python", "-m", "janus.main", *ARGS], env=env, cwd=d,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.time() + 30
+    while len(list(d.glob("ready.*"))) < 4:
+        assert time.time() < deadline and srun.poll() is None, "tasks did not start"
+        time.sleep(0.02)
+    srun.send_signal(signal.SIGTERM)
+    srun.communicate(timeout=30)
+    assert srun.returncode == 128 + signal.SIGKILL
+    assert _saved(d) == []
+    assert {"signal": int(signal.SIGTERM), "action": "forcing job termination"} in _log(d, "srun")
 
 
 STUDY = """
