@@ -350,3 +350,36 @@ def test_watch_reevaluates_a_step_whose_result_a_resume_dropped(tmp_path):
     ev.evaluate_step = evaluate_step
     assert watch.watch(ev, str(workdir), final_step=30, poll=0.01, timeout=30) == [10, 20, 30]
     assert seen == [10, 20, 30] and not (workdir / "eval" / watch.WATCH_LOCK).exists()
+
+
+def test_reused_pid_lock_is_taken_over(tmp_path):
+    """A lock naming a live pid of this host that holds no flock on it (the pid was reused)."""
+    d = tmp_path / "w"
+    d.mkdir()
+    mine = {"host": socket.gethostname(), "pid": os.getppid(), "start": 0, "token": "x"}
+    (d / "LOCK").write_text(json.dumps(mine))
+    os.utime(d / "LOCK", (time.time() - 60, time.time() - 60))
+    notes = []
+    with workdir_lib.WorkdirLock(d, log=notes.append):
+        pass
+    assert "pid reused" in notes[0]
+
+
+def test_dropping_metrics_rows_is_atomic(tmp_path, monkeypatch):
+    """A crash while metrics.jsonl is rewritten loses nothing: the old file stays whole."""
+    from janus import fileio, train
+
+    rows = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6))
+    (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 6, "lo')  # a killed run's half line
+
+    def crash(*a):
+        raise OSError("killed")
+
+    monkeypatch.setattr(fileio.os, "replace", crash)
+    with pytest.raises(OSError):
+        train._drop_rows_after(str(tmp_path), 3)
+    assert (tmp_path / "metrics.jsonl").read_text() == rows + '{"step": 6, "lo'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temporary left
+    monkeypatch.undo()
+    train._drop_rows_after(str(tmp_path), 3)
+    assert [r["step"] for r in metrics(tmp_path)] == [1, 2, 3]
