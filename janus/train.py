@@ -544,8 +544,9 @@ def _check_resume_config(workdir, ckpt, start, resolved, allow_changes) -> dict:
     }
     if refused:
         width = max(len(k) for k in refused)
-        old_w = max(len(json.dumps(o)) for o, _ in refused.values())
-        lines = [f"  {'field':<{width}}  {'was (' + source + ')':<{old_w}}  now"]
+        was = f"was ({source})"
+        old_w = max(len(was), *(len(json.dumps(o)) for o, _ in refused.values()))
+        lines = [f"  {'field':<{width}}  {was:<{old_w}}  now"]
         lines += [
             f"  {k:<{width}}  {json.dumps(o):<{old_w}}  {json.dumps(n)}"
             for k, (o, n) in refused.items()
