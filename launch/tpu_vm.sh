@@ -16,8 +16,13 @@
 #   launch/tpu_vm.sh copy              # this checkout (tar + scp) to ~/janus on all workers
 #   launch/tpu_vm.sh run --config configs/janus.py:loss=infonce,budget=2400000 \
 #        --config.data.train=/mnt/janus/data/in100*1+/mnt/janus/data/janus*1
-#   launch/tpu_vm.sh watch <same args as run>   # run until $WORKDIR/DONE; after a preemption
-#                                  # recreate + setup + run again (it resumes from its checkpoint)
+#                                  # starts janus.main detached on every worker (after stopping
+#                                  # any janus.main left there); pid, log and exit status in
+#                                  # $WORKDIR/launch/<worker hostname>.{pid,log,exit}
+#   launch/tpu_vm.sh status            # per worker: running | exit=<status> | absent
+#   launch/tpu_vm.sh watch <same args as run>   # start, then poll the queued resource, the node
+#                                  # and the workers until $WORKDIR/DONE; preempted (SUSPENDED/
+#                                  # PREEMPTED): delete, recreate, setup, start (it resumes)
 #   launch/tpu_vm.sh ssh "<command>"   # any command on all workers;  launch/tpu_vm.sh delete
 #
 # The workdir must be shared by all workers: every process writes its part of each checkpoint and
@@ -25,16 +30,16 @@
 # works the same. Data dirs are read by every worker, so they live there too.
 #
 # Optional: PROJECT (gcloud --project), QR_NAME (default $TPU_NAME-qr), REMOTE_DIR (default janus),
-# MOUNT (default /mnt/janus), POLL_S (seconds between state polls while creating, default 30),
+# MOUNT (default /mnt/janus), POLL_S (seconds between state polls, default 30),
 # RETRY_S (seconds before `watch` restarts a stopped run, default 60). `create` fails (rather than
 # waiting forever) when the queued resource is FAILED or SUSPENDED. tests/test_launch.py runs this
-# script against a fake `gcloud` on PATH and checks the commands it issues.
+# script against a fake `gcloud` on PATH that runs the start/status commands on simulated workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."  # `copy` packs this checkout (git ls-files)
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 case "${1:-}" in
-  create | delete | setup | copy | run | watch | ssh) ;;
+  create | delete | setup | copy | run | status | watch | ssh) ;;
   *) usage; exit 2 ;;
 esac
 
@@ -125,12 +130,43 @@ workers() {
   echo "$n"
 }
 
+# Training runs detached on every worker (nohup + setsid), so a dropped ssh connection cannot stop
+# it, and `gcloud ... ssh`, which runs the whole command again when ssh exits 255, cannot start a
+# second janus.main beside the first: every start first stops (SIGTERM, then SIGKILL after 60 s) any
+# janus.main of this user left on the worker. A pidfile from an earlier VM is never trusted.
+# Per worker (named by `hostname`) in $WORKDIR/launch/: <host>.pid (the python process),
+# <host>.log (stdout+stderr; on a gcsfuse mount it is uploaded when the file is closed), and
+# <host>.exit (its exit status, once it has ended).
+JANUS_PATTERN='^[^ ]*python[^ ]* -m janus[.]main'  # the process itself, not a shell quoting it
+
 run() {
   : "${WORKDIR:?set WORKDIR (shared by all workers)}"
-  local n
+  local n d
   n=$(workers) || return 1
-  on_all "set -o pipefail; . ~/venv/bin/activate && cd ~/$REMOTE_DIR && \
-    export JANUS_TPU_WORKERS=$n && python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") 2>&1 | tee -a ~/janus_train.log"
+  d=$(printf %q "$WORKDIR/launch")
+  on_all ": janus-start; set -e; . ~/venv/bin/activate; cd ~/$REMOTE_DIR
+    d=$d; w=\$(hostname); mkdir -p \"\$d\"
+    pkill -TERM -u \"\$(id -u)\" -f '$JANUS_PATTERN' || true
+    for i in \$(seq 60); do pgrep -u \"\$(id -u)\" -f '$JANUS_PATTERN' >/dev/null || break; sleep 1; done
+    pkill -KILL -u \"\$(id -u)\" -f '$JANUS_PATTERN' || true
+    rm -f \"\$d/\$w.exit\" \"\$d/\$w.pid\"
+    export JANUS_TPU_WORKERS=$n
+    # The exit status is written only while the pidfile still names this run (not after a restart).
+    nohup setsid bash -c 'p=\$1 x=\$2; shift 2; \"\$@\" & c=\$!; echo \$c > \"\$p\"; wait \$c; s=\$?
+      if [ \"\$(cat \"\$p\" 2>/dev/null)\" = \$c ]; then echo \$s > \"\$x\"; fi' \
+      janus \"\$d/\$w.pid\" \"\$d/\$w.exit\" python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") \
+      >> \"\$d/\$w.log\" 2>&1 < /dev/null &
+    echo \"janus-worker \$w started\""
+}
+
+status() {
+  # One line per worker: `janus-worker <host> running|exit=<status>|absent`.
+  : "${WORKDIR:?set WORKDIR (shared by all workers)}"
+  on_all ": janus-status; d=$(printf %q "$WORKDIR/launch"); w=\$(hostname)
+    if [ -f \"\$d/\$w.pid\" ] && ps -o args= -p \"\$(cat \"\$d/\$w.pid\")\" | grep -q 'janus[.]main'; then
+      echo \"janus-worker \$w running\"
+    elif [ -f \"\$d/\$w.exit\" ]; then echo \"janus-worker \$w exit=\$(cat \"\$d/\$w.exit\")\"
+    else echo \"janus-worker \$w absent\"; fi"
 }
 
 finished() {
@@ -139,25 +175,47 @@ finished() {
     --command="test -f $(printf %q "$WORKDIR/DONE")" >/dev/null 2>&1
 }
 
+qr_state() {
+  gc compute tpus queued-resources describe "$QR_NAME" --zone="$ZONE" \
+    --format='value(state.state)' 2>/dev/null || echo UNKNOWN
+}
+
 watch() {
-  # Run until <workdir>/DONE exists. A preempted slice (not READY) is recreated, set up and run
-  # again; a run stopped by SIGTERM (exit 0 without DONE) or a lost connection (ssh status 255)
-  # is started again. janus resumes from the latest complete checkpoint in $WORKDIR. A run that
-  # fails on a healthy slice (e.g. NonFiniteLossError, exit 1) is not retried.
+  # Start the run, then poll the queued resource, the node and every worker until <workdir>/DONE
+  # exists. Preempted (queued resource SUSPENDED, or node PREEMPTED/missing): delete, recreate,
+  # set up and start again. Every worker ended with status 0 but no DONE (stopped by SIGTERM): start
+  # again. janus resumes from the latest complete checkpoint in $WORKDIR. A run that ends non-zero
+  # on a healthy slice (e.g. NonFiniteLossError, exit 1) is not retried.
+  : "${WORKDIR:?set WORKDIR (shared by all workers)}"
+  local qr node st n bad
+  run "$@" || echo "$(date -u) start did not complete; polling"
   while true; do
-    if [[ "$(state)" != READY ]]; then
-      echo "$(date -u) TPU state $(state): recreating"
-      delete; create; setup
+    sleep "$POLL_S"
+    qr=$(qr_state)
+    node=$(state)
+    case "$qr/$node" in
+      SUSPENDED/* | PREEMPTED/* | FAILED/* | */PREEMPTED | */MISSING | */TERMINATED)
+        echo "$(date -u) queued resource $qr, TPU $node: recreating"
+        delete; create; setup
+        run "$@" || echo "$(date -u) start did not complete; polling"
+        continue
+        ;;
+    esac
+    [[ "$node" == READY ]] || continue
+    st=$(status 2>/dev/null | grep '^janus-worker ') || continue
+    n=$(workers) || continue
+    (($(wc -l <<<"$st") == n)) || continue  # a worker did not answer: ask again
+    grep -q ' running$' <<<"$st" && continue
+    if finished; then echo "$(date -u) run finished"; return 0; fi
+    bad=$(grep -o 'exit=[0-9]*' <<<"$st" | grep -v '^exit=0$' | head -n 1 || true)
+    if [[ -n "$bad" ]]; then
+      echo "$(date -u) run failed with status ${bad#exit=} on a healthy slice; see" \
+        "$WORKDIR/launch/<worker>.log"
+      return "${bad#exit=}"
     fi
-    local status=0
-    run "$@" || status=$?
-    if finished; then echo "$(date -u) run finished"; break; fi
-    if [[ "$(state)" == READY ]] && ((status != 0 && status != 255)); then
-      echo "$(date -u) run failed with status $status on a healthy slice; see ~/janus_train.log"
-      return "$status"
-    fi
-    echo "$(date -u) run stopped (status $status, TPU $(state)); resuming in ${RETRY_S}s"
+    echo "$(date -u) run stopped without DONE; starting again in ${RETRY_S}s"
     sleep "$RETRY_S"
+    run "$@" || echo "$(date -u) start did not complete; polling"
   done
 }
 
@@ -168,6 +226,7 @@ case "$cmd" in
   setup) setup ;;
   copy) copy ;;
   run) run "$@" ;;
+  status) status ;;
   watch) watch "$@" ;;
   ssh) on_all "$*" ;;
   *) usage; exit 2 ;;

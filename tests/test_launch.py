@@ -68,28 +68,82 @@ if pos[:4] == ["compute", "tpus", "tpu-vm", "describe"]:
     print(state)
 elif pos[:4] == ["compute", "tpus", "queued-resources", "create"]:
     state_file.write_text(f"CREATING {os.environ.get('FAKE_CREATING_POLLS', '1')}")
+    (d / "qr_state").unlink(missing_ok=True)
 elif pos[:4] == ["compute", "tpus", "queued-resources", "describe"]:
-    print(os.environ.get("FAKE_QR_STATE", "WAITING_FOR_RESOURCES"))
+    qr = d / "qr_state"
+    print(qr.read_text() if qr.exists() else os.environ.get("FAKE_QR_STATE", "ACTIVE"))
 elif pos[:4] == ["compute", "tpus", "queued-resources", "delete"]:
     state_file.write_text("MISSING")
+    (d / "qr_state").unlink(missing_ok=True)
 elif pos[:4] == ["compute", "tpus", "tpu-vm", "scp"]:
     shutil.copy(pos[4], d / "copied.tgz")
 elif pos[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
     command = opts["command"]
     if command.startswith("test -f "):
         sys.exit(subprocess.run(["bash", "-c", command]).returncode)
-    if "janus.main" in command:
+    def on_workers(outcome=None):  # the command, run by bash on each simulated worker
+        for i in range(int(os.environ.get("FAKE_WORKERS", "4"))):
+            home = d / "home" / f"w{i}"
+            (home / "venv" / "bin").mkdir(parents=True, exist_ok=True)
+            (home / "venv" / "bin" / "activate").write_text("")
+            (home / "janus").mkdir(exist_ok=True)
+            env = dict(os.environ, HOME=str(home), FAKE_HOSTNAME=f"w{i}")
+            if outcome:
+                env["FAKE_PY"] = outcome
+            r = subprocess.run(["bash", "-c", command], env=env)
+            if r.returncode:
+                sys.exit(r.returncode)
+    if command.startswith(": janus-start;"):
         runs = os.environ.get("FAKE_RUNS", "done").split(",")
         counter = d / "runs"
         i = int(counter.read_text()) if counter.exists() else 0
         counter.write_text(str(i + 1))
         outcome = runs[min(i, len(runs) - 1)]
-        if outcome == "preempt":  # the slice goes away mid-run; ssh loses the connection
+        if outcome == "preempt":  # the slice goes away: spot queued resources become SUSPENDED
             state_file.write_text("PREEMPTED")
-            sys.exit(255)
-        if outcome == "done":
-            pathlib.Path(os.environ["WORKDIR"], "DONE").write_text("{}")
-        sys.exit({"done": 0, "stop": 0, "fail": 1}[outcome])
+            (d / "qr_state").write_text("SUSPENDED")
+            sys.exit(255)  # ssh lost the connection
+        on_workers(outcome)
+        if outcome == "dropped":  # ssh exits 255 after the start; gcloud runs it all again
+            on_workers(outcome)
+    elif command.startswith(": janus-status;"):
+        on_workers()
+"""
+
+# The processes on the simulated workers: `hostname` names the worker; `pgrep`/`pkill` act only on
+# the fake training processes of this test (never on real janus.main processes on this machine).
+FAKE_HOSTNAME = """
+import os
+print(os.environ.get("FAKE_HOSTNAME", "localhost"))
+"""
+
+FAKE_PKILL = """
+import json, os, pathlib, signal, sys
+
+d = pathlib.Path(os.environ["FAKE_DIR"])
+name = pathlib.Path(sys.argv[0]).name
+args = sys.argv[1:]
+with open(d / f"{name}.log", "a") as f:
+    f.write(json.dumps(args) + "\\n")
+host = os.environ.get("FAKE_HOSTNAME")
+pids = []
+for path in d.glob(f"janus.{host}.*.pid"):
+    pid = int(path.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        continue
+    if open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+        continue
+    pids.append(pid)
+sig = signal.SIGTERM
+for a in args:
+    if a.startswith("-") and a[1:] in ("TERM", "KILL"):
+        sig = getattr(signal, "SIG" + a[1:])
+if name == "pkill":
+    for pid in pids:
+        os.kill(pid, sig)
+sys.exit(0 if pids else 1)
 """
 
 # srun: the options, then the task command; starts SLURM_NTASKS tasks with SLURM_PROCID and
@@ -157,7 +211,8 @@ import json, os, pathlib, signal, sys, time
 
 d = pathlib.Path(os.environ["FAKE_DIR"])
 args = sys.argv[1:]
-rank = os.environ.get("SLURM_PROCID")
+host = os.environ.get("FAKE_HOSTNAME")  # on a simulated TPU worker: worker 0 is rank 0
+rank = os.environ.get("SLURM_PROCID") or (host and host[1:])
 def log(**kw):
     with open(d / "python.log", "a") as f:
         f.write(json.dumps(kw) + "\\n")
@@ -166,8 +221,15 @@ log(argv=args, env={k: os.environ.get(k) for k in keys}, rank=rank)
 if args[:2] == ["-m", "janus.sweep"]:  # array mode: the real janus.sweep prints the command
     os.execv(sys.executable, [sys.executable, *args])
 mode = os.environ.get("FAKE_PY", "done")
-flags = " ".join(args).replace("--workdir=", "--workdir ").split(" ")
-workdir = flags[flags.index("--workdir") + 1]  # janus.main accepts --workdir=DIR and --workdir DIR
+workdir = next(  # janus.main accepts --workdir=DIR and --workdir DIR
+    a[len("--workdir="):] if a.startswith("--workdir=") else args[i + 1]
+    for i, a in enumerate(args) if a.startswith("--workdir=") or a == "--workdir"
+)
+if host:
+    (d / f"janus.{host}.{os.getpid()}.pid").write_text(str(os.getpid()))
+    log(started=host, env_workers=os.environ.get("JANUS_TPU_WORKERS"))
+if mode == "dropped":
+    mode = "wait_term"
 if mode == "wait_term":  # train until SIGTERM, then "save" and exit 0 (what janus.main does)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -198,11 +260,19 @@ def fakes(tmp_path):
         ("scancel", FAKE_SCANCEL),
         ("scontrol", FAKE_SCONTROL),
         ("python", FAKE_PYTHON),
+        ("hostname", FAKE_HOSTNAME),
+        ("pkill", FAKE_PKILL),
+        ("pgrep", FAKE_PKILL),
     ]:
         _write_fake(bin_dir, name, body)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JANUS_", "TPU_"))}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_DIR=str(tmp_path))
-    return tmp_path, env
+    yield tmp_path, env
+    for path in tmp_path.glob("janus.*.pid"):  # detached fake training processes left running
+        try:
+            os.kill(int(path.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _log(d: pathlib.Path, name: str) -> list:
@@ -238,12 +308,6 @@ def _ssh_commands(calls, worker="all"):
             assert c[4] == "janus-t" and "--zone=us-central2-b" in c, c
             out.append(next(a for a in c if a.startswith("--command="))[len("--command=") :])
     return out
-
-
-def _train_argv(command: str) -> list:
-    """The argv of the training command inside a `run` ssh command, as the remote shell sees it."""
-    start = command.index("python -m janus.main")
-    return shlex.split(command[start : command.index("2>&1")])
 
 
 def test_tpu_usage_without_a_command(fakes):
@@ -305,53 +369,116 @@ def test_tpu_setup_installs_and_copies_the_checkout_to_all_workers(fakes):
     assert not any(n.startswith((".venv/", ".git/")) for n in names)
 
 
-def test_tpu_run_issues_the_same_command_on_all_workers(fakes):
+def _started(d):
+    return [e for e in _log(d, "python") if "started" in e]
+
+
+def _wait_for(predicate, what):
+    deadline = time.time() + 30
+    while not predicate():
+        assert time.time() < deadline, what
+        time.sleep(0.02)
+
+
+def _alive_workers(d):
+    alive = []
+    for path in d.glob("janus.*.pid"):
+        stat = pathlib.Path(f"/proc/{path.read_text()}/stat")
+        if stat.exists() and stat.read_text().split()[2] != "Z":
+            alive.append(path.name.split(".")[1])
+    return sorted(alive)
+
+
+def test_tpu_run_starts_janus_detached_on_every_worker(fakes):
+    """`run` starts the same janus.main on every worker, detached (nohup setsid), with its pid,
+    log and exit status in $WORKDIR/launch/<worker>.*; JANUS_TPU_WORKERS is the slice's worker
+    count, counted from the node's networkEndpoints: 4 on a v4-32, 1 on a v4-8. (On a TPU VM
+    created with gcloud nothing in the environment names the slice.)"""
     d, env = fakes
     (d / "state").write_text("READY")
     args = ["--config", "configs/janus.py:loss=infonce,budget=2400000",
             "--config.data.train=/mnt/janus/data/in100*1+/mnt/janus/data/janus*1"]  # fmt: skip
     env = _tpu_env(env, d)
     _tpu(d, env, "run", *args)
-    [command] = _ssh_commands(_log(d, "gcloud"))
-    assert command.startswith("set -o pipefail; . ~/venv/bin/activate && cd ~/janus && ")
-    assert command.endswith("2>&1 | tee -a ~/janus_train.log")
-    # The space in the workdir and the globs reach janus.main unchanged.
-    assert _train_argv(command) == [
-        "python", "-m", "janus.main", f"--workdir={env['WORKDIR']}", *args,
-    ]  # fmt: skip
+    calls = _log(d, "gcloud")
+    assert [
+        "compute", "tpus", "tpu-vm", "describe", "janus-t", "--zone=us-central2-b",
+        "--format=json(networkEndpoints)",
+    ] in calls  # fmt: skip
+    [command] = _ssh_commands(calls)
+    assert "nohup setsid bash -c" in command and "export JANUS_TPU_WORKERS=4" in command
+    launch = d / "run dir" / "launch"
+    _wait_for(lambda: len(list(launch.glob("*.exit"))) == 4, "the runs did not end")
+    # The space in the workdir and the globs reach janus.main unchanged, on every worker.
+    tasks = [e["argv"] for e in _log(d, "python") if "argv" in e]
+    assert tasks == [["-m", "janus.main", f"--workdir={env['WORKDIR']}", *args]] * 4
+    assert sorted(e["started"] for e in _started(d)) == ["w0", "w1", "w2", "w3"]
+    assert {e["env_workers"] for e in _started(d)} == {"4"}
+    assert {p.name for p in launch.glob("*.log")} == {f"w{i}.log" for i in range(4)}
+    assert [(launch / f"w{i}.exit").read_text().strip() for i in range(4)] == ["0"] * 4
+    r = _tpu(d, env, "status")
+    assert sorted(r.stdout.splitlines()) == [f"janus-worker w{i} exit=0" for i in range(4)]
+    # A single-host TPU VM: JANUS_TPU_WORKERS=1, so janus never initialises jax.distributed.
+    (d / "python.log").unlink()
+    _tpu(d, dict(env, FAKE_WORKERS="1"), "run", "--config", "c.py")
+    _wait_for(lambda: _started(d), "the run did not start")
+    assert [e["env_workers"] for e in _started(d)] == ["1"]
 
 
-def test_tpu_watch_recreates_after_preemption_and_reruns_until_done(fakes):
+def test_tpu_run_again_leaves_one_janus_per_worker(fakes):
+    """gcloud runs the whole ssh command again when ssh exits 255; a start first stops any
+    `python -m janus.main` left on the worker (pkill, here faked to touch only this test's
+    processes), so only one trains."""
     d, env = fakes
     (d / "state").write_text("READY")
-    # run 1: the slice is preempted; run 2 (on the recreated slice): stopped by SIGTERM (exit 0,
-    # no DONE); run 3: finishes and writes DONE.
+    env = _tpu_env(env, d, FAKE_RUNS="dropped")  # ssh "drops": the start command runs twice
+    _tpu(d, env, "run", "--config", "c.py")
+    _wait_for(lambda: len(_started(d)) == 8, "two starts on each of 4 workers")
+    _wait_for(lambda: len(_alive_workers(d)) == 4, "one janus per worker")
+    saved = sorted(e["sigterm"] for e in _log(d, "python") if "sigterm" in e)
+    assert saved == list("0123")  # the first janus on each worker was stopped with SIGTERM
+    assert _alive_workers(d) == ["w0", "w1", "w2", "w3"]
+    assert any(a[:1] == ["-TERM"] for a in _log(d, "pkill"))
+    r = _tpu(d, env, "status")
+    assert sorted(r.stdout.splitlines()) == [f"janus-worker w{i} running" for i in range(4)]
+
+
+def test_tpu_watch_recreates_after_preemption_and_restarts_until_done(fakes):
+    d, env = fakes
+    (d / "state").write_text("READY")
+    # start 1: the spot slice is preempted (queued resource SUSPENDED, node PREEMPTED); start 2
+    # (on the recreated slice): every worker stops with exit 0 (SIGTERM) and no DONE; start 3:
+    # finishes and worker 0 writes DONE.
     env = _tpu_env(env, d, FAKE_RUNS="preempt,stop,done")
     args = ["--config", "configs/mini.py", "--config.optimizer.lr=0.1"]
     r = _tpu(d, env, "watch", *args)
-    assert "run finished" in r.stdout
+    assert "run finished" in r.stdout and "queued resource SUSPENDED" in r.stdout
     calls = _log(d, "gcloud")
     kinds = []
     for c in calls:
         if c[:4] == ["compute", "tpus", "tpu-vm", "ssh"]:
             cmd = next(a for a in c if a.startswith("--command="))
-            kinds.append("train" if "janus.main" in cmd else "done?" if "test -f" in cmd else "ssh")
-        elif c[2] == "queued-resources" and c[3] != "describe":  # (polls while creating)
+            kinds.append(
+                "start" if "janus-start" in cmd else "status" if "janus-status" in cmd
+                else "done?" if "test -f" in cmd else "ssh"
+            )  # fmt: skip
+        elif c[2] == "queued-resources" and c[3] in ("create", "delete"):
             kinds.append(f"qr-{c[3]}")
         elif c[3] == "scp":
             kinds.append("scp")
+    kinds = [k for i, k in enumerate(kinds) if k != "status" or kinds[i + 1 : i + 2] != ["status"]]
     assert kinds == [
-        "train", "done?",                                   # preempted: not done
-        "qr-delete", "qr-create", "ssh", "scp", "ssh", "ssh",  # recreate + setup (with copy)
-        "train", "done?",                                   # stopped: not done, slice healthy
-        "train", "done?",                                   # DONE
+        "start",                                                 # preempted
+        "qr-delete", "qr-create", "ssh", "scp", "ssh", "ssh",    # recreate + setup (with copy)
+        "start", "status", "done?",                              # stopped: not done
+        "start", "status", "done?",                              # DONE
     ]  # fmt: skip
     create = next(c for c in calls if c[2:4] == ["queued-resources", "create"])
     assert "--accelerator-type=v4-32" in create and "--zone=us-central2-b" in create
-    trains = [_train_argv(c) for c in _ssh_commands(calls) if "janus.main" in c]
-    assert trains == [["python", "-m", "janus.main", f"--workdir={env['WORKDIR']}", *args]] * 3
-    done_checks = _ssh_commands(calls, "0")
-    assert [shlex.split(c) for c in done_checks] == [["test", "-f", f"{env['WORKDIR']}/DONE"]] * 3
+    tasks = [e["argv"] for e in _log(d, "python") if "argv" in e]
+    assert tasks == [["-m", "janus.main", f"--workdir={env['WORKDIR']}", *args]] * 8
+    done_checks = [shlex.split(c) for c in _ssh_commands(calls, "0")]
+    assert done_checks == [["test", "-f", f"{env['WORKDIR']}/DONE"]] * 2
     assert (d / "run dir" / "DONE").exists()
 
 
@@ -361,24 +488,6 @@ def test_tpu_watch_does_not_retry_a_failure_on_a_healthy_slice(fakes):
     r = _tpu(d, _tpu_env(env, d, FAKE_RUNS="fail,done"), "watch", "--config", "c.py", check=False)
     assert r.returncode == 1 and "failed with status 1 on a healthy slice" in r.stdout
     assert int((d / "runs").read_text()) == 1
-
-
-def test_tpu_run_tells_janus_how_many_workers_the_slice_has(fakes):
-    """On a TPU VM created with gcloud nothing in the environment names the slice
-    (TPU_WORKER_HOSTNAMES is injected only on GKE), so `run` passes JANUS_TPU_WORKERS, counted from
-    the node's networkEndpoints (one per worker): 4 on a v4-32, 1 on a v4-8."""
-    d, env = fakes
-    (d / "state").write_text("READY")
-    for workers in ("4", "1"):
-        (d / "gcloud.log").unlink(missing_ok=True)
-        _tpu(d, _tpu_env(env, d, FAKE_WORKERS=workers), "run", "--config", "c.py")
-        calls = _log(d, "gcloud")
-        assert [
-            "compute", "tpus", "tpu-vm", "describe", "janus-t", "--zone=us-central2-b",
-            "--format=json(networkEndpoints)",
-        ] in calls  # fmt: skip
-        [command] = _ssh_commands(calls)
-        assert f"export JANUS_TPU_WORKERS={workers} && python -m janus.main" in command
 
 
 class _MetadataServer:
