@@ -8,7 +8,7 @@
 # created with gcloud.) A single-host TPU VM never initialises the distributed runtime.
 #
 # Usage (from the repository root):
-#   export TPU_NAME=janus-v4-32 ZONE=us-central2-b ACCELERATOR=v4-32 VERSION=tpu-ubuntu2204-base
+#   export TPU_NAME=janus-v4-32 ZONE=us-central2-b ACCELERATOR=v4-32
 #   export WORKDIR=/mnt/janus/runs/mix_vl     # a path every worker sees (see below)
 #   export BUCKET=my-bucket                   # mounted at /mnt/janus with gcsfuse by `setup`
 #   launch/tpu_vm.sh create            # queued resource (add SPOT=1 for spot capacity)
@@ -26,10 +26,18 @@
 #   launch/tpu_vm.sh ssh "<command>"   # any command on all workers;  launch/tpu_vm.sh delete
 #
 # The workdir must be shared by all workers: every process writes its part of each checkpoint and
-# process 0 the logs. `setup` mounts gs://$BUCKET at /mnt/janus with gcsfuse; a Filestore/NFS mount
-# works the same. Data dirs are read by every worker, so they live there too.
+# process 0 the logs. `setup` mounts gs://$BUCKET at /mnt/janus with gcsfuse, with
+# --rename-dir-limit (RENAME_DIR_LIMIT, default 200000) because orbax finalises each checkpoint by
+# renaming its temporary directory and gcsfuse refuses directory renames on a flat bucket otherwise;
+# on a flat bucket that rename copies object by object (not atomic). Prefer a bucket with
+# hierarchical namespace (native, atomic folder renames), or a Filestore/NFS mount (POSIX renames);
+# local SSD plus a periodic sync to a bucket is not enough here, as every worker must see the
+# same checkpoint directory. Data dirs are read by every worker, so they live there too.
 #
-# Optional: PROJECT (gcloud --project), QR_NAME (default $TPU_NAME-qr), REMOTE_DIR (default janus),
+# Optional: VERSION (runtime version; default chosen from ACCELERATOR: v2/v3/v4
+# tpu-ubuntu2204-base, v5litepod/v5e v2-alpha-tpuv5-lite, v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e),
+# SCOPES (default cloud-platform, so the bucket is writable), SERVICE_ACCOUNT, LIBTPU_PIN,
+# PROJECT (gcloud --project), QR_NAME (default $TPU_NAME-qr), REMOTE_DIR (default janus),
 # MOUNT (default /mnt/janus), POLL_S (seconds between state polls, default 30),
 # RETRY_S (seconds before `watch` restarts a stopped run, default 60). `create` fails (rather than
 # waiting forever) when the queued resource is FAILED or SUSPENDED. tests/test_launch.py runs this
@@ -45,7 +53,24 @@ esac
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 ACCELERATOR=${ACCELERATOR:-v4-8}
-VERSION=${VERSION:-tpu-ubuntu2204-base}
+# The TPU VM runtime (software version) differs by generation (Cloud TPU "TPU software versions").
+case "$ACCELERATOR" in
+  v2-* | v3-* | v4-*) default_version=tpu-ubuntu2204-base ;;
+  v5litepod-* | v5e-*) default_version=v2-alpha-tpuv5-lite ;;
+  v5p-*) default_version=v2-alpha-tpuv5 ;;
+  v6e-*) default_version=v2-alpha-tpuv6e ;;
+  *) default_version="" ;;
+esac
+VERSION=${VERSION:-$default_version}
+: "${VERSION:?set VERSION: no default runtime version known for ACCELERATOR=$ACCELERATOR}"
+# The VM's service account needs write access to the bucket: full cloud-platform scope by default
+# (access then follows the account's IAM roles); SERVICE_ACCOUNT picks another account.
+SCOPES=${SCOPES:-cloud-platform}
+# gcsfuse: orbax finalises a checkpoint by renaming its temporary directory (a local-looking path
+# gets AtomicRenameTemporaryPath), and gcsfuse refuses directory renames on a flat bucket unless
+# --rename-dir-limit allows them (then it copies and deletes each object: not atomic).
+RENAME_DIR_LIMIT=${RENAME_DIR_LIMIT:-200000}
+LIBTPU_PIN=${LIBTPU_PIN:-libtpu==0.0.42.*}  # what jax[tpu]==0.10.2 requires
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
 REMOTE_DIR=${REMOTE_DIR:-janus}
 MOUNT=${MOUNT:-/mnt/janus}
@@ -67,7 +92,8 @@ create() {
   # ${spot:+...}: no empty argument, and no empty-array expansion (an error under `set -u` in
   # the bash 3.2 of macOS, where this script usually runs).
   gc compute tpus queued-resources create "$QR_NAME" --node-id="$TPU_NAME" --zone="$ZONE" \
-    --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" ${spot:+"$spot"}
+    --accelerator-type="$ACCELERATOR" --runtime-version="$VERSION" --scopes="$SCOPES" \
+    ${SERVICE_ACCOUNT:+"--service-account=$SERVICE_ACCOUNT"} ${spot:+"$spot"}
   echo "waiting for $TPU_NAME to become READY..."
   until [[ "$(state)" == READY ]]; do
     qr=$(gc compute tpus queued-resources describe "$QR_NAME" --zone="$ZONE" \
@@ -89,29 +115,41 @@ delete() {
 
 setup() {
   on_all "set -e
-    sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv rsync
+    # A fresh VM runs unattended-upgrades: wait up to 10 min for the dpkg lock instead of failing.
+    apt() { sudo apt-get -o DPkg::Lock::Timeout=600 \"\$@\"; }
+    apt update -qq && apt install -y -qq python3.11 python3.11-venv rsync
     python3.11 -m venv ~/venv && . ~/venv/bin/activate && pip install -q --upgrade pip
     mkdir -p ~/$REMOTE_DIR
     if [ -n '${BUCKET:-}' ] && ! mountpoint -q $MOUNT; then
       export GCSFUSE_REPO=gcsfuse-\$(lsb_release -c -s)
-      echo \"deb https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list
-      curl -s https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo apt-key add -
-      sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse
+      curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg \
+        | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null
+      echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt \$GCSFUSE_REPO main\" \
+        | sudo tee /etc/apt/sources.list.d/gcsfuse.list
+      apt update -qq && apt install -y -qq gcsfuse
       sudo mkdir -p $MOUNT && sudo chown \$USER $MOUNT
-      gcsfuse --implicit-dirs ${BUCKET:-} $MOUNT
+      gcsfuse --implicit-dirs --rename-dir-limit=$RENAME_DIR_LIMIT ${BUCKET:-} $MOUNT
     fi"
   copy
-  # The pinned stack, then the TPU runtime for the same jax version.
+  # The pinned stack, then the TPU runtime for the same jax version, with libtpu pinned as that jax
+  # release declares it (LIBTPU_PIN; tests/test_launch.py checks it against jax's metadata).
   local jax_version
   jax_version=$(grep -E '^jax==' requirements/lock.txt | cut -d= -f3) \
     || { echo "no jax== pin in requirements/lock.txt" >&2; return 1; }
   on_all ". ~/venv/bin/activate && cd ~/$REMOTE_DIR && pip install -q -r requirements/lock.txt \
-    && pip install -q 'jax[tpu]==$jax_version' && pip install -q --no-deps -e ."
+    && pip install -q 'jax[tpu]==$jax_version' '$LIBTPU_PIN' && pip install -q --no-deps -e ."
 }
 
 copy() {
   # The checkout without venvs, data or runs, to every worker.
-  local tmp
+  local tmp n
+  n=$(workers) || return 1
+  if ((n > 1)) && ! ssh-add -l >/dev/null 2>&1; then
+    # `tpu-vm scp --worker=all` on a multi-host slice uses the key from ssh-agent.
+    echo "copying to $n workers needs gcloud's ssh key in ssh-agent; run:" >&2
+    echo "  eval \"\$(ssh-agent -s)\" && ssh-add ~/.ssh/google_compute_engine" >&2
+    return 1
+  fi
   tmp=$(mktemp -d)  # not `mktemp --suffix`: GNU only
   git ls-files -z --cached --others --exclude-standard | tar --null -czf "$tmp/janus.tgz" -T -
   gc compute tpus tpu-vm scp "$tmp/janus.tgz" "$TPU_NAME:~/janus.tgz" --zone="$ZONE" --worker=all

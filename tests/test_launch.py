@@ -117,6 +117,12 @@ import os
 print(os.environ.get("FAKE_HOSTNAME", "localhost"))
 """
 
+# ssh-add -l: exit 0 when the agent holds a key (FAKE_SSH_AGENT=0 says it holds none).
+FAKE_SSH_ADD = """
+import os, sys
+sys.exit(0 if os.environ.get("FAKE_SSH_AGENT", "1") == "1" else 1)
+"""
+
 FAKE_PKILL = """
 import json, os, pathlib, signal, sys
 
@@ -261,6 +267,7 @@ def fakes(tmp_path):
         ("scontrol", FAKE_SCONTROL),
         ("python", FAKE_PYTHON),
         ("hostname", FAKE_HOSTNAME),
+        ("ssh-add", FAKE_SSH_ADD),
         ("pkill", FAKE_PKILL),
         ("pgrep", FAKE_PKILL),
     ]:
@@ -324,7 +331,8 @@ def test_tpu_create_is_a_queued_resource_and_waits_for_ready(fakes):
     assert calls[0] == [
         "compute", "tpus", "queued-resources", "create", "janus-t-qr", "--node-id=janus-t",
         "--zone=us-central2-b", "--accelerator-type=v4-32",
-        "--runtime-version=tpu-ubuntu2204-base", "--spot", "--project=my-proj",
+        "--runtime-version=tpu-ubuntu2204-base", "--scopes=cloud-platform", "--spot",
+        "--project=my-proj",
     ]  # fmt: skip
     describe = ["compute", "tpus", "tpu-vm", "describe", "janus-t", "--zone=us-central2-b"]
     polls = [c for c in calls if c[:6] == describe]
@@ -333,7 +341,28 @@ def test_tpu_create_is_a_queued_resource_and_waits_for_ready(fakes):
     # Without SPOT/PROJECT: no empty arguments.
     (d / "gcloud.log").unlink()
     _tpu(d, _tpu_env(env, d), "create")
-    assert _log(d, "gcloud")[0][-1] == "--runtime-version=tpu-ubuntu2204-base"
+    assert _log(d, "gcloud")[0][-2:] == [
+        "--runtime-version=tpu-ubuntu2204-base", "--scopes=cloud-platform",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "accelerator,version",
+    [("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+     ("v5p-8", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")],
+)  # fmt: skip
+def test_tpu_runtime_version_follows_the_generation(fakes, accelerator, version):
+    """Cloud TPU's runtime versions differ by generation (v4: tpu-ubuntu2204-base; v5e, v5p, v6e:
+    their v2-alpha-* images); VERSION overrides; SERVICE_ACCOUNT is passed on."""
+    d, env = fakes
+    env = _tpu_env(env, d, ACCELERATOR=accelerator, SERVICE_ACCOUNT="sa@p.iam.gserviceaccount.com")
+    del env["VERSION"]
+    _tpu(d, env, "create")
+    create = _log(d, "gcloud")[0]
+    assert f"--runtime-version={version}" in create
+    assert "--service-account=sa@p.iam.gserviceaccount.com" in create
+    r = _tpu(d, dict(env, ACCELERATOR="v9-8"), "create", check=False)
+    assert r.returncode != 0 and "set VERSION" in r.stderr
 
 
 def test_tpu_create_failed_queued_resource_exits_nonzero(fakes):
@@ -356,12 +385,24 @@ def test_tpu_setup_installs_and_copies_the_checkout_to_all_workers(fakes):
     cmds = _ssh_commands(calls)
     assert len(cmds) == 3 and len(_ssh_commands(calls, "0")) == 0
     assert "python3.11 -m venv ~/venv" in cmds[0]
-    assert "gcsfuse --implicit-dirs my-bucket /mnt/janus" in cmds[0]
+    # orbax renames a checkpoint's temporary directory: gcsfuse must allow directory renames.
+    assert "gcsfuse --implicit-dirs --rename-dir-limit=200000 my-bucket /mnt/janus" in cmds[0]
+    assert "apt-key add" not in cmds[0]  # a keyring instead of the deprecated apt-key
+    assert "signed-by=/usr/share/keyrings/cloud.google.asc" in cmds[0]
+    assert "apt-get -o DPkg::Lock::Timeout=600" in cmds[0]  # a fresh VM's unattended-upgrades
     assert cmds[1] == "mkdir -p ~/janus && tar -xzf ~/janus.tgz -C ~/janus"
     lock = (REPO / "requirements" / "lock.txt").read_text().splitlines()
     jax_version = next(line.split("==")[1] for line in lock if line.startswith("jax=="))
     assert "pip install -q -r requirements/lock.txt" in cmds[2]
-    assert f"pip install -q 'jax[tpu]=={jax_version}'" in cmds[2]
+    # libtpu pinned as the locked jax release requires it (jax's own package metadata).
+    import importlib.metadata
+
+    libtpu = next(
+        r.split(";")[0].strip()
+        for r in importlib.metadata.requires("jax")
+        if r.startswith("libtpu") and 'extra == "tpu"' in r
+    )
+    assert f"pip install -q 'jax[tpu]=={jax_version}' '{libtpu}'" in cmds[2]
     assert "pip install -q --no-deps -e ." in cmds[2]
     with tarfile.open(d / "copied.tgz") as tar:
         names = set(tar.getnames())
@@ -387,6 +428,18 @@ def _alive_workers(d):
         if stat.exists() and stat.read_text().split()[2] != "Z":
             alive.append(path.name.split(".")[1])
     return sorted(alive)
+
+
+def test_tpu_copy_to_several_workers_needs_the_key_in_ssh_agent(fakes):
+    """`tpu-vm scp --worker=all` on a multi-host slice takes the key from ssh-agent: without one,
+    `copy` stops before copying and says how to add it; a single host needs none."""
+    d, env = fakes
+    (d / "state").write_text("READY")
+    r = _tpu(d, _tpu_env(env, d, FAKE_SSH_AGENT="0"), "copy", check=False)
+    assert r.returncode == 1 and "ssh-add ~/.ssh/google_compute_engine" in r.stderr
+    assert not [c for c in _log(d, "gcloud") if c[3] == "scp"]
+    _tpu(d, _tpu_env(env, d, FAKE_SSH_AGENT="0", FAKE_WORKERS="1"), "copy")
+    assert [c for c in _log(d, "gcloud") if c[3] == "scp"]
 
 
 def test_tpu_run_starts_janus_detached_on_every_worker(fakes):
