@@ -21,6 +21,18 @@ The fakes follow the real tools' documented behaviour, not the scripts' expectat
   https://slurm.schedmd.com/scancel.html).
 - srun does not inherit sbatch's --cpus-per-task since Slurm 22.05 (sbatch(1) NOTE on
   --cpus-per-task; Slurm 22.05 release notes).
+- `gcloud compute tpus tpu-vm ssh` runs the whole command again when ssh exits 255 (the review's
+  finding; simulated by FAKE_RUNS=dropped); `queued-resources create` accepts --scopes and
+  --service-account (gcloud reference, compute tpus queued-resources create); the runtime version
+  per generation is the table in https://cloud.google.com/tpu/docs/runtimes.
+- jax (0.10.2, the pinned version) is not faked: its own cluster detection runs against a
+  simulated GCE metadata server (jax/_src/clusters/cloud_tpu_cluster.py: GCE_METADATA_IP,
+  agent-worker-number, worker-network-endpoints, port 8482) and under simulated SLURM variables
+  (jax/_src/clusters/slurm_cluster.py, cluster.py; distributed.py's cluster_detection_method=
+  "deactivate"). JAX's multi-process guide: on Cloud TPU call jax.distributed.initialize() with no
+  arguments.
+- `hostname`, `pgrep`, `pkill` and `ssh-add` are faked so that the simulated TPU workers are told
+  apart and the tests never signal a process of their own machine other than their own.
 The SLURM tests assert what happens to the tasks (did they save, was the job requeued), not only
 the commands issued.
 """
