@@ -266,12 +266,14 @@ def apply_sweep(
     parsed = arg if isinstance(arg, Mapping) else parse_sweep_arg(arg)
     for k, v in parsed.items():
         if k not in keys:
-            valid = ", ".join(f"{n} ({s.doc})" for n, s in sorted(keys.items()))
-            raise ValueError(f"unknown config argument key {k!r} in {arg!r}; valid keys: {valid}")
+            raise ConfigError(
+                f"unknown config argument key {k!r}{did_you_mean(k, keys)}; "
+                f"valid keys: {', '.join(sorted(keys))}"
+            )
         try:
             keys[k].apply(config, v)
         except (TypeError, KeyError, ValueError) as e:
-            raise ValueError(f"config argument {k}={v!r}: {e}") from e
+            raise ConfigError(f"config argument {k}={v!r}: {e}") from e
     return config
 
 
@@ -286,6 +288,62 @@ def sweep_doc(extra_keys: Mapping[str, SweepKey] | None = None) -> str:
 
 class ConfigError(ValueError):
     """A config field is wrong; the message names the field."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """ "; did you mean 'x'?" for the valid name closest to `name` ("" when none is close)."""
+    import difflib
+
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    if not close and "." in name:  # compare the last part: optimizer.lrr -> optimizer.lr
+        leaf = name.rsplit(".", 1)
+        same_parent = [v for v in valid if v.rsplit(".", 1)[0] == leaf[0]]
+        tails = difflib.get_close_matches(leaf[1], [v.rsplit(".", 1)[-1] for v in same_parent])
+        close = [f"{leaf[0]}.{tails[0]}"] if tails else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def flag_error_line(error: BaseException, argv: Iterable[str] = ()) -> str:
+    """One line for an error raised while absl parses --config / --config.<field>=value.
+
+    - an unknown field (`--config.optimizer.lrr=1`: ml_collections raises AttributeError/KeyError)
+      -> "unknown config field 'optimizer.lrr'; did you mean 'optimizer.lr'?";
+    - a bad value (`--config.optimizer.lr=abc`) -> "config field 'optimizer.lr' = 'abc': ...";
+    - an error of the config file's argument (`configs/x.py:lrr=1`, a ConfigError from
+      apply_sweep) -> its message.
+    """
+    cause: BaseException | None = error
+    innermost = None  # config_flags re-raises a ConfigError with the traceback as its message
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            innermost = cause
+        cause = cause.__cause__ or cause.__context__
+    if innermost is not None and "\n" not in str(innermost):
+        return str(innermost)
+    full = str(error).strip()
+    # config_flags puts the config file's traceback into the message: keep its ConfigError.
+    m = re.search(r"ConfigError: (.+)", full)
+    if m:
+        return m.group(1).strip()
+    text = full.splitlines()[0] if full else type(error).__name__
+    m = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)$", text)
+    if m:
+        path, value, why = m.groups()
+        return f"config field {path!r} = {value!r}: {why}"
+    if isinstance(error, AttributeError | KeyError):
+        # ml_collections names only the leaf; find the --config.<path> it came from.
+        for a in argv:
+            if not a.startswith("--config."):
+                continue
+            path = a[len("--config.") :].split("=", 1)[0]
+            if path in SCHEMA or path.split(".")[0] in FREE_FORM:
+                continue
+            return f"unknown config field {path!r}{did_you_mean(path, SCHEMA)}"
+    m = re.match(r"flag --(\w+)=(.*?): (.*)$", text)
+    if m and m.group(1) == "config":
+        return f"--config={m.group(2)}: {m.group(3)}"
+    return text
 
 
 _NUM = (int, float)
@@ -507,6 +565,27 @@ def validate(
         a, b = field.split(".")
         if d[a][b] <= 0:
             raise ConfigError(f"config field {field!r} = {d[a][b]!r} must be > 0")
+    if not o["lr"] > 0 or not math.isfinite(o["lr"]):
+        raise ConfigError(f"config field 'optimizer.lr' = {o['lr']!r} must be > 0")
+    if not o["weight_decay"] >= 0 or not math.isfinite(o["weight_decay"]):
+        raise ConfigError(
+            f"config field 'optimizer.weight_decay' = {o['weight_decay']!r} must be >= 0"
+        )
+    if not 0 <= d["label_smoothing"] < 1:
+        raise ConfigError(
+            f"config field 'label_smoothing' = {d['label_smoothing']!r} must be in [0, 1)"
+        )
+    for unit in ("steps", "epochs", "examples"):
+        # Comparable before the data are counted only in the same unit; across units
+        # resolve_durations caps warmup at the run (short test runs of a long recipe).
+        warmup, total = o[f"warmup_{unit}"], d[f"total_{unit}"]
+        if warmup is not None and warmup < 0:
+            raise ConfigError(f"config field 'optimizer.warmup_{unit}' = {warmup!r} must be >= 0")
+        if warmup is not None and total is not None and warmup >= total > 0:
+            raise ConfigError(
+                f"config field 'optimizer.warmup_{unit}' = {warmup!r} must be shorter than the "
+                f"run (total_{unit} = {total!r}); lower it or set optimizer.warmup_{unit}=0"
+            )
     if d["checkpoint"]["keep"] < 1:
         raise ConfigError("config field 'checkpoint.keep' must be >= 1")
     data = d["data"]
@@ -525,6 +604,10 @@ def validate(
     for name, ev in d["evals"].items():
         if not isinstance(ev, Mapping) or not isinstance(ev.get("every_steps"), int):
             raise ConfigError(f"config field 'evals.{name}' needs an int every_steps")
+        for k in ("every_steps", "batch_size"):
+            v = ev.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"config field 'evals.{name}.{k}' = {v!r} must be an int > 0")
 
     batch = d["input"]["batch_size"]
     accum = o["grad_accum_steps"]

@@ -142,8 +142,7 @@ def main(argv):
             config, num_devices=jax.device_count(), num_processes=jax.process_count()
         )
     except config_lib.ConfigError as e:
-        logging.error("invalid config: %s", e)
-        print(f"invalid config: {e}", file=sys.stderr)
+        print(f"janus.main: invalid config: {e}", file=sys.stderr)
         sys.exit(2)
 
     make_hooks = None
@@ -224,6 +223,20 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, except that a bad argument (an unknown or ill-typed config field, a
+    bad config-file argument, a missing flag) is one line on stderr and exit status 2."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        from janus import config as config_lib
+
+        line = config_lib.flag_error_line(e, argv)
+        what = "invalid config: " if "config" in line else "bad argument: "
+        print(f"janus.main: {what}{line}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     # grain worker processes need absl flags parsed first (STACK.md); app.run does that.
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -189,7 +189,8 @@ def test_main_reads_sweep_fields_from_the_command_line():
 
     fv = flags.FlagValues()
     argv = ["main", f"--config={CONFIGS / 'in100.py'}:loss=infonce", "--config.total_steps=7",
-            "--config.data.budget_scale=0.5", "--config.model.name=clip_rn50x4"]  # fmt: skip
+            "--config.data.budget_scale=0.5", "--config.model.name=clip_rn50x4",
+            "--config.optimizer.warmup_steps=2"]  # fmt: skip
     holder = config_flags.DEFINE_config_file(
         "config", None, "", flag_values=fv, lock_config=True, sys_argv=argv
     )

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 
 from janus.data import matching
@@ -173,6 +174,17 @@ def config_from_args(args) -> BuildConfig:
     return BuildConfig(sources=srcs, out=args.out, **fields)
 
 
+def _remove_unfinished(out: str, existed: bool) -> None:
+    """After a failed build: removes the --out dir this command created when it holds nothing
+    finished (no shard with its .done marker, no info.json), so no empty dir is left behind."""
+    if existed or not os.path.isdir(out):
+        return
+    for _, _, files in os.walk(out):
+        if any(f.endswith(".done") or f == "info.json" for f in files):
+            return  # finished shards: kept for the resume
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m janus.data.build " + shlex.join(argv)
@@ -183,6 +195,7 @@ def main(argv=None) -> int:
     if argv and argv[0] == "build":
         argv = argv[1:]
     args = _build_parser().parse_args(argv)
+    existed = os.path.exists(args.out)
     try:
         cfg = config_from_args(args)
         build_dataset(
@@ -193,8 +206,12 @@ def main(argv=None) -> int:
             command=command,
         )
     except (ValueError, FileNotFoundError) as e:
+        _remove_unfinished(args.out, existed)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        _remove_unfinished(args.out, existed)
+        raise
     except KeyboardInterrupt:
         # Finished shards are kept (each has its .done marker); the same command resumes.
         print("\ninterrupted: rerun the same command to resume the build", file=sys.stderr)

@@ -161,6 +161,10 @@ def _nothing_evaluated(notes) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if not args.watch and not os.path.isdir(args.workdir):
+        # (--watch may start before the training run has made its workdir.)
+        print(f"janus.evaluate: workdir {args.workdir} does not exist", file=sys.stderr)
+        return 2
     from janus.checkpoint import list_complete_steps
 
     opts = options_from_args(args)
