@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -314,6 +315,17 @@ def _budget_axis(ax) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def accuracy_ylim(values, min_pad: float = 0.05) -> tuple[float, float]:
+    """y limits for accuracies (fractions): the data with a margin (at least `min_pad`, so a single
+    point is not drawn in a band of 0.1 %), never beyond 0 % or 100 %."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return 0.0, 1.0
+    lo, hi = min(vals), max(vals)
+    pad = max(min_pad, 0.1 * (hi - lo))
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
 def plot_scaling(rows, out_dir: str) -> list[str]:
     rows = [r for r in rows if r.get("budget")]
     if not rows:
@@ -345,6 +357,7 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
                 )
     for ax, title in zip(axes, ("val top-1 (label set)", "average robustness (V2, Sketch, R, A)")):
         _budget_axis(ax)
+        ax.set_ylim(*accuracy_ylim([y for line in ax.get_lines() for y in line.get_ydata()]))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set_xlabel("data budget: number of training samples (log scale)")
         ax.set_ylabel(title)

@@ -119,3 +119,14 @@ def test_run_mixture_without_per_source_counts(tmp_path):
 def test_report_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         report.find_runs([str(tmp_path / "nothing_here")])
+
+
+def test_scaling_y_axis_stays_within_0_and_100_percent():
+    from janus.report_plots import accuracy_ylim
+
+    assert accuracy_ylim([0.5]) == (0.45, 0.55)  # a single point: a 10-point band around it
+    assert accuracy_ylim([0.99]) == (0.94, 1.0)  # never beyond 100 %
+    assert accuracy_ylim([0.01, None]) == (0.0, 0.060000000000000005)
+    lo, hi = accuracy_ylim([0.2, 0.8])
+    assert (round(lo, 6), round(hi, 6)) == (0.14, 0.86)
+    assert accuracy_ylim([]) == (0.0, 1.0)
