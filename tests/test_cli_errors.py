@@ -144,3 +144,32 @@ def test_failed_build_leaves_no_out_dir(tmp_path):
 def test_did_you_mean():
     assert config_lib.did_you_mean("lrr", ["lr", "wd"]) == "; did you mean 'lr'?"
     assert config_lib.did_you_mean("zzzzzz", ["lr", "wd"]) == ""
+
+
+@pytest.mark.slow
+def test_evaluate_does_not_warn_about_item_metadata(tmp_path):
+    """orbax's 'Metadata file does not exist' warning came once per evaluated checkpoint."""
+    import jax
+    import numpy as np
+
+    from janus.checkpoint import save_for_inference
+    from janus.data import synthetic
+    from janus.models import create_model, init_variables
+
+    synthetic.build_mini(
+        tmp_path / "mini", train_per_class=1, eval_per_class=1, size=32, train_shards=1
+    )
+    model = create_model("resnet_tiny", "ce")
+    variables = jax.tree.map(np.asarray, init_variables(model, 0, 32))
+    config = {
+        "loss": "ce",
+        "label_set": "mini10",
+        "total_steps": None,
+        "model": {"name": "resnet_tiny", "dtype": "float32", "text": None},
+        "data": {"train": str(tmp_path / "mini")},
+        "input": {"resolution": 32},
+    }
+    save_for_inference(str(tmp_path / "wd"), 3, config, variables)
+    out = _run("janus.evaluate", "--workdir", str(tmp_path / "wd"), "--sets", "val")
+    assert out.returncode == 0, out.stderr
+    assert "Metadata file does not exist" not in out.stderr + out.stdout

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -159,8 +160,20 @@ def _nothing_evaluated(notes) -> int:
     return 2
 
 
+class _NoMissingItemMetadataWarning(logging.Filter):
+    """orbax warns "Metadata file does not exist: .../state/_CHECKPOINT_METADATA" for every
+    checkpoint read item by item (janus.checkpoint.load_for_inference): that file lives one level
+    up, beside the items, so the warning says nothing about the checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _NoMissingItemMetadataWarning) for f in absl_logger.filters):
+        absl_logger.addFilter(_NoMissingItemMetadataWarning())
     if not args.watch and not os.path.isdir(args.workdir):
         # (--watch may start before the training run has made its workdir.)
         print(f"janus.evaluate: workdir {args.workdir} does not exist", file=sys.stderr)
