@@ -18,7 +18,7 @@ open_clip = pytest.importorskip("open_clip", reason="needs open_clip_torch (torc
 
 from janus.convert import KeyMismatchError, convert_file, convert_state_dict  # noqa: E402
 from janus.convert.__main__ import main as convert_main  # noqa: E402
-from janus.convert.assemble import at_resolution, build_checked  # noqa: E402
+from janus.convert.assemble import at_resolution, build_checked, clip_eval_pp  # noqa: E402
 from janus.convert.loading import load_state_dict  # noqa: E402
 from janus.models import create_model  # noqa: E402
 from janus.models import registry as model_registry  # noqa: E402
@@ -346,6 +346,9 @@ def test_cli_checkpoint_round_trip(tmp_path):
     assert convert_main(["open_clip", str(weights), "--workdir", run, "--image-size", "96"]) == 0
     config, variables, step = load_for_inference(tmp_path / "run")
     assert config["input"]["resolution"] == 96
+    # Zero-shot evaluation defaults to CLIP's own preprocessing, recorded in the config.
+    assert config["input"]["eval_pp"] == clip_eval_pp(96)
+    assert "BICUBIC" in config["input"]["eval_pp_source"]
     assert step == 0 and config["loss"] == "infonce" and config["label_set"] == "in1000"
     assert config["model"]["name"] == "clip_rn_tiny" and config["model"]["dtype"] == "float32"
     assert config["model"]["text"]["vocab_size"] == 1000
@@ -384,3 +387,25 @@ def test_parity_open_clip_full_size(oc_name, name):
     converted = convert_state_dict("open_clip", state_dict(ref))
     assert converted.name == name and converted.tower_kwargs == {}
     assert_clip_parity(ref, converted, size=224)
+
+
+def test_clip_eval_pp_matches_open_clips_preprocess():
+    """The chain recorded for converted open_clip checkpoints reproduces open_clip's eval
+    transform for OpenAI weights (bicubic short-side resize, centre crop, CLIP mean/std)."""
+    import io
+
+    from PIL import Image
+
+    from janus.data.preprocess import build_pp
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    ours = build_pp(clip_eval_pp(224))({"image/encoded": buf.getvalue()}, rng)["image"]
+    ref = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
+                                    std=open_clip.OPENAI_DATASET_STD)(image)  # fmt: skip
+    ref = ref.permute(1, 2, 0).numpy()
+    assert ours.shape == ref.shape == (224, 224, 3)
+    # PIL's bicubic in both; the only difference is uint8 rounding on the way.
+    assert np.abs(ours - ref).mean() < 0.02

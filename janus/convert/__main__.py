@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         help="resolution to evaluate at (default: the one the weights were trained at); "
         "position embeddings are interpolated to it",
     )
+    p.add_argument(
+        "--eval-pp",
+        default=None,
+        help="eval preprocessing chain recorded as the checkpoint's input.eval_pp (open_clip "
+        "default: CLIP's own, resize to the input size bicubic + centre crop; 'none': the "
+        "evaluator's default chain)",
+    )
     args = p.parse_args(argv)
     converted = convert_file(
         args.family,
@@ -52,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     converted = at_resolution(converted, args.image_size)
     source = {"family": args.family, "weights": str(args.weights)}
-    step_dir = save(converted, args.workdir, step=args.step, dtype=args.dtype, source=source)
+    step_dir = save(
+        converted,
+        args.workdir,
+        step=args.step,
+        dtype=args.dtype,
+        source=source,
+        eval_pp=args.eval_pp,
+    )
     print(f"{args.family} {args.weights} -> {converted.name} (loss={converted.loss}): {step_dir}")
     return 0
 

@@ -20,6 +20,16 @@ import numpy as np
 
 from janus.convert.common import Converted, check_tree_shapes
 
+CLIP_EVAL_PP_SOURCE = (
+    "openai/CLIP clip.py _transform(n_px): Resize(n_px, BICUBIC), CenterCrop(n_px), "
+    "Normalize(CLIP mean, std); open_clip image_transform for OpenAI weights is the same"
+)
+
+
+def clip_eval_pp(res: int) -> str:
+    """CLIP's own eval preprocessing as a janus chain (res = the model's input size)."""
+    return f"decode|resize_small({res},method='bicubic')|center_crop({res})|normalize('clip')"
+
 
 def model_config(c: Converted, *, dtype: str = "float32", source: dict | None = None) -> dict:
     """The config dict the checkpoint carries (DESIGN.md field names)."""
@@ -39,6 +49,11 @@ def model_config(c: Converted, *, dtype: str = "float32", source: dict | None = 
     }
     if c.clip is not None:
         config["input"]["context_length"] = c.clip["text_kwargs"]["context_length"]
+        # Evaluate as the published zero-shot numbers were measured (OpenAI CLIP's `preprocess`:
+        # Resize(n_px, BICUBIC) on the short side, CenterCrop(n_px), CLIP's mean/std), not with
+        # janus's default resize to 256/224 x res; `janus.evaluate --resolution` overrides it.
+        config["input"]["eval_pp"] = clip_eval_pp(c.image_size)
+        config["input"]["eval_pp_source"] = CLIP_EVAL_PP_SOURCE
     if source:
         config["converted_from"] = dict(source)
     return config
@@ -96,9 +111,22 @@ def save(
     step: int = 0,
     dtype: str = "float32",
     source: dict | None = None,
+    eval_pp: str | None = None,
 ) -> str:
-    """Shape-check and write ``<workdir>/checkpoints/<step>/`` for the evaluator; -> step dir."""
+    """Shape-check and write ``<workdir>/checkpoints/<step>/`` for the evaluator; -> step dir.
+    ``eval_pp``: the eval chain to record (default: CLIP's own for open_clip weights, none
+    otherwise; "none" records none)."""
     from janus.checkpoint import save_for_inference
 
     _, variables = build_checked(c, dtype=dtype)
-    return save_for_inference(workdir, step, model_config(c, dtype=dtype, source=source), variables)
+    config = model_config(c, dtype=dtype, source=source)
+    if eval_pp is not None:
+        config["input"].pop("eval_pp", None)
+        config["input"].pop("eval_pp_source", None)
+        if eval_pp.strip().lower() != "none":
+            from janus.data.preprocess import build_pp
+
+            build_pp(eval_pp)  # a bad chain fails here, not at evaluation
+            config["input"]["eval_pp"] = eval_pp
+            config["input"]["eval_pp_source"] = "janus.convert --eval-pp"
+    return save_for_inference(workdir, step, config, variables)
