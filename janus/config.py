@@ -233,10 +233,13 @@ def parse_value(text: str):
     text = text.strip()
     m = re.fullmatch(r"(\d+)/(\d+)", text)
     if m:
+        if int(m.group(2)) == 0:
+            raise ConfigError(f"config argument value {text!r} divides by zero")
         return int(m.group(1)) / int(m.group(2))
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        # TypeError: e.g. '{[]: 1}' (an unhashable key); the text stays a string.
         return text
 
 
@@ -249,7 +252,7 @@ def parse_sweep_arg(arg: str | None) -> dict[str, object]:
         if not item.strip():
             continue
         if "=" not in item:
-            raise ValueError(f"config argument {item!r} in {arg!r} is not of the form key=value")
+            raise ConfigError(f"config argument {item!r} in {arg!r} is not of the form key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = parse_value(v)
     return out
@@ -272,7 +275,7 @@ def apply_sweep(
             )
         try:
             keys[k].apply(config, v)
-        except (TypeError, KeyError, ValueError) as e:
+        except (TypeError, KeyError, ValueError, ArithmeticError) as e:
             raise ConfigError(f"config argument {k}={v!r}: {e}") from e
     return config
 
@@ -326,6 +329,9 @@ def flag_error_line(error: BaseException, argv: Iterable[str] = ()) -> str:
     m = re.search(r"ConfigError: (.+)", full)
     if m:
         return m.group(1).strip()
+    if "Traceback (most recent call last)" in full:  # another error in the config file
+        last = [line for line in full.splitlines() if line.strip()][-1].strip()
+        return f"error in the config file: {last}"
     text = full.splitlines()[0] if full else type(error).__name__
     m = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)$", text)
     if m:

@@ -165,6 +165,8 @@ def decode_example(data: bytes) -> dict:
 
 def _read_frame(f, path, offset: int, file_size: int) -> tuple[bytes, int]:
     """Read and check the record at `offset`; returns (payload, offset of the next record)."""
+    if not 0 <= offset < file_size:  # a damaged index (os.pread overflows past 2**63)
+        raise CorruptRecordError(path, offset, f"record offset beyond the file ({file_size} bytes)")
     header = os.pread(f, _HEADER.size, offset)
     if len(header) < _HEADER.size:
         raise CorruptRecordError(path, offset, f"truncated header ({len(header)} of 12 bytes)")
