@@ -7,8 +7,8 @@ holds what every config shares:
   weight decay 0.2, cosine with 2000 warmup steps, global batch 512, 256 epochs, 224 px,
   SimCLR-style augmentation). Canonical field names follow shared/DESIGN.md.
 - `apply_sweep(config, arg, extra_keys)`: the `configs/x.py:k=v,k2=v2` argument. Every config
-  accepts the COMMON_SWEEP_KEYS; a config adds its own. An unknown key is an error naming it and
-  listing the valid ones.
+  accepts the COMMON_SWEEP_KEYS; a config adds its own. An unknown key is an error naming it, the
+  closest valid key and the valid ones (`flag_error_line` makes any flag-parsing error one line).
 - `validate(config, num_devices=..., num_processes=...)`: everything checkable before compiling
   (unknown keys, wrong types, batch divisibility, label set, model name, data directories).
 - `prefer_command_line(config, overridden)`: `--config.total_steps=N` clears total_epochs (and
@@ -346,6 +346,14 @@ def flag_error_line(error: BaseException, argv: Iterable[str] = ()) -> str:
             if path in SCHEMA or path.split(".")[0] in FREE_FORM:
                 continue
             return f"unknown config field {path!r}{did_you_mean(path, SCHEMA)}"
+        # A free-form section (model.*): the --config.<path> whose last part the error names,
+        # with ml_collections' own suggestion.
+        paths = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+        m = re.search(r'Did you mean "(.+?)" instead of "(.+?)"', full)
+        leaf = m.group(2) if m else full.strip("'\"\\ ")
+        path = next((p for p in paths if p.rsplit(".", 1)[-1] == leaf), leaf)
+        hint = f"; did you mean {m.group(1)!r}?" if m else ""
+        return f"unknown config field {path!r}{hint}"
     m = re.match(r"flag --(\w+)=(.*?): (.*)$", text)
     if m and m.group(1) == "config":
         return f"--config={m.group(2)}: {m.group(3)}"
@@ -459,6 +467,7 @@ def _check_schema(d: Mapping) -> None:
             raise ConfigError(
                 f"unknown config field {path!r}; known fields"
                 f"{' of ' + parent if parent else ''}: {', '.join(siblings)}"
+                f"{did_you_mean(path, [f'{parent}.{x}' if parent else x for x in siblings])}"
             )
         types = SCHEMA[path]
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)

@@ -41,6 +41,8 @@ def _one_line(err: str) -> str:
     [
         (["--config.optimizer.lrr=1"], ["'optimizer.lrr'", "did you mean 'optimizer.lr'"]),
         (["--config.optimizer.lr=abc"], ["'optimizer.lr'", "'abc'"]),
+        (["--config.model.nam=x"], ["'model.nam'", "did you mean 'name'"]),
+        (["--config.optimizzer.lr=1"], ["'optimizzer.lr'", "did you mean 'optimizer.lr'"]),
         (["--config.optimizer.lr=-1"], ["'optimizer.lr'", "> 0"]),
         (["--config.label_smoothing=1.0"], ["'label_smoothing'", "[0, 1)"]),
     ],
@@ -173,3 +175,16 @@ def test_evaluate_does_not_warn_about_item_metadata(tmp_path):
     out = _run("janus.evaluate", "--workdir", str(tmp_path / "wd"), "--sets", "val")
     assert out.returncode == 0, out.stderr
     assert "Metadata file does not exist" not in out.stderr + out.stdout
+
+
+def test_flag_error_line_for_a_config_file_error():
+    err = ValueError("Error whilst parsing config file:\n\nTraceback (most recent call last):\n"
+                     '  File "x.py", line 1\nKeyError: \'data\'')  # fmt: skip
+    assert config_lib.flag_error_line(err) == "error in the config file: KeyError: 'data'"
+
+
+def test_unknown_field_in_a_config_file_names_the_closest():
+    c = _mini()
+    c.optimizer.lrr = 1.0
+    with pytest.raises(config_lib.ConfigError, match=r"did you mean 'optimizer\.lr'\?"):
+        config_lib.validate(c, check_data=False)
