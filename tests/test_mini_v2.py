@@ -212,3 +212,19 @@ def test_the_evaluator_defaults_to_the_runs_own_shift_sets(raw):
     # A location given on the command line replaces the run's own: only that set is evaluated.
     specs, notes = runner.resolve_data(runner.EvalOptions(data={"r": "folder:elsewhere"}), config)
     assert specs == {"r": "folder:elsewhere"} and len(notes) == len(own) - 1
+
+
+def test_new_raw_data_are_built_into_new_records(tmp_path, sizes):
+    """A build for another seed replaces the records too, not only the raw data: every record's
+    image is the raw file the generator wrote last."""
+    root = tmp_path / "mini"
+    quiet = {"sizes": sizes, "workers": 1, "log": lambda *_: None}
+    spec_dir = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "data")
+    prepare.prepare(str(root), seed=0, spec_dir=spec_dir, **quiet)
+    prepare.prepare(str(root), seed=1, spec_dir=spec_dir, **quiet)
+    src = records.RecordsDataSource(str(root / "curated"), "train")
+    raw = pathlib.Path(f"{root}_raw") / "curated" / "train"
+    for i in range(len(src)):
+        ex = records.decode_example(src[i])
+        _, wnid, name = ex["key"].split("/")
+        assert ex["image/encoded"] == (raw / wnid / f"{name}.JPEG").read_bytes(), ex["key"]

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import time
 
 from janus.data.mini import SUITE_FILE, generate
@@ -116,6 +117,9 @@ def prepare(
         built.unlink(missing_ok=True)
         commands = {}
         for name in SOURCE_NAMES:
+            # The builder resumes a build with the same config by keeping its finished shards,
+            # without looking at the images: after new raw data that would keep stale records.
+            shutil.rmtree(pathlib.Path(root, name), ignore_errors=True)
             spec_path = pathlib.Path(spec_dir, f"mini_{name}.json")
             if os.path.normpath(raw) != os.path.normpath(DEFAULT_RAW):
                 moved = pathlib.Path(root, "specs", spec_path.name)
