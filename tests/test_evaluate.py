@@ -111,7 +111,17 @@ def test_cli_on_mini_records_ce(mini, tmp_path):
     assert top1["val"] == pytest.approx(_expected_top1(model, variables, src, classes, pp))
     rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
     assert [(r["step"], r["classifier"]) for r in rows] == [("7", "head")]
-    assert float(rows[0]["val_top1"]) == pytest.approx(top1["val"])
+    # The CSV is for people: 4 decimals (the JSON keeps full precision).
+    assert rows[0]["val_top1"] == f"{top1['val']:.4f}"
+
+
+def test_csv_rows_round_floats_and_leave_counts_and_nulls():
+    result = {"step": 5, "classifier": "head", "label_set": "in100", "suite": "imagenet"}
+    result["sets"] = {"val": {"top1": 0.40800000000000003, "top5": 1.0, "n": 250}}
+    result["metrics"] = {"avg_robustness": None, "robustness_ratio": 1 / 3}
+    row = results.csv_row(result)
+    assert (row["val_top1"], row["val_top5"], row["val_n"]) == ("0.4080", "1.0000", "250")
+    assert (row["avg_robustness"], row["robustness_ratio"], row["v2_top1"]) == ("", "0.3333", "")
 
 
 @pytest.mark.slow

@@ -49,7 +49,22 @@ def csv_row(result: Mapping) -> dict[str, str]:
             row[f"{s}_{k}"] = (result["sets"].get(s) or {}).get(k)
     for k in _ROW_METRICS:
         row[k] = result["metrics"].get(k)
-    return {k: "" if v is None else str(v) for k, v in row.items()}
+    return {k: _cell(v) for k, v in row.items()}
+
+
+def _cell(v) -> str:
+    """CSV text: accuracies and metrics to 4 decimals (the JSON keeps full precision)."""
+    if v is None:
+        return ""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _write_csv(csv_path: str, rows) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(csv_path, buf.getvalue())
 
 
 def write_result(workdir: str, result: Mapping) -> str:
@@ -74,11 +89,7 @@ def write_result(workdir: str, result: Mapping) -> str:
         rows = [r for r in rows if (r.get("step"), r.get("classifier")) != key]
         rows.append(row)
         rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write(csv_path, buf.getvalue())
+        _write_csv(csv_path, rows)
     return path
 
 
@@ -121,11 +132,7 @@ def _drop_csv_rows_after(csv_path: str, step: int) -> set[int]:
         keep = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) <= step]
         if len(keep) != len(rows):
             dropped |= {int(r["step"]) for r in rows if r not in keep}
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="")
-            w.writeheader()
-            w.writerows(keep)
-            atomic_write(csv_path, buf.getvalue())
+            _write_csv(csv_path, keep)
     return dropped
 
 
