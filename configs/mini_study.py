@@ -16,13 +16,13 @@ Grid (the paper's study, scaled down): loss {ce, infonce} x budget {1x, 2x, 4x} 
 keys are configs/mini.py's; run i's name is janus.sweep.run_name(get_sweep()[i]), e.g.
 `loss-ce_scale-1_data-curated_arch-resnet`.
 Hardware: a 2-core x86-64 CPU VM (no GPU, 1 jax device).
-Measured (2026-11-30, that VM, partly shared with test jobs): the 14 runs in 35 min 15 s of wall
-clock, including generating and building JANuS-mini in the first run (74 s); the slowest run
-(infonce, mix, 4x) 4.6 min.
+Measured (2026-11-30, that VM, shared with a CI run for about half the time): the 14 runs in
+36 min 5 s of wall clock, including generating and building JANuS-mini in the first run (49 s);
+the slowest run (infonce, curated, 4x) 4.6 min.
 Expected result (that run, seed 0; the full table and figures are in README "JANuS-mini v2 study:
-measured results"): val .56-.69 everywhere; on curated data CE and InfoNCE on one robustness-vs-val
-line (ratio .38-.45); the mixture raises robustness, most for CE (4x: ratio .73 against InfoNCE's
-.48 at the same val .68-.69); the ViT below the ResNet at 1x for both losses.
+measured results"): val grows with the budget (CE curated .66 -> .84); on curated data CE and
+InfoNCE lie on one robustness-vs-val line (ratio .35-.42); the mixture raises CE's robustness
+(4x: ratio .60) far more than InfoNCE's (.40); the ViT below the ResNet at 1x for both losses.
 """
 
 import importlib.util
