@@ -25,9 +25,10 @@ InfoNCE lie on one robustness-vs-val line (ratio .35-.42); the mixture raises CE
 (4x: ratio .60) far more than InfoNCE's (.40); the ViT below the ResNet at 1x for both losses.
 """
 
-import importlib.util
 import itertools
 import os
+
+from janus import config as config_lib
 
 LOSSES = ("ce", "infonce")
 SCALES = (1, 2, 4)  # data budget as a multiple of the 1x budget
@@ -36,17 +37,9 @@ ARCHS = ("resnet",)
 EXTRA = tuple(f"loss={loss},scale=1,data=curated,arch=vit" for loss in LOSSES)
 
 
-def _mini():
-    """configs/mini.py, loaded from beside this file (configs/ is not a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
-    spec = importlib.util.spec_from_file_location("janus_configs_mini", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(arg=None):
-    return _mini().get_config(arg)
+    mini = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
+    return config_lib.load_config_module(mini).get_config(arg)
 
 
 def get_sweep():

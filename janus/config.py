@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -243,11 +244,14 @@ def parse_value(text: str):
         return text
 
 
-def parse_sweep_arg(arg: str | None) -> dict[str, object]:
-    """'k=v,k2=v2' -> {k: v, k2: v2}. Values may not contain commas."""
+def parse_sweep_arg(arg: str | Mapping[str, object] | None) -> dict[str, object]:
+    """'k=v,k2=v2' -> {k: v, k2: v2}. Values may not contain commas. An already parsed mapping
+    (a config file passing its remaining keys on to another) is copied."""
     out: dict[str, object] = {}
     if not arg:
         return out
+    if isinstance(arg, Mapping):
+        return dict(arg)
     for item in arg.split(","):
         if not item.strip():
             continue
@@ -256,6 +260,18 @@ def parse_sweep_arg(arg: str | None) -> dict[str, object]:
         k, v = item.split("=", 1)
         out[k.strip()] = parse_value(v)
     return out
+
+
+def load_config_module(path: str):
+    """The module of a config file (configs/ is not a package), e.g. for a config that builds on
+    another one beside it, or for the sweep runner's get_sweep()."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such config file")
+    name = "janus_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def apply_sweep(

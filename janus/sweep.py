@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import importlib.util
 import os
 import re
 import shlex
@@ -38,6 +37,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+
+from janus import config as config_lib
 
 LOG_NAME = "sweep.log"
 REPORT_DIR = "report"
@@ -58,11 +59,7 @@ class Run:
 
 def load_sweep(config_path: str) -> list[str]:
     """`get_sweep()` of a config file: its runs' sweep arguments."""
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{config_path}: no such config file")
-    spec = importlib.util.spec_from_file_location("janus_sweep_config", config_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_lib.load_config_module(config_path)
     if not callable(getattr(module, "get_sweep", None)):
         raise ValueError(f"{config_path} declares no sweep: it needs a get_sweep() function")
     args = list(module.get_sweep())

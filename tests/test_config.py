@@ -1,6 +1,5 @@
 """Config: sweep strings, validation messages naming the field, duration resolution, the configs."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -11,10 +10,7 @@ CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_config_module(name):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", CONFIGS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_lib.load_config_module(str(CONFIGS / f"{name}.py"))
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py")))

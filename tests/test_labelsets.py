@@ -108,3 +108,59 @@ def test_openimages_map_and_templates():
     assert labelsets.zeroshot_templates("single") == ["a photo of a {}."]
     with pytest.raises(ValueError):
         labelsets.zeroshot_templates("nope")
+
+
+def test_random_label_sets_are_nested_in_k_and_deterministic():
+    sizes = (1, 100, 200, 500, 1000)
+    for seed in (0, 7):
+        sets = [set(labelsets.resolve_label_set(f"random:{k}:{seed}").tolist()) for k in sizes]
+        assert [len(s) for s in sets] == list(sizes)
+        assert all(small <= big for small, big in zip(sets, sets[1:]))
+    assert sets[-1] == set(range(1000))
+    assert not np.array_equal(
+        labelsets.resolve_label_set("random:100:0"), labelsets.resolve_label_set("random:100:1")
+    )
+    # the ranking is a hash of (seed, wnid): the same in every process and numpy version
+    again = labelsets._random_set("random:100:0")
+    assert again == labelsets.resolve_label_set("random:100:0").tolist()
+
+
+def test_random_label_sets_within_a_base_set():
+    mini = set(labelsets.resolve_label_set("mini25").tolist())
+    nested = [set(labelsets.resolve_label_set(f"random:{k}:0:mini25").tolist()) for k in (5, 10, 25)]
+    assert [len(s) for s in nested] == [5, 10, 25]
+    assert nested[0] <= nested[1] <= nested[2] == mini
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("random:0:0", r"K=0 must be in \[1, 1000\]"),
+        ("random:26:0:mini25", r"K=26 must be in \[1, 25\] \(mini25\)"),
+        ("random:ten:0", "integers K and SEED"),
+        ("random:10", "expected random:K:SEED"),
+        ("random:10:0:nope", "BASE 'nope' is not one of"),
+    ],
+)
+def test_random_label_set_errors_name_the_value(spec, match):
+    with pytest.raises(ValueError, match=match):
+        labelsets.resolve_label_set(spec)
+
+
+def test_describe_reports_shift_set_intersections(capsys):
+    # the named set's row matches the reference counts (test above); random sets get the same row
+    assert labelsets.describe("in100") == {
+        "label_set": "in100", "classes": 100, "r": 36, "a": 37, "objectnet": 14
+    }
+    row = labelsets.describe("random:200:0")
+    cls = labelsets.resolve_label_set("random:200:0")
+    assert row["classes"] == 200
+    for name in ("r", "a", "objectnet"):
+        assert row[name] == len(np.intersect1d(cls, labelsets.shift_set_classes(name)))
+    assert labelsets.describe("random:1000:3") | {"label_set": "in1000"} == labelsets.describe(
+        "in1000"
+    )
+    assert labelsets.main(["random:200:0"]) == 0
+    assert json.loads(capsys.readouterr().out) == row
+    assert labelsets.main(["random:2000:0"]) == 2
+    assert "K=2000" in capsys.readouterr().err

@@ -4,6 +4,11 @@ Records always store ImageNet-1k indices (0..999, the sorted-wnid order). A labe
 applied at train and eval time: a sorted array of those indices (`resolve_label_set`), or a boolean
 mask over the 1000 classes (`class_mask`). Nothing here is written from memory: every list comes
 from `third_party/reference/` through `janus.data.reference.load_json`.
+
+Random nested label sets, `random:K:SEED` or `random:K:SEED:BASE` (BASE a named set, default
+in1000), hold the K classes of BASE with the best priority, a hash of (SEED, wnid). The ranking of
+a class does not depend on K, so for one SEED and BASE the set of K classes is a subset of the set
+of any larger K (the label-set-size ablation compares nested sets).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import pathlib
 
 import numpy as np
 
+from janus.data.budget import priorities
 from janus.data.reference import load_json
 
 NUM_CLASSES = 1000
@@ -53,6 +59,30 @@ def _named_set(name: str) -> list[int]:
     return _janus_set(name)
 
 
+RANDOM_PREFIX = "random:"
+
+
+def _random_set(spec: str) -> list[int]:
+    """`random:K:SEED[:BASE]` (module docstring): K classes of BASE ranked by hash(SEED, wnid)."""
+    parts = spec[len(RANDOM_PREFIX) :].split(":")
+    usage = f"label set {spec!r}: expected random:K:SEED or random:K:SEED:BASE"
+    if len(parts) not in (2, 3):
+        raise ValueError(usage)
+    try:
+        k, seed = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(f"{usage}, with integers K and SEED") from None
+    base_name = parts[2] if len(parts) == 3 else "in1000"
+    if base_name not in LABEL_SET_NAMES:
+        raise ValueError(f"{usage}; BASE {base_name!r} is not one of {', '.join(LABEL_SET_NAMES)}")
+    base = np.asarray(_named_set(base_name), dtype=np.int64)
+    if not 1 <= k <= base.size:
+        raise ValueError(f"label set {spec!r}: K={k} must be in [1, {base.size}] ({base_name})")
+    wnids = imagenet_wnids()
+    prio = priorities([wnids[c] for c in base.tolist()], seed)
+    return sorted(base[np.argsort(prio, kind="stable")[:k]].tolist())
+
+
 def _read_index_file(path: pathlib.Path) -> list[int]:
     text = path.read_text()
     stripped = text.strip()
@@ -85,12 +115,14 @@ def _validate(indices: list[int], what: str) -> np.ndarray:
 def _resolve_cached(name_or_path: str) -> np.ndarray:
     if name_or_path in LABEL_SET_NAMES:
         arr = _validate(_named_set(name_or_path), repr(name_or_path))
+    elif name_or_path.startswith(RANDOM_PREFIX):
+        arr = _validate(_random_set(name_or_path), repr(name_or_path))
     else:
         path = pathlib.Path(os.path.expanduser(name_or_path))
         if not path.is_file():
             raise ValueError(
-                f"unknown label set {name_or_path!r}: not one of {', '.join(LABEL_SET_NAMES)} "
-                "and not a file of indices (JSON list or one index per line)"
+                f"unknown label set {name_or_path!r}: not one of {', '.join(LABEL_SET_NAMES)}, "
+                "not random:K:SEED[:BASE] and not a file of indices (JSON list or one index per line)"
             )
         arr = _validate(_read_index_file(path), str(path))
     arr.setflags(write=False)
@@ -184,3 +216,44 @@ def zeroshot_templates(kind: str = "openai80") -> list[str]:
     if kind == "single":
         return ["a photo of a {}."]
     raise ValueError(f"unknown template set {kind!r}: expected openai80, openai7 or single")
+
+
+SHIFT_SETS_WITH_SUBSETS = ("r", "a", "objectnet")
+
+
+def describe(label_set: str) -> dict:
+    """A label set's size and its intersection with each partial shift set (R, A, ObjectNet): the
+    class counts the evaluator restricts those sets to under the ImageNet protocol."""
+    classes = resolve_label_set(label_set)
+    out = {"label_set": str(label_set), "classes": int(classes.size)}
+    for name in SHIFT_SETS_WITH_SUBSETS:
+        out[name] = int(np.intersect1d(classes, shift_set_classes(name)).size)
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m janus.data.labelsets",
+        description="Print label sets' sizes and their intersections with ImageNet-R, -A and "
+        "ObjectNet (one JSON line each).",
+    )
+    p.add_argument("label_sets", nargs="+", help="names, random:K:SEED[:BASE] or index files")
+    p.add_argument("--indices", action="store_true", help="also print the sorted class indices")
+    args = p.parse_args(argv)
+    for name in args.label_sets:
+        try:
+            row = describe(name)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.indices:
+            row["indices"] = resolve_label_set(name).tolist()
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
