@@ -211,7 +211,7 @@ class TrainResult:
 # The loop
 
 
-def _open_data(config, *, budget):
+def _open_data(config, selection):
     from janus.data import pipeline
 
     dirs = config_lib.train_dirs(config)
@@ -227,7 +227,7 @@ def _open_data(config, *, budget):
         pp=config.input.pp,
         seed=config.seed,
         label_set=config.label_set,
-        budget=budget,
+        budget=selection.manifest["budget"],
         class_balanced=config.data.class_balanced,
         captions=config_lib.is_vl(config.loss),
         tokenizer=tokenizer,
@@ -236,10 +236,13 @@ def _open_data(config, *, budget):
         worker_count=config.data.worker_count,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        selection=selection,
     )
 
 
-def _count_examples(config):
+def _select_data(config):
+    """The run's examples, selected once per start: the epoch length comes from it and the loader
+    reads it (every process selects the same, from the manifests alone)."""
     from janus.data import pipeline
 
     captions = config_lib.is_vl(config.loss)
@@ -251,7 +254,14 @@ def _count_examples(config):
 
     budget = config_lib.resolve_budget(config, count)
     dirs = config_lib.train_dirs(config)
-    return budget, count(dirs[0][0] if len(dirs) == 1 else dirs, budget)
+    return pipeline.select_examples(
+        dirs[0][0] if len(dirs) == 1 else dirs,
+        seed=int(config.seed) % 2**32,
+        label_set=config.label_set,
+        budget=budget,
+        class_balanced=config.data.class_balanced,
+        captions=captions,
+    )
 
 
 def _init_from(state, config, shardings):
@@ -319,7 +329,8 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
     pid, nproc = jax.process_index(), jax.process_count()
     config_lib.validate(config, num_devices=jax.device_count(), num_processes=nproc)
     mesh = sharding_lib.make_mesh(config_lib.mesh_axes(config))
-    budget, n_examples = _count_examples(config)
+    selection = _select_data(config)
+    budget, n_examples = selection.manifest["budget"], selection.manifest["n_examples"]
     dur = config_lib.resolve_durations(config, n_examples)
     total = dur.total_steps
     if (
@@ -362,7 +373,8 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
     if pid == 0:
         _drop_rows_after(workdir, start or 0)  # metrics and eval rows the resume recomputes
         _record_history(workdir, "resume" if resuming else "start", start or 0, changes)
-    data_iter, manifest = _open_data(config, budget=budget)
+    data_iter, manifest = _open_data(config, selection)
+    del selection  # the loader holds what it needs
     if resuming:
         if pid == 0:
             mw.say(f"resuming from {ckpt.directory}/{start}")

@@ -14,7 +14,11 @@ def make_dirs(root: pathlib.Path) -> dict[str, pathlib.Path]:
     """Three small dirs: mixed sources with unlabeled rows, a one-source dir, and a val split."""
     return {
         "mixed": make_records(
-            root / "mixed", 240, shards=3, classes=12, source=("x", "y", "z"),
+            root / "mixed",
+            240,
+            shards=3,
+            classes=12,
+            source=("x", "y", "z"),
             unlabeled=set(range(0, 240, 17)),
         ),
         "plain": make_records(root / "plain", 120, shards=2, classes=5, source="b"),
@@ -40,8 +44,11 @@ CASES = [
         for n in (12, 25, 61, 120)
     ],
     *[
-        (f"in_set_balanced{n}", "mixed",
-         {"budget": n, "seed": 2, "class_balanced": True, "label_set": [2, 7, 3]})
+        (
+            f"in_set_balanced{n}",
+            "mixed",
+            {"budget": n, "seed": 2, "class_balanced": True, "label_set": [2, 7, 3]},
+        )
         for n in (6, 31, 45)
     ],
     ("captions_budget", "mixed", {"budget": 150, "seed": 1, "captions": True}),
@@ -49,8 +56,11 @@ CASES = [
         (f"mixture{n}", [("mixed", 3.0), ("plain", 1.0)], {"budget": n, "seed": 4})
         for n in (20, 80)
     ],
-    ("mixture_balanced", [("mixed", 1.0), ("plain", 2.0)],
-     {"budget": 90, "seed": 4, "class_balanced": True}),
+    (
+        "mixture_balanced",
+        [("mixed", 1.0), ("plain", 2.0)],
+        {"budget": 90, "seed": 4, "class_balanced": True},
+    ),
     ("two_dirs_all", ["mixed", "plain"], {}),
 ]
 

@@ -298,6 +298,7 @@ def test_manifest_with_shard_numbers_and_an_empty_shard(tmp_path):
                 i += 1
     records.write_manifest(d, manifest)
     records.write_info(d, {"name": "d", "splits": {"train": 4}})
-    sources, items, _ = pipeline.select_examples(d)
-    keys = [records.decode_example(sources[0][int(r)])["key"] for _, r in items]
+    selection = pipeline.select_examples(d)
+    assert selection.items.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    keys = [records.decode_example(selection.source[i])["key"] for i in range(4)]
     assert keys == ["k0", "k1", "k2", "k3"]

@@ -61,12 +61,24 @@ def _rank(positions: np.ndarray, prio: np.ndarray, classes: np.ndarray, balanced
         return order
     # Round-robin over classes: round r holds each class's r-th best entry, ordered by priority.
     cls = classes[order]
+    by_class = np.argsort(cls, kind="stable")  # within a class: still in priority order
+    sorted_cls = cls[by_class]
+    starts = np.flatnonzero(np.r_[True, sorted_cls[1:] != sorted_cls[:-1]])
+    sizes = np.diff(np.r_[starts, len(cls)])
     round_of = np.empty(len(order), dtype=np.int64)
-    seen: dict[int, int] = {}
-    for j, c in enumerate(cls.tolist()):
-        round_of[j] = seen.get(c, 0)
-        seen[c] = round_of[j] + 1
-    return order[np.lexsort((np.arange(len(order)), round_of))]
+    round_of[by_class] = np.arange(len(cls)) - np.repeat(starts, sizes)
+    return order[np.argsort(round_of, kind="stable")]
+
+
+def _check_unique(prio: np.ndarray, keys_at) -> None:
+    """Keys are unique. Distinct priorities imply distinct keys, so only entries whose 64-bit
+    priorities collide are compared by key (no set of millions of strings)."""
+    p = np.sort(prio)
+    clash = np.unique(p[1:][p[1:] == p[:-1]])
+    if clash.size:
+        keys = keys_at(np.flatnonzero(np.isin(prio, clash)))
+        if len(set(keys)) != len(keys):
+            raise ValueError("entry keys are not unique; budgets need unique keys")
 
 
 def select_budget(
@@ -84,18 +96,40 @@ def select_budget(
     source_counts the sources are pooled. ValueError (naming the shortfall per source/class) if n
     cannot be met.
     """
+    keys = [str(e["key"]) for e in entries]
+    return select_budget_columns(
+        priorities(keys, seed),
+        np.asarray([_first_label(e.get("labels")) for e in entries], dtype=np.int64),
+        n,
+        sources=np.asarray([str(e.get("source", "")) for e in entries], dtype=object),
+        keys_at=lambda pos: [keys[i] for i in pos.tolist()],
+        class_balanced=class_balanced,
+        source_weights=source_weights,
+        source_counts=source_counts,
+    )
+
+
+def select_budget_columns(
+    prio: np.ndarray,
+    classes: np.ndarray,
+    n: int,
+    *,
+    keys_at,
+    sources: np.ndarray | None = None,
+    class_balanced: bool = False,
+    source_weights: Mapping[str, float] | None = None,
+    source_counts: Mapping[str, int] | None = None,
+) -> np.ndarray:
+    """`select_budget` over columns: prio = `priorities(keys, seed)`, classes = first label (-1:
+    none), sources (only needed with weights/counts); keys_at(positions) -> their keys (called
+    only for entries whose priorities collide)."""
     n = int(n)
     if n < 0:
         raise ValueError(f"budget must be >= 0, got {n}")
     if source_weights is not None and source_counts is not None:
         raise ValueError("give source_weights or source_counts, not both")
-    keys = [str(e["key"]) for e in entries]
-    if len(set(keys)) != len(keys):
-        raise ValueError("entry keys are not unique; budgets need unique keys")
-    sources = np.asarray([str(e.get("source", "")) for e in entries], dtype=object)
-    classes = np.asarray([_first_label(e.get("labels")) for e in entries], dtype=np.int64)
-    prio = priorities(keys, seed)
-    eligible = classes >= 0 if class_balanced else np.ones(len(entries), dtype=bool)
+    _check_unique(prio, keys_at)
+    eligible = classes >= 0 if class_balanced else np.ones(len(prio), dtype=bool)
 
     if source_counts is not None:
         counts = {str(s): int(c) for s, c in source_counts.items()}
@@ -105,6 +139,8 @@ def select_budget(
         counts = apportion(n, {str(s): w for s, w in source_weights.items()})
     else:
         counts = None
+    if counts is not None and sources is None:
+        raise ValueError("source_weights/source_counts need the entries' sources")
 
     groups = (
         {None: np.flatnonzero(eligible)}

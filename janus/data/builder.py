@@ -29,6 +29,7 @@ from collections import Counter
 import numpy as np
 
 from janus.data import labelsets, records
+from janus.data import manifest as manifest_lib
 from janus.data.budget import priorities, select_budget
 from janus.data.images import BadImageError, prepare_image
 from janus.data.labeling import Labeler, label_candidates
@@ -409,7 +410,7 @@ def finalize_split(
         builds = records.read_manifest_builds(out)
     repeated = {k: summary[k] for k in _MANIFEST_BUILD_KEYS if k in summary}
     builds[split] = {"label_set": label_set, **repeated}
-    records.write_manifest(out, old + manifest, builds)
+    manifest_lib.write_manifest(out, old + manifest, builds)  # jsonl + manifest.arrow
     info = records.read_info(out) if (out / records.INFO_FILE).is_file() else {}
     if info.get("label_set") not in (None, label_set):
         raise ValueError(

@@ -29,58 +29,31 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import grain
 import numpy as np
 
-from janus.data import budget as budget_lib
-from janus.data import labelsets, records
+from janus.data import records
 from janus.data.preprocess import Preprocess, SkipExample, build_pp
+from janus.data.selection import (
+    NUM_CLASSES,
+    Selection,
+    label_mask,
+    label_set_json,
+    normalise_dirs,
+    select_examples,
+)
 
 log = logging.getLogger(__name__)
 
-NUM_CLASSES = 1000
 _FIRST_KEYS = 5  # offending keys kept per skip reason
 _SKIP = "_skip"  # marker field of a skipped element
 
 
 # ---------------------------------------------------------------- selection (manifests only)
-
-
-def _normalise_dirs(dirs) -> list[tuple[str, float]]:
-    """A records dir, a list of dirs, or a list of (dir, weight) / {dir, weight} -> [(dir, w)]."""
-    if isinstance(dirs, (str, os.PathLike)):
-        return [(str(dirs), 1.0)]
-    out = []
-    for d in dirs:
-        if isinstance(d, (str, os.PathLike)):
-            out.append((str(d), 1.0))
-        elif isinstance(d, Mapping):
-            out.append((str(d["dir"]), float(d.get("weight", 1.0))))
-        else:
-            path, weight = d
-            out.append((str(path), float(weight)))
-    if not out:
-        raise ValueError("no training records dirs given")
-    return out
-
-
-def _label_mask(label_set) -> np.ndarray | None:
-    if label_set is None:
-        return None
-    return labelsets.class_mask(labelsets.resolve_label_set(label_set), NUM_CLASSES)
-
-
-def _label_set_json(label_set):
-    if label_set is None or isinstance(label_set, str):
-        return label_set
-    if isinstance(label_set, os.PathLike):
-        return str(label_set)
-    return [int(x) for x in label_set]
 
 
 def _shuffle_seed(seed: int) -> int:
@@ -100,149 +73,29 @@ def _in_set(labels, mask: np.ndarray | None, where: str) -> np.ndarray:
     return labels if mask is None else labels[mask[labels]]
 
 
-def _record_index(source: records.RecordsDataSource, entries: list[dict], where: str) -> np.ndarray:
-    """Record index in ``source`` of each manifest entry (by shard file name and byte offset)."""
-    if not (entries and all("offset" in e and "shard" in e for e in entries)):
-        if len(entries) != len(source):
-            raise ValueError(
-                f"{where}: manifest has {len(entries)} entries for the split but the shards hold "
-                f"{len(source)} records, and entries carry no shard/offset"
-            )
-        return np.arange(len(entries), dtype=np.int64)
-    # An int "shard" counts every shard of the split, empty ones included.
-    names = [p.name for p in records.list_shards(source.records_dir, source.split)]
-    lookup = {}
-    for i in range(len(source)):
-        path, offset = source.locate(i)
-        lookup[(os.path.basename(path), offset)] = i
-    out = np.empty(len(entries), np.int64)
-    for j, e in enumerate(entries):
-        shard = e["shard"]
-        name = names[shard] if isinstance(shard, int) else os.path.basename(str(shard))
-        i = lookup.get((name, int(e["offset"])))
-        if i is None:
-            raise ValueError(
-                f"{where}: manifest entry key={e.get('key')!r} points at {name}@{e['offset']}, "
-                "which is not a record of the split (manifest and shards disagree)"
-            )
-        out[j] = i
-    return out
-
-
-def select_examples(
-    dirs,
-    *,
-    seed: int = 0,
-    label_set=None,
-    budget: int | None = None,
-    class_balanced: bool = False,
-    captions: bool = False,
-    split: str = "train",
-) -> tuple[list[records.RecordsDataSource], np.ndarray, dict]:
-    """Applies label set, budget and mixture to the manifests.
-
-    Returns (sources, items [n, 2] of (dir index, record index), manifest dict).
-    """
-    dir_weights = _normalise_dirs(dirs)
-    mask = _label_mask(label_set)
-    weights = [w for _, w in dir_weights]
-    if budget is None and len(set(weights)) > 1:
-        raise ValueError(
-            f"mixture weights {weights} need data.budget (they split the budget between dirs); "
-            "without a budget every example of every dir is used"
-        )
-    if budget is not None:
-        counts = budget_lib.apportion(int(budget), {str(i): w for i, w in enumerate(weights)})
-    sources, items, dir_info = [], [], []
-    skipped = collections.Counter()
-    first_keys: dict[str, list[str]] = collections.defaultdict(list)
-    per_class, per_source = collections.Counter(), collections.Counter()
-    for d, (path, weight) in enumerate(dir_weights):
-        source = records.RecordsDataSource(path, split)
-        entries = [e for e in records.read_manifest(path) if e.get("split", split) == split]
-        record_idx = _record_index(source, entries, f"{path} (split {split!r})")
-        kept, kept_idx = [], []
-        for e, ri in zip(entries, record_idx):
-            labels = _in_set(e.get("labels"), mask, f"{path}: manifest key={e.get('key')!r}")
-            if labels.size == 0 and (mask is not None or not captions):
-                reason = "no_label_in_set" if mask is not None else "no_label"
-                skipped[reason] += 1
-                if len(first_keys[reason]) < _FIRST_KEYS:
-                    first_keys[reason].append(str(e.get("key")))
-                continue
-            kept.append({"key": e["key"], "source": e.get("source", ""), "labels": labels.tolist()})
-            kept_idx.append(ri)
-        if budget is not None:
-            n_dir = counts[str(d)]
-            try:
-                pos = budget_lib.select_budget(
-                    kept, n_dir, seed=seed, class_balanced=class_balanced
-                )
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
-        else:
-            pos = np.arange(len(kept))
-        for p in pos.tolist():
-            labels = kept[p]["labels"]
-            per_class[str(labels[0]) if labels else "none"] += 1
-            per_source[kept[p]["source"]] += 1
-            items.append((d, kept_idx[p]))
-        sources.append(source)
-        dir_info.append(
-            {
-                "dir": str(pathlib.Path(path).resolve()),
-                "weight": weight,
-                "split": split,
-                "records": len(source),
-                "eligible": len(kept),
-                "selected": len(pos),
-            }
-        )
-    items_arr = np.asarray(sorted(items), dtype=np.int64).reshape(-1, 2)
-    if len(items_arr) == 0:
-        raise ValueError(
-            f"no training examples left in {[p for p, _ in dir_weights]} (skipped {dict(skipped)})"
-        )
-    manifest = {
-        "dirs": dir_info,
-        "split": split,
-        "n_examples": len(items_arr),
-        "budget": budget,
-        "class_balanced": class_balanced,
-        "label_set": _label_set_json(label_set),
-        "seed": seed,
-        "per_class": dict(sorted(per_class.items(), key=lambda kv: (len(kv[0]), kv[0]))),
-        "per_source": dict(sorted(per_source.items())),
-        "skipped": {"counts": dict(skipped), "first_keys": dict(first_keys)},
-    }
-    return sources, items_arr, manifest
-
-
 def num_train_examples(
     dirs, budget: int | None = None, *, label_set=None, captions: bool = False
 ) -> int:
     """Examples per epoch (for resolving epochs into steps); reads manifests only."""
     if budget is not None:
         return int(budget)
-    return select_examples(dirs, label_set=label_set, captions=captions)[2]["n_examples"]
+    return select_examples(dirs, label_set=label_set, captions=captions).manifest["n_examples"]
 
 
 # ---------------------------------------------------------------- grain pieces
 
 
 class _SelectedSource:
-    """Random access over the selected (dir, record) pairs; items are (dir index, bytes)."""
+    """Random access over the selected records; items are (shard number, bytes)."""
 
-    def __init__(self, sources: Sequence[records.RecordsDataSource], items: np.ndarray):
-        self._sources = list(sources)
-        self._items = items
+    def __init__(self, refs: records.RecordRefs):
+        self._refs = refs
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._refs)
 
     def __getitem__(self, index: int):
-        d, r = self._items[index]
-        return int(d), self._sources[int(d)][int(r)]
+        return int(self._refs.shard[index]), self._refs[index]
 
 
 class _ExampleTransform:
@@ -441,6 +294,18 @@ def _with_workers(ds: grain.IterDataset, worker_count: int, batch_size: int) -> 
 # ---------------------------------------------------------------- loaders
 
 
+def _check_selection(selection: Selection, dirs, **request) -> None:
+    """A selection passed to ``train_loader`` was made with the loader's own arguments."""
+    made = selection.manifest
+    expected = {**request, "label_set": label_set_json(request["label_set"])}
+    wrong = [f"{k}={made[k]!r} (loader: {v!r})" for k, v in expected.items() if made[k] != v]
+    given = [(str(pathlib.Path(p).resolve()), w) for p, w in normalise_dirs(dirs)]
+    if given != [(d["dir"], d["weight"]) for d in made["dirs"]]:
+        wrong.append(f"dirs={[d['dir'] for d in made['dirs']]} (loader: {given})")
+    if wrong:
+        raise ValueError("the selection was made with other arguments: " + ", ".join(wrong))
+
+
 def train_loader(
     dirs,
     *,
@@ -458,8 +323,12 @@ def train_loader(
     shard_index: int | None = None,
     shard_count: int | None = None,
     split: str = "train",
+    selection: Selection | None = None,
 ):
     """The training stream; see the module docstring. Returns (iterator, manifest dict).
+
+    ``selection``: the result of ``select_examples`` for these same arguments, when the caller
+    has it already (the trainer selects once per start and counts epochs from it).
 
     ``captions=True`` adds ``tokens`` (appending a ``tokenize`` op to ``pp`` unless it has one;
     ``tokenizer`` only sets its context length) and keeps unlabeled examples when no label set is
@@ -470,8 +339,7 @@ def train_loader(
     shard_index, shard_count = _process_shard(shard_index, shard_count)
     batch = _per_process_batch(global_batch_size, shard_count)
     seed = int(seed) % 2**32
-    sources, items, manifest = select_examples(
-        dirs,
+    request = dict(
         seed=seed,
         label_set=label_set,
         budget=budget,
@@ -479,11 +347,17 @@ def train_loader(
         captions=captions,
         split=split,
     )
+    if selection is None:
+        selection = select_examples(dirs, **request)
+    else:
+        _check_selection(selection, dirs, **request)
+    manifest = dict(selection.manifest)
     pp_fn = build_pp(pp)
     if captions and "tokenize" not in pp_fn.names:
         length = getattr(tokenizer, "context_length", 77)
         pp_fn = build_pp(f"{pp}|tokenize(context_length={int(length)})")
-    ds = grain.MapDataset.source(_SelectedSource(sources, items)).shuffle(seed=_shuffle_seed(seed))
+    ds = grain.MapDataset.source(_SelectedSource(selection.source))
+    ds = ds.shuffle(seed=_shuffle_seed(seed))
     ds = ds.repeat(num_epochs)
     if num_epochs is not None:
         # Whole global batches only, so every process yields the same number of batches.
@@ -495,7 +369,7 @@ def train_loader(
             )
     transform = _ExampleTransform(
         pp_fn,
-        _label_mask(label_set),
+        label_mask(label_set),
         multi_hot=multi_hot,
         require_label=not captions or label_set is not None,
     )

@@ -321,14 +321,20 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """(split, index, count) of a shard file name, None if it is not one."""
+    m = _SHARD_RE.match(os.path.basename(name))
+    return (m["split"], int(m["i"]), int(m["n"])) if m else None
+
+
 def list_shards(records_dir, split: str) -> list[pathlib.Path]:
     """The split's shards in order; error if some of the `-of-NNNNN` set is missing."""
     root = pathlib.Path(records_dir)
     found = {}
     for p in root.iterdir() if root.is_dir() else []:
-        m = _SHARD_RE.match(p.name)
-        if m and m["split"] == split:
-            found[(int(m["i"]), int(m["n"]))] = p
+        parsed = parse_shard_name(p.name)
+        if parsed and parsed[0] == split:
+            found[parsed[1:]] = p
     if not found:
         raise FileNotFoundError(f"no shards for split {split!r} in {root}")
     counts = {n for _, n in found}
@@ -339,6 +345,37 @@ def list_shards(records_dir, split: str) -> list[pathlib.Path]:
     if missing:
         raise FileNotFoundError(f"split {split!r} in {root}: shards {missing[:10]} of {n} missing")
     return [found[(i, n)] for i in range(n)]
+
+
+def shard_offsets(shard_path) -> np.ndarray:
+    """Record offsets of a shard: its `.index` (checked against the shard), else a scan."""
+    p = os.fspath(shard_path)
+    return read_index(p) if os.path.exists(p + ".index") else build_index(p)
+
+
+class _ShardFiles:
+    """Reads CRC-checked records from a list of shard files; descriptors open lazily per process."""
+
+    def __init__(self, paths):
+        self._paths = [str(p) for p in paths]
+        self._sizes = [os.path.getsize(p) for p in self._paths]
+        self._fds: dict[int, int] = {}
+
+    def read(self, shard: int, offset: int) -> bytes:
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self._paths[shard], os.O_RDONLY)
+        return _read_frame(fd, self._paths[shard], offset, self._sizes[shard])[0]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fds": {}}
+
+    def __del__(self, _close=os.close):  # bound default: os may be gone at interpreter shutdown
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                _close(fd)
+            except OSError:
+                pass
 
 
 class RecordsDataSource:
@@ -352,12 +389,9 @@ class RecordsDataSource:
         self.records_dir = pathlib.Path(records_dir)
         self.split = split
         self._paths = [str(p) for p in list_shards(self.records_dir, split)]
-        self._offsets = []
-        for p in self._paths:
-            self._offsets.append(read_index(p) if os.path.exists(p + ".index") else build_index(p))
+        self._offsets = [shard_offsets(p) for p in self._paths]
         self._starts = np.cumsum([0] + [len(o) for o in self._offsets]).tolist()
-        self._sizes = [os.path.getsize(p) for p in self._paths]
-        self._fds: dict[int, int] = {}
+        self._files = _ShardFiles(self._paths)
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -377,29 +411,34 @@ class RecordsDataSource:
         return self._paths[s], offset
 
     def __getitem__(self, index: int) -> bytes:
-        s, offset = self._find(int(index))
-        fd = self._fds.get(s)
-        if fd is None:
-            fd = self._fds[s] = os.open(self._paths[s], os.O_RDONLY)
-        return _read_frame(fd, self._paths[s], offset, self._sizes[s])[0]
+        return self._files.read(*self._find(int(index)))
 
     def keys_of(self, indices) -> list[str]:
         return [decode_example(self[int(i)])["key"] for i in indices]
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_fds"] = {}
-        return state
-
-    def __del__(self, _close=os.close):  # bound default: os may be gone at interpreter shutdown
-        for fd in getattr(self, "_fds", {}).values():
-            try:
-                _close(fd)
-            except OSError:
-                pass
-
     def __repr__(self) -> str:
         return f"RecordsDataSource({str(self.records_dir)!r}, split={self.split!r}, n={len(self)})"
+
+
+class RecordRefs:
+    """grain RandomAccessDataSource over records named by (shard, byte offset): a run's selected
+    examples. Holds 12 bytes per record and nothing about the shards' other records; picklable."""
+
+    def __init__(self, paths, shard: np.ndarray, offset: np.ndarray):
+        if len(shard) != len(offset):
+            raise ValueError(f"{len(shard)} shard numbers for {len(offset)} offsets")
+        self._files = _ShardFiles(paths)
+        self.shard = np.asarray(shard, dtype=np.int32)
+        self.offset = np.asarray(offset, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def __getitem__(self, index: int) -> bytes:
+        return self._files.read(int(self.shard[index]), int(self.offset[index]))
+
+    def __repr__(self) -> str:
+        return f"RecordRefs(n={len(self)})"
 
 
 def read_info(records_dir) -> dict:

@@ -1,0 +1,341 @@
+"""Data at pool scale: loader start-up and memory on a records dir of N tiny samples.
+
+Synthesises a records dir of N samples (default 1,000,000; `--n 10000000` on request) shaped like
+the JANuS pool: 64 shards of real TFRecord frames with `.index` files, each record a
+tf.train.Example with a 2x2 PNG (one serialised template per source and label list, the key
+patched in), and the real `manifest.jsonl.gz` (about 60% of rows in the IN100 label set, some
+with two labels, some with none). Every measurement runs in its own subprocess, so each peak
+RSS is its own.
+
+Measures (`--measure`, a registry; each prints JSON lines):
+- `startup`: per manifest path, `pipeline.num_train_examples` with the label set (no budget) and
+  `pipeline.train_loader(budget=...)` until it returns, then its first batch; peak RSS, RSS after,
+  and the bytes each grain worker receives (the pickled dataset). The peer, in the same run, is the
+  jsonl path (the dir without `manifest.arrow`, as older dirs are); then `convert` writes the
+  columnar file (timed) and the columnar path runs. `--compare-src DIR` also runs the children
+  against another checkout's `janus` (e.g. the code before the columnar manifest) on the same dir.
+- `formats`: reading the selection's columns from `manifest.arrow` (Arrow IPC, memory-mapped) vs
+  a Parquet copy, for the choice of format.
+
+    python benchmarks/data_scale.py [--n 1000000] [--measure startup formats] [--dir DIR]
+        [--budget 500000] [--label-set in100] [--processes 1] [--compare-src DIR]
+
+A `--dir` that already holds a dir of N samples is reused (its `manifest.arrow` is removed before
+the jsonl measurement). Without `--dir` a temporary dir is used and deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARDS = 64
+PP = "decode|resize(4)"
+BATCH = 256
+# (source, share of rows, label kind weights: in-set, two labels (in-set first), other class, none)
+POOL = [
+    ("in100", 0.10, (1.0, 0.0, 0.0, 0.0)),
+    ("laion", 0.50, (0.5, 0.1, 0.2, 0.2)),
+    ("yfcc", 0.25, (0.5, 0.1, 0.2, 0.2)),
+    ("oi", 0.15, (0.6, 0.2, 0.2, 0.0)),
+]
+
+
+# ----------------------------------------------------------------------------- synthesis
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 2), (90, 120, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _rows(n: int, seed: int = 0):
+    """(source index, labels) of every sample: the pool's mixture of label kinds."""
+    from janus.data import labelsets
+
+    rng = np.random.default_rng(seed)
+    in_set = labelsets.resolve_label_set("in100")
+    other = np.setdiff1d(np.arange(1000), in_set)
+    shares = np.asarray([s for _, s, _ in POOL])
+    source = rng.choice(len(POOL), n, p=shares / shares.sum())
+    kinds = np.empty(n, np.int64)
+    for i, (_, _, weights) in enumerate(POOL):
+        mine = np.flatnonzero(source == i)
+        kinds[mine] = rng.choice(4, len(mine), p=weights)
+    first = np.where(kinds == 2, rng.choice(other, n), rng.choice(in_set, n))
+    second = rng.choice(1000, n)
+    return source, kinds, first, second
+
+
+def synthesise(out: pathlib.Path, n: int) -> None:
+    """The records dir: shards + .index + manifest.jsonl.gz + info.json (no manifest.arrow)."""
+    from janus.data import records
+
+    out.mkdir(parents=True, exist_ok=True)
+    source, kinds, first, second = _rows(n)
+    png, width = _png(), len(f"{n - 1:09d}")
+    templates: dict = {}
+    bounds = np.linspace(0, n, SHARDS + 1).astype(int)
+    manifest = []
+    for s in range(SHARDS):
+        name = records.shard_name("train", s, SHARDS)
+        with records.ShardWriter(out / name) as w:
+            for i in range(bounds[s], bounds[s + 1]):
+                src = POOL[source[i]][0]
+                kind = int(kinds[i])
+                labels = [] if kind == 3 else [int(first[i])] + ([int(second[i])] * (kind == 1))
+                key = f"{src}/{i:0{width}d}"
+                tpl = templates.get((src, tuple(labels)))
+                if tpl is None:
+                    holder = "\x01" * len(key)
+                    ex = {"image/encoded": png, "image/format": "png", "label": labels}
+                    ex |= {"caption": [f"a photo from {src}"], "source": src, "key": holder}
+                    data = records.encode_example(ex)
+                    tpl = templates[(src, tuple(labels))] = (data, data.index(holder.encode()))
+                data, at = tpl
+                offset = w.write(data[:at] + key.encode() + data[at + len(key) :])
+                manifest.append(
+                    {"key": key, "source": src, "labels": labels, "label_source": "human"}
+                    | {"split": "train", "shard": name, "offset": offset}
+                )
+    records.write_manifest(out, manifest, {"train": {"seed": 0, "command": "data_scale.py"}})
+    records.write_info(out, {"name": out.name, "splits": {"train": n}})
+
+
+# ----------------------------------------------------------------------------- children
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def child_baseline(d, args) -> dict:
+    """The interpreter with the pipeline imported: the part of a peak that does not grow with N."""
+    from janus.data import pipeline  # noqa: F401
+
+    return {"seconds": 0.0}
+
+
+def child_count(d, args) -> dict:
+    from janus.data import pipeline
+
+    start = time.perf_counter()
+    n = pipeline.num_train_examples(d, label_set=args.label_set)
+    return {"seconds": time.perf_counter() - start, "n_examples": n}
+
+
+def child_loader(d, args) -> dict:
+    import pickle
+
+    from janus.data import pipeline
+
+    start = time.perf_counter()
+    it, man = pipeline.train_loader(
+        d,
+        global_batch_size=BATCH * args.processes,
+        pp=PP,
+        seed=0,
+        label_set=args.label_set,
+        budget=args.budget,
+        shard_index=0,
+        shard_count=args.processes,
+    )
+    returned = time.perf_counter() - start
+    worker_bytes = len(pickle.dumps(it._stream.map_ds))  # what mp_prefetch sends each worker
+    batch = next(it)
+    assert batch["image"].shape == (BATCH, 4, 4, 3), batch["image"].shape
+    return {
+        "seconds": returned,
+        "first_batch_s": round(time.perf_counter() - start - returned, 2),
+        "n_examples": man["n_examples"],
+        "rss_after_mb": round(_rss_now_mb(), 1),
+        "per_worker_mb": round(worker_bytes / 2**20, 1),
+    }
+
+
+def child_convert(d, args) -> dict:
+    from janus.data import manifest
+
+    start = time.perf_counter()
+    path = manifest.convert(d)
+    return {
+        "seconds": time.perf_counter() - start,
+        "file_mb": round(path.stat().st_size / 2**20, 1),
+    }
+
+
+def child_read_arrow(d, args) -> dict:
+    from janus.data import manifest
+
+    start = time.perf_counter()
+    table = manifest.load(d).select(["key", "labels", "split", "shard", "offset"])
+    total = sum(len(c.to_pylist()) if c.type == "string" else 0 for c in table.columns[:1])
+    return {"seconds": time.perf_counter() - start, "rows": table.num_rows, "keys": total}
+
+
+def child_read_parquet(d, args) -> dict:
+    import pyarrow.parquet as pq
+
+    start = time.perf_counter()
+    table = pq.read_table(
+        d / "manifest.parquet", columns=["key", "labels", "split", "shard", "offset"]
+    )
+    total = len(table.column("key").to_pylist())
+    return {"seconds": time.perf_counter() - start, "rows": table.num_rows, "keys": total}
+
+
+CHILDREN = {
+    "baseline": child_baseline,
+    "count": child_count,
+    "loader": child_loader,
+    "convert": child_convert,
+    "read_arrow": child_read_arrow,
+    "read_parquet": child_read_parquet,
+}
+
+
+def run_child(what: str, d: pathlib.Path, args, src: str | None = None) -> dict:
+    """One measurement in a fresh interpreter (its own peak RSS)."""
+    cmd = [sys.executable, __file__, "--child", what, "--dir", str(d), "--n", str(args.n)]
+    cmd += ["--budget", str(args.budget), "--label-set", args.label_set]
+    cmd += ["--processes", str(args.processes)]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": src or str(REPO)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd="/")
+    if done.returncode:
+        raise RuntimeError(f"child {what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+def _emit(row: dict) -> dict:
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _extrapolate(row: dict, n: int, baseline_mb: float) -> dict:
+    """An extrapolation, linear in N: the time, and the peak above the baseline interpreter."""
+    out = {}
+    for target in (15_000_000, 100_000_000):
+        f = target / n
+        out[f"extrapolated_{target // 1_000_000}M_s"] = round(row["seconds"] * f, 1)
+        grown = (row["peak_mb"] - baseline_mb) * f
+        out[f"extrapolated_{target // 1_000_000}M_peak_mb"] = round(baseline_mb + grown)
+    return out
+
+
+def measure_startup(d: pathlib.Path, args) -> list[dict]:
+    columns = d / "manifest.arrow"
+    columns.unlink(missing_ok=True)  # the peer: an older dir, manifest.jsonl.gz only
+    baseline = _emit({"bench": "baseline", **run_child("baseline", d, args)})["peak_mb"]
+    rows = []
+    runs = [("jsonl", None), ("convert", None), ("columnar", None)]
+    if args.compare_src:
+        runs.append(("before", args.compare_src))
+    for path, src in runs:
+        if path == "convert":
+            rows.append(_emit({"bench": "convert", "n": args.n, **run_child("convert", d, args)}))
+            continue
+        for step in ("count", "loader"):
+            row = {"bench": f"startup_{step}", "path": path, "n": args.n}
+            row |= {"processes": args.processes, **run_child(step, d, args, src)}
+            rows.append(_emit(row | _extrapolate(row, args.n, baseline)))
+    for step in ("count", "loader"):
+        by = {r["path"]: r for r in rows if r["bench"] == f"startup_{step}"}
+        for peer in [p for p in ("jsonl", "before") if p in by]:
+            _emit(
+                {
+                    "bench": f"startup_{step}_ratio",
+                    "peer": peer,
+                    "time_ratio": round(by[peer]["seconds"] / by["columnar"]["seconds"], 1),
+                    "peak_ratio": round(by[peer]["peak_mb"] / by["columnar"]["peak_mb"], 2),
+                }
+            )
+    return rows
+
+
+def measure_formats(d: pathlib.Path, args) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    from janus.data import manifest
+
+    if not (d / "manifest.arrow").is_file():
+        manifest.convert(d)
+    pq.write_table(manifest.load(d), d / "manifest.parquet")
+    rows = []
+    for fmt, name in (("arrow_ipc", "manifest.arrow"), ("parquet", "manifest.parquet")):
+        row = run_child(f"read_{fmt.split('_')[0]}", d, args)
+        mb = (d / name).stat().st_size / 2**20
+        rows.append(
+            _emit({"bench": "manifest_format", "format": fmt, "file_mb": round(mb, 1)} | row)
+        )
+    (d / "manifest.parquet").unlink()
+    return rows
+
+
+MEASURES = {"startup": measure_startup, "formats": measure_formats}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--measure", nargs="+", choices=sorted(MEASURES), default=["startup"])
+    parser.add_argument("--dir", type=pathlib.Path, help="records dir to (re)use")
+    parser.add_argument("--budget", type=int, default=500_000)
+    parser.add_argument("--label-set", default="in100")
+    parser.add_argument("--processes", type=int, default=1, help="shard_count of the loader")
+    parser.add_argument("--compare-src", help="repo root of another janus checkout")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row = CHILDREN[args.child](args.dir, args)
+        row["seconds"] = round(row["seconds"], 2)
+        print(json.dumps(row | {"peak_mb": round(_peak_mb(), 1)}))
+        return
+    tmp = None
+    d = args.dir
+    if d is None:
+        tmp = tempfile.mkdtemp(prefix="janus_scale_")
+        d = pathlib.Path(tmp) / f"pool{args.n}"
+    try:
+        info = d / "info.json"
+        if not (info.is_file() and json.loads(info.read_text())["splits"]["train"] == args.n):
+            start = time.perf_counter()
+            synthesise(d, args.n)
+            _emit(
+                {
+                    "bench": "synthesise",
+                    "n": args.n,
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+        for name in args.measure:
+            MEASURES[name](d, args)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
