@@ -21,7 +21,8 @@ Measures (`--measure`, a registry; each prints JSON lines):
         [--budget 500000] [--label-set in100] [--processes 1] [--compare-src DIR]
 
 A `--dir` that already holds a dir of N samples is reused (its `manifest.arrow` is removed before
-the jsonl measurement). Without `--dir` a temporary dir is used and deleted.
+the jsonl measurement), and so is its `<dir>_quarter` (N/4 samples, budget/4: the second size for
+the columnar path's extrapolation). Without `--dir` a temporary dir is used and deleted.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _emit(row: dict) -> dict:
 
 
 def _extrapolate(row: dict, n: int, baseline_mb: float) -> dict:
-    """An extrapolation, linear in N: the time, and the peak above the baseline interpreter."""
+    """Linear in N through the baseline interpreter (how issue 13 extrapolated): an estimate."""
     out = {}
     for target in (15_000_000, 100_000_000):
         f = target / n
@@ -243,6 +244,32 @@ def _extrapolate(row: dict, n: int, baseline_mb: float) -> dict:
         grown = (row["peak_mb"] - baseline_mb) * f
         out[f"extrapolated_{target // 1_000_000}M_peak_mb"] = round(baseline_mb + grown)
     return out
+
+
+def _extrapolate_slope(small: dict, big: dict) -> dict:
+    """Linear in N through two measured sizes (fixed costs such as first-call set-up cancel out):
+    an estimate, with the budget growing with N (so the selected part is overestimated)."""
+    out = {}
+    for target in (15_000_000, 100_000_000):
+        for key, unit in (("seconds", "s"), ("peak_mb", "peak_mb")):
+            slope = (big[key] - small[key]) / (big["n"] - small["n"])
+            value = big[key] + slope * (target - big["n"])
+            out[f"extrapolated_{target // 1_000_000}M_{unit}"] = round(value, 1)
+    return out
+
+
+def _quarter(d: pathlib.Path, args):
+    """A dir of N/4 samples beside `d`, converted, for the slope of the columnar path."""
+    from janus.data import manifest
+
+    small = argparse.Namespace(**{**vars(args), "n": args.n // 4, "budget": args.budget // 4})
+    q = d.parent / f"{d.name}_quarter"
+    info = q / "info.json"
+    if not (info.is_file() and json.loads(info.read_text())["splits"]["train"] == small.n):
+        synthesise(q, small.n)
+    if not (q / "manifest.arrow").is_file():
+        manifest.convert(q)
+    return q, small
 
 
 def measure_startup(d: pathlib.Path, args) -> list[dict]:
@@ -259,8 +286,20 @@ def measure_startup(d: pathlib.Path, args) -> list[dict]:
             continue
         for step in ("count", "loader"):
             row = {"bench": f"startup_{step}", "path": path, "n": args.n}
-            row |= {"processes": args.processes, **run_child(step, d, args, src)}
+            row |= {
+                "processes": args.processes,
+                "budget": args.budget if step == "loader" else None,
+            }
+            row |= run_child(step, d, args, src)
             rows.append(_emit(row | _extrapolate(row, args.n, baseline)))
+    q, small = _quarter(d, args)
+    for step in ("count", "loader"):
+        row = {"bench": f"startup_{step}", "path": "columnar", "n": small.n}
+        row |= {"processes": args.processes, "budget": small.budget if step == "loader" else None}
+        row |= run_child(step, q, small)
+        _emit(row)
+        big = next(r for r in rows if r["bench"] == row["bench"] and r["path"] == "columnar")
+        _emit({"bench": f"startup_{step}_slope", "path": "columnar"} | _extrapolate_slope(row, big))
     for step in ("count", "loader"):
         by = {r["path"]: r for r in rows if r["bench"] == f"startup_{step}"}
         for peer in [p for p in ("jsonl", "before") if p in by]:
@@ -317,7 +356,7 @@ def main() -> None:
     d = args.dir
     if d is None:
         tmp = tempfile.mkdtemp(prefix="janus_scale_")
-        d = pathlib.Path(tmp) / f"pool{args.n}"
+        d = pathlib.Path(tmp) / f"pool{args.n}"  # its _quarter lands beside it, in tmp
     try:
         info = d / "info.json"
         if not (info.is_file() and json.loads(info.read_text())["splits"]["train"] == args.n):

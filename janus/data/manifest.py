@@ -113,17 +113,17 @@ def write_manifest(records_dir, entries: list[Mapping], builds: dict | None = No
     write_columns(records_dir, entries)
 
 
-def _read_columns(path: pathlib.Path, jsonl: pathlib.Path) -> pa.Table | None:
-    """The memory-mapped table, or None if it is stale (the jsonl was rewritten after it)."""
+def _reader(path: pathlib.Path, jsonl: pathlib.Path) -> pa.ipc.RecordBatchFileReader | None:
+    """A reader of the columnar file, or None if it is stale (the jsonl was rewritten after it)."""
     try:
-        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        reader = pa.ipc.open_file(pa.OSFile(str(path)))
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"{path}: not a readable Arrow IPC file ({e})") from None
-    have = dict(zip(table.schema.names, table.schema.types))
+    have = dict(zip(reader.schema.names, reader.schema.types))
     wrong = [f.name for f in SCHEMA if have.get(f.name) != f.type]
     if wrong:
         raise ValueError(f"{path}: columns {wrong} are missing or of the wrong type")
-    written_for = (table.schema.metadata or {}).get(_SIZE_KEY)
+    written_for = (reader.schema.metadata or {}).get(_SIZE_KEY)
     if jsonl.is_file() and written_for is not None and int(written_for) != jsonl.stat().st_size:
         log.warning(
             "%s does not match %s (rewritten since); reading the jsonl. Refresh it with "
@@ -133,22 +133,28 @@ def _read_columns(path: pathlib.Path, jsonl: pathlib.Path) -> pa.Table | None:
             path.parent,
         )
         return None
-    return table
+    return reader
+
+
+def batches(records_dir) -> Iterator[pa.RecordBatch]:
+    """The dir's manifest, one record batch of SCHEMA at a time: from `manifest.arrow` when present
+    and current, else parsed from `manifest.jsonl.gz` (slow at millions of rows; see `convert`).
+    Only one batch is held at a time, so memory does not grow with the manifest."""
+    root = pathlib.Path(records_dir)
+    path, jsonl = root / COLUMNS_FILE, root / records.MANIFEST_FILE
+    reader = _reader(path, jsonl) if path.is_file() else None
+    if reader is not None:
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i).select(SCHEMA.names)
+        return
+    if not path.is_file() and jsonl.is_file():
+        log.info("%s has no %s; reading %s row by row", root, COLUMNS_FILE, jsonl.name)
+    yield from row_batches(records.read_manifest(root), str(jsonl))
 
 
 def load(records_dir) -> pa.Table:
-    """The dir's manifest as a table of SCHEMA: `manifest.arrow` when present and current (mapped,
-    no copy), else parsed from `manifest.jsonl.gz` (slow at millions of rows; see `convert`)."""
-    root = pathlib.Path(records_dir)
-    path, jsonl = root / COLUMNS_FILE, root / records.MANIFEST_FILE
-    if path.is_file():
-        table = _read_columns(path, jsonl)
-        if table is not None:
-            return table
-    elif jsonl.is_file():
-        log.info("%s has no %s; reading %s row by row", root, COLUMNS_FILE, jsonl.name)
-    batches = list(row_batches(records.read_manifest(root), str(jsonl)))
-    return pa.Table.from_batches(batches, schema=SCHEMA)
+    """The whole manifest as one table (for inspection; selection streams `batches`)."""
+    return pa.Table.from_batches(list(batches(records_dir)), schema=SCHEMA)
 
 
 def convert(records_dir) -> pathlib.Path:

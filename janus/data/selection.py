@@ -78,22 +78,27 @@ def label_set_json(label_set):
 
 
 class _Scan(NamedTuple):
-    """The rows of one dir that may be trained on, and what was skipped."""
+    """What one pass over a dir's manifest keeps: a few numbers per candidate row, no strings."""
 
     in_split: np.ndarray  # bool per manifest row
     rows: np.ndarray  # int64 manifest rows kept (in the split, with a label when one is needed)
-    classes: np.ndarray  # int64 first label in the set of each kept row, -1 if none
+    classes: np.ndarray  # int16 first label in the set of each kept row, -1 if none
+    shard: np.ndarray  # int32 shard number of each kept row (-1: not given)
+    offset: np.ndarray  # uint64 byte offset of each kept row
+    source: np.ndarray  # int32 index into `sources`
+    sources: list[str]
     prio: np.ndarray | None  # uint64 budget priority of each kept row (None without a budget)
     located: bool  # every row of the split has shard and offset
     skipped: int
     first_keys: list[str]
 
 
-def _scan(table: pa.Table, split: str, mask, keep_unlabeled: bool, seed, where: str) -> _Scan:
+def _scan(batches, split: str, mask, keep_unlabeled: bool, seed, where: str) -> _Scan:
     """One pass over the record batches; `seed` None: no budget, so no key is hashed."""
-    in_split, rows, classes, prio = [], [], [], []
+    parts = collections.defaultdict(list)
+    sources: dict[str, int] = {}
     located, skipped, first_keys, start = True, 0, [], 0
-    for b in table.to_batches():
+    for b in batches:
         n = b.num_rows
         mine = pc.fill_null(pc.equal(b.column("split"), split), True).to_numpy(False)
         labels = b.column("labels")
@@ -110,93 +115,117 @@ def _scan(table: pa.Table, split: str, mask, keep_unlabeled: bool, seed, where: 
         if mask is not None:
             hit &= mask[np.where(hit, values, 0)]
         hit_rows, hit_values = row_of[hit], values[hit]
-        first = np.full(n, -1, np.int64)
+        first = np.full(n, -1, np.int16)
         leading = np.r_[True, hit_rows[1:] != hit_rows[:-1]][: hit_rows.size]
         first[hit_rows[leading]] = hit_values[leading]
         keep = mine & ((first >= 0) | keep_unlabeled)
         local = np.flatnonzero(keep)
-        if located:
-            unlocated = pc.or_(pc.is_null(b.column("shard")), pc.is_null(b.column("offset")))
-            located = not (unlocated.to_numpy(False) & mine).any()
+        shard, offset = b.column("shard"), b.column("offset")
+        if located and (shard.null_count or offset.null_count):
+            unlocated = pc.or_(pc.is_null(shard), pc.is_null(offset)).to_numpy(False)
+            located = not (unlocated & mine).any()
         dropped = np.flatnonzero(mine & ~keep)
         skipped += dropped.size
         if dropped.size and len(first_keys) < _FIRST_KEYS:
             take = pa.array(dropped[: _FIRST_KEYS - len(first_keys)])
             first_keys += b.column("key").take(take).to_pylist()
         if seed is not None:
-            prio.append(
-                budget_lib.priorities(b.column("key").take(pa.array(local)).to_pylist(), seed)
-            )
-        in_split.append(mine)
-        rows.append(local + start)
-        classes.append(first[local])
+            keys = b.column("key").take(pa.array(local)).to_pylist()
+            parts["prio"].append(budget_lib.priorities(keys, seed))
+        codes = pc.dictionary_encode(pc.fill_null(b.column("source"), ""))
+        names = [sources.setdefault(name, len(sources)) for name in codes.dictionary.to_pylist()]
+        parts["source"].append(np.asarray(names, np.int32)[codes.indices.to_numpy()[local]])
+        parts["shard"].append(pc.fill_null(shard, -1).to_numpy()[local])
+        parts["offset"].append(pc.fill_null(offset, 0).to_numpy()[local])
+        parts["in_split"].append(mine)
+        parts["rows"].append(local + start)
+        parts["classes"].append(first[local])
         start += n
 
-    def cat(parts, dtype):
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+    def cat(name, dtype):
+        chunks = parts.pop(name, None)  # pop: each part is freed once joined
+        return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
 
     return _Scan(
-        cat(in_split, bool),
-        cat(rows, np.int64),
-        cat(classes, np.int64),
-        None if seed is None else cat(prio, np.uint64),
+        cat("in_split", bool),
+        cat("rows", np.int64),
+        cat("classes", np.int16),
+        cat("shard", np.int32),
+        cat("offset", np.uint64),
+        cat("source", np.int32),
+        list(sources),
+        None if seed is None else cat("prio", np.uint64),
         located,
         skipped,
         first_keys,
     )
 
 
-def _keys_of(table: pa.Table, rows: np.ndarray):
-    """positions into `rows` -> their keys (for the budget's duplicate-key check)."""
-    return lambda positions: table.column("key").take(pa.array(rows[positions])).to_pylist()
+def _keys_of(records_dir, rows: np.ndarray):
+    """positions into `rows` -> their keys (for the budget's duplicate-key check; rare: only
+    rows whose 64-bit priorities collide), read again from the manifest."""
+
+    def keys_at(positions: np.ndarray) -> list[str]:
+        wanted = np.sort(rows[positions])
+        found, start = {}, 0
+        for b in manifest_lib.batches(records_dir):
+            here = wanted[(wanted >= start) & (wanted < start + b.num_rows)]
+            keys = b.column("key").take(pa.array(here - start)).to_pylist()
+            found.update(zip(here.tolist(), keys))
+            start += b.num_rows
+        return [found[r] for r in rows[positions].tolist()]
+
+    return keys_at
 
 
-def _locate(table, scan: _Scan, rows: np.ndarray, shard_paths, where: str):
-    """(shard number, byte offset, record index in the split) of manifest `rows`; also the split's
-    record count. Reads each shard's index once, one shard at a time."""
-    offsets_of = [records.shard_offsets(p) for p in shard_paths] if not scan.located else None
-    if scan.located:
-        shard = table.column("shard").take(pa.array(rows)).to_numpy(False).astype(np.int64)
-        offset = table.column("offset").take(pa.array(rows)).to_numpy(False).astype(np.uint64)
-        out_of_range = np.flatnonzero((shard < 0) | (shard >= len(shard_paths)))
-        if out_of_range.size:
-            r = int(rows[out_of_range[0]])
+def _key_at(records_dir, row: int) -> str:
+    return _keys_of(records_dir, np.asarray([row]))(np.asarray([0]))[0]
+
+
+def _locate(records_dir, scan: _Scan, pos: np.ndarray, shard_paths, where: str):
+    """(shard number, byte offset, record index in the split) of the kept rows `pos`; also the
+    split's record count. Reads each shard's index once, one shard at a time."""
+    if not scan.located:  # entries without shard/offset: the i-th row of the split is record i
+        offsets_of = [records.shard_offsets(p) for p in shard_paths]
+        starts = np.cumsum([0] + [len(o) for o in offsets_of])
+        n_rows = int(scan.in_split.sum())
+        if n_rows != starts[-1]:
             raise ValueError(
-                f"{where}: manifest entry key={table.column('key')[r].as_py()!r} names shard "
-                f"{int(shard[out_of_range[0]])}, the split has {len(shard_paths)}"
+                f"{where}: manifest has {n_rows} entries for the split but the shards hold "
+                f"{starts[-1]} records, and entries carry no shard/offset"
             )
-        record = np.empty(len(rows), np.int64)
-        start = 0
-        for s, path in enumerate(shard_paths):
-            shard_offsets = records.shard_offsets(path)
-            mine = np.flatnonzero(shard == s)
-            if mine.size:
-                pos = np.searchsorted(shard_offsets, offset[mine])
-                found = pos < len(shard_offsets)
-                found[found] = shard_offsets[pos[found]] == offset[mine][found]
-                if not found.all():
-                    j = mine[np.flatnonzero(~found)[0]]
-                    key = table.column("key")[int(rows[j])].as_py()
-                    raise ValueError(
-                        f"{where}: manifest entry key={key!r} points at "
-                        f"{os.path.basename(path)}@{int(offset[j])}, which is not a record of the "
-                        "split (manifest and shards disagree)"
-                    )
-                record[mine] = start + pos
-            start += len(shard_offsets)
-        return shard, offset, record, start
-    # Entries without shard/offset: the i-th row of the split is the i-th record.
-    starts = np.cumsum([0] + [len(o) for o in offsets_of])
-    n_rows = int(scan.in_split.sum())
-    if n_rows != starts[-1]:
+        record = np.cumsum(scan.in_split)[scan.rows[pos]] - 1
+        shard = np.searchsorted(starts, record, side="right") - 1
+        offset = np.concatenate(offsets_of)[record] if offsets_of else np.zeros(0, np.uint64)
+        return shard.astype(np.int32), offset, record, int(starts[-1])
+    shard, offset = scan.shard[pos], scan.offset[pos]
+    out_of_range = np.flatnonzero((shard < 0) | (shard >= len(shard_paths)))
+    if out_of_range.size:
+        key = _key_at(records_dir, int(scan.rows[pos[out_of_range[0]]]))
         raise ValueError(
-            f"{where}: manifest has {n_rows} entries for the split but the shards hold "
-            f"{starts[-1]} records, and entries carry no shard/offset"
+            f"{where}: manifest entry key={key!r} names shard {int(shard[out_of_range[0]])}, the "
+            f"split has {len(shard_paths)}"
         )
-    record = np.cumsum(scan.in_split)[rows] - 1
-    shard = np.searchsorted(starts, record, side="right") - 1
-    all_offsets = np.concatenate(offsets_of) if offsets_of else np.zeros(0, np.uint64)
-    return shard, all_offsets[record], record, int(starts[-1])
+    record = np.empty(len(pos), np.int64)
+    start = 0
+    for s, path in enumerate(shard_paths):
+        shard_offsets = records.shard_offsets(path)
+        mine = np.flatnonzero(shard == s)
+        if mine.size:
+            at = np.searchsorted(shard_offsets, offset[mine])
+            found = at < len(shard_offsets)
+            found[found] = shard_offsets[at[found]] == offset[mine][found]
+            if not found.all():
+                j = mine[np.flatnonzero(~found)[0]]
+                key = _key_at(records_dir, int(scan.rows[pos[j]]))
+                raise ValueError(
+                    f"{where}: manifest entry key={key!r} points at "
+                    f"{os.path.basename(path)}@{int(offset[j])}, which is not a record of the "
+                    "split (manifest and shards disagree)"
+                )
+            record[mine] = start + at
+        start += len(shard_offsets)
+    return shard, offset, record, start
 
 
 def select_examples(
@@ -227,9 +256,8 @@ def select_examples(
     for d, (path, weight) in enumerate(dir_weights):
         where = f"{path} (split {split!r})"
         shard_paths = [str(p) for p in records.list_shards(path, split)]
-        table = manifest_lib.load(path)
         scan = _scan(
-            table,
+            manifest_lib.batches(path),
             split,
             mask,
             keep_unlabeled=mask is None and captions,
@@ -244,24 +272,23 @@ def select_examples(
                     scan.prio,
                     scan.classes,
                     counts[str(d)],
-                    keys_at=_keys_of(table, scan.rows),
+                    keys_at=_keys_of(path, scan.rows),
                     class_balanced=class_balanced,
                 )
             except ValueError as e:
                 raise ValueError(f"{path}: {e}") from None
         else:
             pos = np.arange(len(scan.rows))
-        rows, classes = scan.rows[pos], scan.classes[pos]
-        shard, offset, record, n_records = _locate(table, scan, rows, shard_paths, where)
+        shard, offset, record, n_records = _locate(path, scan, pos, shard_paths, where)
         order = np.argsort(record, kind="stable")
         items.append(np.stack([np.full(len(order), d, np.int64), record[order]], 1))
         shards.append(shard[order] + len(paths))
         offsets.append(offset[order])
         paths += shard_paths
-        labels, n = np.unique(classes, return_counts=True)
+        labels, n = np.unique(scan.classes[pos], return_counts=True)
         per_class.update({str(c) if c >= 0 else "none": int(k) for c, k in zip(labels, n)})
-        sources = pc.value_counts(table.column("source").take(pa.array(rows))).to_pylist()
-        per_source.update({s["values"]: s["counts"] for s in sources})
+        n_source = np.bincount(scan.source[pos], minlength=len(scan.sources))
+        per_source.update({s: int(k) for s, k in zip(scan.sources, n_source) if k})
         dir_info.append(
             {
                 "dir": str(pathlib.Path(path).resolve()),
@@ -269,7 +296,7 @@ def select_examples(
                 "split": split,
                 "records": n_records,
                 "eligible": len(scan.rows),
-                "selected": len(rows),
+                "selected": len(pos),
             }
         )
     items_arr = np.concatenate(items)
