@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file.
+"""Atomic file writes: a reader (or a crash) never sees half a file. And file names made from
+values (label sets, sweep arguments), which may hold '/', ':' or '*'.
 
 Every writer of results, manifests, markers and caches goes through here: write to a temporary file
 beside the target (same filesystem), flush and fsync, then `os.replace` it over the target.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 from collections.abc import Iterator
 from typing import IO
 
@@ -31,3 +33,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def safe_name(value: str) -> str:
+    """`value` as one path component: every character other than letters, digits, '.', '_', '+'
+    and '-' becomes '-' ('random:5:0' -> 'random-5-0', 'sets/a.txt' -> 'sets-a.txt')."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", str(value))

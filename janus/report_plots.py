@@ -11,7 +11,7 @@ Every figure encodes a run the same way (the paper's figures):
 - a classifier other than the model's default (a VL model's linear probe) gets a grey ring around
   its marker (in the scaling figure: a thinner, paler line).
 
-- `robustness_vs_val_<label_set>`: average robustness vs val top-1 on logit axes, one figure per
+- `robustness_vs_val_<label_set>` (`janus.fileio.safe_name`: 'random:5:0' -> 'random-5-0'): average robustness vs val top-1 on logit axes, one figure per
   label set, ticks labelled in percent (0% and 100% are drawn at 0.5% / 99.5%, with a note). The
   paper's meta-analysis models on the same label set are grey background points (Conventional =
   trained on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
@@ -40,6 +40,7 @@ from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from janus.evaluate import metrics  # noqa: E402
 from janus.evaluate.results import default_classifier  # noqa: E402
+from janus.fileio import safe_name  # noqa: E402
 
 # Meta-analysis column prefixes per janus label-set name (see vlhub_meta_analysis.csv's header).
 META_COLUMNS = {
@@ -217,7 +218,7 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
         ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
         ax.set_title(f"Robustness vs in-distribution accuracy, label set {label_set}")
         ax.grid(True, which="major", alpha=0.3)
-        paths += _save(fig, out_dir, f"robustness_vs_val_{label_set}")
+        paths += _save(fig, out_dir, f"robustness_vs_val_{safe_name(label_set)}")
     return paths
 
 

@@ -30,7 +30,6 @@ import argparse
 import collections
 import dataclasses
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -39,6 +38,7 @@ import time
 from collections.abc import Sequence
 
 from janus import config as config_lib
+from janus.fileio import safe_name
 
 LOG_NAME = "sweep.log"
 REPORT_DIR = "report"
@@ -79,7 +79,7 @@ def run_name(arg: str) -> str:
         if "=" not in item:
             raise ValueError(f"sweep argument {item!r} in {arg!r} is not of the form key=value")
         key, value = (x.strip() for x in item.split("=", 1))
-        parts.append(f"{key}-{re.sub(r'[^A-Za-z0-9._+-]', '-', value)}")
+        parts.append(f"{key}-{safe_name(value)}")
     return "_".join(parts) or "default"
 
 

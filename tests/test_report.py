@@ -130,3 +130,15 @@ def test_scaling_y_axis_stays_within_0_and_100_percent():
     lo, hi = accuracy_ylim([0.2, 0.8])
     assert (round(lo, 6), round(hi, 6)) == (0.14, 0.86)
     assert accuracy_ylim([]) == (0.0, 1.0)
+
+
+def test_figure_names_from_label_sets_are_one_path_component(tmp_path):
+    """A random label set's name holds ':' and a label-set file's holds '/': the figure's file name
+    keeps them out, its title keeps the name."""
+    d = _run(tmp_path, "ls5", "ce", "resnet_tiny", 160, 0.7, 0.4, steps=(75,))
+    result = json.loads((d / "eval" / "75.json").read_text())
+    result.update(label_set="random:5:0:mini25", suite="mini")
+    (d / "eval" / "75.json").write_text(json.dumps(result))
+    assert report.main([str(d), "--out", str(tmp_path / "out")]) == 0
+    svg = (tmp_path / "out" / "robustness_vs_val_random-5-0-mini25.svg").read_text()
+    assert "label set random:5:0:mini25" in svg
