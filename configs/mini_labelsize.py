@@ -8,7 +8,7 @@ Sweep keys: configs/mini.py's plus k=K (default 25; label set `random:K:SEED:min
 per_class=N (default 32, JANuS-mini's 1x budget per class; data.budget = K x N, class-balanced)
 and ls_seed=SEED (default 0). The sweep is K in {5, 10, 15, 25} with ls_seed 0 (K=25 is mini25).
 The shift sets are restricted to the run's label set.
-Hardware: a 2-core x86-64 VM without a GPU (1 jax device): about 1 min per run at K=25, less below.
+Hardware: a 2-core x86-64 VM without a GPU (1 jax device): about 1 min per run at K=25 when the machine is idle (measured: 17 min for all four, loaded by 8 other jobs).
 Expected result: README "Label-set size on JANuS-mini: measured results" (seed 0, one run per K).
 """
 
