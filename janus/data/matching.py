@@ -46,6 +46,7 @@ import pathlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress
 from typing import NamedTuple
 
 from janus.data import caption_clean as cc
@@ -55,6 +56,7 @@ from janus.fileio import atomic_write
 MODES = ("single", "multiclass", "strict")
 NAME_LISTS = ("clip", "wordnet", "clip+wordnet")
 MAX_NGRAM = 3
+TOKEN_CACHE_SIZE = 1 << 18  # distinct caption words a Matcher remembers (a few tens of MB)
 
 # Reasons a caption gets no label (CoverageReport keys).
 TOO_SHORT = "too_short"
@@ -232,6 +234,7 @@ class Matcher:
                 f"{self.num_classes} named classes"
             )
         self._in_set = None if self.label_set is None else frozenset(self.label_set.tolist())
+        self._tokenize = cc.compat_caption_tokens if self.compat else cc.caption_tokens
         if self.compat:
             self._build_compat(rows)
         else:
@@ -245,11 +248,8 @@ class Matcher:
                 for v in name_variants(name, self._lemma, self.max_ngram):
                     claims.setdefault(v, set()).add(cls)
         self._vocab = {v: tuple(sorted(c)) for v, c in claims.items()}
-        # First word -> longest variant starting with it: most caption words start none, so the scan
-        # pays one dict lookup for them.
-        self._first: dict[str, int] = {}
-        for v in self._vocab:
-            self._first[v[0]] = max(self._first.get(v[0], 0), len(v))
+        self._trie = _word_trie(self._vocab.items())
+        self._init_token_codes({w for v in self._vocab for w in v})
         matchable = {c for cs in self._vocab.values() for c in cs}
         self.unmatchable_classes = [c for c in range(self.num_classes) if c not in matchable]
 
@@ -261,28 +261,62 @@ class Matcher:
                 claims.setdefault(v, []).append(pos)
         self._compat_vocab = {v: tuple(c) for v, c in claims.items()}
         self._local = local
+        # A caption n-gram is its tokens joined by single spaces, so it equals a variant exactly
+        # when its tokens equal the variant split on single spaces.
+        self._trie = _word_trie((v.split(" "), c) for v, c in self._compat_vocab.items())
+        self._init_token_codes({w for v in self._compat_vocab for w in v.split(" ")})
         matchable = {local[p] for ps in self._compat_vocab.values() for p in ps}
         self.unmatchable_classes = [c for c in local if c not in matchable]
+
+    # Token -> its lemma when some variant holds that lemma, else False ("inert": no n-gram through
+    # it can match). Per matcher, since that depends on the vocabulary; a dict lookup per token
+    # instead of a lemmatiser call, and captions made only of inert tokens skip the scan.
+    def _init_token_codes(self, vocab_words: set[str]) -> None:
+        self._vocab_words = frozenset(vocab_words)
+        self._token_codes: dict[str, str | bool] = {}
+
+    def _codes(self, toks: list[str]) -> list[str | bool]:
+        codes = list(map(self._token_codes.get, toks))
+        if None in codes:  # words not seen before
+            for i, code in enumerate(codes):
+                if code is None:
+                    codes[i] = self._learn(toks[i])
+        return codes
+
+    def _learn(self, tok: str) -> str | bool:
+        lemma = self._lemma(tok)
+        code = lemma if lemma in self._vocab_words else False
+        # Bounded: past the cap, new words still work, through the lemmatiser's own cache.
+        if len(self._token_codes) < TOKEN_CACHE_SIZE:
+            self._token_codes[tok] = code
+        return code
+
+    def __getstate__(self):
+        # The token cache is rebuilt on use; pickles (to builder workers) stay small.
+        return {**self.__dict__, "_token_codes": {}}
 
     # --- public API ---
 
     def clean(self, caption) -> str:
-        text = _as_text(caption)
-        return cc.clean_caption_compat(text) if self.compat else cc.clean_caption(text)
+        return " ".join(self._tokenize(_as_text(caption)))
 
     def match(self, caption) -> list[int]:
         """ImageNet-1k indices matched in `caption`; [] when rejected."""
-        return self.match_detail(caption).labels
+        return self._match_caption(caption)[0]
 
     def match_detail(self, caption) -> MatchResult:
-        cleaned = self.clean(caption)
+        return MatchResult(*self._match_caption(caption))
+
+    def _match_caption(self, caption) -> tuple[list[int], str | None, str]:
+        toks = self._tokenize(_as_text(caption))
+        cleaned = " ".join(toks)
         if len(cleaned) < cc.MIN_CAPTION_CHARS:
-            return MatchResult([], TOO_SHORT, cleaned)
-        if self.compat:
-            labels, reason = self._match_compat(cleaned)
-        else:
-            labels, reason = self._match(cleaned)
-        return MatchResult(labels, reason, cleaned)
+            return [], TOO_SHORT, cleaned
+        codes = self._codes(toks)
+        if codes.count(False) == len(codes):
+            return [], NO_MATCH, cleaned
+        labels, reason = self._match_compat(codes) if self.compat else self._match(codes)
+        return labels, reason, cleaned
 
     def describe(self) -> dict:
         """JSON-able settings, for manifests and coverage reports."""
@@ -303,23 +337,34 @@ class Matcher:
     def scan(self, cleaned: str) -> Iterable[tuple[int, ...]]:
         """Claims (ascending class tuples) of the matched n-grams of a cleaned caption, left to
         right, longest first, without overlap; label set not applied."""
-        toks = [self._lemma(t) for t in cleaned.split()]
-        first, vocab, n, i = self._first, self._vocab, len(toks), 0
-        while i < n:
-            longest = first.get(toks[i], 0)
-            step = 1
-            for length in range(min(longest, n - i), 0, -1):
-                claim = vocab.get(tuple(toks[i : i + length]))
-                if claim is not None:
-                    yield claim
-                    step = length
-                    break
-            i += step
+        return self._scan(self._codes(cleaned.split()))
 
-    def _match(self, cleaned: str) -> tuple[list[int], str | None]:
+    def _scan(self, codes: list[str | bool]) -> list[tuple[int, ...]]:
+        trie, n = self._trie, len(codes)
+        claims: list[tuple[int, ...]] = []
+        resume = 0  # matches do not overlap
+        # Only positions whose word starts a variant are visited (inert tokens, False, start none).
+        for i in compress(range(n), map(trie.__contains__, codes)):
+            if i < resume:
+                continue
+            node = trie[codes[i]]
+            claim, end = node.get(CLAIM), i + 1
+            # Walk the trie as far as the caption follows it; the last claim met is the longest.
+            for j in range(i + 1, n):
+                node = node.get(codes[j])
+                if node is None:
+                    break
+                if CLAIM in node:
+                    claim, end = node[CLAIM], j + 1
+            if claim is not None:
+                claims.append(claim)
+                resume = end
+        return claims
+
+    def _match(self, codes: list[str | bool]) -> tuple[list[int], str | None]:
         in_set, found_any = self._in_set, False
         labels: dict[int, None] = {}  # insertion-ordered set
-        for claim in self.scan(cleaned):
+        for claim in self._scan(codes):
             found_any = True
             for c in claim:
                 if in_set is None or c in in_set:
@@ -334,16 +379,21 @@ class Matcher:
 
     # --- compat mode: `in1k_hard_subset_match`, a dict in place of its scan over all classes ---
 
-    def _match_compat(self, cleaned: str) -> tuple[list[int], str | None]:
-        toks = [self._lemma(t) for t in cleaned.split(" ")]
-        vocab, ngram = self._compat_vocab, self.max_ngram
+    def _match_compat(self, codes: list[str | bool]) -> tuple[list[int], str | None]:
+        trie, ngram, n, single = self._trie, self.max_ngram, len(codes), self.mode == "single"
         matches: list[int] = []
-        for count in range(len(toks)):
+        for count in compress(range(n), map(trie.__contains__, codes)):
+            node = trie
             for i in range(ngram):
-                # Past the end the slice repeats the shorter n-gram, as in the original.
-                claim = vocab.get(" ".join(toks[count : count + i + 1]))
+                # Past the end the slice repeats the shorter n-gram (and its hit), as in the
+                # original; otherwise the n-gram is one word longer.
+                if count + i < n:
+                    node = node.get(codes[count + i])
+                    if node is None:
+                        break  # no variant starts with this n-gram, nor with the longer ones
+                claim = node.get(CLAIM)
                 if claim:
-                    if self.mode == "single":
+                    if single:
                         return [self._local[claim[0]]], None
                     matches.extend(claim)
         if not matches:
@@ -352,6 +402,20 @@ class Matcher:
             return ([self._local[matches[0]]], None) if len(matches) == 1 else ([], AMBIGUOUS)
         # The original returns ", ".join(set(matches)): CPython's set order over local indices.
         return [self._local[m] for m in set(matches)], None
+
+
+CLAIM = None  # the trie key of a node's claim (caption words are strings, inert ones False)
+
+
+def _word_trie(variants: Iterable[tuple[Sequence[str], tuple[int, ...]]]) -> dict:
+    """Nested dicts, one level per word; the node a variant's words lead to holds its claim."""
+    root: dict = {}
+    for words, claim in variants:
+        node = root
+        for w in words:
+            node = node.setdefault(w, {})
+        node[CLAIM] = claim
+    return root
 
 
 def _as_text(caption) -> str:
