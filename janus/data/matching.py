@@ -203,7 +203,8 @@ class Matcher:
       mode: `single` | `multiclass` | `strict`.
       compat: reproduce the original code's cleaning, variants and n-gram order.
       lemmatizer: registry name in `caption_clean.LEMMATIZERS` or a callable word -> lemma; default
-        `lemminflect` (`lemminflect_dict` when compat).
+        `lemminflect` (`lemminflect_dict` when compat). Called once per distinct word (the matcher
+        caches what it returns), so it must be a pure function.
       max_ngram: longest n-gram tried (the paper: 3).
     """
 
