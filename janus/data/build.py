@@ -28,7 +28,7 @@ import shlex
 import shutil
 import sys
 
-from janus.data import matching
+from janus.data import matching, scan
 from janus.data import sources as sources_lib
 from janus.data.builder import BuildConfig, build_dataset
 
@@ -129,7 +129,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=min(8, os.cpu_count() or 1),
-        help="processes for verifying and writing (default: CPU count, at most 8)",
+        help="processes for scanning, matching, verifying and writing (default: CPU count, at "
+        "most 8)",
+    )
+    p.add_argument(
+        "--scan-chunk",
+        type=int,
+        default=scan.CHUNK,
+        help=f"rows per worker task while scanning and matching (default {scan.CHUNK}; "
+        "the output does not depend on it)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a different earlier build")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -204,6 +212,7 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             overwrite=args.overwrite,
             command=command,
+            scan_chunk=args.scan_chunk,
         )
     except (ValueError, FileNotFoundError) as e:
         _remove_unfinished(args.out, existed)

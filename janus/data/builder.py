@@ -3,16 +3,19 @@
 Stages (all deterministic in the config, whatever the worker count):
 1. scan every source into candidates (`janus.data.sources`), label caption-only ones with
    `janus.data.matching.Matcher` and restrict labels to the label set (`janus.data.labeling`),
-   add template captions to labelled samples without one; drop (counted) what cannot be used;
-2. choose the budget (`janus.data.budget.select_budget`); decode each chosen image once (in the
-   worker pool); images that fail are counted skips and the budget is chosen again without them
-   (still nested: a bad image is excluded at every budget), until every chosen image decodes;
+   add template captions to labelled samples without one; drop (counted) what cannot be used.
+   This runs in the worker pool, streaming, chunk by chunk (`janus.data.scan`);
+2. choose the budget (`janus.data.budget.select_budget_columns`); decode each chosen image once
+   (in the worker pool); images that fail are counted skips and the budget is chosen again
+   without them (still nested: a bad image is excluded at every budget), until every chosen
+   image decodes;
 3. order the chosen samples by a seeded hash, cut them into shards and save the plan in
    `<out>/.build/<split>.plan.json.gz`;
 4. write the shards in a process pool; each finished shard gets its `.index` and a `.done` marker.
 
 Resume: a rerun with the same config reuses the saved plan and keeps every shard whose `.done`
-marker, shard and index agree; only unfinished shards are (re)written. A different config for a
+marker, shard and index agree; only unfinished shards are (re)written. Killed before the plan was
+saved, it reuses the chunks the scan finished. A different config for a
 split that already has shards is an error unless `overwrite=True`.
 """
 
@@ -23,16 +26,16 @@ import gzip
 import hashlib
 import json
 import pathlib
+import shutil
 import sys
 from collections import Counter
 
 import numpy as np
 
-from janus.data import labelsets, records
+from janus.data import labelsets, records, scan
 from janus.data import manifest as manifest_lib
-from janus.data.budget import priorities, select_budget
+from janus.data.budget import select_budget_columns
 from janus.data.images import BadImageError, prepare_image
-from janus.data.labeling import Labeler, label_candidates
 from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
 from janus.data.sources import make_source, read_bytes
@@ -166,58 +169,61 @@ def _load_json_gz(path: pathlib.Path):
         return json.load(f)
 
 
-def make_plan(cfg: BuildConfig, pool: ProcessMap, progress: bool, log) -> dict:
+def make_plan(
+    cfg: BuildConfig, out: pathlib.Path, pool: ProcessMap, progress: bool, log, scan_chunk: int
+) -> dict:
     skips = SkipCounter()
-    sources = [make_source(s) for s in cfg.sources]
-    names = [s.name for s in sources]
+    names = [make_source(s).name for s in cfg.sources]
     if len(set(names)) != len(names):
         raise ValueError(f"source names must be unique, got {names}")
-    raw, per_source_scanned = [], Counter()
-    for src in sources:
-        for c in src.scan(skips):
-            raw.append(c)
-            per_source_scanned[src.name] += 1
-    log(f"scanned {len(raw)} candidates from {len(sources)} source(s)")
-    labeler = Labeler(cfg)
-    cands = label_candidates(raw, cfg, skips, labeler)
-    coverage = labeler.coverage.summary() if labeler.coverage.captions else None
-    log(f"{len(cands)} candidates usable for label set {cfg.label_set}")
+    fingerprint = cfg.fingerprint()
+    scan_dir = scan.scan_dir_for(out, cfg.split, fingerprint)
+    found = scan.scan_sources(
+        cfg, fingerprint, scan_dir, pool, skips, chunk_size=scan_chunk, progress=progress, log=log
+    )
+    log(f"scanned {sum(found.scanned.values())} candidates from {len(names)} source(s)")
+    coverage = found.coverage.summary() if found.coverage.captions else None
+    log(f"{len(found)} candidates usable for label set {cfg.label_set}")
     for name in (cfg.source_counts or {}) | (cfg.source_weights or {}):
         if name not in names:
             raise ValueError(f"budget names source {name!r}, not among the sources {names}")
 
-    entries = [{"key": c.key, "source": c.source, "labels": list(c.labels)} for c in cands]
-    bad: set[int] = set()
+    sources = found.sources()
+    cands: dict[int, object] = {}  # the candidates chosen so far, read back from the scan
+    bad = np.zeros(len(found), dtype=bool)
     verified: dict[int, tuple[str, str]] = {}
     chunk = 64
     while True:
-        alive = [i for i in range(len(cands)) if i not in bad]
+        alive = np.flatnonzero(~bad)
         if cfg.budget is None:
-            chosen = alive
+            chosen = alive.tolist()
         else:
             try:
-                pos = select_budget(
-                    [entries[i] for i in alive],
+                pos = select_budget_columns(
+                    found.prio[alive],
+                    found.classes[alive].astype(np.int64),
                     cfg.budget,
-                    seed=cfg.seed,
+                    keys_at=lambda p: [c.key for c in found.load(alive[p], pool).values()],
+                    sources=sources[alive],
                     class_balanced=cfg.class_balanced,
                     source_weights=cfg.source_weights,
                     source_counts=cfg.source_counts,
                 )
             except ValueError as e:
-                note = f" ({len(bad)} candidates were dropped as bad images)" if bad else ""
+                note = f" ({bad.sum()} candidates were dropped as bad images)" if bad.any() else ""
                 raise ValueError(f"{e}{note}\n{skips.report()}") from None
-            chosen = [alive[p] for p in pos.tolist()]
+            chosen = alive[pos].tolist()
         todo = [i for i in chosen if i not in verified]
         if not todo:
             break
+        cands.update(found.load(todo))
         bar = Progress("verifying images", len(todo), progress)
         pieces = [todo[j : j + chunk] for j in range(0, len(todo), chunk)]
         results = pool.map(_verify_chunk, [[cands[i].locator for i in p] for p in pieces])
         for piece, res in zip(pieces, results):
             for i, (err, digest, fmt) in zip(piece, res):
                 if err:
-                    bad.add(i)
+                    bad[i] = True
                     reason = err.split(":")[0]
                     skips.add(reason, cands[i].key, err[len(reason) + 2 :][:120])
                 else:
@@ -227,8 +233,7 @@ def make_plan(cfg: BuildConfig, pool: ProcessMap, progress: bool, log) -> dict:
         raise ValueError(f"nothing to build for split {cfg.split!r}\n{skips.report()}")
 
     # Shuffle across shards by a seeded hash of the key: the order is a function of the config only.
-    prio = priorities([cands[i].key for i in chosen], cfg.seed)
-    ordered = [chosen[j] for j in np.argsort(prio, kind="stable")]
+    ordered = [chosen[j] for j in np.argsort(found.prio[chosen], kind="stable")]
     num_shards = max(1, min(cfg.num_shards, len(ordered)))
     bounds = np.linspace(0, len(ordered), num_shards + 1).round().astype(int)
     shards = []
@@ -250,12 +255,12 @@ def make_plan(cfg: BuildConfig, pool: ProcessMap, progress: bool, log) -> dict:
             )
         shards.append(rows)
     return {
-        "fingerprint": cfg.fingerprint(),
+        "fingerprint": fingerprint,
         "shards": shards,
         "skipped": skips.to_dict(),
-        "scanned": dict(per_source_scanned),
-        "usable": dict(Counter(c.source for c in cands)),
-        "source_kinds": {s.name: spec.get("kind") for s, spec in zip(sources, cfg.sources)},
+        "scanned": found.scanned,
+        "usable": found.usable(),
+        "source_kinds": {n: spec.get("kind") for n, spec in zip(names, cfg.sources)},
         "matching": coverage,
     }
 
@@ -273,12 +278,18 @@ def build_dataset(
     overwrite: bool = False,
     command: str | None = None,
     log=None,
+    scan_chunk: int = scan.CHUNK,
 ) -> dict:
-    """Build (or resume) one split of a records directory; returns the split's build summary."""
+    """Build (or resume) one split of a records directory; returns the split's build summary.
+
+    `scan_chunk`: rows (or candidates) per worker task of the scan; the output does not depend on
+    it."""
     log = log or (lambda msg: print(f"[build] {msg}", file=sys.stderr) if progress else None)
     out = pathlib.Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     labelsets.resolve_label_set(cfg.label_set)  # unknown label set: fail before any work
+    if scan_chunk < 1:
+        raise ValueError(f"scan_chunk must be at least 1, got {scan_chunk}")
     if (out / records.INFO_FILE).is_file():
         existing = records.read_info(out).get("label_set")
         if existing not in (None, cfg.label_set):
@@ -302,13 +313,15 @@ def build_dataset(
                 f"{out} already has shards of split {cfg.split!r} ({existing[0]}, ...) that this "
                 "builder did not plan; pass --overwrite to replace them"
             )
-        _remove_split(out, cfg.split)
+        _remove_split(out, cfg.split, keep_scan=fingerprint)
 
     pool = ProcessMap(workers)
     try:
         if plan is None:
-            plan = make_plan(cfg, pool, progress, log)
+            plan = make_plan(cfg, out, pool, progress, log, scan_chunk)
             _save_json_gz(plan_path, plan)
+            # the plan holds all the build needs from the scan now
+            shutil.rmtree(scan.scan_dir_for(out, cfg.split, fingerprint))
         else:
             log(f"resuming split {cfg.split!r} from the saved plan")
         shards = plan["shards"]
@@ -382,11 +395,16 @@ def _per_class(manifest) -> dict[str, int]:
     return {str(k): v for k, v in sorted(c.items())}
 
 
-def _remove_split(out: pathlib.Path, split: str) -> None:
+def _remove_split(out: pathlib.Path, split: str, keep_scan: str) -> None:
+    """Removes the split's shards and plan, and scans of other configs (`keep_scan`: this one's
+    fingerprint, whose finished chunks a resumed build reuses)."""
     for p in out.iterdir():
         if p.name.startswith(f"{split}-") and ".tfrecord" in p.name:
             p.unlink()
     _plan_path(out, split).unlink(missing_ok=True)
+    for p in (out / _PLAN_DIR).glob(f"{split}.scan-*"):
+        if p != scan.scan_dir_for(out, split, keep_scan):
+            shutil.rmtree(p)
 
 
 # What the manifest's per-split build line repeats from the build summary (info.json has it all).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from janus.data import labelsets, matching
@@ -23,31 +23,25 @@ if TYPE_CHECKING:
 class Labeler:
     """Labels for caption-only samples (`match`) and captions for label-only ones (`template`).
 
-    The Matcher is built on first use: only caption-only sources need it, and it takes a moment.
-    `coverage` collects every matched or rejected caption, per class and per source.
+    The Matcher is built on first use, once per process: only caption-only sources need it, and
+    it takes a moment. `coverage` collects every matched or rejected caption, per class and per
+    source.
     """
 
     def __init__(self, cfg: BuildConfig):
         self.cfg = cfg
         self.coverage = matching.CoverageReport()
-        self._matcher = None
-        self.template = functools.cache(self._template)
 
-    def _template(self, label: int) -> str:
-        return matching.template_caption(int(label), class_names=self.cfg.class_names)
+    def template(self, label: int) -> str:
+        return _template(int(label), self.cfg.class_names)
 
     def match(self, captions: Sequence[str], source: str) -> list[int]:
         """Labels from the first caption that matches; [] when none does."""
-        if self._matcher is None:
-            self._matcher = matching.Matcher(
-                class_names=self.cfg.class_names,
-                label_set=self.cfg.label_set,
-                mode=self.cfg.matching,
-                compat=self.cfg.matching_compat,
-            )
+        cfg = self.cfg
+        matcher = _matcher(cfg.class_names, cfg.label_set, cfg.matching, cfg.matching_compat)
         first = None
         for caption in captions:
-            result = self._matcher.match_detail(caption)
+            result = matcher.match_detail(caption)
             first = first or result
             if result.labels:
                 self.coverage.add(source, caption, result.labels)
@@ -56,17 +50,34 @@ class Labeler:
         return []
 
 
+@functools.cache
+def _matcher(class_names: str, label_set: str, mode: str, compat: bool) -> matching.Matcher:
+    return matching.Matcher(class_names=class_names, label_set=label_set, mode=mode, compat=compat)
+
+
+@functools.cache
+def _template(label: int, class_names: str) -> str:
+    return matching.template_caption(label, class_names=class_names)
+
+
 def label_candidates(
-    candidates, cfg: BuildConfig, skips: SkipCounter, labeler: Labeler
+    candidates: Sequence[Candidate],
+    cfg: BuildConfig,
+    skips: SkipCounter,
+    labeler: Labeler,
+    duplicates: Collection[int] = (),
 ) -> list[Candidate]:
-    """Labels restricted to the label set, captions filled in; unusable candidates are counted."""
+    """Labels restricted to the label set, captions filled in; unusable candidates are counted.
+
+    `duplicates`: positions in `candidates` whose key came earlier in the build (found by the
+    caller, who sees every key); they are counted as duplicates before anything else.
+    """
     in_set = labelsets.class_mask(labelsets.resolve_label_set(cfg.label_set))
-    out, seen = [], set()
-    for c in candidates:
-        if c.key in seen:
+    out = []
+    for pos, c in enumerate(candidates):
+        if pos in duplicates:
             skips.add("duplicate key", c.key)
             continue
-        seen.add(c.key)
         labels, label_source = c.labels, c.label_source
         if labels is None:
             if not c.captions:

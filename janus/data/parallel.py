@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import multiprocessing
 import sys
@@ -33,6 +34,20 @@ class ProcessMap:
         for f in concurrent.futures.as_completed(futures):
             yield f.result()
 
+    def imap(self, fn, items, ahead: int | None = None):
+        """fn over `items`, results in order. `items` is read lazily and at most `ahead` (default
+        twice the workers) are in flight, so a long stream is never held whole."""
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        pending = collections.deque()
+        for item in items:
+            pending.append(self._pool.submit(fn, item))
+            if len(pending) >= (ahead or 2 * self.workers):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
     def map(self, fn, items):
         if self._pool is None:
             return list(map(fn, items))
@@ -44,9 +59,10 @@ class ProcessMap:
 
 
 class Progress:
-    """Progress lines on stderr: in place on a terminal, every 5 s (and at the end) in a log."""
+    """Progress lines on stderr: in place on a terminal, every 5 s (and at the end) in a log.
+    `total=None`: a stream of unknown length (no end line)."""
 
-    def __init__(self, what: str, total: int, enabled: bool, already_done: int = 0):
+    def __init__(self, what: str, total: int | None, enabled: bool, already_done: int = 0):
         self.what, self.total, self.enabled = what, total, enabled
         self.done, self.t0, self._last = already_done, time.time(), 0.0
         self._already_done = already_done  # resumed work: not part of this run's rate
@@ -56,12 +72,14 @@ class Progress:
         self.done += k
         now = time.time()
         if not self.enabled or (
-            now - self._last < (0.2 if self.tty else 5.0) and self.done < self.total
+            now - self._last < (0.2 if self.tty else 5.0)
+            and (self.total is None or self.done < self.total)
         ):
             return
         self._last = now
         rate = (self.done - self._already_done) / max(now - self.t0, 1e-9)
-        line = f"[build] {self.what}: {self.done}/{self.total} ({rate:.0f}/s){extra}"
+        done = self.done if self.total is None else f"{self.done}/{self.total}"
+        line = f"[build] {self.what}: {done} ({rate:.0f}/s){extra}"
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
-        if self.tty and self.done >= self.total:
+        if self.tty and self.total is not None and self.done >= self.total:
             print(file=sys.stderr)

@@ -3,7 +3,10 @@
 A candidate carries the key (unique: `<source name>/<local key>`), the source name, labels
 (ImageNet-1k indices; `None` when the source has only captions and the builder must match them),
 captions, the label provenance, and a small picklable `locator`; `read_bytes(locator)` fetches the
-image bytes in any process. Kinds (the `SOURCE_KINDS` registry):
+image bytes in any process. For the builder's workers every source also reads itself in chunks
+(`read_chunks`, in the main process) that `candidates` turns into candidates (in a worker): a
+manifest's chunks are raw table rows, so parsing them is spread over the workers.
+Kinds (the `SOURCE_KINDS` registry):
 
 - `folder`: an ImageNet-style tree `<path>/<split>/<wnid>/<file>`; label from the wnid; optional
   captions from a sidecar CSV (`captions=`; columns `caption_key_col` = file name, `caption_cols`).
@@ -117,16 +120,40 @@ def table_columns(path, fmt: str | None = None) -> list[str]:
 
 def read_table(path, columns: list[str], fmt: str | None = None) -> list[dict]:
     """Rows of a CSV/TSV/parquet file as dicts restricted to `columns`; error lists the columns."""
+    return [dict(zip(columns, row)) for rows in iter_table(path, columns, fmt) for row in rows]
+
+
+def iter_table(path, columns: list[str], fmt: str | None = None, chunk: int = 10_000):
+    """The rows of a table as tuples of `columns`, `chunk` rows at a time: memory is bounded by
+    the chunk, not the file. A short CSV row reads None in its missing cells, as DictReader does."""
     path = pathlib.Path(path)
     _check_columns(path, columns, table_columns(path, fmt))
     fmt = _table_format(path, fmt)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, columns=columns).to_pylist()
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk, columns=columns):
+            cols = [batch.column(c).to_pylist() for c in columns]
+            yield list(zip(*cols))
+        return
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-        return [{c: row[c] for c in columns} for row in reader]
+        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+        header = next(reader, [])
+        where = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins
+        idx = [where[c] for c in columns]
+        width = max(idx, default=-1) + 1
+        rows = []
+        for row in reader:
+            if not row:
+                continue  # a blank line: csv.DictReader skips it too
+            if len(row) < width:
+                row = row + [None] * (width - len(row))
+            rows.append(tuple(row[i] for i in idx))
+            if len(rows) == chunk:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
 
 
 def _check_columns(path, wanted: list[str], present: list[str]) -> None:
@@ -151,8 +178,25 @@ def _clean_captions(values) -> tuple[str, ...]:
 # ----------------------------------------------------------------------------- source kinds
 
 
+class _ScannedInMainProcess:
+    """Sources whose scan is cheap next to the labelling: their chunks hold ready candidates."""
+
+    def read_chunks(self, skips: SkipCounter, chunk: int) -> Iterator[list]:
+        batch = []
+        for c in self.scan(skips):
+            batch.append(c)
+            if len(batch) == chunk:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def candidates(self, items: list, skips: SkipCounter) -> Iterator[Candidate]:
+        return iter(items)
+
+
 @dataclasses.dataclass
-class FolderSource:
+class FolderSource(_ScannedInMainProcess):
     """`<path>/<split>/<wnid>/<file>`; split="" reads `<path>/<wnid>/<file>`."""
 
     name: str
@@ -201,14 +245,25 @@ class ManifestSource:
     format: str | None = None
     label_source: str = "human"
 
-    def scan(self, skips: SkipCounter) -> Iterator[Candidate]:
+    def _columns(self) -> list[str]:
+        cols = [self.image_col, *_split_list(self.caption_cols), *_split_list(self.label_cols)]
+        return list(dict.fromkeys(cols + ([self.key_col] if self.key_col else [])))
+
+    def read_chunks(self, skips: SkipCounter, chunk: int) -> Iterator[list]:
+        """The table's rows, `chunk` at a time, as (row number, values): only reading the file
+        happens here, `candidates` (in any process) makes the candidates."""
+        start = 0
+        for rows in iter_table(self.path, self._columns(), self.format, chunk):
+            yield list(enumerate(rows, start))
+            start += len(rows)
+
+    def candidates(self, items: list, skips: SkipCounter) -> Iterator[Candidate]:
         caps_cols = _split_list(self.caption_cols)
         label_cols = _split_list(self.label_cols)
-        cols = [self.image_col, *caps_cols, *label_cols] + ([self.key_col] if self.key_col else [])
-        cols = list(dict.fromkeys(cols))
-        rows = read_table(self.path, cols, self.format)
+        cols = self._columns()
         root = pathlib.Path(self.root) if self.root else pathlib.Path(self.path).parent
-        for i, row in enumerate(rows):
+        for i, values in items:
+            row = dict(zip(cols, values))
             rel = row[self.image_col]
             local = str(row[self.key_col]) if self.key_col else str(rel or f"row{i}")
             key = f"{self.name}/{os.path.splitext(local)[0] if not self.key_col else local}"
@@ -225,9 +280,13 @@ class ManifestSource:
             src = self.label_source if labels is not None else ""
             yield Candidate(key, self.name, labels, caps, src, ("file", str(root / str(rel))))
 
+    def scan(self, skips: SkipCounter) -> Iterator[Candidate]:
+        for items in self.read_chunks(skips, 10_000):
+            yield from self.candidates(items, skips)
+
 
 @dataclasses.dataclass
-class WebDatasetSource:
+class WebDatasetSource(_ScannedInMainProcess):
     """img2dataset tar shards: a tar file, a directory of .tar files or a glob."""
 
     name: str
@@ -313,7 +372,7 @@ class WebDatasetSource:
 
 
 @dataclasses.dataclass
-class OpenImagesSource:
+class OpenImagesSource(_ScannedInMainProcess):
     """OpenImages labels mapped to ImageNet-1k via `openimages_map()`.
 
     Either one row per image (`image_col` path + `label_col` MIDs separated by spaces, commas or

@@ -1,0 +1,228 @@
+"""The builder's first stage at scale: scan, clean, match and label candidates in the workers.
+
+- Every source is read in chunks in the main process (`read_chunks`: for a manifest only the raw
+  table rows). A worker turns a chunk into candidates, labels them (`janus.data.labeling`), writes
+  the usable ones to a chunk file and returns what the budget needs: per usable candidate its
+  priority, source and first label (`Columns`), plus the chunk's skip counts, coverage report and
+  key digests.
+- Results are merged in chunk order: skip counts, their first examples, the coverage report and the
+  candidates' order are those of one process scanning everything, whatever the worker count.
+- Duplicate keys: the main process keeps a 16-byte digest per key (`KeyIndex`, collisions are out
+  of reach at 2^-64 for 10^10 keys). A chunk whose keys came earlier is labelled again with those
+  positions counted as duplicates (rare: it costs one chunk).
+- Memory in the main process: the chunks in flight, about 40 bytes per key scanned and per usable
+  candidate, and the chosen candidates, which `load` reads back from the chunk files.
+- Resume: chunk files live in `<out>/.build/<split>.scan-<fingerprint>/`; a killed build reuses
+  those it finished (the builder removes the folder once its plan is saved).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import pathlib
+import pickle
+from collections import Counter, deque
+
+import numpy as np
+
+from janus.data.budget import priorities
+from janus.data.labeling import Labeler, label_candidates
+from janus.data.matching import CoverageReport
+from janus.data.parallel import ProcessMap, Progress
+from janus.data.skips import SkipCounter
+from janus.data.sources import make_source
+from janus.fileio import atomic_open
+
+CHUNK = 10_000  # rows or candidates per task: a few MB in flight, a second or two of matching
+
+
+class KeyIndex:
+    """A set of 16-byte key digests as sorted runs merged like a log-structured tree: 16 bytes a
+    key, membership by binary search, amortised O(log n) copies per key."""
+
+    def __init__(self):
+        self._runs: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._runs)
+
+    def add(self, digests: np.ndarray) -> list[int]:
+        """Adds a chunk's digests (dtype S16) in order; returns the positions whose digest was
+        added before (by an earlier chunk or earlier in this one)."""
+        seen = np.zeros(len(digests), dtype=bool)
+        for run in self._runs:  # never empty
+            at = np.minimum(np.searchsorted(run, digests), len(run) - 1)
+            seen |= run[at] == digests
+        new, first = np.unique(digests, return_index=True)
+        repeated = np.ones(len(digests), dtype=bool)
+        repeated[first] = False
+        fresh = new[~seen[first]]
+        if len(fresh):
+            self._runs.append(fresh)
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            last = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]))
+        return np.flatnonzero(seen | repeated).tolist()
+
+
+def key_digests(keys) -> np.ndarray:
+    return np.array(
+        [hashlib.blake2b(k.encode("utf-8"), digest_size=16).digest() for k in keys], dtype="S16"
+    )
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """What a worker hands back for one chunk (the usable candidates stay in its chunk file)."""
+
+    fingerprint: str
+    chunk_size: int
+    n_items: int
+    duplicates: list[int]  # positions counted as duplicate keys
+    scanned: int  # candidates made from the chunk (before labelling)
+    digests: np.ndarray  # S16, one per scanned candidate
+    prio: np.ndarray  # uint64, one per usable candidate
+    classes: np.ndarray  # int64 first label (-1: none), one per usable candidate
+    skips: SkipCounter
+    coverage: CoverageReport
+    reused: bool = False  # read back from the file of an interrupted build
+
+
+def _chunk_path(scan_dir: pathlib.Path, k: int) -> pathlib.Path:
+    return scan_dir / f"{k:07d}.pkl.gz"
+
+
+def _read_chunk(path: pathlib.Path):
+    with gzip.open(path, "rb") as f:
+        return pickle.load(f)  # our own file, written by `_label_chunk` below
+
+
+def _label_chunk(task) -> ChunkResult:
+    """Worker: candidates of one chunk, labelled; reuses the chunk file a killed build finished."""
+    cfg, fingerprint, chunk_size, scan_dir, k, source_index, items, duplicates = task
+    path = _chunk_path(scan_dir, k)
+    if path.is_file() and duplicates is None:
+        try:
+            result, _ = _read_chunk(path)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            result = None  # torn or foreign: made again
+        this = (fingerprint, chunk_size, len(items))
+        if result is not None and (result.fingerprint, result.chunk_size, result.n_items) == this:
+            return dataclasses.replace(result, reused=True)
+    source = make_source(cfg.sources[source_index])
+    skips = SkipCounter()
+    cands = list(source.candidates(items, skips))
+    labeler = Labeler(cfg)
+    usable = label_candidates(cands, cfg, skips, labeler, frozenset(duplicates or ()))
+    result = ChunkResult(
+        fingerprint,
+        chunk_size,
+        len(items),
+        list(duplicates or ()),
+        len(cands),
+        key_digests(c.key for c in cands),
+        priorities([c.key for c in usable], cfg.seed),
+        np.array([c.labels[0] if c.labels else -1 for c in usable], dtype=np.int64),
+        skips,
+        labeler.coverage,
+    )
+    with atomic_open(path) as raw, gzip.GzipFile("", "wb", 1, raw, mtime=0) as gz:
+        pickle.dump((result, usable), gz, protocol=pickle.HIGHEST_PROTOCOL)
+    return result
+
+
+@dataclasses.dataclass
+class Scan:
+    """Every usable candidate of a build as columns, in scan order, with where to read it back."""
+
+    scan_dir: pathlib.Path
+    source_names: list[str]
+    prio: np.ndarray  # uint64
+    source: np.ndarray  # int index into source_names
+    classes: np.ndarray  # int64 first label, -1 for none
+    chunk: np.ndarray  # int64 chunk file of each candidate
+    row: np.ndarray  # int64 position in its chunk file
+    scanned: dict[str, int]  # candidates per source before labelling
+    coverage: CoverageReport
+
+    def __len__(self) -> int:
+        return len(self.prio)
+
+    def sources(self) -> np.ndarray:
+        return np.asarray(self.source_names, dtype=object)[self.source]
+
+    def usable(self) -> dict[str, int]:
+        counts = np.bincount(self.source, minlength=len(self.source_names))
+        return {n: int(c) for n, c in zip(self.source_names, counts) if c}
+
+    def load(self, indices) -> dict:
+        """{index: Candidate} for these candidates, one chunk file at a time."""
+        indices = np.asarray(sorted(set(int(i) for i in indices)), dtype=np.int64)
+        out = {}
+        for k in np.unique(self.chunk[indices]).tolist():
+            _, usable = _read_chunk(_chunk_path(self.scan_dir, k))
+            for i in indices[self.chunk[indices] == k].tolist():
+                out[i] = usable[self.row[i]]
+        return out
+
+
+def scan_dir_for(out: pathlib.Path, split: str, fingerprint: str) -> pathlib.Path:
+    return out / ".build" / f"{split}.scan-{fingerprint}"
+
+
+def scan_sources(
+    cfg,
+    fingerprint: str,
+    scan_dir: pathlib.Path,
+    pool: ProcessMap,
+    skips: SkipCounter,
+    *,
+    chunk_size: int = CHUNK,
+    progress: bool = True,
+    log=print,
+) -> Scan:
+    """Scans, labels and indexes every candidate of `cfg.sources`; `skips` gets every skip."""
+    sources = [make_source(s) for s in cfg.sources]
+    names = [s.name for s in sources]
+    scan_dir.mkdir(parents=True, exist_ok=True)
+    chunks: deque = deque()  # the items in flight, for a chunk labelled again over duplicates
+
+    def tasks():
+        k = 0
+        for si, src in enumerate(sources):
+            for items in src.read_chunks(skips, chunk_size):
+                chunks.append((si, items))
+                yield cfg, fingerprint, chunk_size, scan_dir, k, si, items, None
+                k += 1
+
+    index, coverage, scanned, reused = KeyIndex(), CoverageReport(), Counter(), 0
+    cols: dict[str, list] = {"prio": [], "source": [], "classes": [], "chunk": [], "row": []}
+    bar = Progress("scanning and labelling", None, progress)
+    for k, result in enumerate(pool.imap(_label_chunk, tasks())):
+        si, items = chunks.popleft()
+        duplicates = index.add(result.digests)
+        if duplicates != result.duplicates:  # labelled again here, with the duplicates known
+            task = (cfg, fingerprint, chunk_size, scan_dir, k, si, items, duplicates)
+            result = _label_chunk(task)
+        reused += result.reused
+        skips.merge(result.skips)
+        coverage.merge(result.coverage)
+        if result.scanned:
+            scanned[names[si]] += result.scanned
+        n = len(result.prio)
+        cols["prio"].append(result.prio)
+        cols["classes"].append(result.classes)
+        cols["source"].append(np.full(n, si, dtype=np.int64))
+        cols["chunk"].append(np.full(n, k, dtype=np.int64))
+        cols["row"].append(np.arange(n, dtype=np.int64))
+        bar.update(result.scanned, f" ({sum(len(p) for p in cols['prio'])} usable)")
+    if reused:
+        log(f"reused {reused} chunk(s) the interrupted scan had finished")
+    empty = {"prio": np.uint64, "classes": np.int64}
+    arrays = {
+        name: np.concatenate(parts) if parts else np.zeros(0, dtype=empty.get(name, np.int64))
+        for name, parts in cols.items()
+    }
+    return Scan(scan_dir, names, scanned=dict(scanned), coverage=coverage, **arrays)
