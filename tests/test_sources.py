@@ -10,7 +10,13 @@ from PIL import Image
 
 from janus.data import labelsets
 from janus.data.skips import SkipCounter
-from janus.data.sources import make_source, parse_labels, parse_source_arg, read_bytes
+from janus.data.sources import (
+    iter_table,
+    make_source,
+    parse_labels,
+    parse_source_arg,
+    read_bytes,
+)
 
 WNIDS = labelsets.imagenet_wnids()
 
@@ -222,3 +228,27 @@ def test_openimages_one_row_per_image(tmp_path):
     assert len(cands) == 1 and cands[0].key == "oi/img/x1"
     assert cands[0].labels == (497,) and cands[0].captions == ("hi",) and skips.total == 0
     assert read_bytes(cands[0].locator) == _jpeg()
+
+
+def test_iter_table_streams_rows_as_csv_dictreader_reads_them(tmp_path):
+    """Chunks of tuples, row for row what csv.DictReader gives: blank lines skipped, a short row's
+    missing cells None, a repeated column name read from its last column."""
+    text = "a,b,c,b\n1,2,3,4\n\n5,6\n7,8,9,10,11\n" + "".join(f"{i},x,y,z\n" for i in range(9))
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    want = [(r["c"], r["b"], r["a"]) for r in csv.DictReader(io.StringIO(text))]
+    chunks = list(iter_table(path, ["c", "b", "a"], chunk=5))
+    assert [len(c) for c in chunks] == [5, 5, 2]
+    assert [row for c in chunks for row in c] == want
+    assert want[1] == (None, None, "5") and want[0] == ("3", "4", "1")
+
+
+def test_iter_table_reads_parquet_in_batches(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"p": [f"{i}.jpg" for i in range(7)], "n": list(range(7))}), path)
+    chunks = list(iter_table(path, ["n", "p"], chunk=3))
+    assert [row for c in chunks for row in c] == [(i, f"{i}.jpg") for i in range(7)]
+    assert max(len(c) for c in chunks) <= 3
