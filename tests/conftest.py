@@ -11,6 +11,10 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -51,3 +55,26 @@ def mini_v2(tmp_path_factory):
         log=lambda *_: None,
     )
     return root
+
+
+@pytest.fixture
+def interrupt():
+    """interrupt(cmd, ready, sig) runs cmd in a new session (so the signal reaches its workers
+    too, as Ctrl-C in a terminal does), sends `sig` to the group once ready() holds and returns
+    (returncode, stderr); never a hang."""
+
+    def run(cmd, ready, sig, timeout=120):
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while not ready():
+                assert proc.poll() is None and time.time() < deadline, "ended or stalled early"
+                time.sleep(0.01)
+            os.killpg(proc.pid, sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode, err
+
+    return run

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -355,7 +354,7 @@ def _feed_fifo(path, data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_cli_build_resumes(tmp_path, sig):
+def test_interrupted_cli_build_resumes(tmp_path, sig, interrupt):
     """Ctrl-C or kill mid-write, then the same command: finished shards kept, result exact.
 
     One image is a named pipe: it is fed once (for verification), so writing its shard blocks
@@ -380,19 +379,8 @@ def test_interrupted_cli_build_resumes(tmp_path, sig):
     cmd += ["--num-shards", "4", "--workers", "2", "--source", src]
     feeder = threading.Thread(target=_feed_fifo, args=(blocked, data["0.jpg"]), daemon=True)
     feeder.start()
-    # a new session, so the signal reaches the workers too, as Ctrl-C in a terminal does
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 60
-        while len(list(out.glob("*.done"))) < 3:
-            assert proc.poll() is None and time.time() < deadline, "build ended or stalled early"
-            time.sleep(0.05)
-        os.killpg(proc.pid, sig)
-        _, err = proc.communicate(timeout=30)  # never a hang
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    returncode, err = interrupt(cmd, lambda: len(list(out.glob("*.done"))) >= 3, sig)
+    assert returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL)
     if sig == signal.SIGINT:
         assert "rerun the same command to resume" in err
         assert not list(out.glob("*.partial"))

@@ -5,11 +5,9 @@ import csv
 import gzip
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -151,7 +149,7 @@ def test_parallel_build_is_byte_identical_to_one_worker(caption_source, tmp_path
 
 
 @pytest.mark.slow
-def test_build_killed_mid_scan_resumes(tmp_path):
+def test_build_killed_mid_scan_resumes(tmp_path, interrupt):
     """SIGKILL while the workers scan, then the same command: the finished chunks are reused and
     the result equals an uninterrupted build's."""
     src = _captions(tmp_path / "caps", 4000, seed=5)
@@ -160,19 +158,13 @@ def test_build_killed_mid_scan_resumes(tmp_path):
     argv = ["--out", str(out), "--label-set", "in100", "--matching", "strict", "--budget", "50"]
     argv += ["--num-shards", "2", "--source", spec, "--scan-chunk", "20"]
     cmd = [sys.executable, "-m", "janus.data.build", *argv, "--workers", "2"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while len(list(out.glob(".build/train.scan-*/*.pkl.gz"))) < 5:
-            assert proc.poll() is None and time.time() < deadline, "build ended or stalled early"
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    finished_chunks = out / ".build"
+    returncode, _ = interrupt(
+        cmd, lambda: len(list(finished_chunks.glob("train.scan-*/*.pkl.gz"))) >= 5, signal.SIGKILL
+    )
+    assert returncode == -signal.SIGKILL
     assert not (out / ".build" / "train.plan.json.gz").exists(), "killed too late: not mid-scan"
-    finished = len(list(out.glob(".build/train.scan-*/*.pkl.gz")))
+    finished = len(list(finished_chunks.glob("train.scan-*/*.pkl.gz")))
     assert 5 <= finished < 200
 
     resumed = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, timeout=300, check=True)
