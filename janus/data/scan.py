@@ -10,7 +10,7 @@
 - Duplicate keys: the main process keeps a 16-byte digest per key (`KeyIndex`, collisions are out
   of reach at 2^-64 for 10^10 keys). A chunk whose keys came earlier is labelled again with those
   positions counted as duplicates (rare: it costs one chunk).
-- Memory in the main process: the chunks in flight, about 40 bytes per key scanned and per usable
+- Memory in the main process: the chunks in flight, 16 bytes per key scanned, 20 per usable
   candidate, and the chosen candidates, which `load` reads back from the chunk files.
 - Resume: chunk files live in `<out>/.build/<split>.scan-<fingerprint>/`; a killed build reuses
   those it finished (the builder removes the folder once its plan is saved).
@@ -84,7 +84,7 @@ class ChunkResult:
     scanned: int  # candidates made from the chunk (before labelling)
     digests: np.ndarray  # S16, one per scanned candidate
     prio: np.ndarray  # uint64, one per usable candidate
-    classes: np.ndarray  # int64 first label (-1: none), one per usable candidate
+    classes: np.ndarray  # int16 first label (-1: none), one per usable candidate
     skips: SkipCounter
     coverage: CoverageReport
     reused: bool = False  # read back from the file of an interrupted build
@@ -124,7 +124,7 @@ def _label_chunk(task) -> ChunkResult:
         len(cands),
         key_digests(c.key for c in cands),
         priorities([c.key for c in usable], cfg.seed),
-        np.array([c.labels[0] if c.labels else -1 for c in usable], dtype=np.int64),
+        np.array([c.labels[0] if c.labels else -1 for c in usable], dtype=np.int16),
         skips,
         labeler.coverage,
     )
@@ -140,10 +140,10 @@ class Scan:
     scan_dir: pathlib.Path
     source_names: list[str]
     prio: np.ndarray  # uint64
-    source: np.ndarray  # int index into source_names
-    classes: np.ndarray  # int64 first label, -1 for none
-    chunk: np.ndarray  # int64 chunk file of each candidate
-    row: np.ndarray  # int64 position in its chunk file
+    source: np.ndarray  # int16 index into source_names
+    classes: np.ndarray  # int16 first label, -1 for none
+    chunk: np.ndarray  # int32 chunk file of each candidate
+    row: np.ndarray  # int32 position in its chunk file
     scanned: dict[str, int]  # candidates per source before labelling
     coverage: CoverageReport
 
@@ -214,15 +214,15 @@ def scan_sources(
         n = len(result.prio)
         cols["prio"].append(result.prio)
         cols["classes"].append(result.classes)
-        cols["source"].append(np.full(n, si, dtype=np.int64))
-        cols["chunk"].append(np.full(n, k, dtype=np.int64))
-        cols["row"].append(np.arange(n, dtype=np.int64))
+        cols["source"].append(np.full(n, si, dtype=np.int16))
+        cols["chunk"].append(np.full(n, k, dtype=np.int32))
+        cols["row"].append(np.arange(n, dtype=np.int32))
         bar.update(result.scanned, f" ({sum(len(p) for p in cols['prio'])} usable)")
     if reused:
         log(f"reused {reused} chunk(s) the interrupted scan had finished")
-    empty = {"prio": np.uint64, "classes": np.int64}
+    dtypes = {"prio": np.uint64, "source": np.int16, "classes": np.int16, "chunk": np.int32}
     arrays = {
-        name: np.concatenate(parts) if parts else np.zeros(0, dtype=empty.get(name, np.int64))
+        name: np.concatenate(parts) if parts else np.zeros(0, dtype=dtypes.get(name, np.int32))
         for name, parts in cols.items()
     }
     return Scan(scan_dir, names, scanned=dict(scanned), coverage=coverage, **arrays)
