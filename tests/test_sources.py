@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import pathlib
 import tarfile
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from janus.data import labelsets
 from janus.data.skips import SkipCounter
 from janus.data.sources import (
+    _path_joiner,
     iter_table,
     make_source,
     parse_labels,
@@ -252,3 +254,10 @@ def test_iter_table_reads_parquet_in_batches(tmp_path):
     chunks = list(iter_table(path, ["n", "p"], chunk=3))
     assert [row for c in chunks for row in c] == [(i, f"{i}.jpg") for i in range(7)]
     assert max(len(c) for c in chunks) <= 3
+
+
+@pytest.mark.parametrize("root", [".", "/", "/a/b", "a", "./x"])
+def test_path_joiner_gives_pathlib_s_string(root):
+    join = _path_joiner(pathlib.Path(root))
+    for rel in ["x.png", "d/x.png", "./x", "d//x", "/abs/x", "d/", "../x", "a/../b", ".", "d/./x"]:
+        assert join(rel) == str(pathlib.Path(root) / rel)

@@ -216,7 +216,7 @@ def make_plan(
         todo = [i for i in chosen if i not in verified]
         if not todo:
             break
-        cands.update(found.load(todo))
+        cands.update(found.load(todo, pool))
         bar = Progress("verifying images", len(todo), progress)
         pieces = [todo[j : j + chunk] for j in range(0, len(todo), chunk)]
         results = pool.map(_verify_chunk, [[cands[i].locator for i in p] for p in pieces])

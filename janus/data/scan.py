@@ -32,7 +32,7 @@ from janus.data.labeling import Labeler, label_candidates
 from janus.data.matching import CoverageReport
 from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
-from janus.data.sources import make_source
+from janus.data.sources import Candidate, make_source
 from janus.fileio import atomic_open
 
 CHUNK = 10_000  # rows or candidates per task: a few MB in flight, a second or two of matching
@@ -99,6 +99,12 @@ def _read_chunk(path: pathlib.Path):
         return pickle.load(f)  # our own file, written by `_label_chunk` below
 
 
+def _read_candidates(task) -> list[Candidate]:
+    path, rows = task
+    _, usable = _read_chunk(path)
+    return [Candidate(*usable[r]) for r in rows]
+
+
 def _label_chunk(task) -> ChunkResult:
     """Worker: candidates of one chunk, labelled; reuses the chunk file a killed build finished."""
     cfg, fingerprint, chunk_size, scan_dir, k, source_index, items, duplicates = task
@@ -108,7 +114,7 @@ def _label_chunk(task) -> ChunkResult:
             result, _ = _read_chunk(path)
         except (OSError, EOFError, pickle.UnpicklingError):
             result = None  # torn or foreign: made again
-        this = (fingerprint, chunk_size, len(items))
+        this = (fingerprint, chunk_size, len(items[1]))
         if result is not None and (result.fingerprint, result.chunk_size, result.n_items) == this:
             return dataclasses.replace(result, reused=True)
     source = make_source(cfg.sources[source_index])
@@ -119,7 +125,7 @@ def _label_chunk(task) -> ChunkResult:
     result = ChunkResult(
         fingerprint,
         chunk_size,
-        len(items),
+        len(items[1]),
         list(duplicates or ()),
         len(cands),
         key_digests(c.key for c in cands),
@@ -128,8 +134,9 @@ def _label_chunk(task) -> ChunkResult:
         skips,
         labeler.coverage,
     )
+    fields = [(c.key, c.source, c.labels, c.captions, c.label_source, c.locator) for c in usable]
     with atomic_open(path) as raw, gzip.GzipFile("", "wb", 1, raw, mtime=0) as gz:
-        pickle.dump((result, usable), gz, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((result, fields), gz, protocol=pickle.HIGHEST_PROTOCOL)
     return result
 
 
@@ -157,14 +164,17 @@ class Scan:
         counts = np.bincount(self.source, minlength=len(self.source_names))
         return {n: int(c) for n, c in zip(self.source_names, counts) if c}
 
-    def load(self, indices) -> dict:
-        """{index: Candidate} for these candidates, one chunk file at a time."""
-        indices = np.asarray(sorted(set(int(i) for i in indices)), dtype=np.int64)
+    def load(self, indices, pool: ProcessMap) -> dict:
+        """{index: Candidate} for these candidates, read back from their chunk files by the pool."""
+        indices = np.unique(np.asarray(indices, dtype=np.int64))
+        chunks = np.unique(self.chunk[indices]).tolist()
+        in_chunk = [indices[self.chunk[indices] == k] for k in chunks]
+        tasks = [
+            (_chunk_path(self.scan_dir, k), self.row[i].tolist()) for k, i in zip(chunks, in_chunk)
+        ]
         out = {}
-        for k in np.unique(self.chunk[indices]).tolist():
-            _, usable = _read_chunk(_chunk_path(self.scan_dir, k))
-            for i in indices[self.chunk[indices] == k].tolist():
-                out[i] = usable[self.row[i]]
+        for i, cands in zip(in_chunk, pool.map(_read_candidates, tasks)):
+            out.update(zip(i.tolist(), cands))
         return out
 
 
