@@ -203,7 +203,9 @@ def make_plan(
                     found.prio[alive],
                     found.classes[alive].astype(np.int64),
                     cfg.budget,
-                    keys_at=lambda p: [c.key for c in found.load(alive[p], pool).values()],
+                    keys_at=lambda p, alive=alive: [
+                        c.key for c in found.load(alive[p], pool).values()
+                    ],
                     sources=sources[alive],
                     class_balanced=cfg.class_balanced,
                     source_weights=cfg.source_weights,
