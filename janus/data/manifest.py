@@ -1,8 +1,10 @@
-"""The columnar manifest: `manifest.arrow` beside `manifest.jsonl.gz`, read memory-mapped.
+"""The columnar manifest: `manifest.arrow` beside `manifest.jsonl.gz`, read a batch at a time.
 
 `manifest.jsonl.gz` stays the manifest for people and for older dirs. The builder also writes the
-same rows as an Arrow IPC file (uncompressed, so reading it maps the file and copies nothing;
-chosen over Parquet by benchmarks/data_scale.py), with these columns:
+same rows as an Arrow IPC file: uncompressed, so a record batch is read straight into its arrays
+with no decoding (Parquet would be ~5x smaller but must be decoded; `benchmarks/data_scale.py
+--measure formats` compares the two). Selection streams the batches, so memory does not grow with
+the file. Columns:
 
 | column | type | from the jsonl row |
 | --- | --- | --- |
