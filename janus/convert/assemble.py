@@ -1,10 +1,11 @@
 """Place converted tower/head/text weights into the janus wrapper layout, check them, and save.
 
-Layout (`janus.models.clip`): CE models ``{"params": {"image_tower", "head"}, "batch_stats":
-{"image_tower"}}``; CLIP models ``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}``
-(the ``clip_*`` towers end in CLIP's own projection, so there is no ``image_projection``). Every
-leaf is checked against ``jax.eval_shape`` of the model that ``create_model`` builds from the
-written config, so a checkpoint that saves is one the evaluator can load. `at_resolution` moves a
+Layout (`janus.models.clip`): CE models ``{"params": {"image_tower", "head", "aux_head"?},
+"batch_stats": {"image_tower"}}`` (``aux_head``: VOLO's token-labelling head); CLIP models
+``{"params": {"image_tower", "text_tower", "logit_scale"}, ...}`` (the ``clip_*`` towers end in
+CLIP's own projection, so there is no ``image_projection``). Every leaf is checked against
+``jax.eval_shape`` of the model that ``create_model`` builds from the written config, so a
+checkpoint that saves is one the evaluator can load. `at_resolution` moves a
 conversion to another image size (interpolating the position embeddings).
 """
 
@@ -68,6 +69,8 @@ def to_variables(c: Converted) -> dict:
         if c.head is None:
             raise ValueError(f"{c.name}: the state dict has no classifier head (fc/head)")
         params["head"] = c.head
+        if c.aux_head is not None:
+            params["aux_head"] = c.aux_head
     else:
         params["text_tower"] = c.clip["text"]
         params["logit_scale"] = np.asarray(c.clip["logit_scale"], np.float32)

@@ -20,7 +20,8 @@ class Converted:
     """``name``: janus registry name of the image tower; ``tower_kwargs``: extra constructor args
     (recorded in the checkpoint's config so the evaluator rebuilds the same module); ``tower``:
     tower variables ``{"params": ..., "batch_stats"?: ...}``; ``head``: Dense ``{"kernel" [F, C],
-    "bias" [C]}`` or None; ``loss``: "ce" | "infonce"; ``clip``: for CLIP models ``{"text": text
+    "bias" [C]}`` or None; ``aux_head``: the token-labelling head of VOLO classifiers, or None;
+    ``loss``: "ce" | "infonce"; ``clip``: for CLIP models ``{"text": text
     params, "text_kwargs": dict, "logit_scale": float (log scale, as stored by open_clip)}``."""
 
     name: str
@@ -28,6 +29,7 @@ class Converted:
     tower: dict
     tower_kwargs: dict = dataclasses.field(default_factory=dict)
     head: dict | None = None
+    aux_head: dict | None = None
     clip: dict | None = None
     image_size: int = 224  # the resolution the position embeddings were trained at
 

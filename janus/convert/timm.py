@@ -1,4 +1,5 @@
-"""timm models -> janus: Vision Transformers (``vit_*``) and plain ResNets.
+"""timm models -> janus: Vision Transformers (``vit_*``) and plain ResNets (VOLO:
+`janus.convert.timm_volo`).
 
 ViT mapping (timm -> janus `ViT`): ``patch_embed.proj`` -> ``patch_embed``, ``cls_token`` ->
 ``cls``, ``pos_embed`` -> ``pos_embed``,
@@ -36,9 +37,12 @@ def vit_registry_name(width: int, depth: int, patch: int, clip: bool) -> str | N
     return None
 
 
-def vit_blocks(reader: StateDictReader, depth: int, names: dict[str, str], prefix: str) -> dict:
+def vit_blocks(
+    reader: StateDictReader, depth: int, names: dict[str, str], prefix: str, qkv_bias: bool = True
+) -> dict:
     """Encoder params ``{block_i: ...}``. ``names`` maps janus sub-layer -> torch sub-layer, and
-    ``qkv`` may name a Linear (timm ``attn.qkv``) or torch MHA packed weights (``attn.in_proj``)."""
+    ``qkv`` may name a Linear (timm ``attn.qkv``) or torch MHA packed weights (``attn.in_proj``).
+    ``qkv_bias=False``: a Linear ``qkv`` without bias (VOLO)."""
     out = {}
     for i in range(depth):
         p = f"{prefix}{i}."
@@ -48,7 +52,7 @@ def vit_blocks(reader: StateDictReader, depth: int, names: dict[str, str], prefi
                 "bias": reader.take(p + names["qkv"] + "_bias"),
             }
         else:
-            qkv = dense(reader, p + names["qkv"])
+            qkv = dense(reader, p + names["qkv"], bias=qkv_bias)
         out[f"block_{i}"] = {
             "ln_1": layer_norm(reader, p + names["ln_1"]),
             "attn": {"qkv": qkv, "out": dense(reader, p + names["out"])},
@@ -126,11 +130,17 @@ def convert_vit(
 
 
 def convert(state_dict: Mapping[str, np.ndarray], source: str = "timm", **kwargs) -> Converted:
-    """Dispatch on the keys: ViT (``patch_embed.proj.weight``) or ResNet (``layer1.0.*``)."""
+    """Dispatch on the keys: VOLO (outlook attention in ``network.0``; it also has a
+    ``patch_embed.proj``, so it goes first), ViT (``patch_embed.proj.weight``) or ResNet
+    (``layer1.0.*``)."""
+    from janus.convert import timm_volo  # it reuses this module's ViT block mapping
+
+    if timm_volo.VOLO_KEY in state_dict:
+        return timm_volo.convert_volo(state_dict, source, **kwargs)
     if "patch_embed.proj.weight" in state_dict:
         return convert_vit(state_dict, source, **kwargs)
     if "layer1.0.conv1.weight" in state_dict:
         return convert_resnet(state_dict, source)
     raise ValueError(
-        f"{source}: neither a timm ViT nor a timm ResNet (first keys {list(state_dict)[:5]})"
+        f"{source}: not a timm ViT, VOLO or ResNet (first keys {list(state_dict)[:5]})"
     )

@@ -4,7 +4,10 @@ Both take an already-built image tower (`tower(images, train) -> [B, F]` with a 
 keep it under the param name `image_tower`, so a tower trained with either objective has the same
 parameter paths (linear probes and weight import see one layout).
 
-- `Classifier`: `image_tower` + `head` (Dense F -> num_classes) -> logits float32.
+- `Classifier`: `image_tower` + `head` (Dense F -> num_classes) -> logits float32. Towers trained
+  with token labelling (VOLO) carry a non-zero ``aux_head_scale``: the Classifier then adds an
+  ``aux_head`` (Dense F -> num_classes) over the tower's patch tokens (``tower.tokens``) and returns
+  ``head(features) + aux_head_scale * max over tokens of aux_head(tokens)``, timm's forward.
 - `CLIP`: `image_tower` (+ `image_projection`, a bias-free Dense F -> embed_dim, unless the tower
   already ends in CLIP's own projection, as `clip_*` towers do), `text_tower`
   (`janus.models.text.TextTransformer` with output_dim = embed_dim), and `logit_scale` (log of
@@ -49,6 +52,10 @@ class Classifier(nn.Module):
 
     def setup(self):
         self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
+        # Only token-labelling towers (VOLO) define aux_head_scale; it is a tower kwarg.
+        self.aux_head_scale = getattr(self.image_tower, "aux_head_scale", 0.0)
+        if self.aux_head_scale:
+            self.aux_head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
 
     def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Pre-head features [B, F] float32 (for linear probes)."""
@@ -56,8 +63,13 @@ class Classifier(nn.Module):
         return constrain_batch(features.astype(jnp.float32))
 
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        features = self.image_features(images, train)
-        return self.head(features.astype(self.dtype)).astype(jnp.float32)
+        if not self.aux_head_scale:
+            features = self.image_features(images, train)
+            return self.head(features.astype(self.dtype)).astype(jnp.float32)
+        features, tokens = self.image_tower.tokens(constrain_batch(images), train)
+        logits = self.head(features.astype(self.dtype)).astype(jnp.float32)
+        token_logits = self.aux_head(tokens.astype(self.dtype)).astype(jnp.float32)
+        return constrain_batch(logits + self.aux_head_scale * token_logits.max(axis=1))
 
 
 class CLIP(nn.Module):

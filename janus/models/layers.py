@@ -86,6 +86,7 @@ class SelfAttention(nn.Module):
     kernel_init: Callable = nn.initializers.xavier_uniform()
     out_init: Callable | None = None  # None: kernel_init
     names: tuple[str, str] = ("qkv", "out")
+    qkv_bias: bool = True  # VOLO's transformer blocks have none
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -93,7 +94,9 @@ class SelfAttention(nn.Module):
         if d % self.num_heads:
             raise ValueError(f"width {d} is not divisible by num_heads {self.num_heads}")
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
-        qkv = dense(3 * d, kernel_init=self.kernel_init, name=self.names[0])(x)
+        qkv = dense(
+            3 * d, use_bias=self.qkv_bias, kernel_init=self.kernel_init, name=self.names[0]
+        )(x)
         q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 3, axis=2)
         out = attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask)
         out_init = self.out_init or self.kernel_init
@@ -136,6 +139,7 @@ class EncoderBlock(nn.Module):
     mlp_ratio: float = 4.0
     act: str = "gelu"
     ln_eps: float = 1e-6
+    qkv_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -143,7 +147,9 @@ class EncoderBlock(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None):
         width = x.shape[-1]
         y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_1")(x)
-        y = SelfAttention(self.num_heads, self.dtype, self.param_dtype, name="attn")(y, mask)
+        y = SelfAttention(
+            self.num_heads, self.dtype, self.param_dtype, qkv_bias=self.qkv_bias, name="attn"
+        )(y, mask)
         x = x + y
         y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_2")(x)
         y = Mlp(int(width * self.mlp_ratio), self.act, self.dtype, self.param_dtype, name="mlp")(y)
@@ -162,6 +168,7 @@ class Encoder(nn.Module):
     mlp_ratio: float = 4.0
     act: str = "gelu"
     ln_eps: float = 1e-6
+    qkv_bias: bool = True
     scan_layers: bool = False
     remat: bool = False
     dtype: Dtype = jnp.float32
@@ -175,6 +182,7 @@ class Encoder(nn.Module):
             mlp_ratio=self.mlp_ratio,
             act=self.act,
             ln_eps=self.ln_eps,
+            qkv_bias=self.qkv_bias,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
