@@ -13,14 +13,20 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from janus.models import clip_resnet, layers, posemb, resnet, vit
+from janus.models import clip_resnet, layers, posemb, resnet, vit, volo
 
-FACTORIES = {**resnet.TOWER_FACTORIES, **clip_resnet.TOWER_FACTORIES, **vit.TOWER_FACTORIES}
+FACTORIES = {
+    **resnet.TOWER_FACTORIES,
+    **clip_resnet.TOWER_FACTORIES,
+    **vit.TOWER_FACTORIES,
+    **volo.TOWER_FACTORIES,
+}
 REQUIRED = (
     [f"resnet{n}" for n in (18, 26, 34, 50, 101, 152)]
     + ["clip_rn50", "clip_rn101", "clip_rn50x4"]
     + ["vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16"]
     + ["resnet_tiny", "clip_rn_tiny", "vit_tiny"]
+    + ["volo_d1", "volo_tiny"]
 )
 
 
@@ -52,7 +58,12 @@ def shapes(tower, size=64):
 def test_registry_covers_required_names():
     assert set(REQUIRED) <= set(FACTORIES)
     # No two tower modules export the same name (the CLIP owner's registry merges the dicts).
-    names = [*resnet.TOWER_FACTORIES, *clip_resnet.TOWER_FACTORIES, *vit.TOWER_FACTORIES]
+    names = [
+        *resnet.TOWER_FACTORIES,
+        *clip_resnet.TOWER_FACTORIES,
+        *vit.TOWER_FACTORIES,
+        *volo.TOWER_FACTORIES,
+    ]
     assert len(names) == len(set(names))
 
 
@@ -71,13 +82,13 @@ def test_feature_dim_and_output_shape(name):
 def test_known_feature_dims():
     dims = {"resnet18": 512, "resnet26": 2048, "resnet50": 2048, "clip_rn50": 1024,
             "clip_rn101": 512, "clip_rn50x4": 640, "vit_ti16": 192, "vit_s16": 384,
-            "vit_b32": 768, "vit_l16": 1024, "clip_vit_b32": 512}  # fmt: skip
+            "vit_b32": 768, "vit_l16": 1024, "clip_vit_b32": 512, "volo_d1": 384}  # fmt: skip
     for name, dim in dims.items():
         assert FACTORIES[name]().feature_dim == dim, name
 
 
 def test_tiny_variants_are_small():
-    for name in ("resnet_tiny", "clip_rn_tiny", "vit_tiny"):
+    for name in ("resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny"):
         variables = shapes(FACTORIES[name]())
         assert n_params(variables["params"]) < 500_000, name
 
@@ -207,7 +218,7 @@ def test_vit_scan_and_remat_match_unscanned():
     np.testing.assert_allclose(apply(unscanned_remat, variables, x), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny", "vit_tiny"])
+@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny"])
 def test_bf16_compute_fp32_params(name):
     f32 = FACTORIES[name]()
     bf16 = FACTORIES[name](dtype=jnp.bfloat16)
@@ -277,3 +288,63 @@ def test_resize_posembs_moves_a_tower_to_another_resolution(name, rows):
     x96 = jnp.ones((1, 96, 96, 3))
     out = jax.eval_shape(lambda: tower.apply({**variables, "params": params}, x96))
     assert out.shape == (1, tower.feature_dim)
+
+
+# --- VOLO
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,stride", [(8, 2), (7, 2)])
+def test_volo_fold_is_the_adjoint_of_unfold(size, stride):
+    """fold sums every window back at its place: <unfold(x), y> == <x, fold(y)> for all x, y,
+    i.e. fold is unfold's transpose (what torch's F.fold is to F.unfold)."""
+    shape = (size, size + 1)
+    h, w = -(-size // stride), -(-(size + 1) // stride)  # ceil: stride-s windows with padding 1
+
+    @jax.jit
+    def check(x, y):
+        windows, transpose = jax.vjp(lambda x: volo.unfold(x, 3, 1, stride), x)
+        folded = volo.fold(y, shape, 3, 1, stride)
+        return windows, folded, transpose(y)[0]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *shape, 3)).astype(np.float32)
+    y = rng.normal(size=(2, h, w, 9, 3)).astype(np.float32)
+    windows, folded, transpose = check(x, y)
+    assert windows.shape == y.shape
+    np.testing.assert_allclose(np.vdot(windows, y), np.vdot(x, folded), rtol=1e-5)
+    np.testing.assert_allclose(folded, transpose, rtol=1e-5, atol=1e-6)
+
+
+def test_volo_layout():
+    p = shapes(FACTORIES["volo_tiny"](), size=64)["params"]
+    assert {"conv1", "bn1", "conv3", "patch_embed", "outlooker_0", "downsample"} <= set(p)
+    # 64 px: stem /2, patch conv /4 -> 8x8 outlooker map; downsample -> 4x4 = 16 tokens.
+    assert p["pos_embed"].shape == (16, 64) and p["cls"].shape == (64,)
+    assert p["outlooker_0"]["attn"]["attn"]["kernel"].shape == (32, 2 * 81)
+    assert "bias" not in p["outlooker_0"]["attn"]["v"]
+    assert "bias" not in p["encoder"]["block_0"]["attn"]["qkv"]  # timm: qkv_bias=False
+    assert set(p["class_block_1"]["attn"]) == {"q", "kv", "proj"}
+    with pytest.raises(ValueError, match="divisible by 16"):
+        shapes(FACTORIES["volo_tiny"](), size=56)
+
+
+def test_volo_tokens_batchnorm_and_scan():
+    """`tokens` gives the class token (= the features) and the patch tokens; train mode updates
+    the stem's BatchNorm statistics; the scanned encoder computes the same function."""
+    plain, scanned = FACTORIES["volo_tiny"](), FACTORIES["volo_tiny"](scan_layers=True)
+    variables, x = init(plain, size=32)
+    stacked = dict(variables["params"])
+    stacked["encoder"] = layers.stack_blocks(stacked["encoder"], plain.depth)
+
+    @jax.jit
+    def run(v):
+        tokens = plain.apply(v, x, method="tokens")
+        _, updates = plain.apply(v, x, train=True, mutable=["batch_stats"])
+        return tokens, updates, plain.apply(v, x), scanned.apply({**v, "params": stacked}, x)
+
+    (cls, tokens), updates, features, features_scanned = run(variables)
+    assert cls.shape == (2, 64) and tokens.shape == (2, 4, 64)  # 32 px -> 2x2 tokens
+    np.testing.assert_array_equal(features, cls)
+    assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], 0.0)
+    np.testing.assert_allclose(features_scanned, features, rtol=1e-5, atol=1e-5)
