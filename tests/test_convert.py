@@ -198,6 +198,63 @@ def test_parity_timm_vit_registry_size():
     assert_close(run_classifier(converted, xj), want)
 
 
+def test_volo_unfold_and_fold_match_torch():
+    """janus.models.volo's unfold / fold equal torch's F.unfold / F.fold (kernel 3, padding 1,
+    stride 2, as outlook attention uses them), on an even and an odd map."""
+    from janus.models.volo import fold, unfold
+
+    for h, w in [(8, 8), (7, 5)]:
+        x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        cols = torch.nn.functional.unfold(x, 3, padding=1, stride=2)  # [B, C*9, L]
+        ours = unfold(jnp.asarray(x.permute(0, 2, 3, 1).numpy()), 3, 1, 2)  # [B, h, w, 9, C]
+        b, oh, ow, kk, c = ours.shape
+        want = cols.reshape(b, c, kk, oh, ow).permute(0, 3, 4, 2, 1).numpy()
+        np.testing.assert_array_equal(np.asarray(ours), want)
+        back = torch.nn.functional.fold(cols, (h, w), 3, padding=1, stride=2)
+        got = fold(ours, (h, w), 3, 1, 2)
+        np.testing.assert_allclose(got, back.permute(0, 2, 3, 1).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_parity_timm_volo_d1():
+    """timm volo_d1_224 (random weights, eval mode, at 64 px) converts to the volo_d1 registry
+    tower, scanned, and its default forward (class head + 0.5 * max of the aux head) matches."""
+    torch.manual_seed(0)
+    ref = randomize_bn(timm.create_model("volo_d1_224", pretrained=False, img_size=64))
+    x, xj = images()
+    converted = convert_state_dict("timm", state_dict(ref), scan_layers=True)
+    assert converted.name == "volo_d1" and converted.tower_kwargs == {"scan_layers": True}
+    assert converted.image_size == 64 and converted.aux_head is not None
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+
+
+def test_parity_timm_volo_small_without_aux_head():
+    """A non-registry VOLO (three transformer stages, no aux head) converts with num_heads onto
+    volo_tiny's kwargs, unscanned, and matches; --image-size then moves it to 96 px."""
+    from timm.models.volo import VOLO
+
+    torch.manual_seed(0)
+    ref = VOLO(
+        layers=(1, 1, 2, 1), img_size=32, embed_dims=(32, 64, 64, 64), num_heads=(2, 4, 4, 4),
+        stem_hidden_dim=16, use_aux_head=False, num_classes=10,
+    )  # fmt: skip
+    ref = randomize_bn(ref)
+    sd = state_dict(ref)
+    with pytest.raises(ValueError, match="pass num_heads"):
+        convert_state_dict("timm", sd)
+    converted = convert_state_dict("timm", sd, num_heads=4)
+    assert converted.name == "volo_tiny" and converted.aux_head is None
+    assert converted.tower_kwargs == {"depth": 4, "num_heads": 4, "aux_head_scale": 0.0}
+    x, xj = images(size=32)
+    with torch.no_grad():
+        want = ref(x).numpy()
+    assert_close(run_classifier(converted, xj), want)
+    moved = at_resolution(converted, 96)
+    assert moved.tower["params"]["pos_embed"].shape == (36, 64)
+    build_checked(moved)
+
+
 def small_open_clip(vision: str, activation: str = "quick_gelu"):
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 

@@ -22,6 +22,7 @@ DESIGN_NAMES = [
     "clip_rn_tiny",
     "vit_tiny",
 ]
+VOLO_NAMES = ["volo_d1", "volo_tiny"]
 
 
 def fast_key(seed):
@@ -41,11 +42,11 @@ def _images(b=4, size=32, seed=0):
 
 
 def test_all_design_names_registered():
-    assert set(DESIGN_NAMES) <= set(image_tower_names())
+    assert set(DESIGN_NAMES + VOLO_NAMES) <= set(image_tower_names())
     assert image_tower_names() == sorted(TOWERS)
 
 
-@pytest.mark.parametrize("name", DESIGN_NAMES)
+@pytest.mark.parametrize("name", DESIGN_NAMES + VOLO_NAMES)
 def test_every_tower_builds_for_both_objectives(name):
     ce = create_model(name, "ce")
     vl = create_model(name, "infonce")
@@ -112,7 +113,8 @@ def test_bf16_compute_keeps_fp32_params_and_outputs(ce_model):
 
 
 @pytest.mark.parametrize(
-    "name,loss,size", [("clip_rn_tiny", "infonce", 32), ("vit_tiny", "siglip", 16)]
+    "name,loss,size",
+    [("clip_rn_tiny", "infonce", 32), ("vit_tiny", "siglip", 16), ("volo_tiny", "infonce", 32)],
 )
 def test_clip_outputs(name, loss, size):
     model = create_model(name, loss, text=TINY_TEXT)
@@ -150,6 +152,61 @@ def test_clip_outputs(name, loss, size):
     np.testing.assert_allclose(enc_txt, out["text_emb"], rtol=1e-5, atol=1e-6)
     assert feats.shape == (4, model.image_tower.feature_dim)
     assert float(hot_scale) == pytest.approx(100.0)  # the temperature is clamped at 100
+
+
+def n_params(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_volo_d1_parameter_counts_match_timm():
+    """volo_d1 as a CE model (head + token-labelling aux head), as a bare tower (the CLIP image
+    tower) and without the aux head has timm volo_d1_224's parameter counts (shapes only)."""
+    torch = pytest.importorskip("torch", reason="the timm reference needs the torch extra")
+    timm = pytest.importorskip("timm", reason="needs timm (torch extra)")
+
+    def timm_count(**kw):
+        with torch.device("meta"):
+            ref = timm.create_model("volo_d1_224", pretrained=False, **kw)
+        return sum(p.numel() for p in ref.parameters())
+
+    def janus_count(model):
+        return n_params(jax.eval_shape(lambda: init_variables(model, 0, 224))["params"])
+
+    ce = create_model("volo_d1", "ce")
+    assert janus_count(ce) == timm_count() == 26_632_040  # timm: "Params: 27M"
+    assert janus_count(create_model("volo_d1", "ce", aux_head_scale=0.0)) == timm_count(
+        use_aux_head=False
+    )
+    vl = create_model("volo_d1", "infonce")
+    images = jnp.zeros((1, 224, 224, 3))
+    tower = jax.eval_shape(lambda: vl.image_tower.init(jax.random.key(0), images))
+    assert n_params(tower["params"]) == timm_count(num_classes=0)
+    assert vl.project_image and vl.image_tower.feature_dim == 384
+
+
+def test_volo_classifier_adds_the_aux_head_like_timm():
+    """CE logits = head(class token) + 0.5 * max over patch tokens of aux_head(token)."""
+    model = create_model("volo_tiny", "ce", num_classes=10)
+    variables = init_variables(model, fast_key(0), 32)
+    assert set(variables["params"]) == {"image_tower", "head", "aux_head"}
+    x = _images(size=32)
+
+    @jax.jit
+    def run(variables):
+        cls, tokens = model.image_tower.apply(
+            {"params": variables["params"]["image_tower"],
+             "batch_stats": variables["batch_stats"]["image_tower"]},
+            x, method="tokens",
+        )  # fmt: skip
+        return model.apply(variables, x), cls, tokens
+
+    logits, cls, tokens = run(variables)
+    dense = lambda p, v: v @ p["kernel"] + p["bias"]
+    want = dense(variables["params"]["head"], cls)
+    want += 0.5 * dense(variables["params"]["aux_head"], tokens).max(axis=1)
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    plain = create_model("volo_tiny", "ce", num_classes=10, aux_head_scale=0.0)
+    assert "aux_head" not in jax.eval_shape(lambda: init_variables(plain, 0, 32))["params"]
 
 
 def test_errors():
