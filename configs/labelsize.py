@@ -44,7 +44,9 @@ def apply_label_size(c, args: dict, *, base: str | None, k: int, per_class: int)
     ls_seed = args.pop("ls_seed", 0)
     for key, value in (("k", k), ("per_class", per_class)):
         if not isinstance(value, int) or value < 1:
-            raise config_lib.ConfigError(f"config argument {key}={value!r}: expected an integer >= 1")
+            raise config_lib.ConfigError(
+                f"config argument {key}={value!r}: expected an integer >= 1"
+            )
     if not isinstance(ls_seed, int):
         raise config_lib.ConfigError(f"config argument ls_seed={ls_seed!r}: expected an integer")
     c.label_set = f"random:{k}:{ls_seed}" + (f":{base}" if base else "")

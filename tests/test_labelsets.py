@@ -127,7 +127,9 @@ def test_random_label_sets_are_nested_in_k_and_deterministic():
 
 def test_random_label_sets_within_a_base_set():
     mini = set(labelsets.resolve_label_set("mini25").tolist())
-    nested = [set(labelsets.resolve_label_set(f"random:{k}:0:mini25").tolist()) for k in (5, 10, 25)]
+    nested = [
+        set(labelsets.resolve_label_set(f"random:{k}:0:mini25").tolist()) for k in (5, 10, 25)
+    ]
     assert [len(s) for s in nested] == [5, 10, 25]
     assert nested[0] <= nested[1] <= nested[2] == mini
 
@@ -150,7 +152,11 @@ def test_random_label_set_errors_name_the_value(spec, match):
 def test_describe_reports_shift_set_intersections(capsys):
     # the named set's row matches the reference counts (test above); random sets get the same row
     assert labelsets.describe("in100") == {
-        "label_set": "in100", "classes": 100, "r": 36, "a": 37, "objectnet": 14
+        "label_set": "in100",
+        "classes": 100,
+        "r": 36,
+        "a": 37,
+        "objectnet": 14,
     }
     row = labelsets.describe("random:200:0")
     cls = labelsets.resolve_label_set("random:200:0")

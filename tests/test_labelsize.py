@@ -20,7 +20,9 @@ def _module(name):
 
 def test_imagenet_sweep_is_nested_label_sets_at_a_fixed_budget_per_class():
     mod = _module("labelsize")
-    assert sweep.load_sweep(str(CONFIGS / "labelsize.py")) == [f"k={k}" for k in (100, 200, 500, 1000)]
+    assert sweep.load_sweep(str(CONFIGS / "labelsize.py")) == [
+        f"k={k}" for k in (100, 200, 500, 1000)
+    ]
     configs = [mod.get_config(arg) for arg in mod.get_sweep()]
     assert [c.label_set for c in configs] == [f"random:{k}:0" for k in (100, 200, 500, 1000)]
     assert [c.data.budget for c in configs] == [k * 300 for k in (100, 200, 500, 1000)]

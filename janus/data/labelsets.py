@@ -122,7 +122,8 @@ def _resolve_cached(name_or_path: str) -> np.ndarray:
         if not path.is_file():
             raise ValueError(
                 f"unknown label set {name_or_path!r}: not one of {', '.join(LABEL_SET_NAMES)}, "
-                "not random:K:SEED[:BASE] and not a file of indices (JSON list or one index per line)"
+                "not random:K:SEED[:BASE] and not a file of indices "
+                "(JSON list or one index per line)"
             )
         arr = _validate(_read_index_file(path), str(path))
     arr.setflags(write=False)
