@@ -12,7 +12,8 @@ Every figure encodes a run the same way (the paper's figures):
   its marker (in the scaling figure: a thinner, paler line).
 
 - `robustness_vs_val_<label_set>` ('random:5:0' -> 'random-5-0', janus.fileio.safe_name): average
-  robustness vs val top-1 on logit axes, one figure per label set, ticks labelled in percent (0% and 100% are drawn at 0.5% / 99.5%, with a note). The
+  robustness vs val top-1 on logit axes, one figure per label set, ticks labelled in percent (0%
+  and 100% are drawn at 0.5% / 99.5%, with a note). The
   paper's meta-analysis models on the same label set are grey background points (Conventional =
   trained on labels; VL / LiT / WiSE-FT = image-text); the line is a logit-linear fit over the
   meta-analysis' conventional models (the "standard models" trend); without meta data, for in1000
