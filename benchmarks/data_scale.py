@@ -16,9 +16,18 @@ Measures (`--measure`, a registry; each prints JSON lines):
   against another checkout's `janus` (e.g. the code before the columnar manifest) on the same dir.
 - `formats`: reading the selection's columns from `manifest.arrow` (Arrow IPC, memory-mapped) vs
   a Parquet copy, for the choice of format.
+- `builder`: `build_dataset` on a CSV caption source of N rows over 64 tiny PNGs (a quarter each
+  of captions naming one class, two classes, a plural with noise, none), strict matching, label
+  set in1000, budget `--build-budget` (1,000: issue 13's setting), at each of `--workers`:
+  captions/s, CPU seconds of the main process (`cpu_s`) and of the workers, peak RSS of the main
+  process and of its largest worker, and a digest of the selection. The main process's CPU per
+  caption bounds what any worker count can reach (`main_bound_captions_per_s`). The peer, in the
+  same run, is 1 worker, and with `--compare-src` that checkout's builder (1 process) first; the
+  selections must be identical.
 
-    python benchmarks/data_scale.py [--n 1000000] [--measure startup formats] [--dir DIR]
+    python benchmarks/data_scale.py [--n 1000000] [--measure startup formats builder] [--dir DIR]
         [--budget 500000] [--label-set in100] [--processes 1] [--compare-src DIR]
+        [--workers 1 2] [--build-budget 1000]
 
 A `--dir` that already holds a dir of N samples is reused (its `manifest.arrow` is removed before
 the jsonl measurement), and so is its `<dir>_quarter` (N/4 samples, budget/4: the second size for
@@ -118,6 +127,39 @@ def synthesise(out: pathlib.Path, n: int) -> None:
     records.write_info(out, {"name": out.name, "splits": {"train": n}})
 
 
+def synthesise_captions(out: pathlib.Path, n: int, n_images: int = 64, seed: int = 0) -> None:
+    """captions.csv (id, filepath, title) of n rows over n_images tiny PNGs in out/imgs."""
+    import csv
+
+    from PIL import Image
+
+    from janus.data import labelsets
+
+    (out / "imgs").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for j in range(n_images):
+        tile = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(tile).save(out / "imgs" / f"{j}.png")
+    names = labelsets.class_names("clip")
+    plain = ["sunset over the city", "my holiday", "a view from the window", "the best day"]
+    with open(out / "captions.csv.partial", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "filepath", "title"])
+        for start in range(0, n, 100_000):
+            m = min(100_000, n - start)
+            kind, a, b = rng.integers(0, 4, m), rng.integers(0, 1000, m), rng.integers(0, 1000, m)
+            for j in range(m):
+                i, x = start + j, names[a[j]]
+                title = (
+                    plain[i % 4],
+                    f"a photo of a {x} in the garden",
+                    f"{x} and {names[b[j]]}",
+                    f"Cute {x}s!! #{i % 97}",
+                )[kind[j]]
+                w.writerow([f"r{i}", f"imgs/{i % n_images}.png", title])
+    os.replace(out / "captions.csv.partial", out / "captions.csv")  # complete, or not there
+
+
 # ----------------------------------------------------------------------------- children
 
 
@@ -214,6 +256,38 @@ def child_read_parquet(d, args) -> dict:
     return {**clock.read(), "rows": table.num_rows, "keys": total}
 
 
+def child_build(d, args) -> dict:
+    """One build of the caption source in `d`; the selection's digest, to compare code paths."""
+    import hashlib
+
+    from janus.data import records
+    from janus.data.builder import BuildConfig, build_dataset
+
+    out = d / f"out_{os.getpid()}"
+    cfg = BuildConfig(
+        sources=[
+            {"kind": "manifest", "name": "cap", "path": str(d / "captions.csv"), "key_col": "id"}
+        ],
+        out=str(out),
+        label_set="in1000",
+        budget=args.build_budget,
+        matching="strict",
+        num_shards=8,
+    )
+    clock = _Clock()
+    build_dataset(cfg, workers=args.workers[0], progress=False)
+    timing = clock.read()  # cpu_s: the main process's
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    chosen = [(m["key"], m["labels"], m["shard"], m["offset"]) for m in records.read_manifest(out)]
+    shutil.rmtree(out)
+    return {
+        **timing,
+        "cpu_workers_s": round(kids.ru_utime + kids.ru_stime, 1),
+        "peak_worker_mb": round(kids.ru_maxrss / 1024, 1) if args.workers[0] > 1 else None,
+        "selection_sha1": hashlib.sha1(json.dumps(chosen).encode()).hexdigest()[:16],
+    }
+
+
 CHILDREN = {
     "baseline": child_baseline,
     "count": child_count,
@@ -221,6 +295,7 @@ CHILDREN = {
     "convert": child_convert,
     "read_arrow": child_read_arrow,
     "read_parquet": child_read_parquet,
+    "build": child_build,
 }
 
 
@@ -228,7 +303,8 @@ def run_child(what: str, d: pathlib.Path, args, src: str | None = None) -> dict:
     """One measurement in a fresh interpreter (its own peak RSS)."""
     cmd = [sys.executable, __file__, "--child", what, "--dir", str(d), "--n", str(args.n)]
     cmd += ["--budget", str(args.budget), "--label-set", args.label_set]
-    cmd += ["--processes", str(args.processes)]
+    cmd += ["--processes", str(args.processes), "--build-budget", str(args.build_budget)]
+    cmd += ["--workers", *map(str, args.workers)]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": src or str(REPO)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd="/")
     if done.returncode:
@@ -344,7 +420,30 @@ def measure_formats(d: pathlib.Path, args) -> list[dict]:
     return rows
 
 
-MEASURES = {"startup": measure_startup, "formats": measure_formats}
+def measure_builder(d: pathlib.Path, args) -> list[dict]:
+    """Builder throughput at each worker count, the peer first (see the module docstring)."""
+    caps = d.parent / f"{d.name}_captions{args.n}"
+    if not (caps / "captions.csv").is_file():
+        synthesise_captions(caps, args.n)
+    runs = [("before", args.compare_src, 1)] if args.compare_src else []
+    runs += [("janus", None, w) for w in args.workers]
+    rows = []
+    for code, src, workers in runs:
+        row = {"bench": "builder", "code": code, "workers": workers, "n": args.n}
+        row |= run_child(
+            "build", caps, argparse.Namespace(**{**vars(args), "workers": [workers]}), src
+        )
+        row["captions_per_s"] = round(args.n / row["seconds"])
+        row["main_bound_captions_per_s"] = round(args.n / row["cpu_s"])
+        peer = rows[0] if rows else row
+        row["ratio_to_peer"] = round(peer["seconds"] / row["seconds"], 2)
+        row["same_selection_as_peer"] = row["selection_sha1"] == peer["selection_sha1"]
+        rows.append(_emit(row))
+    return rows
+
+
+MEASURES = {"startup": measure_startup, "formats": measure_formats, "builder": measure_builder}
+_NEEDS_RECORDS = {"startup", "formats"}
 
 
 def main() -> None:
@@ -356,6 +455,8 @@ def main() -> None:
     parser.add_argument("--label-set", default="in100")
     parser.add_argument("--processes", type=int, default=1, help="shard_count of the loader")
     parser.add_argument("--compare-src", help="repo root of another janus checkout")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="builder workers")
+    parser.add_argument("--build-budget", type=int, default=1000, help="builder budget")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -369,7 +470,8 @@ def main() -> None:
         d = pathlib.Path(tmp) / f"pool{args.n}"  # its _quarter lands beside it, in tmp
     try:
         info = d / "info.json"
-        if not (info.is_file() and json.loads(info.read_text())["splits"]["train"] == args.n):
+        fresh = info.is_file() and json.loads(info.read_text())["splits"]["train"] == args.n
+        if _NEEDS_RECORDS & set(args.measure) and not fresh:
             clock = _Clock()
             synthesise(d, args.n)
             _emit({"bench": "synthesise", "n": args.n, **clock.read()})
