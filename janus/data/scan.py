@@ -3,13 +3,14 @@
 - Every source is read in chunks in the main process (`read_chunks`: for a manifest only the raw
   table rows). A worker turns a chunk into candidates, labels them (`janus.data.labeling`), writes
   the usable ones to a chunk file and returns what the budget needs: per usable candidate its
-  priority, source and first label (`Columns`), plus the chunk's skip counts, coverage report and
-  key digests.
+  priority and first label, plus the chunk's skip counts, coverage report and key digests; the
+  main process gathers them as columns (`Scan`).
 - Results are merged in chunk order: skip counts, their first examples, the coverage report and the
   candidates' order are those of one process scanning everything, whatever the worker count.
-- Duplicate keys: the main process keeps a 16-byte digest per key (`KeyIndex`, collisions are out
-  of reach at 2^-64 for 10^10 keys). A chunk whose keys came earlier is labelled again with those
-  positions counted as duplicates (rare: it costs one chunk).
+- Duplicate keys: the main process keeps a 16-byte digest per key (`KeyIndex`; the odds of a
+  collision among 10^10 keys are below 10^-18). A worker counts the repeats within its chunk; a
+  chunk holding keys of earlier chunks is labelled again in the main process with those counted
+  as duplicates (rare: it costs one chunk).
 - Memory in the main process: the chunks in flight, 16 bytes per key scanned, 20 per usable
   candidate, and the chosen candidates, which `load` reads back from the chunk files.
 - Resume: chunk files live in `<out>/.build/<split>.scan-<fingerprint>/`; a killed build reuses
@@ -120,15 +121,20 @@ def _label_chunk(task) -> ChunkResult:
     source = make_source(cfg.sources[source_index])
     skips = SkipCounter()
     cands = list(source.candidates(items, skips))
+    digests = key_digests(c.key for c in cands)
+    if duplicates is None:  # those within the chunk; the main process knows the earlier chunks
+        repeated = np.ones(len(cands), dtype=bool)
+        repeated[np.unique(digests, return_index=True)[1]] = False
+        duplicates = np.flatnonzero(repeated).tolist()
     labeler = Labeler(cfg)
-    usable = label_candidates(cands, cfg, skips, labeler, frozenset(duplicates or ()))
+    usable = label_candidates(cands, cfg, skips, labeler, frozenset(duplicates))
     result = ChunkResult(
         fingerprint,
         chunk_size,
         len(items[1]),
-        list(duplicates or ()),
+        duplicates,
         len(cands),
-        key_digests(c.key for c in cands),
+        digests,
         priorities([c.key for c in usable], cfg.seed),
         np.array([c.labels[0] if c.labels else -1 for c in usable], dtype=np.int16),
         skips,
@@ -207,7 +213,7 @@ def scan_sources(
                 yield cfg, fingerprint, chunk_size, scan_dir, k, si, items, None
                 k += 1
 
-    index, coverage, scanned, reused = KeyIndex(), CoverageReport(), Counter(), 0
+    index, coverage, scanned, reused, usable = KeyIndex(), CoverageReport(), Counter(), 0, 0
     cols: dict[str, list] = {"prio": [], "source": [], "classes": [], "chunk": [], "row": []}
     bar = Progress("scanning and labelling", None, progress)
     for k, result in enumerate(pool.imap(_label_chunk, tasks())):
@@ -227,7 +233,8 @@ def scan_sources(
         cols["source"].append(np.full(n, si, dtype=np.int16))
         cols["chunk"].append(np.full(n, k, dtype=np.int32))
         cols["row"].append(np.arange(n, dtype=np.int32))
-        bar.update(result.scanned, f" ({sum(len(p) for p in cols['prio'])} usable)")
+        usable += n
+        bar.update(result.scanned, f" ({usable} usable)")
     if reused:
         log(f"reused {reused} chunk(s) the interrupted scan had finished")
     dtypes = {"prio": np.uint64, "source": np.int16, "classes": np.int16, "chunk": np.int32}
