@@ -101,6 +101,11 @@ def test_key_index_reports_keys_seen_before_in_order():
         assert index.add(key_digests([f"x{k}", f"y{k}", "b"])) == [2]
     assert index.add(key_digests(["x3", "new", "y19", "new"])) == [0, 2, 3]
     assert len(index) == 3 + 40 + 1
+    # digests whose first halves agree (the binary search's key) are still told apart
+    index, half = KeyIndex(), b"\x01" * 8
+    assert index.add(np.array([half + b"\x02" * 8, half + b"\x03" * 8], dtype="S16")) == []
+    again = np.array([half + b"\x03" * 8, half + b"\x04" * 8, half + b"\x04" * 8], dtype="S16")
+    assert index.add(again) == [0, 2]
 
 
 @pytest.mark.parametrize("workers,chunk", [(1, 1000), (1, 7), (2, 13)])

@@ -40,32 +40,42 @@ CHUNK = 10_000  # rows or candidates per task: a few MB in flight, a second or t
 
 
 class KeyIndex:
-    """A set of 16-byte key digests as sorted runs merged like a log-structured tree: 16 bytes a
-    key, membership by binary search, amortised O(log n) copies per key."""
+    """A set of 16-byte key digests: sorted runs of their two halves as numbers, merged like a
+    log-structured tree. 16 bytes a key, membership by binary search on the first half."""
 
     def __init__(self):
-        self._runs: list[np.ndarray] = []
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (first halves, second halves)
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._runs)
+        return sum(len(hi) for hi, _ in self._runs)
 
     def add(self, digests: np.ndarray) -> list[int]:
         """Adds a chunk's digests (dtype S16) in order; returns the positions whose digest was
         added before (by an earlier chunk or earlier in this one)."""
-        seen = np.zeros(len(digests), dtype=bool)
-        for run in self._runs:  # never empty
-            at = np.minimum(np.searchsorted(run, digests), len(run) - 1)
-            seen |= run[at] == digests
-        new, first = np.unique(digests, return_index=True)
-        repeated = np.ones(len(digests), dtype=bool)
-        repeated[first] = False
-        fresh = new[~seen[first]]
-        if len(fresh):
-            self._runs.append(fresh)
-        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
-            last = self._runs.pop()
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]))
+        hi, lo = digests.view(np.uint64).reshape(-1, 2).T
+        seen = np.zeros(len(hi), dtype=bool)
+        for run_hi, run_lo in self._runs:  # never empty
+            left = np.searchsorted(run_hi, hi, "left")
+            right = np.searchsorted(run_hi, hi, "right")
+            seen |= (right - left == 1) & (run_lo[np.minimum(left, len(run_hi) - 1)] == lo)
+            for j in np.flatnonzero(right - left > 1):  # first halves of keys agree: rare
+                seen[j] |= bool((run_lo[left[j] : right[j]] == lo[j]).any())
+        order = np.lexsort((lo, hi))  # stable: the first of equal digests comes first
+        same = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+        repeated = np.zeros(len(hi), dtype=bool)
+        repeated[order[1:][same]] = True
+        fresh = ~seen & ~repeated
+        if fresh.any():
+            self._runs.append(_sorted_run(hi[fresh], lo[fresh]))
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            (a_hi, a_lo), (b_hi, b_lo) = self._runs[-2], self._runs.pop()
+            self._runs[-1] = _sorted_run(np.r_[a_hi, b_hi], np.r_[a_lo, b_lo])
         return np.flatnonzero(seen | repeated).tolist()
+
+
+def _sorted_run(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((lo, hi))
+    return hi[order], lo[order]
 
 
 def key_digests(keys) -> np.ndarray:

@@ -29,6 +29,7 @@ import csv
 import dataclasses
 import glob
 import json
+import operator
 import os
 import pathlib
 import tarfile
@@ -142,14 +143,15 @@ def iter_table(path, columns: list[str], fmt: str | None = None, chunk: int = 10
         header = next(reader, [])
         where = {name: i for i, name in enumerate(header)}  # a repeated name: the last wins
         idx = [where[c] for c in columns]
-        width = max(idx, default=-1) + 1
+        width = max(idx) + 1
+        pick = operator.itemgetter(*idx) if len(idx) > 1 else lambda r, i=idx[0]: (r[i],)
         rows = []
         for row in reader:
             if not row:
                 continue  # a blank line: csv.DictReader skips it too
             if len(row) < width:
                 row = row + [None] * (width - len(row))
-            rows.append(tuple(row[i] for i in idx))
+            rows.append(pick(row))
             if len(rows) == chunk:
                 yield rows
                 rows = []
