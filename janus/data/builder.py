@@ -15,8 +15,8 @@ Stages (all deterministic in the config, whatever the worker count):
 
 Resume: a rerun with the same config reuses the saved plan and keeps every shard whose `.done`
 marker, shard and index agree; only unfinished shards are (re)written. Killed before the plan was
-saved, it reuses the chunks the scan finished. A different config for a
-split that already has shards is an error unless `overwrite=True`.
+saved, it reuses the chunks the scan finished. A different config for a split that already has
+shards is an error unless `overwrite=True`.
 """
 
 from __future__ import annotations
