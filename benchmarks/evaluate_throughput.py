@@ -32,6 +32,7 @@ def main() -> None:
     import numpy as np
 
     from janus.data import records, synthetic
+    from janus.data.pixel_scaling import scale_pixels
     from janus.data.preprocess import build_pp
     from janus.evaluate import runner
     from janus.evaluate.inference import eval_pp
@@ -87,7 +88,7 @@ def main() -> None:
             )["image"]
             for i in range(n)
         ]
-        x = np.stack(xs + [xs[0]] * ((-n) % b))
+        x = scale_pixels(np.stack(xs + [xs[0]] * ((-n) % b)), f.scaling)  # on the host
         for s in range(0, len(x), b):
             np.asarray(apply(variables, x[s : s + b]))
         best = min(best, time.perf_counter() - t)

@@ -240,6 +240,13 @@ def _open_data(config, selection):
     )
 
 
+def _pixel_scaling(config):
+    """The normalisation of config.input.pp, which the train step applies on the device."""
+    from janus.data.preprocess import build_pp
+
+    return build_pp(config.input.pp).scaling
+
+
 def _select_data(config):
     """The run's examples, selected once per start: the epoch length comes from it and the loader
     reads it (every process selects the same, from the manifests alone)."""
@@ -420,6 +427,7 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         label_smoothing=config.label_smoothing,
         grad_accum_steps=config.optimizer.grad_accum_steps,
         freeze=config.optimizer.freeze,
+        pixel_scaling=_pixel_scaling(config),
     )
     stop = StopFlag().install()
     step = start

@@ -6,6 +6,8 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
   deterministic init (seed) straight into its shardings (`janus.sharding.param_shardings`).
 - Step: `jax.jit` with explicit in/out shardings over the Mesh, the state donated. Each process
   passes its slice of the global batch; `janus.sharding.shard_batch` assembles the global arrays.
+  Images arrive as uint8; the step applies the input chain's normalisation on the device
+  (`janus.data.pixel_scaling`).
   The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
 - Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches,
   averages their gradients (and loss/metrics) and makes ONE optimizer update: for losses that are
@@ -108,10 +110,14 @@ def make_train_step(
     label_smoothing: float = 0.0,
     grad_accum_steps: int = 1,
     freeze: str = "",
+    pixel_scaling=None,
 ) -> Callable:
     """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`).
-    `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates)."""
+    `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates).
+    `pixel_scaling`: the input chain's `PixelScaling` (`build_pp(pp).scaling`), applied to the
+    uint8 batch images on the device; None when the batch images are already model inputs."""
     from janus import losses
+    from janus.data.pixel_scaling import scale_pixels
     from janus.optim import frozen_mask
 
     vl = config_lib.is_vl(loss)
@@ -154,6 +160,7 @@ def make_train_step(
         return value, (metrics, new_bs)
 
     def step(state, batch):
+        batch = dict(batch, image=scale_pixels(batch["image"], pixel_scaling))
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
         params, bs = state["params"], state.get("batch_stats")
         # Decided at trace time from the state's structure: which BN statistics are frozen.

@@ -453,13 +453,15 @@ def test_clip_eval_pp_matches_open_clips_preprocess():
 
     from PIL import Image
 
+    from janus.data.pixel_scaling import scale_pixels
     from janus.data.preprocess import build_pp
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
     buf = io.BytesIO()
     image.save(buf, "PNG")
-    ours = build_pp(clip_eval_pp(224))({"image/encoded": buf.getvalue()}, rng)["image"]
+    pp = build_pp(clip_eval_pp(224))
+    ours = scale_pixels(pp({"image/encoded": buf.getvalue()}, rng)["image"], pp.scaling)
     ref = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
                                     std=open_clip.OPENAI_DATASET_STD)(image)  # fmt: skip
     ref = ref.permute(1, 2, 0).numpy()

@@ -16,6 +16,7 @@ from PIL import Image
 
 from janus.checkpoint import save_for_inference
 from janus.data import labelsets, records
+from janus.data.pixel_scaling import scale_pixels
 from janus.evaluate import results, runner, sets, watch
 from janus.evaluate.__main__ import main as evaluate_main
 from janus.models import create_model, init_variables
@@ -77,7 +78,8 @@ def _expected_top1(model, variables, items, classes, pp):
     xs, labels = [], []
     for i in range(len(items)):
         ex = records.decode_example(items[i])
-        xs.append(f({"image/encoded": ex["image/encoded"]}, np.random.default_rng(0))["image"])
+        x = f({"image/encoded": ex["image/encoded"]}, np.random.default_rng(0))["image"]
+        xs.append(scale_pixels(x, f.scaling))
         labels.append(ex["label"].tolist())
     logits = np.asarray(
         jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, np.stack(xs))
@@ -150,6 +152,7 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     f = build_pp(result["eval_pp"])
     exs = [records.decode_example(src[i]) for i in range(len(src))]
     x = np.stack([f({"image/encoded": e["image/encoded"]}, None)["image"] for e in exs])
+    x = scale_pixels(x, f.scaling)
     img = np.asarray(model.apply(variables, x, method="encode_image"))
     pred = classes[np.argmax(img @ (text / np.linalg.norm(text, axis=1, keepdims=True)).T, -1)]
     expected = np.mean([p in e["label"].tolist() for p, e in zip(pred, exs)])
@@ -500,7 +503,7 @@ def test_unreadable_eval_images_are_counted_not_silently_dropped():
     items.insert(1, {"image/encoded": b"\xff\xd8 not a jpeg", "label": 0, "key": "bad"})
 
     class FakeEmbedder:  # logits [B, 2] that always predict class position 0
-        def dispatch(self, images):
+        def dispatch(self, images, scaling):
             return np.tile(np.float32([1.0, 0.0]), (len(images), 1))
 
         fetch = staticmethod(np.asarray)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import preprocess
+from janus.data import pixel_scaling, preprocess
+from janus.data.pixel_scaling import scale_pixels
 from janus.data.preprocess import BadImageError, EmptyCaptionError, build_pp, parse_op
 
 
@@ -62,16 +63,50 @@ def test_chain_split_respects_brackets_and_quotes():
     assert preprocess.split_chain("a(1)|b('x|y')|c((1,2))") == ["a(1)", "b('x|y')", "c((1,2))"]
 
 
-def test_eval_chain_shapes_and_normalisation():
+def test_chains_emit_uint8_and_record_the_scaling_the_device_applies():
     img = np.full((48, 64, 3), 255, np.uint8)
-    out = build_pp("decode|resize_small(32)|center_crop(24)|normalize('clip')")(
-        {"image/encoded": _png(img)}, _rng()
-    )
-    assert out["image"].shape == (24, 24, 3) and out["image"].dtype == np.float32
-    mean, std = preprocess.NORMALIZATION["clip"]
-    np.testing.assert_allclose(out["image"][0, 0], (1 - np.array(mean)) / np.array(std), rtol=1e-5)
-    plain = build_pp("decode|resize(10)")({"image/encoded": _png(img)}, _rng())["image"]
-    assert plain.shape == (10, 10, 3) and plain.dtype == np.uint8
+    pp = build_pp("decode|resize_small(32)|center_crop(24)|normalize('clip')")
+    out = pp({"image/encoded": _png(img)}, _rng())
+    assert out["image"].shape == (24, 24, 3) and out["image"].dtype == np.uint8
+    mean, std = pixel_scaling.NORMALIZATION["clip"]
+    x = scale_pixels(out["image"], pp.scaling)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x[0, 0], (1 - np.array(mean)) / np.array(std), rtol=1e-5)
+    plain = build_pp("decode|resize(10)")
+    assert plain.scaling == pixel_scaling.IDENTITY
+    assert plain({"image/encoded": _png(img)}, _rng())["image"].shape == (10, 10, 3)
+    assert build_pp("decode|value_range(0, 1)|tokenize(8)").names[-1] == "tokenize"
+    with pytest.raises(ValueError, match="must be the last image op"):
+        build_pp("decode|normalize|flip")
+
+
+def _host_normalize(x: np.ndarray, mean, std) -> np.ndarray:
+    """The host op as it was before the scaling moved to the device (the reference)."""
+    inv_scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
+    offset = np.asarray(mean, np.float32) * 255.0
+    x = np.array(x, dtype=np.float32)
+    x -= offset
+    x *= inv_scale
+    return x
+
+
+@pytest.mark.parametrize("op", ["normalize('clip')", "normalize('imagenet')", "value_range(-1, 1)"])
+def test_device_scaling_equals_the_old_host_scaling_to_float_rounding(op):
+    import jax
+
+    pixels = np.arange(256 * 3, dtype=np.int64).reshape(16, 16, 3) % 256
+    pixels = pixels.astype(np.uint8)
+    if op.startswith("normalize"):
+        name = op.split("'")[1]
+        ref = _host_normalize(pixels, *pixel_scaling.NORMALIZATION[name])
+    else:
+        ref = pixels.astype(np.float32) * (2.0 / 255.0) - 1.0
+    scaling = build_pp(f"decode|{op}").scaling
+    on_device = np.asarray(jax.jit(lambda x: scale_pixels(x, scaling))(pixels))
+    on_host = scale_pixels(pixels, scaling)
+    assert on_device.dtype == on_host.dtype == np.float32
+    np.testing.assert_array_equal(on_host, ref)  # same float32 operations, same order
+    np.testing.assert_allclose(on_device, ref, rtol=1e-6, atol=1e-6)  # XLA: float rounding only
 
 
 def test_resize_small_keeps_aspect_and_center_crop_refuses_small_images():

@@ -7,8 +7,12 @@ callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomnes
 
 Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens
 the file lazily, so the first op that needs pixels may use JPEG draft mode (DCT-domain
-downscaling) when it only needs a smaller image. ``normalize`` turns the image into float32
-[H, W, 3]; without it the chain returns uint8.
+downscaling) when it only needs a smaller image. The chain always returns uint8 [H, W, 3].
+
+``normalize`` and ``value_range`` run on the device, not here: each records a ``PixelScaling``
+(``Preprocess.scaling``; see ``janus.data.pixel_scaling``) that the jitted train step and the
+evaluator apply to the uint8 batch. Existing chains keep working unchanged; the scaling op must be
+the chain's last image op (only ``tokenize`` may follow it).
 
 Bad input raises a ``SkipExample`` subclass (``BadImageError``, ``EmptyCaptionError``) naming the
 key; the pipeline counts and reports these -- it never emits a wrong sample. Anything else is a bug.
@@ -24,13 +28,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-Op = Callable[[dict, np.random.Generator], dict]
+from janus.data import pixel_scaling
+from janus.data.pixel_scaling import PixelScaling
 
-# Standard published normalisation constants.
-NORMALIZATION = {
-    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
+Op = Callable[[dict, np.random.Generator], dict]
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -66,7 +67,8 @@ _OPS: dict[str, Callable[..., Op]] = {}
 
 
 def register_op(name: str):
-    """Registers ``factory(*args, **kwargs) -> op(features, rng) -> features`` under ``name``."""
+    """Registers ``factory(*args, **kwargs) -> op(features, rng) -> features`` under ``name``
+    (or ``-> PixelScaling`` for an op that runs on the device)."""
 
     def wrap(factory):
         if name in _OPS:
@@ -124,12 +126,17 @@ def parse_op(text: str) -> tuple[str, tuple, dict]:
 
 
 class Preprocess:
-    """A built chain; picklable (it re-builds itself from the spec in grain worker processes)."""
+    """A built chain; picklable (it re-builds itself from the spec in grain worker processes).
+
+    ``scaling``: the ``PixelScaling`` of its ``normalize`` / ``value_range`` op, which the device
+    applies (``IDENTITY`` without one: pixel values 0..255 as floats)."""
 
     def __init__(self, spec: str):
         self.spec = spec
         self.names: list[str] = []
         self._ops: list[Op] = []
+        self.scaling: PixelScaling = pixel_scaling.IDENTITY
+        scaled_by = None
         for text in split_chain(spec):
             name, args, kwargs = parse_op(text)
             if name not in _OPS:
@@ -137,10 +144,20 @@ class Preprocess:
                 raise ValueError(
                     f"unknown preprocessing op {name!r} in {spec!r}; known ops: {known}"
                 )
+            if scaled_by is not None and name not in _AFTER_SCALING:
+                raise ValueError(
+                    f"preprocessing op {text!r} follows {scaled_by!r} in {spec!r}: the pixel "
+                    "scaling runs on the device, after the host chain, so it must be the last "
+                    "image op"
+                )
             try:
-                self._ops.append(_OPS[name](*args, **kwargs))
+                made = _OPS[name](*args, **kwargs)
             except TypeError as e:
                 raise ValueError(f"preprocessing op {text!r}: {e}") from None
+            if isinstance(made, PixelScaling):
+                self.scaling, scaled_by = made, text
+            else:
+                self._ops.append(made)
             self.names.append(name)
 
     def __reduce__(self):
@@ -417,35 +434,18 @@ def blur(p: float = 0.5, sigma=(0.1, 2.0)) -> Op:
 
 
 @register_op("normalize")
-def normalize(name: str = "clip", mean=None, std=None) -> Op:
-    """uint8 -> float32 ``(x / 255 - mean) / std``; ``name`` is ``clip`` or ``imagenet``."""
-    if mean is None or std is None:
-        if name not in NORMALIZATION:
-            raise ValueError(f"unknown normalisation {name!r}; known: {sorted(NORMALIZATION)}")
-        mean, std = NORMALIZATION[name]
-    inv_scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
-    offset = np.asarray(mean, np.float32) * 255.0
-
-    def op(features, rng):
-        x = np.array(_pixels(features), dtype=np.float32)  # a fresh array: normalised in place
-        x -= offset
-        x *= inv_scale
-        features["image"] = x
-        return features
-
-    return op
+def normalize(name: str = "clip", mean=None, std=None) -> PixelScaling:
+    """uint8 -> float32 ``(x / 255 - mean) / std`` on the device; ``name``: clip or imagenet."""
+    return pixel_scaling.normalization(name, mean, std)
 
 
 @register_op("value_range")
-def value_range(lo: float = -1.0, hi: float = 1.0) -> Op:
-    """uint8 -> float32 in [lo, hi] (an alternative to ``normalize``)."""
+def value_range(lo: float = -1.0, hi: float = 1.0) -> PixelScaling:
+    """uint8 -> float32 in [lo, hi] on the device (an alternative to ``normalize``)."""
+    return pixel_scaling.value_range(lo, hi)
 
-    def op(features, rng):
-        x = np.asarray(_pixels(features), dtype=np.float32)
-        features["image"] = x * ((hi - lo) / 255.0) + lo
-        return features
 
-    return op
+_AFTER_SCALING = {"tokenize"}  # ops that leave the image alone may follow the scaling op
 
 
 @register_op("tokenize")

@@ -1,9 +1,11 @@
 """Model inference for evaluation: build the model from a checkpoint's config, jit the image
 function once per input shape, run it data-parallel over this process' devices.
 
-`Embedder(config, variables, kind)` -> callable images [B, H, W, 3] -> float32 [B, K]:
-kind "logits" (CE head, 1000-way), "image_emb" (VL, L2-normalised) or "features" (pre-head
-features, for linear probes). The per-set classifier math (class subsets, zero-shot and probe
+`Embedder(config, variables, kind)` -> callable (uint8 images [B, H, W, 3], scaling) -> float32
+[B, K]: kind "logits" (CE head, 1000-way), "image_emb" (VL, L2-normalised) or "features" (pre-head
+features, for linear probes). The eval chain's normalisation (`scaling`, a
+`janus.data.pixel_scaling.PixelScaling`) is applied on the device, inside the jitted function,
+with the same `scale_pixels` as the train step. The per-set classifier math (class subsets, zero-shot and probe
 heads, top-k) runs on the host in NumPy: it is small next to the image tower, and keeping it out of
 the jitted function means one compilation per image shape whatever the class set.
 """
@@ -16,6 +18,8 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from janus.data.pixel_scaling import PixelScaling, scale_pixels
 
 EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
 _MODEL_SKIP = ("name", "dtype", "text")
@@ -78,37 +82,39 @@ class Embedder:
         self.set_variables(variables)
         method = {"logits": None, "image_emb": "encode_image", "features": "image_features"}[kind]
 
-        def fn(variables, images):
+        def fn(variables, images, scaling):
             kw = {"method": method} if method else {}
+            images = scale_pixels(images, scaling).astype(np.float32)
             out = model.apply(variables, images, train=False, **kw)
             return out.astype(np.float32)
 
-        self._fn = jax.jit(fn, out_shardings=self._repl)
+        self._fn = jax.jit(fn, out_shardings=self._repl, static_argnames="scaling")
         self.compiled_shapes: set[tuple] = set()
 
     def set_variables(self, variables: Mapping) -> None:
         """New weights, same jitted function (no recompilation for the same shapes)."""
         self.variables = jax.device_put(dict(variables), self._repl)
 
-    def dispatch(self, images: np.ndarray):
+    def dispatch(self, images: np.ndarray, scaling: PixelScaling | None):
         """Starts the computation (async dispatch) -> a handle for `fetch`; lets the caller load
-        the next batch while this one runs."""
-        images = np.asarray(images, dtype=np.float32)
+        the next batch while this one runs. `scaling`: the eval chain's (`build_pp(pp).scaling`);
+        None for images that are model inputs already."""
+        images = np.asarray(images)
         b = images.shape[0]
         pad = (-b) % self.n_dev
         if pad:
-            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.float32)])
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
         self.compiled_shapes.add(images.shape)
         x = jax.device_put(images, self.batch_sharding)
-        return self._fn(self.variables, x), b
+        return self._fn(self.variables, x, scaling=scaling), b
 
     @staticmethod
     def fetch(handle) -> np.ndarray:
         out, b = handle
         return np.asarray(out)[:b]
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.fetch(self.dispatch(images))
+    def __call__(self, images: np.ndarray, scaling: PixelScaling | None) -> np.ndarray:
+        return self.fetch(self.dispatch(images, scaling))
 
 
 class TextEncoder:

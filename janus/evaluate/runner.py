@@ -234,6 +234,9 @@ class Evaluator:
         return classifiers.ZeroShotHead(classes, self.zs_cache.get(key, build))
 
     def _probe(self, config, variables, emb, label_set, pp):
+        import functools
+
+        from janus.data.preprocess import build_pp
         from janus.evaluate import linear_probe
 
         train_dir = self.opts.probe_train or _train_records_dir(config)
@@ -250,7 +253,8 @@ class Evaluator:
         relabelled = _Relabel(items, [first[int(p)] for p in pos])
         batch = round_batch(self.opts.batch_size, emb.n_dev)
         batches = _iter_batches(relabelled, batch, pp, whole=True)
-        probe = linear_probe.probe_from_embedder(emb, batches, label_set, C=self.opts.probe_C)
+        embed = functools.partial(emb, scaling=build_pp(pp).scaling)
+        probe = linear_probe.probe_from_embedder(embed, batches, label_set, C=self.opts.probe_C)
         log(f"linear probe: {probe.n_train} train images, C={probe.C}")
         return probe
 
@@ -412,7 +416,10 @@ class Evaluator:
     def _run_views(self, es, views, emb, batch, pp) -> tuple[list[tuple[int, int, int]], int]:
         """-> ([(top1 hits, top5 hits, n)] per view, images that could not be read), summed
         over processes. Unreadable images are left out of n, and counted so the JSON says so."""
+        from janus.data.preprocess import build_pp
+
         counts = np.zeros((len(views), 3), np.int64)
+        scaling = build_pp(pp).scaling  # applied on the device, in the jitted image function
 
         def consume(pending):
             handle, mask, groups = pending
@@ -430,7 +437,7 @@ class Evaluator:
             mask = np.asarray(b["mask"], bool)
             if not mask.any():
                 continue
-            nxt = (emb.dispatch(b["image"]), mask, np.asarray(b["label"])[mask])
+            nxt = (emb.dispatch(b["image"], scaling), mask, np.asarray(b["label"])[mask])
             if pending is not None:
                 consume(pending)
             pending = nxt
