@@ -4,7 +4,11 @@
   until a log step fetches the window in one transfer), written by process 0 (metrics.jsonl,
   TensorBoard, console): loss, accuracy or i2t/t2i accuracy, learning rate, grad/param norms,
   step time, images/s per device, epoch, ETA, MFU (XLA's FLOPs over the device's dense bf16 peak
-  where known, else null).
+  where known, else null), data_wait_fraction (the share of the window's time the loop was blocked
+  waiting for the input pipeline's next batch; near 0 when the input keeps up).
+- Input: uint8 batches, normalised inside the jitted step; `PREFETCH_BATCHES` batches are put on
+  the devices ahead of the step (`janus.data.prefetch`), and the checkpointed iterator state is the
+  one after the last batch trained on, so prefetched batches are re-read after a resume.
 - In-loop eval hooks every N steps and at the end; orbax checkpoints every N steps and at the end
   with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves and
   returns (exit 0); a finished run writes <workdir>/DONE and the pipeline's skip report into
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import functools
 import json
 import math
 import os
@@ -60,6 +65,7 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
+PREFETCH_BATCHES = 2  # batches put on the devices ahead of the step (one runs, one waits)
 DONE_MARKER = "DONE"  # <workdir>/DONE: written when training finished (janus.evaluate --watch)
 STOP_SYNC_STEPS = 10  # multi-process runs agree on a SIGTERM every this many steps
 CLEANUP_TIMEOUT_S = 300  # error path: a stuck clean-up (e.g. a checkpoint write) ends the process
@@ -211,8 +217,11 @@ class TrainResult:
 # The loop
 
 
-def _open_data(config, selection):
+def _open_data(config, selection, mesh):
+    """-> (batches already on their way to the devices, the data manifest)."""
+    from janus import sharding as sharding_lib
     from janus.data import pipeline
+    from janus.data.prefetch import DevicePrefetch
 
     dirs = config_lib.train_dirs(config)
     dirs_arg = dirs[0][0] if len(dirs) == 1 else dirs
@@ -221,7 +230,7 @@ def _open_data(config, selection):
         from janus.data.tokenizer import Tokenizer
 
         tokenizer = Tokenizer(context_length=config.input.context_length)
-    return pipeline.train_loader(
+    batches, manifest = pipeline.train_loader(
         dirs_arg,
         global_batch_size=config.input.batch_size,
         pp=config.input.pp,
@@ -238,6 +247,8 @@ def _open_data(config, selection):
         shard_count=jax.process_count(),
         selection=selection,
     )
+    put = functools.partial(sharding_lib.shard_batch, mesh=mesh)
+    return DevicePrefetch(batches, put, depth=PREFETCH_BATCHES), manifest
 
 
 def _pixel_scaling(config):
@@ -380,7 +391,7 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
     if pid == 0:
         _drop_rows_after(workdir, start or 0)  # metrics and eval rows the resume recomputes
         _record_history(workdir, "resume" if resuming else "start", start or 0, changes)
-    data_iter, manifest = _open_data(config, selection)
+    data_iter, manifest = _open_data(config, selection, mesh)
     del selection  # the loader holds what it needs
     if resuming:
         if pid == 0:
@@ -438,7 +449,7 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         if step >= total:
             mw.say(f"already trained: step {step} >= total_steps {total}")
         else:
-            batch = sharding_lib.shard_batch(next(data_iter), mesh)
+            batch = next(data_iter)
             compiled, flops = step_lib.compile_train_step(step_fn, state, batch, shardings, mesh)
             n_dev = jax.device_count()
             peak = peak_flops_per_device(jax.devices()[0].device_kind)
@@ -448,7 +459,7 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
                     f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
                 )
             window: list[dict] = []  # step metrics (on device) since the last log step
-            window_start, window_steps = time.time(), 0
+            window_start, window_steps, window_wait = time.time(), 0, 0.0
             run_start, run_steps = time.time(), 0
             stop_at = config.stop_after_steps
             while True:
@@ -478,11 +489,13 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
                     scalars["epoch"] = step / dur.steps_per_epoch
                     scalars["eta_s"] = (total - step) * avg
                     scalars["mfu"] = flops / dt / peak if (flops and peak) else None
+                    # Time the loop spent blocked on the input pipeline, over the window's time.
+                    scalars["data_wait_fraction"] = window_wait / max(now - window_start, 1e-9)
                     writer.write_scalars(step, scalars)  # mfu None (unknown peak) -> null
                     writer.flush()
                     last_scalars = scalars
                     window = []
-                    window_start, window_steps = time.time(), 0
+                    window_start, window_steps, window_wait = time.time(), 0, 0.0
                 t_pause = time.time()
                 for name, every, hook in hooks:
                     if step % every == 0 or last:
@@ -499,7 +512,9 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
                 if last or early:
                     stopped = early and not last
                     break
-                batch = sharding_lib.shard_batch(next(data_iter), mesh)
+                t_wait = time.time()
+                batch = next(data_iter)  # on the devices already; the next one starts moving
+                window_wait += time.time() - t_wait
         ckpt.wait()  # the final checkpoint is complete before anything says so
         if stopped and preempted and pid == 0:
             mw.say(f"stopped by SIGTERM at step {step} (checkpoint saved)")

@@ -122,6 +122,32 @@ def test_resume_through_orbax_grain_checkpoint(rdir, tmp_path):
     _assert_same(_take(it2, 3), expected)
 
 
+def test_device_prefetch_checkpoints_the_batches_consumed_not_the_batches_fetched(rdir):
+    """A prefetching iterator's state is the plain iterator's after the batches handed out, so a
+    resume re-reads the prefetched ones: the resumed stream equals the uninterrupted one."""
+    from janus.data.prefetch import DevicePrefetch
+
+    puts = []
+
+    def put(batch):  # stands in for the transfer to the devices
+        puts.append(batch)
+        return dict(batch)
+
+    plain, _ = _loader(rdir)
+    it = DevicePrefetch(_loader(rdir)[0], put, depth=3)
+    _assert_same(_take(it, 5), _take(plain, 5))
+    assert len(puts) == 7  # 2 batches in flight
+    state = json.loads(json.dumps(it.get_state()))  # what orbax's grain handler stores
+    assert state == plain.get_state() and it.skip_report() == plain.skip_report()
+    expected = _take(plain, 4)  # into the 2nd epoch
+    it2 = DevicePrefetch(_loader(rdir)[0], put, depth=3)
+    it2.set_state(state)
+    _assert_same(_take(it2, 4), expected)
+    _assert_same(_take(it, 4), expected)
+    assert it2.skip_report() == it.skip_report() == plain.skip_report()
+    assert plain.skip_report()["first_keys"]["bad_image"][0] == "k0005"  # a skip was crossed
+
+
 def test_epochs_are_reshuffled_permutations(rdir):
     it, manifest = _loader(rdir, num_epochs=2, global_batch_size=2)
     assert manifest["n_examples"] == 48 and manifest["steps_per_epoch"] == 24

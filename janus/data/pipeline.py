@@ -220,11 +220,13 @@ class SkipBatchIterator(grain.DatasetIterator):
         self._counts = collections.Counter(state.get("skipped", {}))
         self._first = {k: list(v) for k, v in state.get("first_keys", {}).items()}
 
-    def skip_report(self) -> dict:
-        """{"counts": {reason: n}, "first_keys": {reason: [...]}} of the skips seen so far."""
+    def skip_report(self, state: dict[str, Any] | None = None) -> dict:
+        """{"counts": {reason: n}, "first_keys": {reason: [...]}} of the skips seen so far, or
+        of those up to ``state`` (a ``get_state()`` of this stream: a prefetcher's consumer)."""
+        state = self.get_state() if state is None else state
         return {
-            "counts": dict(self._counts),
-            "first_keys": {k: list(v) for k, v in self._first.items()},
+            "counts": dict(state.get("skipped", {})),
+            "first_keys": {k: list(v) for k, v in state.get("first_keys", {}).items()},
         }
 
     def _close_stream(self) -> None:
