@@ -5,9 +5,10 @@ function once per input shape, run it data-parallel over this process' devices.
 [B, K]: kind "logits" (CE head, 1000-way), "image_emb" (VL, L2-normalised) or "features" (pre-head
 features, for linear probes). The eval chain's normalisation (`scaling`, a
 `janus.data.pixel_scaling.PixelScaling`) is applied on the device, inside the jitted function,
-with the same `scale_pixels` as the train step. The per-set classifier math (class subsets, zero-shot and probe
-heads, top-k) runs on the host in NumPy: it is small next to the image tower, and keeping it out of
-the jitted function means one compilation per image shape whatever the class set.
+with the same `scale_pixels` as the train step. The per-set classifier math (class subsets,
+zero-shot and probe heads, top-k) runs on the host in NumPy: it is small next to the image tower,
+and keeping it out of the jitted function means one compilation per image shape whatever the class
+set.
 """
 
 from __future__ import annotations
