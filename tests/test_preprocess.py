@@ -139,6 +139,31 @@ def test_jpeg_draft_mode_is_close_to_full_decode():
     assert np.abs(fast.astype(float) - full.astype(float)).mean() < 3.0
 
 
+@pytest.mark.parametrize("chain", ["rrc(96, scale=(0.5, 1.0))", "resize_small(100)"])
+def test_draft_decoding_is_close_to_the_full_decode_path(chain):
+    """The JPEG is drafted (decoded at 1/2 or 1/4 by DCT scaling); the reference runs the same
+    chain with the same rng (so the same crop box) on a PNG of the fully decoded JPEG, which
+    cannot be drafted. They differ by DCT scaling standing in for part of PIL's antialiasing:
+    a mean of about 1 level of 255 on photo-like content, where the full-decode path shifted by
+    one pixel differs by about 4. The size (643 x 485) is not a multiple of 8, so the draft's
+    rounded-up size must not be mistaken for the scale (that misplaced the box: mean 2.6-6.9)."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(coarse).resize((643, 485), Image.Resampling.BICUBIC))
+    photo = np.clip(photo + rng.integers(-12, 13, photo.shape), 0, 255).astype(np.uint8)
+    jpeg = _jpeg(photo, quality=90)
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    lazy = build_pp("decode")._ops[0]({"image/encoded": jpeg}, _rng())
+    box = preprocess._draft(lazy, (1, 2, 643, 485), 96, 96)  # 1/4 still covers 96 x 96
+    assert lazy["image"].size == (161, 122) and box == (0.25, 0.5, 160.75, 121.25)
+    pp = build_pp(f"decode|{chain}")  # every box here allows 1/2 at least
+    for seed in range(8):
+        fast = pp({"image/encoded": jpeg}, _rng(seed))["image"]
+        full = pp({"image/encoded": _png(decoded)}, _rng(seed))["image"]
+        assert fast.shape == full.shape
+        assert np.abs(fast.astype(float) - full.astype(float)).mean() < 1.5, seed
+
+
 def test_flip_grayscale_blur_jitter():
     img = _smooth(20, 30)
     data = {"image/encoded": _png(img)}

@@ -213,9 +213,12 @@ def _size(features: dict) -> tuple[int, int]:
 
 
 def _draft(features: dict, box, out_w: int, out_h: int):
-    """JPEG draft mode: decode at 1/2, 1/4 or 1/8 scale when ``box`` still covers (out_w, out_h).
+    """JPEG draft mode: decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when ``box``, in
+    the original image's coordinates, still covers at least (out_w, out_h) pixels at that scale.
 
-    Returns the crop box in the (possibly smaller) decoded image's coordinates.
+    Returns the crop box in the decoded image's coordinates. DCT scaling maps the original's
+    continuous coordinates to the small image's by exactly 1/scale (PIL's ``draft`` returns that
+    box); the decoded size rounds up, so the scaled box always lies inside it.
     """
     img = features.get("image")
     if not features.get(_LAZY) or getattr(img, "format", None) != "JPEG":
@@ -224,13 +227,12 @@ def _draft(features: dict, box, out_w: int, out_h: int):
     bw, bh = box[2] - box[0], box[3] - box[1]
     req = (max(1, math.ceil(w * out_w / bw)), max(1, math.ceil(h * out_h / bh)))
     try:
-        img.draft("RGB", req)
+        drafted = img.draft("RGB", req)
     except (OSError, ValueError) as e:
         raise BadImageError(_key(features), f"cannot decode image: {e}") from None
-    nw, nh = img.size
-    if (nw, nh) == (w, h):
+    if drafted is None or img.size == (w, h):
         return box
-    sx, sy = nw / w, nh / h
+    sx, sy = drafted[1][2] / w, drafted[1][3] / h  # both 1/scale
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
