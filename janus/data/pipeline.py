@@ -13,6 +13,8 @@ Train, as one lazy grain ``MapDataset`` over the selected examples::
   bitwise the same batches.
 - Process i takes positions i, i+n, ... of the global stream; its k-th batch holds global positions
   [k*G, (k+1)*G), so the union over processes of batch k is the single-process global batch k.
+- Images leave as uint8: the chain's normalisation runs on the device (``Preprocess.scaling``,
+  applied in the jitted train step and evaluator; see ``janus.data.pixel_scaling``).
 - Bad inputs (undecodable/truncated image, empty caption for VL runs, no label in the set) are
   counted skips: the worker returns a marker, the batching iterator drops it, counts it and keeps
   the first keys (in the checkpointable state, logged as they happen; see ``skip_report``). A
