@@ -240,3 +240,48 @@ def test_resize_small_and_hue_round_like_torchvision():
         ).convert("RGB")
     )
     np.testing.assert_array_equal(np.asarray(preprocess._adjust_hue(img, 0.1)), expected)
+
+
+def _jpeg_variants() -> dict[str, bytes]:
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(coarse).resize((643, 485), Image.Resampling.BICUBIC))
+    out = {"baseline": _jpeg(photo, 90)}
+    for name, kwargs, image in [
+        ("progressive", {"progressive": True}, Image.fromarray(photo)),
+        ("grayscale", {}, Image.fromarray(photo).convert("L")),
+        ("cmyk", {}, Image.fromarray(photo).convert("CMYK")),
+    ]:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=90, **kwargs)
+        out[name] = buf.getvalue()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grayscale", "cmyk"])
+@pytest.mark.parametrize(
+    "chain", ["decode", "decode|resize_small(100)", "decode|rrc(64)|flip", "decode|resize(700)"]
+)
+def test_simplejpeg_decoding_gives_pils_pixels(kind, chain, monkeypatch):
+    """janus.data.jpeg (simplejpeg) and PIL decode to the same pixels, at full and drafted
+    scales; CMYK goes to PIL. Skipped only where simplejpeg is not installed (.ci/run has it)."""
+    from janus.data import jpeg
+
+    pytest.importorskip("simplejpeg")
+    data = _jpeg_variants()[kind]
+    assert (jpeg.open_jpeg(data) is None) == (kind == "cmyk")
+    pp = build_pp(chain)
+    fast = pp({"image/encoded": data}, _rng(4))["image"]
+    monkeypatch.setattr(jpeg, "simplejpeg", None)  # PIL only
+    np.testing.assert_array_equal(fast, pp({"image/encoded": data}, _rng(4))["image"])
+
+
+def test_simplejpeg_falls_back_to_pil_which_still_rejects_broken_files():
+    from janus.data import jpeg
+
+    pytest.importorskip("simplejpeg")
+    data = _jpeg_variants()["baseline"]
+    truncated = data[: len(data) // 2]
+    assert isinstance(jpeg.open_jpeg(truncated), jpeg.LazyJpeg)  # the header is intact
+    with pytest.raises(BadImageError, match="key='t'"):
+        build_pp("decode|resize(8)")({"image/encoded": truncated, "key": "t"}, _rng())

@@ -6,8 +6,9 @@ callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomnes
 ``rng`` so that the pipeline can derive it from (seed, epoch, index) and resume exactly.
 
 Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens
-the file lazily, so the first op that needs pixels may use JPEG draft mode (DCT-domain
-downscaling) when it only needs a smaller image. The chain always returns uint8 [H, W, 3].
+the file lazily (JPEGs through ``janus.data.jpeg``: simplejpeg when installed, PIL's pixels), so
+the first op that needs pixels may use JPEG draft mode (DCT-domain downscaling) when it only needs
+a smaller image. The chain always returns uint8 [H, W, 3].
 
 ``normalize`` and ``value_range`` run on the device, not here: each records a ``PixelScaling``
 (``Preprocess.scaling``; see ``janus.data.pixel_scaling``) that the jitted train step and the
@@ -28,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from janus.data import pixel_scaling
+from janus.data import jpeg, pixel_scaling
 from janus.data.pixel_scaling import PixelScaling
 
 Op = Callable[[dict, np.random.Generator], dict]
@@ -38,7 +39,7 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-_LAZY = "_lazy_image"  # features flag: the PIL image is opened but not decoded yet
+_LAZY = "_lazy_image"  # features flag: the image (PIL or jpeg.LazyJpeg) is opened, not decoded
 
 
 class SkipExample(Exception):
@@ -167,7 +168,7 @@ class Preprocess:
         features = dict(features)
         for op in self._ops:
             features = op(features, rng)
-        if "image" in features and isinstance(features["image"], Image.Image):
+        if isinstance(features.get("image"), (Image.Image, jpeg.LazyJpeg)):
             features["image"] = np.asarray(_pixels(features), dtype=np.uint8)
         features.pop(_LAZY, None)
         return features
@@ -196,9 +197,12 @@ def _pixels(features: dict) -> Image.Image:
         img = Image.fromarray(img)
     if features.pop(_LAZY, False):
         try:
-            img.load()
-            if img.mode != "RGB":
-                img = img.convert("RGB")
+            if isinstance(img, jpeg.LazyJpeg):
+                img = img.decode()
+            else:
+                img.load()
+                if img.mode != "RGB":
+                    img = img.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise BadImageError(_key(features), f"cannot decode image: {e}") from None
     features["image"] = img
@@ -259,6 +263,11 @@ def decode() -> Op:
         data = features.get("image/encoded")
         if not data:
             raise BadImageError(_key(features), "empty image/encoded")
+        lazy_jpeg = jpeg.open_jpeg(data)
+        if lazy_jpeg is not None:  # simplejpeg decodes it (same pixels as PIL, faster)
+            features["image"] = lazy_jpeg
+            features[_LAZY] = True
+            return features
         try:
             img = Image.open(io.BytesIO(data))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
