@@ -139,6 +139,8 @@ def test_main_trains_end_to_end(reference_run):
                 "images_per_s_per_device", "eta_s"):  # fmt: skip
         assert all(np.isfinite(r[key]) for r in train_rows), key
     assert train_rows[0]["mfu"] is None  # no known peak FLOP/s on CPU
+    assert all(0 <= r["data_wait_fraction"] <= 1 for r in train_rows)  # in the progress line too
+    assert "data_wait_fraction=" in out.stdout
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]
     assert list(workdir.glob("events.out.tfevents.*"))[0].stat().st_size > 0
     # The evaluator's hook ran at the last step: eval/40.json and eval scalars in metrics.jsonl.
