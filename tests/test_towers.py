@@ -13,20 +13,18 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from janus.models import clip_resnet, layers, posemb, resnet, vit, volo
+from janus.models import clip_resnet, convnext, layers, posemb, resnet, vgg, vit, volo
 
-FACTORIES = {
-    **resnet.TOWER_FACTORIES,
-    **clip_resnet.TOWER_FACTORIES,
-    **vit.TOWER_FACTORIES,
-    **volo.TOWER_FACTORIES,
-}
+MODULES = (resnet, clip_resnet, vit, volo, vgg, convnext)
+FACTORIES = {name: f for m in MODULES for name, f in m.TOWER_FACTORIES.items()}
 REQUIRED = (
     [f"resnet{n}" for n in (18, 26, 34, 50, 101, 152)]
     + ["clip_rn50", "clip_rn101", "clip_rn50x4"]
     + ["vit_ti16", "vit_s16", "vit_s32", "vit_b16", "vit_b32", "vit_l16"]
-    + ["resnet_tiny", "clip_rn_tiny", "vit_tiny"]
-    + ["volo_d1", "volo_tiny"]
+    + ["volo_d1", "vgg16_bn", "convnext_t", "convnext_s", "convnext_b"]
+    + ["deit_s16", "deit_b16", "deit_s16_distilled", "deit_b16_distilled"]
+    + ["resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny", "vgg_tiny", "convnext_tiny"]
+    + ["deit_tiny"]
 )
 
 
@@ -58,12 +56,7 @@ def shapes(tower, size=64):
 def test_registry_covers_required_names():
     assert set(REQUIRED) <= set(FACTORIES)
     # No two tower modules export the same name (the CLIP owner's registry merges the dicts).
-    names = [
-        *resnet.TOWER_FACTORIES,
-        *clip_resnet.TOWER_FACTORIES,
-        *vit.TOWER_FACTORIES,
-        *volo.TOWER_FACTORIES,
-    ]
+    names = [name for m in MODULES for name in m.TOWER_FACTORIES]
     assert len(names) == len(set(names))
 
 
@@ -82,13 +75,15 @@ def test_feature_dim_and_output_shape(name):
 def test_known_feature_dims():
     dims = {"resnet18": 512, "resnet26": 2048, "resnet50": 2048, "clip_rn50": 1024,
             "clip_rn101": 512, "clip_rn50x4": 640, "vit_ti16": 192, "vit_s16": 384,
-            "vit_b32": 768, "vit_l16": 1024, "clip_vit_b32": 512, "volo_d1": 384}  # fmt: skip
+            "vit_b32": 768, "vit_l16": 1024, "clip_vit_b32": 512, "volo_d1": 384,
+            "vgg16_bn": 4096, "convnext_t": 768, "convnext_s": 768, "convnext_b": 1024,
+            "deit_s16": 384, "deit_s16_distilled": 768, "deit_b16_distilled": 1536}  # fmt: skip
     for name, dim in dims.items():
         assert FACTORIES[name]().feature_dim == dim, name
 
 
 def test_tiny_variants_are_small():
-    for name in ("resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny"):
+    for name in [n for n in FACTORIES if n.endswith("_tiny")]:
         variables = shapes(FACTORIES[name]())
         assert n_params(variables["params"]) < 500_000, name
 
@@ -218,7 +213,9 @@ def test_vit_scan_and_remat_match_unscanned():
     np.testing.assert_allclose(apply(unscanned_remat, variables, x), ref, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny"])
+@pytest.mark.parametrize(
+    "name", ["resnet_tiny", "clip_rn_tiny", "vit_tiny", "volo_tiny", "vgg_tiny"]
+)
 def test_bf16_compute_fp32_params(name):
     f32 = FACTORIES[name]()
     bf16 = FACTORIES[name](dtype=jnp.bfloat16)
@@ -270,19 +267,23 @@ def test_resize_posemb():
     np.testing.assert_allclose(posemb.resize_posemb(const, 5, 0), 1.0, rtol=1e-6)
     np.testing.assert_allclose(up[1:].mean(0), pe[1:].mean(0), rtol=1e-5, atol=1e-6)
     assert posemb.split_prefix(65) == (1, 8) and posemb.split_prefix(64) == (0, 8)
+    assert posemb.split_prefix(2 + 14 * 14) == (2, 14)  # DeiT: class and distillation tokens
     with pytest.raises(ValueError, match="square grid"):
         posemb.split_prefix(7)
     with pytest.raises(ValueError, match="unknown resize method"):
         posemb.resize_posemb(pe, 4, 1, method="nearest")
 
 
-@pytest.mark.parametrize("name,rows", [("vit_tiny", 1 + 12 * 12), ("clip_rn_tiny", 1 + 3 * 3)])
+@pytest.mark.parametrize(
+    "name,rows",
+    [("vit_tiny", 1 + 12 * 12), ("deit_tiny", 2 + 12 * 12), ("clip_rn_tiny", 1 + 3 * 3)],
+)
 def test_resize_posembs_moves_a_tower_to_another_resolution(name, rows):
     tower = FACTORIES[name]()
     variables, _ = init(tower, size=64)
     template = shapes(tower, size=96)["params"]
     params = posemb.resize_posembs(variables["params"], template)
-    pos = params["pos_embed"] if name == "vit_tiny" else params["attnpool"]["pos_embed"]
+    pos = params["attnpool"]["pos_embed"] if name == "clip_rn_tiny" else params["pos_embed"]
     assert pos.shape[0] == rows
     assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, template)
     x96 = jnp.ones((1, 96, 96, 3))
@@ -348,3 +349,65 @@ def test_volo_tokens_batchnorm_and_scan():
     np.testing.assert_array_equal(features, cls)
     assert not np.allclose(updates["batch_stats"]["bn1"]["mean"], 0.0)
     np.testing.assert_allclose(features_scanned, features, rtol=1e-5, atol=1e-5)
+
+
+def test_deit_distillation_token():
+    """The distilled DeiT layout: a second prefix token after the class token, and the features
+    are both tokens after the final norm, concatenated."""
+    tower = FACTORIES["deit_tiny"]()
+    variables, x = init(tower)
+    p = variables["params"]
+    assert p["dist"].shape == (64,) and p["pos_embed"].shape == (2 + 64, 64)
+    out = apply(tower, variables, x)
+    assert out.shape == (2, 128) == (2, tower.feature_dim)
+    assert not np.allclose(out[:, :64], out[:, 64:])
+    with pytest.raises(ValueError, match="dist_token"):
+        shapes(vit.ViT(patch_size=8, width=32, depth=1, num_heads=2, dist_token=True, pool="gap"))
+
+
+def test_vgg_layout_and_dropout():
+    tower = FACTORIES["vgg_tiny"]()
+    variables, x = init(tower)
+    p = variables["params"]
+    # torchvision's features indices: conv, BatchNorm, ReLU per convolution, one per pool.
+    assert vgg.feature_indices(vgg.VGG16)[:4] == [0, 3, 6, 7]
+    assert {"features_0", "features_1", "features_4", "features_8"} <= set(p)
+    assert p["classifier_0"]["kernel"].shape == (2 * 2 * 32, 64)
+    assert set(variables["batch_stats"]) == {"features_1", "features_5", "features_9"}
+    step = jax.jit(
+        lambda v, x, k: tower.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": k})
+    )
+    a, _ = step(variables, x, jax.random.key(0))
+    b, _ = step(variables, x, jax.random.key(1))
+    assert not np.allclose(a, b)  # dropout 0.5 in train mode
+    assert np.mean(np.asarray(a) == 0) > 0.4  # ReLU then half the units dropped
+    np.testing.assert_array_equal(apply(tower, variables, x), apply(tower, variables, x))
+
+
+def test_vgg16_bn_at_224_pools_to_7x7():
+    p = shapes(FACTORIES["vgg16_bn"](), size=224)["params"]
+    assert p["classifier_0"]["kernel"].shape == (7 * 7 * 512, 4096)
+    assert p["features_40"]["kernel"].shape == (3, 3, 512, 512)  # the 13th convolution
+
+
+def test_convnext_layout():
+    p = shapes(FACTORIES["convnext_tiny"]())["params"]
+    assert p["stem_conv"]["kernel"].shape == (4, 4, 3, 16)
+    assert "stages0_downsample_conv" not in p  # stage 0 keeps the stem's width and size
+    assert p["stages1_downsample_conv"]["kernel"].shape == (2, 2, 16, 32)
+    block = p["stages3_blocks0"]
+    assert block["conv_dw"]["kernel"].shape == (7, 7, 1, 128)  # depthwise
+    assert block["mlp"]["fc1"]["kernel"].shape == (128, 512)
+    gamma = init(FACTORIES["convnext_tiny"]())[0]["params"]["stages0_blocks0"]["gamma"]
+    np.testing.assert_allclose(gamma, 1e-6, rtol=1e-6)  # timm's layer-scale init
+
+
+def test_adaptive_avg_pool_bins():
+    """torch's AdaptiveAvgPool2d bins: floor(i*n/s) .. ceil((i+1)*n/s) (checked against torch in
+    test_convert.py); identity when the map already has the output size."""
+    x = jnp.arange(2 * 3 * 3 * 1, dtype=jnp.float32).reshape(2, 3, 3, 1)
+    assert layers.adaptive_avg_pool(x, 3) is x
+    up = layers.adaptive_avg_pool(x[:, :2, :2], 3)  # 2 -> 3: bins [0], [0, 1], [1]
+    np.testing.assert_allclose(up[0, :, 0, 0], [0.0, 1.5, 3.0])
+    down = layers.adaptive_avg_pool(x, 2)  # 3 -> 2: bins [0, 1], [1, 2]
+    np.testing.assert_allclose(down[0, 0, 0, 0], np.mean([0, 1, 3, 4]))

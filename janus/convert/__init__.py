@@ -16,9 +16,9 @@ from janus.convert.loading import KeyMismatchError, load_state_dict
 
 
 def _torchvision(sd: Mapping[str, np.ndarray], source: str, **_) -> Converted:
-    from janus.convert.torchvision import convert_resnet
+    from janus.convert.torchvision import convert
 
-    return convert_resnet(sd, source)
+    return convert(sd, source)
 
 
 def _timm(sd, source, *, num_heads=None, scan_layers=False, **_) -> Converted:

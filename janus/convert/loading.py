@@ -143,6 +143,14 @@ def conv_kernel(w: np.ndarray) -> np.ndarray:
     return np.transpose(w, (2, 3, 1, 0))
 
 
+def conv(reader: StateDictReader, prefix: str) -> dict[str, np.ndarray]:
+    """torch Conv2d with bias (``prefix.weight``, ``prefix.bias``) -> flax Conv params."""
+    return {
+        "kernel": conv_kernel(reader.take(f"{prefix}.weight")),
+        "bias": reader.take(f"{prefix}.bias"),
+    }
+
+
 def dense(reader: StateDictReader, prefix: str, bias: bool = True) -> dict[str, np.ndarray]:
     """torch Linear ``prefix.weight [O, I]`` (+ ``prefix.bias``) -> flax Dense params."""
     out = {"kernel": reader.take(f"{prefix}.weight").T}

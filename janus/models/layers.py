@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -58,6 +59,25 @@ def torch_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
     map by one pixel relative to the PyTorch references."""
     p = kernel // 2
     return ((p, p), (p, p))
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+    """torch's ``AdaptiveAvgPool2d(size)`` on ``[B, H, W, C]``: output cell ``i`` averages input
+    rows ``floor(i*H/size) .. ceil((i+1)*H/size) - 1`` (cells overlap or repeat when H is not a
+    multiple of ``size``, e.g. VGG's 7x7 pool over a 2x2 map at 64 px)."""
+
+    def weights(n: int) -> np.ndarray:
+        w = np.zeros((size, n), np.float32)
+        for i in range(size):
+            lo, hi = (i * n) // size, -((-(i + 1) * n) // size)
+            w[i, lo:hi] = 1.0 / (hi - lo)
+        return w
+
+    _, h, w, _ = x.shape
+    if (h, w) == (size, size):
+        return x
+    wh, ww = (jnp.asarray(weights(n), x.dtype) for n in (h, w))
+    return jnp.einsum("ih,jw,bhwc->bijc", wh, ww, x)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:

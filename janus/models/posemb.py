@@ -23,12 +23,14 @@ POSEMB_NAME = "pos_embed"
 
 
 def split_prefix(num_rows: int) -> tuple[int, int]:
-    """-> (prefix tokens, grid side) of a [prefix + side**2, D] embedding (prefix 0 or 1)."""
-    for prefix in (1, 0):
+    """-> (prefix tokens, grid side) of a [prefix + side**2, D] embedding: prefix 0, 1 (class
+    token) or 2 (DeiT's class and distillation tokens). Unambiguous: no two positive squares differ
+    by 1 or 2."""
+    for prefix in (2, 1, 0):
         side = math.isqrt(num_rows - prefix)
         if side > 0 and side * side == num_rows - prefix:
             return prefix, side
-    raise ValueError(f"{num_rows} position rows are not a square grid plus 0 or 1 prefix tokens")
+    raise ValueError(f"{num_rows} position rows are not a square grid plus 0, 1 or 2 prefix tokens")
 
 
 def resize_posemb(

@@ -1,8 +1,8 @@
 """Model registry: image-tower name + loss -> a Classifier or CLIP module.
 
-`TOWERS` merges the `TOWER_FACTORIES` of the tower modules (resnet, clip_resnet, vit, volo); each
-factory takes `dtype` and tower kwargs and returns a flax module with `feature_dim`. The objective
-picks the wrapper (DESIGN.md: CE and VL runs differ only in `loss`):
+`TOWERS` merges the `TOWER_FACTORIES` of the tower modules (resnet, clip_resnet, vit, volo, vgg,
+convnext); each factory takes `dtype` and tower kwargs and returns a flax module with
+`feature_dim`. The objective picks the wrapper (DESIGN.md: CE and VL runs differ only in `loss`):
 
 - `ce`, `multilabel_ce`, `sigmoid` -> `Classifier` (linear head over `num_classes`);
 - `infonce`, `siglip` -> `CLIP` with the CLIP text tower. `embed_dim` defaults to the tower's own
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from janus.losses import CLASSIFICATION_LOSSES, CONTRASTIVE_LOSSES
-from janus.models import clip_resnet, resnet, vit, volo
+from janus.models import clip_resnet, convnext, resnet, vgg, vit, volo
 from janus.models.clip import CLIP, Classifier
 from janus.models.text import TextTransformer
 
@@ -42,6 +42,8 @@ TOWERS: dict[str, Any] = _merge(
     clip_resnet.TOWER_FACTORIES,
     vit.TOWER_FACTORIES,
     volo.TOWER_FACTORIES,
+    vgg.TOWER_FACTORIES,
+    convnext.TOWER_FACTORIES,
 )
 
 DTYPES = {

@@ -8,6 +8,14 @@
   without bias, an extra ``ln_pre`` before the blocks, LayerNorm eps 1e-5, QuickGELU for OpenAI
   weights, and a bias-free projection ``proj`` to the joint embedding width after ``ln_post``.
   Features are the *projected* class token, width ``proj_dim``.
+- DeiT (Touvron et al. 2021) is the timm layout: ``deit_s16``/``deit_b16`` are ``vit_s16``/
+  ``vit_b16`` under DeiT's names (the same module; DeiT differs in its training recipe and
+  weights). The distilled variants (``deit_s16_distilled``, ``deit_b16_distilled``;
+  ``dist_token=True``) add timm's distillation token after the class token (``1 + 1 + N``
+  position rows). Their features are the final-norm'd class and distillation tokens
+  concatenated (``feature_dim = 2 * width``), so one linear head over them equals timm's
+  inference output, the mean of ``head(cls)`` and ``head_dist(dist)`` (`janus.convert.timm`
+  stacks the two heads, halved).
 
 Call: ``tower.apply(variables, images [B, H, W, 3], train) -> features [B, feature_dim]``. The
 position embedding has one row per patch of the image size seen at init (``(H/p) * (W/p)`` plus the
@@ -38,6 +46,7 @@ class ViT(nn.Module):
     mlp_ratio: float = 4.0
     pool: str = "tok"  # "tok" (class token) | "gap" (mean of patch tokens)
     class_token: bool = True
+    dist_token: bool = False  # DeiT's distillation token (see the module docstring)
     ln_pre: bool = False
     patch_bias: bool = True
     proj_dim: int | None = None
@@ -50,7 +59,7 @@ class ViT(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.proj_dim or self.width
+        return self.proj_dim or (2 * self.width if self.dist_token else self.width)
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -59,6 +68,8 @@ class ViT(nn.Module):
             raise ValueError(f"ViT pool must be 'tok' or 'gap', got {self.pool!r}")
         if self.pool == "tok" and not self.class_token:
             raise ValueError("ViT pool='tok' needs class_token=True")
+        if self.dist_token and (self.pool != "tok" or self.proj_dim is not None):
+            raise ValueError("ViT dist_token=True needs pool='tok' and no proj_dim (DeiT's layout)")
         b, h, w, _ = images.shape
         p = self.patch_size
         if h % p or w % p:
@@ -77,7 +88,14 @@ class ViT(nn.Module):
         x = x.reshape(b, -1, self.width)
         if self.class_token:
             cls = self.param("cls", nn.initializers.normal(1e-6), (self.width,), self.param_dtype)
-            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], 1)
+            prefix = [cls]
+            if self.dist_token:
+                init = nn.initializers.truncated_normal(0.02)  # timm's
+                prefix.append(self.param("dist", init, (self.width,), self.param_dtype))
+            prefix = jnp.broadcast_to(
+                jnp.stack(prefix).astype(x.dtype), (b, len(prefix), self.width)
+            )
+            x = jnp.concatenate([prefix, x], 1)
         pos = self.param(
             "pos_embed", nn.initializers.normal(0.02), (x.shape[1], self.width), self.param_dtype
         )
@@ -97,7 +115,9 @@ class ViT(nn.Module):
             param_dtype=self.param_dtype,
             name="encoder",
         )(x)
-        if self.pool == "tok":
+        if self.dist_token:
+            x = norm("norm")(x)[:, :2].reshape(b, 2 * self.width)
+        elif self.pool == "tok":
             x = norm("norm")(x)[:, 0]
         else:
             x = norm("norm")(x[:, int(self.class_token) :].mean(axis=1))
@@ -139,8 +159,16 @@ TOWER_FACTORIES = {
     "vit_b16": vit("b", 16),
     "vit_b32": vit("b", 32),
     "vit_l16": vit("l", 16),
+    # DeiT: the same modules (see the module docstring); the distilled ones with their extra token.
+    "deit_s16": vit("s", 16),
+    "deit_b16": vit("b", 16),
+    "deit_s16_distilled": vit("s", 16, dist_token=True),
+    "deit_b16_distilled": vit("b", 16, dist_token=True),
     # Test / JANuS-mini size: 2 blocks of width 64 on 8x8 patches (64 px -> 64 tokens).
     "vit_tiny": functools.partial(ViT, patch_size=8, width=64, depth=2, num_heads=2),
+    "deit_tiny": functools.partial(
+        ViT, patch_size=8, width=64, depth=2, num_heads=2, dist_token=True
+    ),
     # open_clip ViT-B-32 / ViT-B-16 (OpenAI layout, 512-d joint embedding).
     "clip_vit_b32": vit("b", 32, proj_dim=512, **CLIP_VIT_LAYOUT),
     "clip_vit_b16": vit("b", 16, proj_dim=512, **CLIP_VIT_LAYOUT),
