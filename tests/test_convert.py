@@ -304,6 +304,89 @@ def test_parity_open_clip(vision, activation):
     assert_clip_parity(ref, converted)
 
 
+def randomize_params(module, names=("gamma", "bias")):
+    """Non-trivial layer scales and biases (timm initialises ConvNeXt's gamma to 1e-6 and biases
+    to 0, which would hide a wrong mapping of the residual branch)."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.rsplit(".", 1)[-1] in names:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return module.eval()
+
+
+def assert_parity(ref, family, name, size=64, **convert_kw):
+    """Reference logits vs the converted janus classifier's; the torch model is freed before the
+    janus one is built (VGG-16 is 138M parameters)."""
+    x, xj = images(size=size)
+    with torch.no_grad():
+        want = ref(x).numpy()
+    sd = state_dict(ref)
+    del ref
+    converted = convert_state_dict(family, sd, **convert_kw)
+    del sd
+    assert converted.name == name and converted.loss == "ce"
+    assert_close(run_classifier(converted, xj), want)
+
+
+def test_parity_torchvision_vgg16_bn():
+    """The full VGG-16-BN at 64 px: 2x2 maps before torch's AdaptiveAvgPool2d(7), so the pool
+    repeats cells and fc6's (C, H, W) -> (H, W, C) row permutation is exercised."""
+    ref = randomize_bn(randomize_params(torchvision.models.vgg16_bn(), names=("bias",)))
+    assert_parity(ref, "torchvision", "vgg16_bn")
+
+
+def test_parity_timm_convnext_t():
+    ref = randomize_params(timm.create_model("convnext_tiny", pretrained=False))
+    assert_parity(ref, "timm", "convnext_t")
+
+
+def test_parity_timm_deit_s16_distilled():
+    """DeiT-S distilled (scanned, 64 px): timm's inference output is the mean of its two heads."""
+    ref = timm.create_model("deit_small_distilled_patch16_224", pretrained=False, img_size=64)
+    ref = randomize_params(ref, names=("bias",))
+    assert_parity(ref, "timm", "deit_s16_distilled", scan_layers=True)
+
+
+@pytest.mark.parametrize("size", [7, 10, 13])
+def test_adaptive_avg_pool_matches_torch(size):
+    from janus.models.layers import adaptive_avg_pool
+
+    x = torch.randn(2, 4, size, size + 2, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.AdaptiveAvgPool2d(7)(x).permute(0, 2, 3, 1).numpy()
+    got = adaptive_avg_pool(jnp.asarray(x.permute(0, 2, 3, 1).numpy()), 7)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "timm_name,name",
+    [
+        ("convnext_small", "convnext_s"),
+        ("convnext_base", "convnext_b"),
+        ("deit_small_patch16_224", "vit_s16"),  # the same module as deit_s16
+        ("deit_base_distilled_patch16_224", "deit_b16_distilled"),
+    ],
+)
+def test_layout_timm_large(timm_name, name):
+    """Full-size timm state dicts (shapes only) convert onto the registry tower with every key
+    used and every leaf's shape checked against create_model's."""
+    with torch.device("meta"):
+        ref = timm.create_model(timm_name, pretrained=False)
+    converted = convert_state_dict("timm", zero_state_dict(ref))
+    assert (converted.name, converted.tower_kwargs, converted.image_size) == (name, {}, 224)
+    build_checked(converted)
+
+
+def test_unsupported_vgg_and_convnext_are_named():
+    with torch.device("meta"):
+        plain_vgg = torchvision.models.vgg16()  # no BatchNorm: other features indices
+        small = timm.create_model("convnext_atto", pretrained=False)
+    with pytest.raises(ValueError, match="not a janus VGG.*without BatchNorm"):
+        convert_state_dict("torchvision", zero_state_dict(plain_vgg))
+    with pytest.raises(ValueError, match=r"ConvNeXt with depths \(2, 2, 6, 2\)"):
+        convert_state_dict("timm", zero_state_dict(small))
+
+
 # --- safe loading, errors, checkpoint round trip
 # -----------------------------------------------------
 

@@ -18,9 +18,29 @@ DESIGN_NAMES = [
     "clip_rn101",
     "clip_rn50x4",
     *(f"vit_{s}" for s in ("ti16", "s16", "s32", "b16", "b32", "l16")),
+    # The architectures the paper names (issue 12).
+    "vgg16_bn",
+    *(f"convnext_{s}" for s in ("t", "s", "b")),
+    *(f"deit_{s}16{d}" for s in ("s", "b") for d in ("", "_distilled")),
     "resnet_tiny",
     "clip_rn_tiny",
     "vit_tiny",
+    "vgg_tiny",
+    "convnext_tiny",
+    "deit_tiny",
+]
+# Parameter counts of the CE models (tower + 1000-way head) against the PyTorch references that
+# define them, instantiated in the test (never from memory). timm's distilled DeiTs have two
+# heads (`head`, `head_dist`); janus has one head over both tokens' features, so one bias fewer.
+REFERENCES = [
+    ("vgg16_bn", "torchvision", "vgg16_bn", 0),
+    ("convnext_t", "timm", "convnext_tiny", 0),
+    ("convnext_s", "timm", "convnext_small", 0),
+    ("convnext_b", "timm", "convnext_base", 0),
+    ("deit_s16", "timm", "deit_small_patch16_224", 0),
+    ("deit_b16", "timm", "deit_base_patch16_224", 0),
+    ("deit_s16_distilled", "timm", "deit_small_distilled_patch16_224", 1000),
+    ("deit_b16_distilled", "timm", "deit_base_distilled_patch16_224", 1000),
 ]
 VOLO_NAMES = ["volo_d1", "volo_tiny"]
 
@@ -56,6 +76,45 @@ def test_every_tower_builds_for_both_objectives(name):
     # clip_* towers end in CLIP's own projection; others get one to 512.
     assert vl.project_image == (not name.startswith("clip_"))
     assert vl.text_tower.output_dim == vl.embed_dim
+
+
+@pytest.mark.parametrize("name,library,ref_name,fewer", REFERENCES)
+def test_parameter_counts_match_references(name, library, ref_name, fewer):
+    torch = pytest.importorskip("torch", reason="the references need the torch extra")
+    lib = pytest.importorskip(library, reason=f"the reference needs {library} (torch extra)")
+    with torch.device("meta"):  # shapes only
+        ref = (
+            lib.models.__dict__[ref_name]()
+            if library == "torchvision"
+            else lib.create_model(ref_name, pretrained=False)
+        )
+    want = sum(p.numel() for p in ref.parameters()) - fewer
+    model = create_model(name, "ce")
+    shapes = jax.eval_shape(lambda: init_variables(model, 0, 224))
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == want
+
+
+@pytest.mark.parametrize("name", ["vgg_tiny", "convnext_tiny", "deit_tiny"])
+def test_new_towers_train_with_both_objectives(name):
+    """One training-mode forward of each paper architecture (test size) with the CE head and as
+    the image tower of a CLIP two-tower model (projection to embed_dim)."""
+    x, t = _images(size=32), _tokens()
+    ce = create_model(name, "ce", num_classes=10)
+    vl = create_model(name, "infonce", text=TINY_TEXT, embed_dim=32)
+
+    @jax.jit  # one compile for both inits and both forwards
+    def run(key):
+        v_ce = init_variables(ce, key, 32)
+        v_vl = init_variables(vl, key, 32, context_length=8)
+        train = dict(train=True, mutable=["batch_stats"], rngs={"dropout": key})
+        projection = v_vl["params"]["image_projection"]["kernel"]
+        return ce.apply(v_ce, x, **train)[0], vl.apply(v_vl, x, t, **train)[0], projection
+
+    logits, out, projection = run(fast_key(0))
+    assert projection.shape == (vl.image_tower.feature_dim, 32)
+    assert logits.shape == (4, 10) and np.all(np.isfinite(logits))
+    assert out["image_emb"].shape == out["text_emb"].shape == (4, 32)
+    np.testing.assert_allclose(jnp.linalg.norm(out["image_emb"], axis=-1), 1.0, rtol=1e-5)
 
 
 def test_clip_rn50_matches_openai_layout_without_init():
