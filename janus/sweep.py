@@ -1,9 +1,11 @@
 """Run a study: the sweep a config file declares, one run after another, then the report.
 
-    python -m janus.sweep CONFIG --root ROOT [--print] [--only N] [--dry_run] [-- FLAGS...]
+    python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--print] [--only N] [--dry_run] [-- FLAGS]
 
 CONFIG is a config file with `get_config(arg)` and `get_sweep()`, the list of its runs' sweep
-arguments (`["loss=ce,scale=1,data=curated", ...]`; configs/mini_study.py). Run i trains
+arguments (`["loss=ce,scale=1,data=curated", ...]`; configs/mini_study.py). `CONFIG:VARIANT`
+calls `get_sweep(VARIANT)` instead, for a config that declares more than one sweep (e.g.
+`configs/arch.py:mini`, its smoke-test sweep on JANuS-mini). Run i trains
 `python -m janus.main --config=CONFIG:ARG_i --workdir=ROOT/NAME_i FLAGS...`, where NAME_i is
 `run_name(ARG_i)` (`loss=ce,scale=1` -> `loss-ce_scale-1`) and FLAGS are the janus.main flags
 given after `--` (the same for every run, e.g. `--config.total_steps=10`).
@@ -57,12 +59,20 @@ class Run:
         return shlex.join(self.argv)
 
 
-def load_sweep(config_path: str) -> list[str]:
-    """`get_sweep()` of a config file: its runs' sweep arguments."""
+def load_sweep(config_path: str, variant: str | None = None) -> list[str]:
+    """`get_sweep()` (or `get_sweep(variant)`) of a config file: its runs' sweep arguments."""
     module = config_lib.load_config_module(config_path)
     if not callable(getattr(module, "get_sweep", None)):
         raise ValueError(f"{config_path} declares no sweep: it needs a get_sweep() function")
-    args = list(module.get_sweep())
+    if variant is None:
+        args = list(module.get_sweep())
+    else:
+        try:
+            args = list(module.get_sweep(variant))
+        except TypeError as e:
+            raise ValueError(
+                f"{config_path}:{variant}: its get_sweep() takes no variant ({e})"
+            ) from e
     if not args or not all(isinstance(a, str) for a in args):
         raise ValueError(f"{config_path}: get_sweep() must return a non-empty list of strings")
     return args
@@ -178,19 +188,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m janus.sweep",
         description=__doc__.split("\n\n")[0],
-        usage="python -m janus.sweep CONFIG --root ROOT [--print] [--only N] [--dry_run] "
-        "[-- janus.main flags]",
+        usage="python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--print] [--only N] "
+        "[--dry_run] [-- janus.main flags]",
     )
-    p.add_argument("config", help="config file with get_config(arg) and get_sweep()")
+    p.add_argument(
+        "config",
+        help="config file with get_config(arg) and get_sweep(); CONFIG:VARIANT for "
+        "get_sweep(VARIANT)",
+    )
     p.add_argument("--root", required=True, help="folder of the runs' workdirs (and report/)")
     p.add_argument("--print", action="store_true", help="only print one command per run")
     p.add_argument("--only", type=int, default=None, metavar="N", help="only the N-th run")
     p.add_argument("--dry_run", action="store_true", help="show each run's state and command")
     args = p.parse_args(argv)
-    if ":" in os.path.basename(args.config):
-        p.error(f"CONFIG is a file ({args.config!r}): the runs' arguments come from get_sweep()")
+    config, variant = args.config, None
+    if ":" in os.path.basename(config):
+        config, variant = config.rsplit(":", 1)
     try:
-        runs = plan(args.config, load_sweep(args.config), args.root, flags)
+        runs = plan(config, load_sweep(config, variant), args.root, flags)
     except (OSError, ValueError) as e:
         print(f"janus.sweep: {e}", file=sys.stderr)
         return 2

@@ -160,3 +160,54 @@ def test_run_names_are_readable_and_must_be_unique(tmp_path):
     with pytest.raises(ValueError, match="needs a get_sweep"):
         sweep.load_sweep(str(tmp_path / "plain.py"))
     assert sweep.main([f"{tmp_path / 'plain.py'}", "--root", "r"]) == 2
+
+
+def _load_config(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("janus_test_config", REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arch_config_lists_the_paper_grid_and_the_mini_smoke_test(capsys):
+    """configs/arch.py: the named towers x {ce, infonce} on IN100, and with `:mini` the same
+    families at test size on JANuS-mini; every run's config names a registered tower that builds
+    with its objective."""
+    from janus.models import create_model, image_tower_names
+
+    config = str(REPO / "configs" / "arch.py")
+    assert sweep.main([config, "--root", "runs/arch", "--print"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    models = ["vgg16_bn", "convnext_t", "convnext_s", "convnext_b", "volo_d1", "deit_s16",
+              "deit_b16", "clip_rn50"]  # fmt: skip
+    assert len(lines) == 2 * len(models)
+    assert lines[0] == shlex.join(
+        ["python", "-m", "janus.main", f"--config={config}:model=vgg16_bn,loss=ce",
+         "--workdir=runs/arch/model-vgg16_bn_loss-ce"]
+    )  # fmt: skip
+    assert sweep.main([f"{config}:mini", "--root", "runs/arch_mini", "--dry_run"]) == 0
+    mini = capsys.readouterr().out.splitlines()
+    assert len(mini) == 10 and all(" (new): " in line for line in mini)
+    assert "setup-mini_model-vgg_tiny_loss-ce" in mini[0]
+
+    arch = _load_config("configs/arch.py")
+    for arg in arch.get_sweep() + arch.get_sweep("mini"):
+        c = arch.get_config(arg)
+        assert c.model.name in image_tower_names(), arg
+        create_model(c.model.name, c.loss, text=c.model.text)  # builds (no init)
+        if "setup=mini" in arg:
+            assert (c.label_set, c.input.resolution, c.data.prepare) == ("mini25", 64, "mini")
+        else:
+            assert (c.label_set, c.input.resolution, c.optimizer.clip_norm) == ("in100", 224, 1.0)
+            assert c.data.train == c.data.budget_reference == "data/in100"
+
+
+def test_sweep_variant_errors(tmp_path, capsys):
+    config = str(REPO / "configs" / "arch.py")
+    assert sweep.main([f"{config}:big", "--root", "r", "--print"]) == 2
+    assert "has no sweep 'big'; known: mini" in capsys.readouterr().err
+    (tmp_path / "one.py").write_text("def get_sweep():\n    return ['seed=0']\n")
+    assert sweep.main([f"{tmp_path / 'one.py'}:mini", "--root", "r", "--print"]) == 2
+    assert "get_sweep() takes no variant" in capsys.readouterr().err
