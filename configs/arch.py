@@ -45,7 +45,6 @@ every tower trains and evaluates with both objectives; the towers are too small 
 about the paper's question.
 """
 
-import importlib.util
 import os
 
 from janus import config as config_lib
@@ -66,22 +65,15 @@ MINI_MODELS = ("vgg_tiny", "convnext_tiny", "volo_tiny", "deit_tiny", "clip_rn_t
 SETUPS = ("paper", "mini")
 
 
-def _mini():
-    """configs/mini.py, loaded from beside this file (configs/ is not a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
-    spec = importlib.util.spec_from_file_location("janus_configs_mini", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(arg=None):
     args = config_lib.parse_sweep_arg(arg)
     setup = str(args.pop("setup", "paper"))
     if setup not in SETUPS:
         raise config_lib.ConfigError(f"config argument setup={setup!r}; known: {SETUPS}")
     if setup == "mini":
-        return _mini().get_config(",".join(f"{k}={v}" for k, v in args.items()))
+        mini = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
+        rest = ",".join(f"{k}={v}" for k, v in args.items())
+        return config_lib.load_config_module(mini).get_config(rest)
     c = config_lib.paper_config()  # label set in100, data/in100
     c.data.budget_reference = "data/in100"  # scale=1/4 is a quarter of IN100's examples
     c.optimizer.clip_norm = 1.0

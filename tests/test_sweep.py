@@ -162,19 +162,11 @@ def test_run_names_are_readable_and_must_be_unique(tmp_path):
     assert sweep.main([f"{tmp_path / 'plain.py'}", "--root", "r"]) == 2
 
 
-def _load_config(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("janus_test_config", REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_arch_config_lists_the_paper_grid_and_the_mini_smoke_test(capsys):
     """configs/arch.py: the named towers x {ce, infonce} on IN100, and with `:mini` the same
     families at test size on JANuS-mini; every run's config names a registered tower that builds
     with its objective."""
+    from janus import config as config_lib
     from janus.models import create_model, image_tower_names
 
     config = str(REPO / "configs" / "arch.py")
@@ -192,7 +184,7 @@ def test_arch_config_lists_the_paper_grid_and_the_mini_smoke_test(capsys):
     assert len(mini) == 10 and all(" (new): " in line for line in mini)
     assert "setup-mini_model-vgg_tiny_loss-ce" in mini[0]
 
-    arch = _load_config("configs/arch.py")
+    arch = config_lib.load_config_module(config)
     for arg in arch.get_sweep() + arch.get_sweep("mini"):
         c = arch.get_config(arg)
         assert c.model.name in image_tower_names(), arg
