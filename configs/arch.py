@@ -39,10 +39,13 @@ val accuracy, ConvNeXt and the larger models above the smaller ones; its figures
 ImageNet-1k checkpoints, so the values at this budget are not known, and they have not been
 reproduced with this code (no accelerator on the development VM).
 `:mini` runs each architecture family's test-size tower (vgg_tiny, convnext_tiny, volo_tiny,
-deit_tiny, clip_rn_tiny) x {ce, infonce} on JANuS-mini with configs/mini.py's recipe: 10 runs of
-~1-2 min on a 2-core CPU, plus building JANuS-mini in the first (README Quickstart). It checks that
-every tower trains and evaluates with both objectives; the towers are too small to say anything
-about the paper's question.
+deit_tiny, clip_rn_tiny) x {ce, infonce} on JANuS-mini with configs/mini.py's recipe cut to 100
+steps (`steps=100` in each run's argument): a smoke test that every tower trains and evaluates with
+both objectives; the towers are too small to say anything about the paper's question. Measured
+(2026-11-30, the 2-core CPU VM shared with other jobs, load average ~19): building JANuS-mini in
+the first run 511 s; training at 0.5 s per step (vgg_tiny, ce), 0.9 (deit_tiny, ce) and 2.9
+(convnext_tiny, infonce: XLA's CPU depthwise convolutions are slow), so roughly 30-40 min for
+the 10 runs there, less on an idle machine.
 """
 
 import os
@@ -87,4 +90,4 @@ def get_sweep(variant=None):
         return [f"model={m},loss={loss}" for m in MODELS for loss in LOSSES]
     if variant != "mini":
         raise ValueError(f"configs/arch.py has no sweep {variant!r}; known: mini")
-    return [f"setup=mini,model={m},loss={loss}" for m in MINI_MODELS for loss in LOSSES]
+    return [f"setup=mini,model={m},loss={loss},steps=100" for m in MINI_MODELS for loss in LOSSES]

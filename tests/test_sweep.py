@@ -182,7 +182,7 @@ def test_arch_config_lists_the_paper_grid_and_the_mini_smoke_test(capsys):
     assert sweep.main([f"{config}:mini", "--root", "runs/arch_mini", "--dry_run"]) == 0
     mini = capsys.readouterr().out.splitlines()
     assert len(mini) == 10 and all(" (new): " in line for line in mini)
-    assert "setup-mini_model-vgg_tiny_loss-ce" in mini[0]
+    assert "setup-mini_model-vgg_tiny_loss-ce_steps-100" in mini[0]
 
     arch = config_lib.load_config_module(config)
     for arg in arch.get_sweep() + arch.get_sweep("mini"):
@@ -191,6 +191,7 @@ def test_arch_config_lists_the_paper_grid_and_the_mini_smoke_test(capsys):
         create_model(c.model.name, c.loss, text=c.model.text)  # builds (no init)
         if "setup=mini" in arg:
             assert (c.label_set, c.input.resolution, c.data.prepare) == ("mini25", 64, "mini")
+            assert (c.total_steps, c.total_epochs) == (100, None)
         else:
             assert (c.label_set, c.input.resolution, c.optimizer.clip_norm) == ("in100", 224, 1.0)
             assert c.data.train == c.data.budget_reference == "data/in100"
