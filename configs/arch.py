@@ -23,17 +23,18 @@ Recipe: the paper's for every tower (AdamW 5e-4, wd 0.2, cosine, 2000 warmup ste
 epochs, 224 px, SimCLR augmentation) with global-norm clipping at 1.0, which the transformers
 trained from scratch need (configs/vit_s16.py), on every run so that only the tower changes.
 Hardware it is sized for: 8 accelerators with >= 40 GB each (8x A100-40GB/80GB, H100; a TPU
-v4-8 or larger), 64 images of 224 px per device in float32; VGG-16-BN, ConvNeXt-B and DeiT-B
-activations at 64 images per device want the 80 GB parts, or
-`--config.model.dtype=bfloat16`, or shard with `--config.sharding=fsdp`.
+v4-8 or larger), 64 images of 224 px per device in float32. The largest activations (VGG-16-BN,
+ConvNeXt-B, DeiT-B) should take roughly 15-30 GB per device at that batch (an estimate, not
+measured here); with less memory use `--config.model.dtype=bfloat16` or
+`--config.sharding=fsdp --config.mesh="(('data',-1),('fsdp',8))"`.
 Expected cost (an estimate, not measured): training FLOPs per image per step at 224 px from XLA's
 cost analysis (`python benchmarks/train_step.py --flops MODEL:LOSS`; benchmarks/RESULTS.md,
-Training step), CE / VL (VL adds the text tower): vgg16_bn 90 / 108 GFLOP, convnext_t 27 / 45,
-convnext_s 52 / 70, convnext_b 92 / 110, volo_d1 41 / 59, deit_s16 28 / 46, deit_b16 105 / 123,
-clip_rn50 34 / 52. A run sees 256 epochs x ~126k = 32M images, so the 16 runs cost ~4.7e19 FLOP
-(1,457 GFLOP per image summed over the runs x 32M); at an assumed 30% of eight A100s' 156 TF32
-TFLOP/s (~370 TFLOP/s) that is ~35 h of 8-GPU time, from ~0.7 h (convnext_t CE) to ~3 h (deit_b16
-VL) per run, if the input pipeline keeps up (~10k JPEG decodes/s).
+Training step), CE / VL (VL adds the text tower): vgg16_bn 90 / 108 GFLOP, convnext_t 27 / 46,
+convnext_s 53 / 71, convnext_b 94 / 112, volo_d1 42 / 60, deit_s16 28 / 46, deit_b16 106 / 124,
+clip_rn50 34 / 52. A run sees 256 epochs x ~126k = 32M images, so the 16 runs cost ~3.5e19 FLOP
+(1,093 GFLOP per image summed over the runs x 32M); at an assumed 30% of eight A100s' 156 TF32
+TFLOP/s (~370 TFLOP/s) that is ~26 h of 8-GPU time, from ~0.7 h (convnext_t CE) to ~3 h (deit_b16
+VL) per run, if the input pipeline keeps up (~10k JPEG decodes/s: --config.data.worker_count).
 Expected result: the paper's ordering, VOLO-D1 the most robust and VGG-16-BN the least at a given
 val accuracy, ConvNeXt and the larger models above the smaller ones; its figures come from public
 ImageNet-1k checkpoints, so the values at this budget are not known, and they have not been
