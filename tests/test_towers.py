@@ -351,6 +351,10 @@ def test_volo_tokens_batchnorm_and_scan():
     np.testing.assert_allclose(features_scanned, features, rtol=1e-5, atol=1e-5)
 
 
+# --- DeiT, VGG, ConvNeXt
+# ------------------------------------------------------------------------------
+
+
 def test_deit_distillation_token():
     """The distilled DeiT layout: a second prefix token after the class token, and the features
     are both tokens after the final norm, concatenated."""
