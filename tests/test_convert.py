@@ -41,8 +41,10 @@ def janus_count(name, loss, size=224, **kw) -> int:
     return n_params(v["params"])
 
 
-def state_dict(module) -> dict:
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+def state_dict(module, copy: bool = True) -> dict:
+    """NumPy copies of the tensors (`copy=False`: views sharing the torch model's memory)."""
+    sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    return {k: v.copy() for k, v in sd.items()} if copy else sd
 
 
 def randomize_bn(module):
@@ -316,15 +318,13 @@ def randomize_params(module, names=("gamma", "bias")):
 
 
 def assert_parity(ref, family, name, size=64, **convert_kw):
-    """Reference logits vs the converted janus classifier's; the torch model is freed before the
-    janus one is built (VGG-16 is 138M parameters)."""
+    """Reference logits vs the converted janus classifier's, from views of the torch model's
+    tensors rather than copies (VGG-16 is 138M parameters)."""
     x, xj = images(size=size)
     with torch.no_grad():
         want = ref(x).numpy()
-    sd = state_dict(ref)
-    del ref
-    converted = convert_state_dict(family, sd, **convert_kw)
-    del sd
+    converted = convert_state_dict(family, state_dict(ref, copy=False), **convert_kw)
+    del ref  # the converted arrays still hold its memory, but not twice
     assert converted.name == name and converted.loss == "ce"
     assert_close(run_classifier(converted, xj), want)
 
