@@ -27,6 +27,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 CHECKPOINTS = "checkpoints"
+# <workdir>/zeroshot/: a fine-tuning run's starting model (janus.finetune), in the training layout
+# (checkpoints/0): the zero-shot end of the WiSE-FT interpolation (janus.evaluate --wise).
+ZEROSHOT_ENDPOINT = "zeroshot"
 
 
 def _absolute(path: str | os.PathLike) -> epath.Path:
@@ -220,6 +223,11 @@ def _flat(tree, prefix=()):
             out.update(_flat(v, prefix + (str(k),)))
         return out
     return {"/".join(prefix): tree}
+
+
+def flat_paths(tree) -> list[str]:
+    """The 'a/b/c' paths of a nested mapping's leaves (as `merge_params` names them)."""
+    return list(_flat(tree))
 
 
 def merge_params(fresh: Mapping, loaded: Mapping, include: str = ".*", exclude: str = ""):

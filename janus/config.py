@@ -441,7 +441,18 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "mesh": (list, tuple),
     "sharding": (str,),
     "stop_after_steps": _OPT_INT,
+    # Optional: only configs/finetune.py has this section (FINETUNE_MODES; validate_finetune).
+    "finetune": (Mapping,),
+    "finetune.mode": (str,),
+    "finetune.lp_fraction": _NUM,
+    "finetune.lp_lr": _NUM,
+    "finetune.templates": (str,),
+    "finetune.class_names": (str,),
 }
+# finetune.mode: ft = the whole model at optimizer.lr; lp = a linear probe (the head only, at
+# finetune.lp_lr); lpft = lp for finetune.lp_fraction of the run, then ft (Kumar et al. 2022).
+# janus.finetune.optimizer_plan turns the mode into the optimizer's settings.
+FINETUNE_MODES = ("ft", "lp", "lpft")
 DATA_RECIPES = ("mini",)  # data.prepare values
 FREE_FORM = ("model", "evals")  # sub-keys not listed in SCHEMA are allowed here
 OPTIMIZERS = ("adamw", "sgd", "lamb")
@@ -677,6 +688,8 @@ def validate(
             build_pp(d["input"]["pp"])
         except (ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ConfigError(f"config field 'input.pp' = {d['input']['pp']!r}: {e}") from e
+    if d.get("finetune") is not None:
+        _validate_finetune(d)
     if data_recipe(d) not in (None, *DATA_RECIPES):
         raise ConfigError(
             f"config field 'data.prepare' = {d['data']['prepare']!r}; known: {DATA_RECIPES} or none"
@@ -695,6 +708,37 @@ def validate(
                 )
             if weight <= 0:
                 raise ConfigError(f"config field {where!r}: weight {weight} must be > 0")
+
+
+def _validate_finetune(d: Mapping) -> None:
+    """The finetune section (configs/finetune.py): a CE classifier over a CLIP checkpoint's image
+    embedding (model.clip_head), initialised from checkpoint.init_from."""
+    f = d["finetune"]
+    missing = [
+        k for k in ("mode", "lp_fraction", "lp_lr", "templates", "class_names") if k not in f
+    ]
+    if missing:
+        raise ConfigError(f"config section 'finetune' lacks {missing}")
+    mode = f["mode"]
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"config field 'finetune.mode' = {mode!r}; known: {FINETUNE_MODES}")
+    if d["loss"] not in LOSSES_CE or not (d["model"] or {}).get("clip_head"):
+        raise ConfigError(
+            "fine-tuning (config section 'finetune') trains a classifier over CLIP's image "
+            f"embedding: it needs a CE-family loss (loss = {d['loss']!r}) and model.clip_head = "
+            f"True (model.clip_head = {(d['model'] or {}).get('clip_head')!r})"
+        )
+    if not d["checkpoint"]["init_from"]:
+        raise ConfigError(
+            "config field 'checkpoint.init_from' must name the CLIP checkpoint to fine-tune "
+            "(configs/finetune.py:clip=DIR)"
+        )
+    if not 0 < f["lp_fraction"] < 1:
+        raise ConfigError(
+            f"config field 'finetune.lp_fraction' = {f['lp_fraction']!r} must be in (0, 1)"
+        )
+    if not f["lp_lr"] > 0 or not math.isfinite(f["lp_lr"]):
+        raise ConfigError(f"config field 'finetune.lp_lr' = {f['lp_lr']!r} must be > 0")
 
 
 def data_recipe(config) -> str | None:

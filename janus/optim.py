@@ -11,6 +11,8 @@
   train step (microbatch gradients averaged before one update), so the optimizer sees the global
   batch.
   The train step also keeps the BatchNorm statistics under `freeze` unchanged (`frozen_mask`).
+  LP-FT (`frozen_steps`): the freeze holds for a first phase only, then a fresh optimizer trains
+  everything (`switch_at`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from janus.config import SCHEDULES
@@ -67,8 +70,54 @@ def decay_mask(params, patterns: Sequence[str] | str):
     )
 
 
-def make_optimizer(opt, total_steps: int, warmup_steps: int):
-    """-> (optax.GradientTransformation, schedule)."""
+def make_optimizer(
+    opt, total_steps: int, warmup_steps: int, *, frozen_steps: int = 0, frozen_lr: float = 0.0
+):
+    """-> (optax.GradientTransformation, schedule).
+
+    frozen_steps > 0 (LP-FT): `optimizer.freeze` holds only for the first `frozen_steps` steps,
+    trained with peak lr `frozen_lr` and no warmup; then a fresh optimizer (new moments, its own
+    warmup and schedule over the remaining steps, peak `opt["lr"]`) trains every parameter."""
+    if frozen_steps:
+        if not 0 < frozen_steps < total_steps:
+            raise ValueError(f"frozen_steps = {frozen_steps} must be in (0, {total_steps})")
+        first, first_lr = _make_optimizer(
+            {**opt, "lr": frozen_lr, "warmup_steps": 0}, frozen_steps, 0
+        )
+        rest = total_steps - frozen_steps
+        second, second_lr = _make_optimizer({**opt, "freeze": ""}, rest, min(warmup_steps, rest))
+        schedule = optax.join_schedules([first_lr, second_lr], [frozen_steps])
+        return switch_at(first, second, frozen_steps), schedule
+    return _make_optimizer(opt, total_steps, warmup_steps)
+
+
+def switch_at(first, second, boundary: int) -> optax.GradientTransformation:
+    """`first` for the first `boundary` updates, then `second` (whose state starts fresh then:
+    it is only updated from that step on, so its schedule counts from 0)."""
+
+    def init(params):
+        return {
+            "count": jnp.zeros((), jnp.int32),
+            "first": first.init(params),
+            "second": second.init(params),
+        }
+
+    def update(grads, state, params=None):
+        def run_first():
+            updates, new = first.update(grads, state["first"], params)
+            return updates, {**state, "first": new}
+
+        def run_second():
+            updates, new = second.update(grads, state["second"], params)
+            return updates, {**state, "second": new}
+
+        updates, new_state = jax.lax.cond(state["count"] < boundary, run_first, run_second)
+        return updates, {**new_state, "count": state["count"] + 1}
+
+    return optax.GradientTransformation(init, update)
+
+
+def _make_optimizer(opt, total_steps: int, warmup_steps: int):
     schedule = make_schedule(opt, total_steps, warmup_steps)
     wd = float(opt["weight_decay"])
     patterns = opt["no_decay"]

@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -45,6 +46,7 @@ from clu import metrics as clu_metrics
 
 from janus import checkpoint as ckpt_lib
 from janus import config as config_lib
+from janus import finetune as finetune_lib
 from janus import metric_writer as mw
 from janus import optim
 from janus import train_step as step_lib
@@ -292,17 +294,41 @@ def _init_from(state, config, shardings):
         fresh, loaded, config.checkpoint.init_include, config.checkpoint.init_exclude
     )
 
-    def place(new, old, sh):
-        if new is old:
-            return old
-        new = np.asarray(new)
-        return jax.make_array_from_callback(new.shape, sh, lambda idx: new[idx])
-
     for k in merged:
-        state[k] = jax.tree.map(place, merged[k], fresh[k], shardings[k])
+        state[k] = jax.tree.map(_place, merged[k], fresh[k], shardings[k])
     if jax.process_index() == 0:
         mw.say(f"init_from {config.checkpoint.init_from}: took {len(taken)} arrays")
     return state, taken
+
+
+def _place(new, old, sharding):
+    """A host array as a global jax array in `sharding` (`old` itself when unchanged)."""
+    if new is old:
+        return old
+    new = np.asarray(new)
+    return jax.make_array_from_callback(new.shape, sharding, lambda idx: new[idx])
+
+
+def _start_finetune(state, taken, config, shardings, workdir, resolved):
+    """Fine-tuning a CLIP (janus.finetune): checks that the image side came from
+    checkpoint.init_from, sets the zero-shot head and saves this starting model as the WiSE-FT
+    zero-shot endpoint <workdir>/zeroshot/. -> state."""
+    clip = finetune_lib.load_clip(config.checkpoint.init_from)
+    variables = {k: state[k] for k in ("params", "batch_stats") if k in state}
+    finetune_lib.check_image_side_taken(config, clip[0], variables, taken)
+    head = finetune_lib.zeroshot_head(config, clip, state["params"]["head"]["kernel"].shape[-1])
+    variables["params"] = state["params"] = {
+        **state["params"],
+        "head": jax.tree.map(_place, head, state["params"]["head"], shardings["params"]["head"]),
+    }
+    endpoint = finetune_lib.zeroshot_endpoint(workdir)
+    if jax.process_index() == 0 and os.path.isdir(endpoint):
+        shutil.rmtree(endpoint)  # a start that died before its first checkpoint: redo it
+    _sync_processes("zeroshot endpoint removed")
+    ckpt_lib.save_for_inference(endpoint, 0, resolved, variables)
+    if jax.process_index() == 0:
+        mw.say(f"zero-shot head of {config.checkpoint.init_from}; start saved to {endpoint}")
+    return state
 
 
 def train_and_evaluate(
@@ -358,7 +384,15 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         logging.warning("checkpoint.keep_every is not a multiple of checkpoint.every_steps")
 
     model = step_lib.build_model(config)
-    tx, schedule = optim.make_optimizer(config.optimizer, total, dur.warmup_steps)
+    # finetune.mode lp / lpft: the image side frozen for the run / its first frozen_steps.
+    opt, frozen_steps = finetune_lib.optimizer_plan(config, total)
+    tx, schedule = optim.make_optimizer(
+        opt,
+        total,
+        dur.warmup_steps,
+        frozen_steps=frozen_steps,
+        frozen_lr=config.finetune.lp_lr if frozen_steps else 0.0,
+    )
     init_fn = step_lib.make_init_fn(model, tx, config)
     abstract = jax.eval_shape(init_fn)
     shardings = sharding_lib.param_shardings(abstract, mesh, config.sharding)
@@ -404,7 +438,9 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         with jax.set_mesh(mesh):
             state = jax.jit(init_fn, out_shardings=shardings)()
         if config.checkpoint.init_from:
-            state, _ = _init_from(state, config, shardings)
+            state, taken = _init_from(state, config, shardings)
+            if finetune_lib.is_finetune(config):
+                state = _start_finetune(state, taken, config, shardings, workdir, resolved)
             state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(
                 state["params"]
             )
@@ -437,7 +473,8 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         class_mask=step_lib.class_mask_for(config),
         label_smoothing=config.label_smoothing,
         grad_accum_steps=config.optimizer.grad_accum_steps,
-        freeze=config.optimizer.freeze,
+        freeze=opt["freeze"],
+        frozen_steps=frozen_steps,
         pixel_scaling=_pixel_scaling(config),
     )
     stop = StopFlag().install()
@@ -685,6 +722,14 @@ def _skip_report(data_iter) -> dict:
     from janus.data import pipeline
 
     return pipeline.skip_report(data_iter) if hasattr(data_iter, "skip_report") else {}
+
+
+def _sync_processes(name: str) -> None:
+    """Every process waits here for the others (no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _gather_from_processes(obj) -> list:

@@ -18,7 +18,8 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
   bitwise unchanged. When every BatchNorm is frozen the model runs with train=False (BatchNorm uses
   its running statistics, as at evaluation; `train` switches nothing else in janus.models).
   Partly frozen BN models run with train=True: frozen layers normalise by batch statistics but
-  keep their running ones.
+  keep their running ones. LP-FT (`frozen_steps`): the step is the frozen one for the first
+  `frozen_steps` steps and the unfrozen one after (a `lax.cond` on the state's step).
 """
 
 from __future__ import annotations
@@ -110,10 +111,12 @@ def make_train_step(
     label_smoothing: float = 0.0,
     grad_accum_steps: int = 1,
     freeze: str = "",
+    frozen_steps: int = 0,
     pixel_scaling=None,
 ) -> Callable:
     """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`).
-    `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates).
+    `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates); with
+    `frozen_steps` > 0 (LP-FT) only while state["step"] < frozen_steps, every parameter after.
     `pixel_scaling`: the input chain's `PixelScaling` (`build_pp(pp).scaling`), applied to the
     uint8 batch images on the device; None when the batch images are already model inputs."""
     from janus import losses
@@ -159,7 +162,7 @@ def make_train_step(
             metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
         return value, (metrics, new_bs)
 
-    def step(state, batch):
+    def step(state, batch, freeze=freeze):
         batch = dict(batch, image=scale_pixels(batch["image"], pixel_scaling))
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
         params, bs = state["params"], state.get("batch_stats")
@@ -223,6 +226,21 @@ def make_train_step(
         )
         return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
+    if frozen_steps and freeze:
+
+        def phased_step(state, batch):
+            # Both phases are compiled; each step runs one (frozen BatchNorm and no backward
+            # pass through the frozen tower in the first).
+            return jax.lax.cond(
+                state["step"] < frozen_steps,
+                functools.partial(step, freeze=freeze),
+                functools.partial(step, freeze=""),
+                state,
+                batch,
+            )
+
+        phased_step.grad_accum_steps = grad_accum_steps
+        return phased_step
     step.grad_accum_steps = grad_accum_steps  # compile_train_step scales the FLOP count by it
     return step
 

@@ -1,8 +1,11 @@
-"""python -m janus.evaluate --workdir DIR [--step N | --all | --watch] [options]
+"""python -m janus.evaluate --workdir DIR [--step N | --all | --watch] [--wise A,...] [options]
 
 Evaluates checkpoints of a training workdir (or of a converted public checkpoint written by
 janus.checkpoint.save_for_inference) on the shift sets and writes DIR/eval/<step>.json plus a row of
 DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoint.
+
+--wise 0,0.25,0.5,0.75,1 evaluates WiSE-FT's weight-space ensembles of a fine-tuning workdir
+(configs/finetune.py): (1-a) * its zero-shot start + a * the checkpoint, one result per a.
 
 Where the sets live (later wins; a set without a location, or whose data is missing, is named in a
 note and the other sets still run):
@@ -50,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         help="--watch: stop after this many seconds without a new checkpoint",
     )
     p.add_argument("--watch_poll", type=float, default=10.0, help="--watch: seconds between polls")
+    p.add_argument(
+        "--wise",
+        default=None,
+        metavar="A,A,...",
+        help="WiSE-FT: evaluate (1-a) * zero-shot + a * fine-tuned for each a in [0, 1] of a "
+        "configs/finetune.py workdir (its zeroshot/ and the --step checkpoint, default the "
+        "latest); results eval/<step>_wise<a>.json",
+    )
     p.add_argument(
         "--final_step",
         type=int,
@@ -195,6 +206,8 @@ def main(argv=None) -> int:
         except watch.NoSetEvaluated as e:
             return _nothing_evaluated(e.args[0])
         return 0
+    if args.wise is not None:
+        return _evaluate_wise(ev, args)
     steps = list_complete_steps(args.workdir)
     if not steps:
         print(f"no complete checkpoint under {args.workdir}/checkpoints", file=sys.stderr)
@@ -209,6 +222,24 @@ def main(argv=None) -> int:
             return _nothing_evaluated(result["notes"])
         path = results.write_result(args.workdir, result)
         print(_summary(result), "->", path, flush=True)
+    return 0
+
+
+def _evaluate_wise(ev: runner.Evaluator, args) -> int:
+    from janus.evaluate import wise
+
+    try:
+        if args.all or args.watch:
+            raise wise.WiseError("--wise evaluates one fine-tuned checkpoint: use --step or none")
+        todo = wise.evaluate(ev, args.workdir, wise.parse_alphas(args.wise), args.step)
+    except (wise.WiseError, FileNotFoundError) as e:
+        print(f"janus.evaluate: {e}", file=sys.stderr)
+        return 2
+    for result in todo:
+        if not result["sets"]:
+            return _nothing_evaluated(result["notes"])
+        path = results.write_result(args.workdir, result)
+        print(f"alpha={result['alpha']:g}", _summary(result), "->", path, flush=True)
     return 0
 
 

@@ -1,10 +1,12 @@
 """Writing eval results: `<workdir>/eval/<step>.json` and one row per (step, classifier) of
 `<workdir>/eval/results.csv` (DESIGN.md's schema), atomically, on process 0 only.
 
-The JSON is `<step>.json` for the model's default classifier (head for CE, zeroshot for VL) and
-`<step>_<classifier>.json` for another one, so a linear probe never overwrites the zero-shot result.
-The CSV header is always `CSV_COLUMNS`, whichever sets a run evaluates: rows of different steps and
-runs line up, and a set that was not evaluated has empty cells.
+The JSON is `<step>.json` for the model's default classifier (head for CE, zeroshot for VL),
+`<step>_<classifier>.json` for another one, so a linear probe never overwrites the zero-shot result,
+and `<step>_wise<alpha>.json` for a WiSE-FT interpolation (janus.evaluate.wise). The CSV header is
+always `CSV_COLUMNS`, whichever sets a run evaluates: rows of different steps and runs line up, and
+a set that was not evaluated has empty cells. A row is one (step, classifier, alpha); alpha is
+empty except for WiSE-FT rows (and absent from results.csv files written before it existed).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from janus.config import is_vl
 from janus.evaluate.sets import SET_NAMES
 from janus.fileio import atomic_write
 
-_ROW_KEYS = ("step", "classifier", "label_set", "suite", "model", "loss")
+_ROW_KEYS = ("step", "classifier", "alpha", "label_set", "suite", "model", "loss")
 _ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
 CSV_COLUMNS = (
     list(_ROW_KEYS)
@@ -35,7 +37,11 @@ def default_classifier(loss: str | None) -> str:
     return "zeroshot" if is_vl(loss) else "head"
 
 
-def result_filename(step: int, classifier: str, loss: str | None) -> str:
+def result_filename(
+    step: int, classifier: str, loss: str | None, alpha: float | None = None
+) -> str:
+    if alpha is not None:
+        return f"{step}_wise{alpha:g}.json"
     if classifier == default_classifier(loss):
         return f"{step}.json"
     return f"{step}_{classifier}.json"
@@ -72,7 +78,9 @@ def write_result(workdir: str, result: Mapping) -> str:
     import jax
 
     out_dir = os.path.join(workdir, "eval")
-    name = result_filename(result["step"], result["classifier"], result.get("loss"))
+    name = result_filename(
+        result["step"], result["classifier"], result.get("loss"), result.get("alpha")
+    )
     path = os.path.join(out_dir, name)
     if jax.process_index() != 0:
         return path
@@ -85,12 +93,16 @@ def write_result(workdir: str, result: Mapping) -> str:
             with open(csv_path, newline="") as f:
                 rows = list(csv.DictReader(f))
         row = csv_row(result)
-        key = (row["step"], row["classifier"])
-        rows = [r for r in rows if (r.get("step"), r.get("classifier")) != key]
+        rows = [r for r in rows if _row_key(r) != _row_key(row)]
         rows.append(row)
-        rows.sort(key=lambda r: (int(r["step"]), r["classifier"]))
+        rows.sort(key=lambda r: (int(r["step"]), *_row_key(r)[1:]))
         _write_csv(csv_path, rows)
     return path
+
+
+def _row_key(row: Mapping) -> tuple[str, str, str]:
+    """(step, classifier, alpha) of a results.csv row; rows of older files have no alpha."""
+    return (row.get("step") or "", row.get("classifier") or "", row.get("alpha") or "")
 
 
 @contextlib.contextmanager

@@ -37,7 +37,6 @@ from janus.config import is_vl
 from janus.evaluate import classifiers, metrics, restrict, sets, zeroshot
 from janus.evaluate.inference import (
     Embedder,
-    TextEncoder,
     eval_pp,
     model_from_config,
     round_batch,
@@ -218,18 +217,13 @@ class Evaluator:
         return c
 
     def _zeroshot_head(self, config, variables, model, classes, weights_id):
-        from janus.data import labelsets
-        from janus.data.tokenizer import Tokenizer
-
-        names_all = labelsets.class_names(self.opts.class_names)
-        names = [names_all[int(c)] for c in classes]
-        templates = labelsets.zeroshot_templates(self.opts.templates)
+        names, templates = zeroshot.class_prompts(
+            classes, self.opts.class_names, self.opts.templates
+        )
         key = zeroshot.cache_key(weights_id, classes, templates, names)
 
         def build():
-            ctx = int((config.get("model", {}).get("text") or {}).get("context_length") or 77)
-            enc = TextEncoder(model, variables)
-            return zeroshot.build_class_embeddings(enc, Tokenizer(ctx), names, templates)
+            return zeroshot.encode_classes(model, variables, config, names, templates)
 
         return classifiers.ZeroShotHead(classes, self.zs_cache.get(key, build))
 

@@ -68,6 +68,27 @@ def build_class_embeddings(
     return class_embeddings(emb)
 
 
+def class_prompts(
+    classes: Sequence[int], class_names: str = "clip", templates: str = "openai80"
+) -> tuple[list[str], list[str]]:
+    """-> (the names of `classes`, the templates): the evaluator's zero-shot protocol, by the names
+    of `--class_names` (clip | wordnet | file) and `--templates` (openai80 | openai7 | single)."""
+    from janus.data import labelsets
+
+    names_all = labelsets.class_names(class_names)
+    return [names_all[int(c)] for c in classes], labelsets.zeroshot_templates(templates)
+
+
+def encode_classes(model, variables, config, names: Sequence[str], templates: Sequence[str]):
+    """Class-embedding matrix [C, D] of a VL `model` with `variables`, tokenised with the
+    context length of its checkpoint `config` (model.text.context_length, default 77)."""
+    from janus.data.tokenizer import Tokenizer
+    from janus.evaluate.inference import TextEncoder
+
+    ctx = int(((config.get("model") or {}).get("text") or {}).get("context_length") or 77)
+    return build_class_embeddings(TextEncoder(model, variables), Tokenizer(ctx), names, templates)
+
+
 def weights_fingerprint(variables) -> str:
     """Hash of every array of a variables pytree (paths, dtypes, shapes and bytes)."""
     import jax

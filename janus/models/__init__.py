@@ -4,7 +4,7 @@
 imports `janus.data` (data flows one way; the tokenizer lives in `janus.data.tokenizer`).
 """
 
-from janus.models.clip import CLIP, Classifier, l2_normalize
+from janus.models.clip import CLIP, Classifier, CLIPClassifier, l2_normalize
 from janus.models.posemb import resize_posemb, resize_posembs
 from janus.models.registry import (
     TOWERS,
@@ -18,6 +18,7 @@ from janus.models.text import TextTransformer
 __all__ = [
     "CLIP",
     "TOWERS",
+    "CLIPClassifier",
     "Classifier",
     "TextTransformer",
     "create_model",

@@ -8,6 +8,10 @@ parameter paths (linear probes and weight import see one layout).
   with token labelling (VOLO) carry a non-zero ``aux_head_scale``: the Classifier then adds an
   ``aux_head`` (Dense F -> num_classes) over the tower's patch tokens (``tower.tokens``) and returns
   ``head(features) + aux_head_scale * max over tokens of aux_head(tokens)``, timm's forward.
+- `CLIPClassifier`: CLIP's image side (`image_tower`, + `image_projection` as in `CLIP`) whose
+  L2-normalised embedding feeds `head` (Dense embed_dim -> num_classes). Its parameter paths are
+  CLIP's, so a CLIP checkpoint initialises it and the two interpolate weight by weight (WiSE-FT);
+  a head of logit_scale x the zero-shot class embeddings makes it the zero-shot classifier.
 - `CLIP`: `image_tower` (+ `image_projection`, a bias-free Dense F -> embed_dim, unless the tower
   already ends in CLIP's own projection, as `clip_*` towers do), `text_tower`
   (`janus.models.text.TextTransformer` with output_dim = embed_dim), and `logit_scale` (log of
@@ -36,6 +40,19 @@ INIT_LOGIT_SCALE = {"infonce": math.log(1 / 0.07), "siglip": math.log(10.0)}
 INIT_LOGIT_BIAS = {"siglip": -10.0}
 
 
+def tower_features(tower: nn.Module, images: jax.Array, train: bool) -> jax.Array:
+    """The image tower's output [B, F] in float32, batch-sharded (every wrapper's features)."""
+    return constrain_batch(tower(constrain_batch(images), train).astype(jnp.float32))
+
+
+def image_embedding(module: nn.Module, images: jax.Array, train: bool) -> jax.Array:
+    """CLIP's L2-normalised image embedding: tower (+ `image_projection` when `project_image`)."""
+    x = tower_features(module.image_tower, images, train)
+    if module.project_image:
+        x = module.image_projection(x.astype(module.dtype))
+    return l2_normalize(x)
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||, eps) along the last axis, in float32 (torch's F.normalize)."""
     x = x.astype(jnp.float32)
@@ -59,8 +76,7 @@ class Classifier(nn.Module):
 
     def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Pre-head features [B, F] float32 (for linear probes)."""
-        features = self.image_tower(constrain_batch(images), train)
-        return constrain_batch(features.astype(jnp.float32))
+        return tower_features(self.image_tower, images, train)
 
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         if not self.aux_head_scale:
@@ -70,6 +86,33 @@ class Classifier(nn.Module):
         logits = self.head(features.astype(self.dtype)).astype(jnp.float32)
         token_logits = self.aux_head(tokens.astype(self.dtype)).astype(jnp.float32)
         return constrain_batch(logits + self.aux_head_scale * token_logits.max(axis=1))
+
+
+class CLIPClassifier(nn.Module):
+    """images [B, H, W, 3] -> logits [B, num_classes] float32 over CLIP's image embedding."""
+
+    image_tower: nn.Module
+    embed_dim: int
+    project_image: bool = True
+    num_classes: int = 1000
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.project_image:
+            self.image_projection = nn.Dense(
+                self.embed_dim, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32
+            )
+        self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32)
+
+    def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Image tower output [B, F] float32, before any projection (for linear probes)."""
+        return tower_features(self.image_tower, images, train)
+
+    def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
+        return image_embedding(self, images, train)
+
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        return self.head(self.encode_image(images, train).astype(self.dtype)).astype(jnp.float32)
 
 
 class CLIP(nn.Module):
@@ -106,14 +149,10 @@ class CLIP(nn.Module):
 
     def image_features(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Image tower output [B, F] float32, before any projection (for linear probes)."""
-        features = self.image_tower(constrain_batch(images), train)
-        return constrain_batch(features.astype(jnp.float32))
+        return tower_features(self.image_tower, images, train)
 
     def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
-        x = self.image_features(images, train)
-        if self.project_image:
-            x = self.image_projection(x.astype(self.dtype))
-        return l2_normalize(x)
+        return image_embedding(self, images, train)
 
     def encode_text(self, tokens: jax.Array) -> jax.Array:
         x = self.text_tower(constrain_batch(tokens))

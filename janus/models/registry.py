@@ -4,7 +4,9 @@
 convnext); each factory takes `dtype` and tower kwargs and returns a flax module with
 `feature_dim`. The objective picks the wrapper (DESIGN.md: CE and VL runs differ only in `loss`):
 
-- `ce`, `multilabel_ce`, `sigmoid` -> `Classifier` (linear head over `num_classes`);
+- `ce`, `multilabel_ce`, `sigmoid` -> `Classifier` (linear head over `num_classes`); with
+  `clip_head=True` (`model.clip_head`, fine-tuning a CLIP checkpoint: configs/finetune.py)
+  `CLIPClassifier`, the head over CLIP's normalised image embedding (projection as for CLIP);
 - `infonce`, `siglip` -> `CLIP` with the CLIP text tower. `embed_dim` defaults to the tower's own
   output width for `clip_*` towers (which end in CLIP's projection: 1024 for clip_rn50) and to 512
   otherwise (a bias-free projection is added after the tower). The text tower defaults to OpenAI's
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 
 from janus.losses import CLASSIFICATION_LOSSES, CONTRASTIVE_LOSSES
 from janus.models import clip_resnet, convnext, resnet, vgg, vit, volo
-from janus.models.clip import CLIP, Classifier
+from janus.models.clip import CLIP, Classifier, CLIPClassifier
 from janus.models.text import TextTransformer
 
 
@@ -111,19 +113,22 @@ def create_model(
     num_classes: int = 1000,
     text: dict | None = None,
     embed_dim: int | None = None,
+    clip_head: bool = False,
     **tower_kwargs,
 ) -> nn.Module:
     """Image tower `name` wrapped for `loss` (see module docstring). Parameters are float32;
     `dtype` ("float32" | "bfloat16") is the compute dtype. Extra kwargs go to the tower."""
     tower = build_tower(name, dtype=dtype, **tower_kwargs)
     compute = resolve_dtype(dtype)
-    if loss in CLASSIFICATION_LOSSES:
-        # model.text may be set in configs shared between CE and VL runs: ignored here.
-        return Classifier(image_tower=tower, num_classes=num_classes, dtype=compute)
-    if loss not in CONTRASTIVE_LOSSES:
+    if loss not in CLASSIFICATION_LOSSES + CONTRASTIVE_LOSSES:
         raise ValueError(
             f"unknown loss {loss!r}; known: {list(CLASSIFICATION_LOSSES + CONTRASTIVE_LOSSES)}"
         )
+    if clip_head and loss not in CLASSIFICATION_LOSSES:
+        raise ValueError(f"clip_head is a classifier over CLIP's embedding: loss {loss!r} is VL")
+    if loss in CLASSIFICATION_LOSSES and not clip_head:
+        # model.text may be set in configs shared between CE and VL runs: ignored here.
+        return Classifier(image_tower=tower, num_classes=num_classes, dtype=compute)
     own_projection = name.startswith(CLIP_TOWER_PREFIX)
     if own_projection:
         if embed_dim is not None and embed_dim != tower.feature_dim:
@@ -134,6 +139,14 @@ def create_model(
         embed_dim = tower.feature_dim
     elif embed_dim is None:
         embed_dim = DEFAULT_EMBED_DIM
+    if clip_head:
+        return CLIPClassifier(
+            image_tower=tower,
+            embed_dim=embed_dim,
+            project_image=not own_projection,
+            num_classes=num_classes,
+            dtype=compute,
+        )
     return CLIP(
         image_tower=tower,
         text_tower=build_text_tower(name, embed_dim, dtype=dtype, text=text),
