@@ -7,7 +7,7 @@ Reads only `RUNDIR/eval/*.json` (the evaluator's output, DESIGN.md), `RUNDIR/con
 meta-analysis CSV (`--meta` alone: the vendored `vlhub_meta_analysis.csv`). RUNDIR may also be a
 parent folder of runs (every subfolder with an `eval/` folder is a run). Writes to --out (default
 `report/`): `results.md`, `results.csv`, and the figures of `janus.report_plots` as PNG and SVG.
-One row per (run, classifier): the latest evaluated step, unless --all_steps.
+One row per (run, classifier, WiSE-FT alpha): the latest evaluated step, unless --all_steps.
 
 `summary_table(rows)` is the short console table (val, the shift sets, average robustness and the
 robustness ratio) that `janus.main` prints at the end of a run and `janus.sweep` at the end of a
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from janus.evaluate.sets import SET_NAMES
 
 COLUMNS = (
-    ["run", "step", "model", "loss", "label_set", "suite", "classifier", "mixture", "budget"]
+    ["run", "step", "model", "loss", "label_set", "suite", "classifier", "alpha", "mixture"]
+    + ["budget"]
     + [f"{s}_top1" for s in SET_NAMES]
     + ["avg_robustness", "robustness_ratio", "taori_er_mean5"]
 )
@@ -114,22 +115,27 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
             if isinstance(r, dict) and "sets" in r:
                 results.append(r)
         budget, mixture = run_budget(rundir), run_mixture(rundir)
-        if not all_steps:  # latest step per classifier
+        if not all_steps:  # latest step per classifier (and WiSE-FT alpha)
             latest = {}
             for r in results:
-                c = r.get("classifier")
+                c = (r.get("classifier"), r.get("alpha"))
                 if c not in latest or int(r.get("step", -1)) > int(latest[c].get("step", -1)):
                     latest[c] = r
             results = list(latest.values())
         name = os.path.basename(os.path.normpath(rundir))
-        for r in sorted(results, key=lambda r: (str(r.get("classifier")), int(r.get("step", -1)))):
+
+        def order(r):
+            alpha = -1.0 if r.get("alpha") is None else float(r["alpha"])
+            return str(r.get("classifier")), alpha, int(r.get("step", -1))
+
+        for r in sorted(results, key=order):
             row = {
                 "run": name,
                 "budget": budget,
                 "mixture": mixture,
                 **{
                     k: r.get(k)
-                    for k in ("step", "model", "loss", "label_set", "suite", "classifier")
+                    for k in ("step", "model", "loss", "label_set", "suite", "classifier", "alpha")
                 },
             }
             for s in SET_NAMES:

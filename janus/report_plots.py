@@ -21,6 +21,10 @@ Every figure encodes a run the same way (the paper's figures):
   meta-analysis does not cover (e.g. mini10) says so on the figure.
 - `scaling`: val top-1 and average robustness vs data budget (log x), one line per
   (objective, data mixture, architecture) - the paper's scaling figure.
+- `wise_<label_set>`: the WiSE-FT curve (Wortsman et al. 2022) of each fine-tuning run evaluated
+  with `janus.evaluate --wise`: average robustness vs val top-1 on the same logit axes, one point
+  per alpha (labelled), joined in alpha order from the zero-shot model (alpha 0) to the
+  fine-tuned one (alpha 1). WiSE-FT rows appear only here, not in the other figures.
 """
 
 from __future__ import annotations
@@ -372,6 +376,50 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
     return _save(fig, out_dir, "scaling")
 
 
+def plot_wise(rows, out_dir: str) -> list[str]:
+    by_ls = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("alpha") is not None and None not in (r.get("val_top1"), r.get("avg_robustness")):
+            by_ls[str(r.get("label_set"))][str(r.get("run"))].append(r)
+    paths = []
+    cmap = plt.get_cmap("tab10")
+    for label_set, runs in sorted(by_ls.items()):
+        fig, ax = plt.subplots(figsize=(6.4, 5.2))
+        shown = []
+        for i, (run, group) in enumerate(sorted(runs.items())):
+            group = sorted(group, key=lambda r: float(r["alpha"]))
+            pts = [
+                (_on_logit_axis(r["val_top1"]), _on_logit_axis(r["avg_robustness"])) for r in group
+            ]
+            shown += pts
+            ax.plot(*zip(*pts), "-o", c=cmap(i % 10), ms=6, label=f"{run} ({_model(group[0])})")
+            for r, (x, y) in zip(group, pts):
+                ax.annotate(
+                    f"α={float(r['alpha']):g}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=7,
+                    color="0.25",
+                )
+        for axis, values in ((ax.xaxis, [x for x, _ in shown]), (ax.yaxis, [y for _, y in shown])):
+            _logit_axis(ax, axis, values)
+        mini = all(r.get("suite") == "mini" for g in runs.values() for r in g)
+        ax.set_xlabel(
+            ("JANuS-mini val" if mini else "ImageNet val") + " top-1 on the label set (logit scale)"
+        )
+        ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
+        ax.set_title(
+            f"WiSE-FT: (1-α) zero-shot + α fine-tuned weights, label set {label_set}", fontsize=10
+        )
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(True, which="major", alpha=0.3)
+        paths += _save(fig, out_dir, f"wise_{safe_name(label_set)}")
+    return paths
+
+
 def plot_all(rows: Sequence[dict], out_dir: str, meta_csv: str | None = None) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
-    return plot_robustness_vs_val(rows, out_dir, meta_csv) + plot_scaling(rows, out_dir)
+    plain = [r for r in rows if r.get("alpha") is None]  # WiSE-FT rows: their own figure
+    paths = plot_robustness_vs_val(plain, out_dir, meta_csv) + plot_scaling(plain, out_dir)
+    return paths + plot_wise(rows, out_dir)

@@ -142,3 +142,30 @@ def test_figure_names_from_label_sets_are_one_path_component(tmp_path):
     assert report.main([str(d), "--out", str(tmp_path / "out")]) == 0
     svg = (tmp_path / "out" / "robustness_vs_val_random-5-0-mini25.svg").read_text()
     assert "label set random:5:0:mini25" in svg
+
+
+def test_wise_curve_one_point_per_alpha(tmp_path):
+    """`janus.evaluate --wise` results: one row per alpha (the latest step of each), drawn only in
+    the WiSE-FT figure, in alpha order and labelled; older results (no alpha) stay as they were."""
+    d = _run(tmp_path / "runs", "mini_ft", "ce", "clip_rn_tiny", 800, 0.7, 0.3, steps=(125,))
+    plain = json.loads((d / "eval" / "125.json").read_text())
+    for step in (50, 125):
+        for alpha, val, rob in ((0.0, 0.5, 0.3), (0.5, 0.65, 0.35), (1.0, 0.7, 0.3)):
+            wise = dict(plain, step=step, alpha=alpha, label_set="mini25", suite="mini")
+            wise["sets"] = {**plain["sets"], "val": {**plain["sets"]["val"], "top1": val}}
+            wise["metrics"] = {**plain["metrics"], "avg_robustness": rob + step / 1e4}
+            (d / "eval" / f"{step}_wise{alpha:g}.json").write_text(json.dumps(wise))
+    out = tmp_path / "out"
+    assert report.main([str(d), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["step"], r["alpha"], r["label_set"]) for r in rows] == [
+        ("125", "", "in100"),
+        ("125", "0.0000", "mini25"),
+        ("125", "0.5000", "mini25"),
+        ("125", "1.0000", "mini25"),
+    ]
+    assert float(rows[2]["avg_robustness"]) == pytest.approx(0.3625)
+    svg = (out / "wise_mini25.svg").read_text()
+    assert "α=0.5" in svg and "mini_ft (clip_rn_tiny)" in svg and "WiSE-FT" in svg
+    assert not (out / "robustness_vs_val_mini25.svg").exists()  # WiSE rows only in their figure
+    assert (out / "robustness_vs_val_in100.svg").exists()
