@@ -18,7 +18,8 @@ Sweep keys (`configs/finetune.py:k=v,...`), besides janus.config.COMMON_SWEEP_KE
   (the head only, finetune.lp_lr 1e-3), or LP-FT (Kumar et al. 2022): the probe for
   finetune.lp_fraction of the run, then everything with a fresh optimizer at optimizer.lr;
 - templates=openai80|openai7|single: the zero-shot head's templates (finetune.templates);
-- arch=resnet|vit and root=DIR: as in configs/mini.py (the JANuS-mini defaults below).
+- the keys of configs/mini.py (arch=resnet|vit, data=, scale=, root=DIR), whose main job gives the
+  data, budget (800 samples), input (64 px, batch 64) and in-loop evaluation.
 A converted OpenAI CLIP on the real data: `clip=ckpt/clip_rn50,model=clip_rn50,res=224,
 label_set=in100,data=data/in100,batch=512` (with input.pp of the paper's recipe).
 Hardware: sized on a 2-core x86-64 VM without a GPU (1 jax device): 10 epochs of the 800-sample
@@ -26,11 +27,10 @@ JANuS-mini budget (125 steps of batch 64 at 64 px) take under a minute.
 Expected result: see README "Fine-tuning and WiSE-FT" (measured on that VM, seed 0).
 """
 
-from janus import config as config_lib
-from janus.data.mini import generate
+import os
 
-ROOT = "data/mini"
-ARCHS = {"resnet": "clip_rn_tiny", "vit": "vit_tiny"}
+from janus import config as config_lib
+
 # Taken from the CLIP checkpoint: the image tower, its BatchNorm statistics, the projection.
 IMAGE_SIDE = r"^(params|batch_stats)/image_(tower|projection)/"
 MODES = ("ft", "lp", "lpft")
@@ -40,12 +40,6 @@ def _set_mode(c, v):
     if v not in MODES:
         raise ValueError(f"mode {v!r}; known: {MODES}")
     c.finetune.mode = v
-
-
-def _set_arch(c, v):
-    if v not in ARCHS:
-        raise ValueError(f"arch {v!r}; known: {sorted(ARCHS)}")
-    c.model.name = ARCHS[v]
 
 
 def _set_clip(c, v):
@@ -60,34 +54,26 @@ KEYS = {
     "clip": config_lib.SweepKey("the CLIP checkpoint (checkpoint.init_from)", _set_clip),
     "mode": config_lib.SweepKey("ft | lp | lpft", _set_mode),
     "templates": config_lib.SweepKey("openai80 | openai7 | single", _set_templates),
-    "arch": config_lib.SweepKey(" | ".join(ARCHS), _set_arch),
 }
 
 
 def get_config(arg=None):
+    """JANuS-mini's main job (configs/mini.py: data, budget, input, in-loop evaluation) turned into
+    fine-tuning; the sweep keys of both files apply after these defaults."""
     args = config_lib.parse_sweep_arg(arg)
-    root = str(args.pop("root", ROOT))  # where JANuS-mini lives (tests use a small one)
-    c = config_lib.paper_config()
-    c.label_set = "mini25"
-    c.loss = "ce"
-    c.model.name = ARCHS["resnet"]
+    root = str(args.pop("root", "data/mini"))  # where JANuS-mini lives (tests use a small one)
+    mini = config_lib.load_config_module(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
+    )
+    c = mini.get_config(f"root={root}")
     c.model.clip_head = True
-    c.data.train = f"{root}/curated"
-    c.data.prepare = "mini"
-    c.data.budget = 800
-    c.input.batch_size = 64
-    c.input.resolution = 64
-    c.input.pp = "decode|rrc(64,scale=(0.35,1.0))|flip|normalize"
     c.total_epochs = 10.0
+    c.optimizer.lr = 1e-4  # ft, and lpft after its linear probe
     c.optimizer.weight_decay = 0.1
-    c.optimizer.warmup_steps = None
     c.optimizer.warmup_epochs = 1.0
     c.checkpoint.init_from = "runs/mini_vl"
     c.checkpoint.init_include = IMAGE_SIDE
-    c.checkpoint.every_steps = 200
-    c.checkpoint.keep = 2
     c.log.every_steps = 25
-    c.optimizer.lr = 1e-4  # ft, and lpft after its linear probe
     c.finetune = dict(
         mode="ft",  # ft | lp | lpft (janus.finetune.optimizer_plan)
         lp_fraction=0.5,  # lpft: the share of the run that is a linear probe
@@ -95,7 +81,4 @@ def get_config(arg=None):
         templates="openai80",  # as janus.evaluate's --templates
         class_names="clip",  # as janus.evaluate's --class_names
     )
-    c.evals.mini = dict(
-        every_steps=1_000_000, set="all", data=generate.eval_sets(f"{root}_raw"), batch_size=125
-    )
-    return config_lib.apply_sweep(c, args, KEYS)
+    return config_lib.apply_sweep(c, args, {**mini._keys(root), **KEYS})

@@ -81,9 +81,7 @@ def make_optimizer(
     if frozen_steps:
         if not 0 < frozen_steps < total_steps:
             raise ValueError(f"frozen_steps = {frozen_steps} must be in (0, {total_steps})")
-        first, first_lr = _make_optimizer(
-            {**opt, "lr": frozen_lr, "warmup_steps": 0}, frozen_steps, 0
-        )
+        first, first_lr = _make_optimizer({**opt, "lr": frozen_lr}, frozen_steps, 0)
         rest = total_steps - frozen_steps
         second, second_lr = _make_optimizer({**opt, "freeze": ""}, rest, min(warmup_steps, rest))
         schedule = optax.join_schedules([first_lr, second_lr], [frozen_steps])
