@@ -14,8 +14,8 @@ zero-shot model; it is saved as <workdir>/zeroshot/, the other end of `janus.eva
 Sweep keys (`configs/finetune.py:k=v,...`), besides janus.config.COMMON_SWEEP_KEYS:
 - clip=DIR: the CLIP checkpoint (checkpoint.init_from; default runs/mini_vl). model.name and the
   tower's model.* must be that run's (`model=`/`arch=` set them for other towers);
-- mode=ft|lp|lpft (finetune.mode): fine-tune everything (optimizer.lr 1e-4), a linear probe
-  (the head only, finetune.lp_lr 1e-3), or LP-FT (Kumar et al. 2022): the probe for
+- mode=ft|lp|lpft (finetune.mode): fine-tune everything (optimizer.lr 5e-4), a linear probe
+  (the head only, finetune.lp_lr 5e-3), or LP-FT (Kumar et al. 2022): the probe for
   finetune.lp_fraction of the run, then everything with a fresh optimizer at optimizer.lr;
 - templates=openai80|openai7|single: the zero-shot head's templates (finetune.templates);
 - the keys of configs/mini.py (arch=resnet|vit, data=, scale=, root=DIR), whose main job gives the
@@ -68,7 +68,7 @@ def get_config(arg=None):
     c = mini.get_config(f"root={root}")
     c.model.clip_head = True
     c.total_epochs = 10.0
-    c.optimizer.lr = 1e-4  # ft, and lpft after its linear probe
+    c.optimizer.lr = 5e-4  # ft, and lpft after its linear probe (1/4 of the CLIP run's peak)
     c.optimizer.weight_decay = 0.1
     c.optimizer.warmup_epochs = 1.0
     c.checkpoint.init_from = "runs/mini_vl"
@@ -77,7 +77,7 @@ def get_config(arg=None):
     c.finetune = dict(
         mode="ft",  # ft | lp | lpft (janus.finetune.optimizer_plan)
         lp_fraction=0.5,  # lpft: the share of the run that is a linear probe
-        lp_lr=1e-3,  # lp, and lpft's linear probe: the peak learning rate
+        lp_lr=5e-3,  # lp, and lpft's linear probe: the peak learning rate
         templates="openai80",  # as janus.evaluate's --templates
         class_names="clip",  # as janus.evaluate's --class_names
     )

@@ -54,15 +54,23 @@ def optimizer_plan(config, total_steps: int) -> tuple[dict, int]:
     return opt, steps
 
 
-def load_clip(path: str) -> tuple[dict, dict, object]:
-    """-> (config, variables, model) of the CLIP checkpoint at `path` (a workdir or step dir)."""
+def load_clip(config) -> tuple[dict, dict, object]:
+    """-> (config, variables, model) of the CLIP checkpoint that fine-tuning run `config` starts
+    from (checkpoint.init_from: a workdir or step dir); it must be a VL model of config's tower."""
     from janus.evaluate.inference import model_from_config
 
+    path = config["checkpoint"]["init_from"]
     clip_config, variables, _ = ckpt_lib.load_for_inference(path)
     if not is_vl(clip_config.get("loss")):
         raise ConfigError(
             f"checkpoint.init_from = {path!r} is a {clip_config.get('loss')!r} model; "
             "fine-tuning starts from a CLIP (VL) checkpoint"
+        )
+    name = (clip_config.get("model") or {}).get("name")
+    if name != config["model"]["name"]:
+        raise ConfigError(
+            f"config field 'model.name' = {config['model']['name']!r}, but the CLIP checkpoint "
+            f"checkpoint.init_from = {path!r} has model.name = {name!r}"
         )
     return clip_config, variables, model_from_config(clip_config)
 
@@ -84,15 +92,9 @@ def zeroshot_head(config, clip: tuple[dict, dict, object], num_classes: int) -> 
     return {"kernel": kernel, "bias": np.zeros((num_classes,), np.float32)}
 
 
-def check_image_side_taken(config, clip_config: Mapping, fresh: Mapping, taken) -> None:
-    """Every array of the fine-tuned model but its head came from the CLIP checkpoint: another
-    tower (or other tower kwargs) would leave some freshly initialised, silently, otherwise."""
-    if clip_config.get("model", {}).get("name") != config["model"]["name"]:
-        raise ConfigError(
-            f"config field 'model.name' = {config['model']['name']!r}, but the CLIP checkpoint "
-            f"{config['checkpoint']['init_from']!r} has model.name = "
-            f"{clip_config.get('model', {}).get('name')!r}"
-        )
+def check_image_side_taken(config, fresh: Mapping, taken) -> None:
+    """Every array of the fine-tuned model but its head came from the CLIP checkpoint: other
+    tower kwargs would leave some freshly initialised, silently, otherwise."""
     wanted = {p for p in ckpt_lib.flat_paths(fresh) if not p.startswith("params/head/")}
     left = sorted(wanted - set(taken))
     if left:

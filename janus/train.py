@@ -284,11 +284,13 @@ def _select_data(config):
     )
 
 
-def _init_from(state, config, shardings):
+def _init_from(state, config, shardings, loaded=None):
     """Replaces the parameters (and BatchNorm statistics) selected by
-    checkpoint.init_include/exclude by those of checkpoint.init_from, in their shardings. The caller
-    re-initialises the optimizer state. -> (state, paths taken)."""
-    loaded = ckpt_lib.load_params_for_init(config.checkpoint.init_from)
+    checkpoint.init_include/exclude by those of checkpoint.init_from (or of `loaded`, its variables
+    read already), in their shardings. The caller re-initialises the optimizer state.
+    -> (state, paths taken)."""
+    if loaded is None:
+        loaded = ckpt_lib.load_params_for_init(config.checkpoint.init_from)
     fresh = {k: state[k] for k in ("params", "batch_stats") if k in state}
     merged, taken = ckpt_lib.merge_params(
         fresh, loaded, config.checkpoint.init_include, config.checkpoint.init_exclude
@@ -309,13 +311,14 @@ def _place(new, old, sharding):
     return jax.make_array_from_callback(new.shape, sharding, lambda idx: new[idx])
 
 
-def _start_finetune(state, taken, config, shardings, workdir, resolved):
-    """Fine-tuning a CLIP (janus.finetune): checks that the image side came from
-    checkpoint.init_from, sets the zero-shot head and saves this starting model as the WiSE-FT
-    zero-shot endpoint <workdir>/zeroshot/. -> state."""
-    clip = finetune_lib.load_clip(config.checkpoint.init_from)
+def _start_finetune(state, config, shardings, workdir, resolved):
+    """Fine-tuning a CLIP (janus.finetune): the image side from checkpoint.init_from (all of it),
+    the zero-shot head, and this starting model saved as the WiSE-FT zero-shot endpoint
+    <workdir>/zeroshot/. -> state."""
+    clip = finetune_lib.load_clip(config)
+    state, taken = _init_from(state, config, shardings, loaded=clip[1])
     variables = {k: state[k] for k in ("params", "batch_stats") if k in state}
-    finetune_lib.check_image_side_taken(config, clip[0], variables, taken)
+    finetune_lib.check_image_side_taken(config, variables, taken)
     head = finetune_lib.zeroshot_head(config, clip, state["params"]["head"]["kernel"].shape[-1])
     variables["params"] = state["params"] = {
         **state["params"],
@@ -437,10 +440,11 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
         start = 0
         with jax.set_mesh(mesh):
             state = jax.jit(init_fn, out_shardings=shardings)()
+        if finetune_lib.is_finetune(config):
+            state = _start_finetune(state, config, shardings, workdir, resolved)
+        elif config.checkpoint.init_from:
+            state, _ = _init_from(state, config, shardings)
         if config.checkpoint.init_from:
-            state, taken = _init_from(state, config, shardings)
-            if finetune_lib.is_finetune(config):
-                state = _start_finetune(state, taken, config, shardings, workdir, resolved)
             state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(
                 state["params"]
             )

@@ -185,7 +185,7 @@ def test_lp_ft_freezes_the_image_side_for_its_probe_then_trains_everything():
     opt, frozen_steps = finetune.optimizer_plan(c, 4)
     assert (opt["freeze"], frozen_steps) == (finetune.LINEAR_PROBE_FROZEN, 2)
     tx, schedule = optim.make_optimizer(opt, 4, 0, frozen_steps=2, frozen_lr=c.finetune.lp_lr)
-    assert [float(schedule(i)) for i in (0, 2)] == pytest.approx([1e-3, 1e-4])
+    assert [float(schedule(i)) for i in (0, 2)] == pytest.approx([5e-3, 5e-4])
     step = step_lib.make_train_step(
         model, tx, schedule, loss="ce", seed=0, freeze=opt["freeze"], frozen_steps=2
     )
@@ -230,14 +230,22 @@ def test_finetune_config_checks_name_the_field(tmp_path):
     c = _finetune_config("clip=x")
     c.finetune.mode = "lp"
     opt, steps = finetune.optimizer_plan(c, 10)
-    assert (opt["freeze"], opt["lr"], steps) == (finetune.LINEAR_PROBE_FROZEN, 1e-3, 0)
+    assert (opt["freeze"], opt["lr"], steps) == (finetune.LINEAR_PROBE_FROZEN, 5e-3, 0)
 
 
-def test_finetune_refuses_a_checkpoint_of_another_tower(mini_v2, clip_dir, tmp_path):
+def test_finetune_refuses_a_checkpoint_of_another_tower_or_objective(mini_v2, clip_dir, tmp_path):
     c = _config(mini_v2, clip_dir)
     c.model.name = "vit_tiny"
-    with pytest.raises(config_lib.ConfigError, match="model.name"):
-        train.train_and_evaluate(c, str(tmp_path / "run"))
+    with pytest.raises(config_lib.ConfigError, match="'model.name' = 'vit_tiny'.*clip_rn_tiny"):
+        finetune.load_clip(c)
+    ce = tmp_path / "ce"
+    ckpt_lib.save_for_inference(str(ce), 1, {"loss": "ce"}, {"params": {"w": np.zeros(1)}})
+    c.checkpoint.init_from = str(ce)
+    with pytest.raises(config_lib.ConfigError, match="starts from a CLIP"):
+        finetune.load_clip(c)
+    fresh = {"params": {"head": {"kernel": 0}, "image_tower": {"a": 0, "b": 0}}}
+    with pytest.raises(config_lib.ConfigError, match="lacks 1 image-side array"):
+        finetune.check_image_side_taken(c, fresh, ["params/image_tower/a"])
 
 
 def test_old_results_csv_without_alpha_stays_readable(tmp_path):
