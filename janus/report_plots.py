@@ -22,9 +22,9 @@ Every figure encodes a run the same way (the paper's figures):
 - `scaling`: val top-1 and average robustness vs data budget (log x), one line per
   (objective, data mixture, architecture) - the paper's scaling figure.
 - `wise_<label_set>`: the WiSE-FT curve (Wortsman et al. 2022) of each fine-tuning run evaluated
-  with `janus.evaluate --wise`: average robustness vs val top-1 on the same logit axes, one point
-  per alpha (labelled), joined in alpha order from the zero-shot model (alpha 0) to the
-  fine-tuned one (alpha 1). WiSE-FT rows appear only here, not in the other figures.
+  with `janus.evaluate --wise`: average robustness vs val top-1 on linear axes fitted to the
+  curves, one point per alpha (labelled), joined in alpha order from the zero-shot model (alpha 0)
+  to the fine-tuned one (alpha 1). WiSE-FT rows appear only here, not in the other figures.
 """
 
 from __future__ import annotations
@@ -385,30 +385,28 @@ def plot_wise(rows, out_dir: str) -> list[str]:
     cmap = plt.get_cmap("tab10")
     for label_set, runs in sorted(by_ls.items()):
         fig, ax = plt.subplots(figsize=(6.4, 5.2))
-        shown = []
+        labelled = set()  # runs of one CLIP share their alpha-0 point: label it once
         for i, (run, group) in enumerate(sorted(runs.items())):
             group = sorted(group, key=lambda r: float(r["alpha"]))
-            pts = [
-                (_on_logit_axis(r["val_top1"]), _on_logit_axis(r["avg_robustness"])) for r in group
-            ]
-            shown += pts
+            pts = [(r["val_top1"], r["avg_robustness"]) for r in group]
             ax.plot(*zip(*pts), "-o", c=cmap(i % 10), ms=6, label=f"{run} ({_model(group[0])})")
             for r, (x, y) in zip(group, pts):
+                text = f"α={float(r['alpha']):g}"
+                if (text, round(x, 4), round(y, 4)) in labelled:
+                    continue
+                labelled.add((text, round(x, 4), round(y, 4)))
                 ax.annotate(
-                    f"α={float(r['alpha']):g}",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(5, 4),
-                    fontsize=7,
-                    color="0.25",
+                    text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, c="0.25"
                 )
-        for axis, values in ((ax.xaxis, [x for x, _ in shown]), (ax.yaxis, [y for _, y in shown])):
-            _logit_axis(ax, axis, values)
+        # Linear axes fitted to the curves: the ensembles of one run differ by a few points, which
+        # the padded logit axes of the other figures would squeeze into one spot.
+        drawn = [p for line in ax.get_lines() for p in line.get_xydata()]
+        for axis, col, lim in ((ax.xaxis, 0, ax.set_xlim), (ax.yaxis, 1, ax.set_ylim)):
+            lim(*accuracy_ylim([p[col] for p in drawn], min_pad=0.01))
+            axis.set_major_formatter(PercentFormatter(1.0, decimals=1))
         mini = all(r.get("suite") == "mini" for g in runs.values() for r in g)
-        ax.set_xlabel(
-            ("JANuS-mini val" if mini else "ImageNet val") + " top-1 on the label set (logit scale)"
-        )
-        ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A (logit scale)")
+        ax.set_xlabel(("JANuS-mini val" if mini else "ImageNet val") + " top-1 on the label set")
+        ax.set_ylabel("average robustness: mean top-1 of V2, Sketch, R, A")
         ax.set_title(
             f"WiSE-FT: (1-α) zero-shot + α fine-tuned weights, label set {label_set}", fontsize=10
         )
