@@ -7,5 +7,6 @@
 - `inference`: the model rebuilt from a checkpoint's config, jitted once per input shape.
 - `runner`: checkpoint -> eval result; `results`: eval/<step>.json + results.csv; `watch`: --watch.
 - `inloop`: the trainer's in-loop evaluation hooks.
+- `wise`: WiSE-FT's weight-space ensembles of a fine-tuning run (`--wise`).
 - `python -m janus.evaluate --help`: the CLI.
 """
