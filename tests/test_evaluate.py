@@ -173,6 +173,16 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     assert os.path.basename(path) == "3_linear_probe.json" and (wd / "eval" / "3.json").exists()
     rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
     assert sorted(r["classifier"] for r in rows) == ["linear_probe", "zeroshot"]
+    # `--label_set X` beside the run's own: its own file and row; --watch counts each apart
+    other = {**result, "label_set": "random:5:0:mini10"}
+    path = results.write_result(str(wd), other, "random:5:0:mini10")
+    assert os.path.basename(path) == "3_ls-random-5-0-mini10.json"
+    assert json.loads((wd / "eval" / "3.json").read_text())["label_set"] == result["label_set"]
+    rows = list(csv.DictReader(open(wd / "eval" / "results.csv")))
+    assert len(rows) == 3 and {r["label_set"] for r in rows} == {"mini10", "random:5:0:mini10"}
+    assert results.evaluated_steps(str(wd), "zeroshot") == {3}
+    assert results.evaluated_steps(str(wd), "zeroshot", "random:5:0:mini10") == {3}
+    assert results.evaluated_steps(str(wd), "zeroshot", "in100") == set()
 
 
 def _write_folder_sets(root, rng):
@@ -609,7 +619,9 @@ def test_protocol_follows_each_set_not_the_training_data(mini, tmp_path, capsys)
     _save(wd, 4, _config("ce", "resnet_tiny", mini))  # trained on the mini records
     argv = ["--workdir", str(wd), "--batch_size", "8", "--label_set", "in100"]
     assert evaluate_main(argv + _folder_args(tmp_path / "sets")) == 0
-    result = json.loads((wd / "eval" / "4.json").read_text())
+    # a label set other than the run's own gets its own file: the run's 4.json is never replaced
+    assert not (wd / "eval" / "4.json").exists()
+    result = json.loads((wd / "eval" / "4_ls-in100.json").read_text())
     got = {k: (v["classes"], v["n"]) for k, v in result["sets"].items()}
     assert got == {
         "val": (100, kept["val"]),
@@ -647,7 +659,7 @@ def test_mini_v2_real_layouts_keep_the_imagenet_restriction(mini, tmp_path):
     argv = ["--workdir", str(wd), "--batch_size", "8", "--label_set", "in100"]
     argv += _folder_args(root) + [f"--data.objectnet=folder:{root / 'objectnet_extracted'}"]
     assert evaluate_main(argv) == 0
-    result = json.loads((wd / "eval" / "2.json").read_text())
+    result = json.loads((wd / "eval" / "2_ls-in100.json").read_text())
     got = {k: (v["classes"], v["n"], v["suite"], v["protocol"]) for k, v in result["sets"].items()}
     assert {k: v[:2] for k, v in got.items()} == {
         "val": (100, kept["val"]),
@@ -683,7 +695,7 @@ def test_sets_of_different_suites_are_never_averaged(mini, tmp_path):
     argv = ["--workdir", str(wd), "--batch_size", "16", "--label_set", "in100"]
     argv += [f"--data.records={mini}", f"--data.r=folder:{tmp_path / 'sets' / 'r'}"]
     assert evaluate_main(argv) == 0
-    result = json.loads((wd / "eval" / "3.json").read_text())
+    result = json.loads((wd / "eval" / "3_ls-in100.json").read_text())
     s = result["sets"]
     assert (s["r"]["suite"], s["r"]["protocol"], s["r"]["classes"]) == ("imagenet", "imagenet", 36)
     for name in ("val", "v2", "sketch", "a", "objectnet"):  # mini protocol: no intersection

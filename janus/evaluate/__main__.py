@@ -85,7 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         help="ImageNet-V2 variant: the tfds config read (imagenet_v2/<variant>); with a folder or "
         "records spec, point it at that variant's data (the variant is recorded in the JSON)",
     )
-    p.add_argument("--label_set", default=None, help="default: the checkpoint config's label_set")
+    p.add_argument(
+        "--label_set",
+        default=None,
+        help="default: the checkpoint config's label_set; another one is written to "
+        "eval/<step>[_<classifier>]_ls-<label set>.json",
+    )
     p.add_argument(
         "--classifier",
         default=None,
@@ -220,7 +225,7 @@ def main(argv=None) -> int:
         result = ev.evaluate_step(args.workdir, step)
         if not result["sets"]:
             return _nothing_evaluated(result["notes"])
-        path = results.write_result(args.workdir, result)
+        path = results.write_result(args.workdir, result, args.label_set)
         print(_summary(result), "->", path, flush=True)
     return 0
 
@@ -238,7 +243,7 @@ def _evaluate_wise(ev: runner.Evaluator, args) -> int:
     for result in todo:
         if not result["sets"]:
             return _nothing_evaluated(result["notes"])
-        path = results.write_result(args.workdir, result)
+        path = results.write_result(args.workdir, result, args.label_set)
         print(f"alpha={result['alpha']:g}", _summary(result), "->", path, flush=True)
     return 0
 

@@ -5,8 +5,11 @@ The JSON is `<step>.json` for the model's default classifier (head for CE, zeros
 `<step>_<classifier>.json` for another one, so a linear probe never overwrites the zero-shot result,
 and `<step>_wise<alpha>.json` for a WiSE-FT interpolation (janus.evaluate.wise). The CSV header is
 always `CSV_COLUMNS`, whichever sets a run evaluates: rows of different steps and runs line up, and
-a set that was not evaluated has empty cells. A row is one (step, classifier, alpha); alpha is
-empty except for WiSE-FT rows (and absent from results.csv files written before it existed).
+a set that was not evaluated has empty cells. A row is one (step, classifier, alpha, label set);
+alpha is empty except for WiSE-FT rows (and absent from results.csv files written before it
+existed). An evaluation on a label set given explicitly (`janus.evaluate --label_set`) adds
+`_ls-<label set>` to the file name (`75_ls-random-5-0-mini25.json`), so it never overwrites the
+result on the run's own label set.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 
 from janus.config import is_vl
 from janus.evaluate.sets import SET_NAMES
-from janus.fileio import atomic_write
+from janus.fileio import atomic_write, safe_name
 
 _ROW_KEYS = ("step", "classifier", "alpha", "label_set", "suite", "model", "loss")
 _ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
@@ -37,14 +40,25 @@ def default_classifier(loss: str | None) -> str:
     return "zeroshot" if is_vl(loss) else "head"
 
 
+def label_set_suffix(label_set: str | None) -> str:
+    """The file-name suffix of results on an explicitly given label set ('' for the run's own)."""
+    return f"_ls-{safe_name(label_set)}" if label_set else ""
+
+
 def result_filename(
-    step: int, classifier: str, loss: str | None, alpha: float | None = None
+    step: int,
+    classifier: str,
+    loss: str | None,
+    alpha: float | None = None,
+    given_label_set: str | None = None,
 ) -> str:
     if alpha is not None:
-        return f"{step}_wise{alpha:g}.json"
-    if classifier == default_classifier(loss):
-        return f"{step}.json"
-    return f"{step}_{classifier}.json"
+        stem = f"{step}_wise{alpha:g}"
+    elif classifier == default_classifier(loss):
+        stem = f"{step}"
+    else:
+        stem = f"{step}_{classifier}"
+    return stem + label_set_suffix(given_label_set) + ".json"
 
 
 def csv_row(result: Mapping) -> dict[str, str]:
@@ -73,13 +87,18 @@ def _write_csv(csv_path: str, rows) -> None:
     atomic_write(csv_path, buf.getvalue())
 
 
-def write_result(workdir: str, result: Mapping) -> str:
-    """eval/<step>[_<classifier>].json and its results.csv row (process 0 only). -> json path."""
+def write_result(workdir: str, result: Mapping, given_label_set: str | None = None) -> str:
+    """eval/<step>[_<classifier>][_ls-<label set>].json and its results.csv row (process 0 only).
+    `given_label_set`: the label set asked for explicitly, if any. -> json path."""
     import jax
 
     out_dir = os.path.join(workdir, "eval")
     name = result_filename(
-        result["step"], result["classifier"], result.get("loss"), result.get("alpha")
+        result["step"],
+        result["classifier"],
+        result.get("loss"),
+        result.get("alpha"),
+        given_label_set,
     )
     path = os.path.join(out_dir, name)
     if jax.process_index() != 0:
@@ -100,9 +119,9 @@ def write_result(workdir: str, result: Mapping) -> str:
     return path
 
 
-def _row_key(row: Mapping) -> tuple[str, str, str]:
-    """(step, classifier, alpha) of a results.csv row; rows of older files have no alpha."""
-    return (row.get("step") or "", row.get("classifier") or "", row.get("alpha") or "")
+def _row_key(row: Mapping) -> tuple[str, str, str, str]:
+    """(step, classifier, alpha, label set) of a results.csv row; older files have no alpha."""
+    return tuple(row.get(k) or "" for k in ("step", "classifier", "alpha", "label_set"))
 
 
 @contextlib.contextmanager
@@ -148,14 +167,24 @@ def _drop_csv_rows_after(csv_path: str, step: int) -> set[int]:
     return dropped
 
 
-def evaluated_steps(workdir: str, classifier: str | None = None) -> set[int]:
-    """Steps that already have a result for `classifier` (None: the model's default one)."""
+def evaluated_steps(
+    workdir: str, classifier: str | None = None, given_label_set: str | None = None
+) -> set[int]:
+    """Steps that already have a result for `classifier` (None: the model's default one), on the
+    run's label set or on `given_label_set`."""
     d = os.path.join(workdir, "eval")
     if not os.path.isdir(d):
         return set()
     steps = set()
+    tag = label_set_suffix(given_label_set)
     for f in os.listdir(d):
         stem, ext = os.path.splitext(f)
+        if tag:
+            if not stem.endswith(tag):
+                continue
+            stem = stem[: -len(tag)]
+        elif "_ls-" in stem:
+            continue
         step, _, suffix = stem.partition("_")
         if ext != ".json" or not step.isdigit():
             continue

@@ -76,7 +76,7 @@ def watch(
 def _watch(evaluator, workdir, timeout, poll, final_step, on_result) -> list[int]:
     from janus.checkpoint import list_complete_steps
 
-    done = evaluated_steps(workdir, evaluator.opts.classifier)
+    done = evaluated_steps(workdir, evaluator.opts.classifier, evaluator.opts.label_set)
     skipped: set[int] = set()  # deleted before they could be read
     evaluated: list[int] = []
     last_new = time.time()
@@ -85,7 +85,9 @@ def _watch(evaluator, workdir, timeout, poll, final_step, on_result) -> list[int
         if final_step is None:
             final_step = total_steps(workdir)  # config.json may appear after the watch starts
         # Re-read each time: a resumed trainer drops the results of the steps it recomputes.
-        done = evaluated_steps(workdir, evaluator.opts.classifier) | skipped
+        done = (
+            evaluated_steps(workdir, evaluator.opts.classifier, evaluator.opts.label_set) | skipped
+        )
         todo = [s for s in list_complete_steps(workdir) if s not in done]
         stop = None
         if final_step is not None and final_step in done:
@@ -110,7 +112,7 @@ def _watch(evaluator, workdir, timeout, poll, final_step, on_result) -> list[int
                 continue
             if not result["sets"]:  # every later checkpoint would fail the same way
                 raise NoSetEvaluated(result["notes"])
-            write_result(workdir, result)
+            write_result(workdir, result, evaluator.opts.label_set)
             done.add(step)
             evaluated.append(step)
             last_new = time.time()
