@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from janus.models import conv as conv_lib
 from janus.models.layers import torch_padding
 
 Dtype = Any
@@ -58,6 +59,7 @@ def conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=conv_init,
+        conv_general_dilated=conv_lib.conv_general_dilated,
         name=name,
     )
 
