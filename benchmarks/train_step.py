@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--model resnet_tiny] [--res 32] [--batch 64] [--steps 20]
     python benchmarks/train_step.py --flops clip_rn50:ce clip_rn50:infonce vit_s16:ce
+    python benchmarks/train_step.py --peer torch --model resnet50 --res 224 --batch 16 --steps 5
 
 The second form prints, per model:loss, the parameter count and the training FLOPs per image at
 224 px from XLA's cost analysis of the lowered step (no compiling, no running; what the configs'
@@ -10,6 +11,12 @@ step-time estimates use).
 Runs the same jitted step (synthetic batch, no input pipeline) in a fresh process per device count
 (the count is fixed when jax starts) and prints one JSON line per run plus the peer ratio
 (images/s with N devices over 1 device).
+
+`--peer torch` (needs the torch extra) compares instead with PyTorch in the same process on 1
+device: torchvision's resnet50 or timm's vit_small_patch16_224 (for janus resnet50 / vit_s16), CE,
+AdamW, the same batch and resolution, steps alternating between the two so that the shared
+machine's load falls on both. Per side it prints wall-clock images/s and CPU seconds per step
+(`time.process_time`, less sensitive to other jobs), and the ratios janus / torch.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import sys
 import time
 
 
-def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
+def janus_step(model_name: str, res: int, batch: int):
+    """-> (run one step and wait for it, compile seconds, FLOPs per step): janus.train's step."""
     import jax
     import numpy as np
 
@@ -52,17 +60,91 @@ def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
     t = time.time()
     compiled, flops = train_step.compile_train_step(step_fn, state, gb, shardings, mesh)
     compile_s = time.time() - t
+    box = [state]
+
+    def run():
+        box[0], m = compiled(box[0], gb)
+        jax.block_until_ready(m)
+
+    return run, compile_s, flops
+
+
+def measure(model_name: str, res: int, batch: int, steps: int) -> dict:
+    import jax
+
+    run, compile_s, flops = janus_step(model_name, res, batch)
     for _ in range(3):  # warm-up
-        state, m = compiled(state, gb)
-    jax.block_until_ready(m)
+        run()
     t = time.time()
     for _ in range(steps):
-        state, m = compiled(state, gb)
-    jax.block_until_ready(m)
+        run()
     dt = (time.time() - t) / steps
     return {
         "model": model_name, "res": res, "batch": batch, "devices": jax.device_count(),
         "step_s": dt, "images_per_s": batch / dt, "compile_s": compile_s, "flops_per_step": flops,
+    }  # fmt: skip
+
+
+TORCH_PEERS = {"resnet50": "torchvision resnet50", "vit_s16": "timm vit_small_patch16_224"}
+
+
+def torch_step(model_name: str, res: int, batch: int):
+    """-> run one PyTorch training step (CE, AdamW with the paper's settings) on the same sizes."""
+    import torch
+
+    torch.manual_seed(0)
+    if model_name == "resnet50":
+        import torchvision
+
+        model = torchvision.models.resnet50()
+    elif model_name == "vit_s16":
+        import timm
+
+        model = timm.create_model("vit_small_patch16_224", img_size=res)
+    else:
+        raise ValueError(f"no torch peer for {model_name!r}; known: {sorted(TORCH_PEERS)}")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=0.2)  # fmt: skip
+    x = torch.randn(batch, 3, res, res)
+    y = torch.randint(0, 1000, (batch,))
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return run
+
+
+def measure_vs_torch(model_name: str, res: int, batch: int, steps: int) -> dict:
+    import jax
+    import torch
+
+    sides = {
+        "janus": janus_step(model_name, res, batch)[0],
+        "torch": torch_step(model_name, res, batch),
+    }
+    for run in sides.values():  # warm-up
+        run()
+    wall = dict.fromkeys(sides, 0.0)
+    cpu = dict.fromkeys(sides, 0.0)
+    for _ in range(steps):
+        for name, run in sides.items():
+            t, c = time.perf_counter(), time.process_time()
+            run()
+            wall[name] += time.perf_counter() - t
+            cpu[name] += time.process_time() - c
+    return {
+        "model": model_name, "peer": TORCH_PEERS[model_name], "res": res, "batch": batch,
+        "steps": steps, "devices": jax.device_count(), "torch_threads": torch.get_num_threads(),
+        "janus_images_per_s": round(batch * steps / wall["janus"], 2),
+        "torch_images_per_s": round(batch * steps / wall["torch"], 2),
+        "ratio_images_per_s": round(wall["torch"] / wall["janus"], 3),
+        "janus_cpu_s_per_step": round(cpu["janus"] / steps, 2),
+        "torch_cpu_s_per_step": round(cpu["torch"] / steps, 2),
+        "ratio_cpu_s": round(cpu["torch"] / cpu["janus"], 3),
+        "load_average": round(os.getloadavg()[0], 1),
     }  # fmt: skip
 
 
@@ -102,7 +184,12 @@ def main():
     p.add_argument("--devices", type=int, default=2, help="the peer: N host devices")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--flops", nargs="+", metavar="MODEL:LOSS", help="FLOPs per image instead")
+    p.add_argument("--peer", choices=["devices", "torch"], default="devices")
     a = p.parse_args()
+    if a.peer == "torch":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        print(json.dumps(measure_vs_torch(a.model, a.res, a.batch, a.steps)), flush=True)
+        return
     if a.flops:
         for spec in a.flops:
             print(json.dumps(training_flops(*spec.split(":"))), flush=True)
