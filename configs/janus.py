@@ -23,7 +23,8 @@ costs ~27 TFLOP for VL and ~17 TFLOP for CE (XLA cost analysis: ~52 / ~34 GFLOP 
 benchmarks/RESULTS.md, Training step); at an assumed 30% of an A100's 156 TF32 TFLOP/s that is
 ~0.07 s (VL) / ~0.05 s (CE) per step on 8 GPUs, so 256 epochs of 250k samples (125k steps) take
 ~2.5 h and of 2.4M samples (1.2M steps) about a day, if the input pipeline keeps up (~7-10k JPEG
-decodes/s: give it the host's cores with --config.data.worker_count). For the largest budgets a
+decodes/s). On GPUs/TPUs add `preset=gpu` (or `tpu`) to the argument: bf16 compute with float32
+parameters and the host's cores as data workers (README, Accelerator preset). For the largest budgets a
 TPU v4-32 slice or 4 nodes x 8 GPUs (launch/tpu_vm.sh, launch/slurm.sbatch; same command).
 Expected result (the paper's JANuS runs, CLIP-style RN50, from its figures; `python -m
 janus.evaluate --workdir DIR` then `python -m janus.report`): val top-1 / average robustness over

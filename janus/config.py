@@ -202,6 +202,35 @@ def prefer_command_line(config, overridden: Iterable[str]) -> ml_collections.Con
     return config
 
 
+def host_worker_count() -> int:
+    """Input worker processes that use the host's cores: all but one (the training loop's)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+# Accelerator presets (the `preset=` config argument, README "Accelerator preset"): fields set
+# for a kind of device, computed when applied (the worker count reads this host's cores).
+# Parameters stay float32 whatever model.dtype (the models' param_dtype); the train step always
+# donates the train state's buffers (janus.train_step.compile_train_step), so no field is needed.
+# On the CPU bf16 compute is slower than float32 (benchmarks/RESULTS.md), so "cpu" keeps float32.
+ACCELERATOR_PRESETS: dict[str, Callable[[], dict[str, object]]] = {
+    "gpu": lambda: {"model.dtype": "bfloat16", "data.worker_count": host_worker_count()},
+    "tpu": lambda: {"model.dtype": "bfloat16", "data.worker_count": host_worker_count()},
+    "cpu": lambda: {"model.dtype": "float32", "data.worker_count": 0},
+}
+
+
+def apply_preset(c: ml_collections.ConfigDict, name) -> ml_collections.ConfigDict:
+    """Sets the fields of ACCELERATOR_PRESETS[name] on `c`; returns it."""
+    if name not in ACCELERATOR_PRESETS:
+        raise ConfigError(
+            f"unknown preset {name!r}{did_you_mean(str(name), ACCELERATOR_PRESETS)}; "
+            f"known: {', '.join(ACCELERATOR_PRESETS)}"
+        )
+    for path, value in ACCELERATOR_PRESETS[name]().items():
+        _assign(c, path, value)
+    return c
+
+
 def _set_res(c, v):
     c.input.resolution = int(v)
     c.input.pp = re.sub(r"rrc\(\d+", f"rrc({int(v)}", c.input.pp)
@@ -226,6 +255,11 @@ COMMON_SWEEP_KEYS: dict[str, SweepKey] = {
     "epochs": SweepKey("train for N epochs (clears steps/examples)", _set("total_epochs", float)),
     "examples": SweepKey("train for N examples (clears steps/epochs)", _set("total_examples", int)),
     "data": SweepKey("records dir (data.train)", _set("data.train")),
+    "preset": SweepKey(
+        "accelerator preset: gpu | tpu (bf16 compute, float32 params, data workers = host cores"
+        " - 1) | cpu (float32, in-process data)",
+        apply_preset,
+    ),
 }
 
 

@@ -216,3 +216,25 @@ def test_plain_machine_never_initialises_jax_distributed(monkeypatch):
     assert main.initialize_distributed() is None and calls == []
     assert main.initialize_distributed({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "2"}) == "slurm"
     assert calls == [{}]
+
+
+def test_accelerator_preset_bf16_compute_float32_params_host_workers(monkeypatch):
+    monkeypatch.setattr(config_lib.os, "cpu_count", lambda: 16)
+    janus = load_config_module("janus")
+    c = janus.get_config("preset=gpu,batch=256")
+    assert (c.model.dtype, c.data.worker_count, c.input.batch_size) == ("bfloat16", 15, 256)
+    config_lib.validate(c, num_devices=8, check_data=False)
+    assert janus.get_config("preset=tpu").model.dtype == "bfloat16"
+    c = janus.get_config("preset=gpu,preset=cpu")  # later keys win, as for every sweep key
+    assert (c.model.dtype, c.data.worker_count) == ("float32", 0)
+    with pytest.raises(config_lib.ConfigError, match="unknown preset 'gpx'; did you mean 'gpu'"):
+        janus.get_config("preset=gpx")
+
+    import jax
+    import optax
+
+    from janus import train_step
+
+    c = janus.get_config("preset=gpu,model=resnet_tiny,res=32")
+    state = train_step.make_init_fn(train_step.build_model(c), optax.identity(), c)()
+    assert {str(x.dtype) for x in jax.tree.leaves(state["params"])} == {"float32"}
