@@ -1,0 +1,58 @@
+"""benchmarks/gpu.sh --smoke: the accelerator benchmark's code runs (on the CPU, tiny sizes)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_smoke_prints_every_measurement():
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop("XLA_FLAGS", None)  # one device, as on one GPU
+    out = subprocess.run(
+        ["bash", "benchmarks/gpu.sh", "--smoke"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    by_bench = {}
+    for r in rows:
+        by_bench.setdefault(r["bench"], []).append(r)
+    assert sorted(by_bench) == ["device", "evaluator", "total", "train_pipeline", "train_synthetic"]
+    assert by_bench["device"][0]["platform"] == "cpu"
+    assert by_bench["device"][0]["peak_flops_per_device"] is None  # so MFU is null, not made up
+    train = {(r["model"], r["loss"]): r for r in by_bench["train_synthetic"]}
+    assert sorted(train) == [("clip_rn_tiny", "infonce"), ("resnet_tiny", "ce"), ("vit_tiny", "ce")]
+    for r in train.values():
+        assert r["dtype"] == "bfloat16" and r["global_batch"] == 8 and r["devices"] == 1
+        assert r["images_per_s_per_device"] > 0 and r["flops_per_step_per_device"] > 0
+        assert r["mfu"] is None and r["target_mfu"] == 0.45
+    assert train[("vit_tiny", "ce")]["target_images_per_s_per_device"] == 1600.0
+    assert train[("resnet_tiny", "ce")]["target_images_per_s_per_device"] == 3000.0
+    (pipe,) = by_bench["train_pipeline"]
+    assert pipe["model"] == "resnet_tiny" and pipe["workers"] >= 1 and pipe["jpegs"] == 16
+    assert pipe["images_per_s_per_device"] > 0 and pipe["ratio"] > 0
+    (ev,) = by_bench["evaluator"]
+    assert ev["images"] == 20 and ev["images_per_s_per_device"] > 0 and ev["ratio"] > 0
+
+
+def test_mfu_is_flops_over_step_time_over_peak():
+    from types import SimpleNamespace
+
+    from benchmarks import gpu_bench
+
+    config = SimpleNamespace(
+        model=SimpleNamespace(name="resnet50", dtype="bfloat16"), loss="ce",
+        input=SimpleNamespace(batch_size=256, resolution=224),
+    )  # fmt: skip
+    bench = SimpleNamespace(config=config, flops=4.0e12)
+    row = gpu_bench.train_row(bench, 0.01, 1.0, 3000.0, peak=989e12, n_dev=2)
+    assert row["mfu"] == round(4.0e12 / 0.01 / 989e12, 4)
+    assert row["images_per_s_per_device"] == 12800.0 and row["ratio"] == round(12800 / 3000, 3)
+    assert gpu_bench.train_row(bench, 0.01, 1.0, None, peak=None, n_dev=1)["mfu"] is None
