@@ -15,7 +15,8 @@ evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, told ap
   null where the kind is unknown, e.g. a CPU). `target_images_per_s_per_device` and `ratio` compare
   with the H200 targets of issue 11 (ResNet-50 3,000, ViT-B/16 1,600 img/s; MFU 0.45).
 - "train_pipeline": the same ResNet-50 step fed by `train_loader` from records of 256-500 px JPEGs
-  (the SimCLR chain), with the host's cores as workers; the peer is "train_synthetic" ResNet-50.
+  (the SimCLR chain, config.input.pp) through janus.train's device prefetch, with the host's
+  cores as workers; the peer is "train_synthetic" ResNet-50.
 - "evaluator": `Evaluator.evaluate_variables` on a JANuS-mini val split with the ResNet-50 weights
   just trained; the peer is the training rate (a forward pass costs about a third of a train step).
 
@@ -26,6 +27,7 @@ batch 8 and 32 px: sizes are all that differ (tests/test_benchmarks.py runs it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -75,6 +77,7 @@ class TrainBench:
         from janus import config as config_lib
         from janus import optim, sharding
         from janus import train_step as step_lib
+        from janus.data.preprocess import build_pp
 
         self.config = config
         self.model = step_lib.build_model(config)
@@ -84,8 +87,9 @@ class TrainBench:
         self.shardings = sharding.param_shardings(jax.eval_shape(init_fn), self.mesh)
         self.state = jax.jit(init_fn, out_shardings=self.shardings)()
         self.step_fn = step_lib.make_train_step(
-            self.model, tx, schedule, loss=config.loss, seed=config.seed
-        )
+            self.model, tx, schedule, loss=config.loss, seed=config.seed,
+            pixel_scaling=build_pp(config.input.pp).scaling,  # uint8 images, as the trainer's
+        )  # fmt: skip
         self.compiled = self.flops = self.batch_spec = None
 
     def compile(self, batch) -> float:
@@ -119,7 +123,7 @@ def spec_of(batch) -> dict:
 
 
 def synthetic_batch(config, mesh):
-    """A random batch shaped like the input pipeline's, made directly on the devices."""
+    """A random batch shaped like the input pipeline's (uint8 images), made on the devices."""
     import jax
     import jax.numpy as jnp
 
@@ -131,7 +135,7 @@ def synthetic_batch(config, mesh):
     def make(key):
         k1, k2, k3 = jax.random.split(key, 3)
         batch = {
-            "image": jax.random.normal(k1, (b, r, r, 3), jnp.float32),
+            "image": jax.random.randint(k1, (b, r, r, 3), 0, 256, jnp.int32).astype(jnp.uint8),
             "label": jax.random.randint(k2, (b,), 0, 1000, jnp.int32),
         }
         if config_lib.is_vl(config.loss):
@@ -165,9 +169,10 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
     import jax
 
     from benchmarks.data_pipeline import build_records
-    from janus import config as config_lib
     from janus import sharding
     from janus.data import pipeline
+    from janus.data.prefetch import DevicePrefetch
+    from janus.train import PREFETCH_BATCHES
 
     c = bench.config
     out = pathlib.Path(tmp, "jpeg_records")
@@ -176,17 +181,18 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
     n, mean_bytes = build_records(out, sizes["pipeline_images"])
     build_s = time.perf_counter() - t
     it, _ = pipeline.train_loader(
-        str(out), global_batch_size=c.input.batch_size,
-        pp=config_lib.SIMCLR_PP.format(res=c.input.resolution), seed=0,
+        str(out), global_batch_size=c.input.batch_size, pp=c.input.pp, seed=0,
         worker_count=c.data.worker_count, shard_index=jax.process_index(),
         shard_count=jax.process_count(),
     )  # fmt: skip
-    batches = (sharding.shard_batch(b, bench.mesh) for b in it)
+    # As janus.train feeds its step: batches put on the devices ahead of the step that takes them.
+    put = functools.partial(sharding.shard_batch, mesh=bench.mesh)
+    batches = DevicePrefetch(it, put, depth=PREFETCH_BATCHES)
     try:
         bench.run(batches, 2)  # worker start-up and first reads
         step_s = bench.run(batches, sizes["pipeline_steps"])
     finally:
-        it.close()
+        batches.close()
     ips = c.input.batch_size / step_s / jax.device_count()
     return {
         "model": c.model.name, "workers": c.data.worker_count, "host_cores": os.cpu_count(),
