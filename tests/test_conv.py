@@ -21,7 +21,15 @@ def _loss(conv_fn, stride, padding):
 
 @pytest.mark.parametrize(
     "kernel,stride,cin,cout,size",
-    [(3, 1, 8, 16, 9), (3, 2, 8, 16, 10), (1, 1, 4, 8, 5), (1, 2, 8, 16, 9), (7, 2, 3, 8, 16)],
+    [
+        (3, 1, 8, 16, 9),
+        (3, 2, 8, 16, 10),
+        (1, 1, 4, 8, 5),
+        (1, 2, 8, 16, 9),
+        (7, 2, 3, 8, 16),
+        (1, 1, 16, 4, 5),
+        (3, 2, 16, 8, 9),
+    ],  # cin > cout: the transposed matmul
 )
 def test_gradients_match_xla(kernel, stride, cin, cout, size):
     rng = np.random.default_rng(kernel * 10 + stride)

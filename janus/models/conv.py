@@ -50,7 +50,12 @@ def _kernel_grad_by_taps(x, dy, w, strides, padding):
     for i in range(kh):
         for j in range(kw):
             window = x_pad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-            taps.append(jnp.einsum("nhwc,nhwo->co", window, dy))
+            # XLA's CPU matmul transposes its left operand to [channels, N*Ho*Wo] first: make
+            # that the operand with fewer channels, then transpose the small result instead.
+            if x.shape[-1] > dy.shape[-1]:
+                taps.append(jnp.einsum("nhwo,nhwc->oc", dy, window).T)
+            else:
+                taps.append(jnp.einsum("nhwc,nhwo->co", window, dy))
     return jnp.stack(taps).reshape(w.shape).astype(w.dtype)
 
 
