@@ -346,7 +346,7 @@ def test_watch_reevaluates_a_step_whose_result_a_resume_dropped(tmp_path):
             ckpt_lib.save_for_inference(wd, 30, {"loss": "ce"}, {"params": {"w": np.ones(2)}})
         return {**stale, "step": step}
 
-    ev = types.SimpleNamespace(opts=types.SimpleNamespace(classifier="head"))
+    ev = types.SimpleNamespace(opts=types.SimpleNamespace(classifier="head", label_set=None))
     ev.evaluate_step = evaluate_step
     assert watch.watch(ev, str(workdir), final_step=30, poll=0.01, timeout=30) == [10, 20, 30]
     assert seen == [10, 20, 30] and not (workdir / "eval" / watch.WATCH_LOCK).exists()
