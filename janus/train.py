@@ -225,8 +225,7 @@ def _open_data(config, selection, mesh):
     from janus.data import pipeline
     from janus.data.prefetch import DevicePrefetch
 
-    dirs = config_lib.train_dirs(config)
-    dirs_arg = dirs[0][0] if len(dirs) == 1 else dirs
+    dirs_arg = _loader_dirs(config)
     tokenizer = None
     if config_lib.is_vl(config.loss):
         from janus.data.tokenizer import Tokenizer
@@ -253,6 +252,12 @@ def _open_data(config, selection, mesh):
     return DevicePrefetch(batches, put, depth=PREFETCH_BATCHES), manifest
 
 
+def _loader_dirs(config):
+    """data.train as the pipeline takes it: one dir, or [(dir, weight)] for a mixture."""
+    dirs = config_lib.train_dirs(config)
+    return dirs[0][0] if len(dirs) == 1 else dirs
+
+
 def _pixel_scaling(config):
     """The normalisation of config.input.pp, which the train step applies on the device."""
     from janus.data.preprocess import build_pp
@@ -273,9 +278,8 @@ def _select_data(config):
         )
 
     budget = config_lib.resolve_budget(config, count)
-    dirs = config_lib.train_dirs(config)
     return pipeline.select_examples(
-        dirs[0][0] if len(dirs) == 1 else dirs,
+        _loader_dirs(config),
         seed=int(config.seed) % 2**32,
         label_set=config.label_set,
         budget=budget,
