@@ -344,10 +344,8 @@ def build_dataset(
         for i, offs in pool.imap_unordered(_write_shard, tasks):
             offsets[i] = offs
             bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")
-    except BaseException:
-        pool.terminate()
-        raise
-    pool.close()
+    finally:
+        pool.close()
 
     manifest = []
     for i, rows in enumerate(shards):

@@ -57,17 +57,6 @@ class ProcessMap:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def terminate(self):
-        """Ctrl-C or an error: stop the workers without waiting for their tasks (one may be stuck,
-        e.g. reading an image from a pipe; waiting for it hung the interrupted build)."""
-        if self._pool is not None:
-            processes = list((self._pool._processes or {}).values())  # 3.14 has terminate_workers
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            for p in processes:
-                p.terminate()
-            for p in processes:
-                p.join(timeout=10)
-
 
 class Progress:
     """Progress lines on stderr: in place on a terminal, every 5 s (and at the end) in a log.
