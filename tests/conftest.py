@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import signal  # noqa: E402
 import subprocess  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -65,21 +64,17 @@ def interrupt():
     (returncode, stderr); never a hang."""
 
     def run(cmd, ready, sig, timeout=120):
-        # stderr goes to a file, not a pipe: a process forked meanwhile by another thread of this
-        # test session inherits a pipe's write end and would keep it open after the group died.
-        with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(cmd, stderr=err, text=True, start_new_session=True)
-            try:
-                deadline = time.time() + timeout
-                while not ready():
-                    assert proc.poll() is None and time.time() < deadline, "ended or stalled early"
-                    time.sleep(0.01)
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=30)
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-            err.seek(0)
-            return proc.returncode, err.read()
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while not ready():
+                assert proc.poll() is None and time.time() < deadline, "ended or stalled early"
+                time.sleep(0.01)
+            os.killpg(proc.pid, sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode, err
 
     return run
