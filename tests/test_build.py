@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -413,9 +414,32 @@ def test_a_dead_worker_fails_the_build_instead_of_hanging():
 
     from janus.data.parallel import ProcessMap
 
-    pool = ProcessMap(2)
-    try:
-        with pytest.raises(BrokenProcessPool):
-            list(pool.imap_unordered(os._exit, [3, 3]))  # a worker killed mid-task
-    finally:
-        pool.close()
+    with pytest.raises(BrokenProcessPool), ProcessMap(2) as pool:
+        list(pool.imap_unordered(os._exit, [3, 3]))  # a worker killed mid-task
+
+
+def _sigint_self_then_sleep(seconds):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_ctrl_c_terminates_stuck_workers_instead_of_waiting():
+    """Workers ignore SIGINT (the main process decides); leaving the pool's block with an
+    exception terminates them at once, even mid-task."""
+    from janus.data.parallel import ProcessMap
+
+    with ProcessMap(2) as pool:  # a worker's own Ctrl-C does not interrupt its task
+        pids = list(pool.imap_unordered(_sigint_self_then_sleep, [0.1, 0.1]))
+    assert all(isinstance(pid, int) for pid in pids)
+
+    with pytest.raises(KeyboardInterrupt), ProcessMap(2) as pool:
+        pool._pool.submit(int).result()  # the workers are up
+        processes = list(pool._pool._processes.values())
+        busy = [pool._pool.submit(time.sleep, 600) for _ in range(2)]
+        while not all(f.running() for f in busy):
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        raise KeyboardInterrupt
+    assert time.monotonic() - t0 < 60  # the 600 s tasks were not waited for
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)

@@ -317,35 +317,37 @@ def build_dataset(
             )
         _remove_split(out, cfg.split, keep_scan=fingerprint)
 
-    pool = ProcessMap(workers)
     try:
-        if plan is None:
-            plan = make_plan(cfg, out, pool, progress, log, scan_chunk)
-            _save_json_gz(plan_path, plan)
-            # the plan holds all the build needs from the scan now
-            shutil.rmtree(scan.scan_dir_for(out, cfg.split, fingerprint))
-        else:
-            log(f"resuming split {cfg.split!r} from the saved plan")
-        shards = plan["shards"]
-        n_shards = len(shards)
-        offsets: dict[int, list[int]] = {}
-        tasks = []
-        for i, rows in enumerate(shards):
-            done = _shard_done(out, cfg.split, i, n_shards, fingerprint, rows)
-            if done is not None:
-                offsets[i] = done
+        with ProcessMap(workers) as pool:
+            if plan is None:
+                plan = make_plan(cfg, out, pool, progress, log, scan_chunk)
+                _save_json_gz(plan_path, plan)
+                # the plan holds all the build needs from the scan now
+                shutil.rmtree(scan.scan_dir_for(out, cfg.split, fingerprint))
             else:
-                tasks.append((str(out), cfg.split, i, n_shards, fingerprint, rows))
-        if offsets:
-            log(f"kept {len(offsets)} finished shard(s), writing {len(tasks)}")
-        total = sum(len(r) for r in shards)
-        kept = sum(len(shards[i]) for i in offsets)
-        bar = Progress(f"writing {cfg.split}", total, progress, already_done=kept)
-        for i, offs in pool.imap_unordered(_write_shard, tasks):
-            offsets[i] = offs
-            bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")
-    finally:
-        pool.close()
+                log(f"resuming split {cfg.split!r} from the saved plan")
+            shards = plan["shards"]
+            n_shards = len(shards)
+            offsets: dict[int, list[int]] = {}
+            tasks = []
+            for i, rows in enumerate(shards):
+                done = _shard_done(out, cfg.split, i, n_shards, fingerprint, rows)
+                if done is not None:
+                    offsets[i] = done
+                else:
+                    tasks.append((str(out), cfg.split, i, n_shards, fingerprint, rows))
+            if offsets:
+                log(f"kept {len(offsets)} finished shard(s), writing {len(tasks)}")
+            total = sum(len(r) for r in shards)
+            kept = sum(len(shards[i]) for i in offsets)
+            bar = Progress(f"writing {cfg.split}", total, progress, already_done=kept)
+            for i, offs in pool.imap_unordered(_write_shard, tasks):
+                offsets[i] = offs
+                bar.update(len(offs), f" shards {len(offsets)}/{n_shards}")
+    except BaseException:
+        # Ctrl-C or an error terminated the workers: their torn shards and scan chunks go
+        _remove_torn_files(out, cfg.split)
+        raise
 
     manifest = []
     for i, rows in enumerate(shards):
@@ -395,6 +397,11 @@ def build_dataset(
 def _per_class(manifest) -> dict[str, int]:
     c = Counter(m["labels"][0] if m["labels"] else -1 for m in manifest)
     return {str(k): v for k, v in sorted(c.items())}
+
+
+def _remove_torn_files(out: pathlib.Path, split: str) -> None:
+    for p in [*out.glob(f"{split}-*.partial"), *(out / _PLAN_DIR).glob(f"{split}.scan-*/*.tmp*")]:
+        p.unlink(missing_ok=True)
 
 
 def _remove_split(out: pathlib.Path, split: str, keep_scan: str) -> None:

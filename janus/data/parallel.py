@@ -5,8 +5,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import multiprocessing
+import signal
 import sys
 import time
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ProcessMap:
@@ -14,6 +19,11 @@ class ProcessMap:
 
     concurrent.futures rather than multiprocessing.Pool: a worker that dies (killed, out of memory)
     raises BrokenProcessPool here instead of hanging the build.
+
+    Used as a context manager. Workers ignore Ctrl-C: a KeyboardInterrupt inside a worker can land
+    while it sends a result and leave the pool's pipe torn, which hung the interrupted build. The
+    main process gets the Ctrl-C and, leaving the block with an exception, terminates the workers
+    rather than waiting for their tasks (one may be stuck, e.g. reading an image from a pipe).
     """
 
     def __init__(self, workers: int):
@@ -23,7 +33,9 @@ class ProcessMap:
             # fork is cheap; after jax is imported, fork is unsafe (threads), so use spawn then.
             method = "spawn" if "jax" in sys.modules else "fork"
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method)
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_ignore_sigint,
             )
 
     def imap_unordered(self, fn, items):
@@ -53,9 +65,19 @@ class ProcessMap:
             return list(map(fn, items))
         return list(self._pool.map(fn, items))
 
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def __enter__(self) -> "ProcessMap":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is None:
+            return
+        if exc_type is None:
+            self._pool.shutdown(wait=True)
+            return
+        # Python 3.14 has terminate_workers(); the pool then finds them dead and shuts down.
+        for p in list((self._pool._processes or {}).values()):
+            p.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Progress:
