@@ -65,7 +65,7 @@ class ProcessMap:
             return list(map(fn, items))
         return list(self._pool.map(fn, items))
 
-    def __enter__(self) -> "ProcessMap":
+    def __enter__(self) -> ProcessMap:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
