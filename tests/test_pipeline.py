@@ -107,6 +107,38 @@ def test_resume_is_exact_with_augmentation(rdir):
     assert it2.skip_report() == it.skip_report()
 
 
+@pytest.mark.parametrize("worker_count", [0, 2])
+def test_chunked_batches_equal_the_element_stream(rdir, worker_count):
+    """Threads and workers make whole collated chunks; the batches are still the element stream
+    with skips dropped, cut every 8 rows (a skip leaves a chunk short: the next batch straddles
+    two chunks), and a resume from any batch boundary continues it exactly."""
+    it, _ = _loader(rdir, pp=AUG, worker_count=worker_count)
+    got = _take(it, 14)  # two epochs of 47 good examples: skips in both
+    ds = it._stream.map_ds
+    rows = [e for e in (ds[i] for i in range(it.get_state()["position"])) if "_skip" not in e]
+    assert len(rows) == 14 * 8
+    expected = [
+        {k: np.stack([r[k] for r in rows[b : b + 8]]) for k in rows[0]} for b in range(0, 112, 8)
+    ]
+    _assert_same(got, expected)
+    assert it.skip_report()["counts"] == {"bad_image": 2}
+    it.close()
+    states = [_state_after(rdir, b) for b in range(12)]  # after b batches
+    mid_chunk = [b for b, st in enumerate(states) if st["position"] % 8]
+    assert mid_chunk  # after the first skip, batches start inside a chunk
+    for b in (mid_chunk[0] - 1, mid_chunk[0]):
+        again, _ = _loader(rdir, pp=AUG, worker_count=worker_count)
+        again.set_state(states[b])
+        _assert_same(_take(again, 3), expected[b : b + 3])
+        again.close()
+
+
+def _state_after(d, batches: int) -> dict:
+    it, _ = _loader(d, pp=AUG)
+    _take(it, batches)
+    return it.get_state()
+
+
 def test_resume_through_orbax_grain_checkpoint(rdir, tmp_path):
     ocp = pytest.importorskip("orbax.checkpoint")
     import grain

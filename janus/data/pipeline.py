@@ -5,7 +5,8 @@ Train, as one lazy grain ``MapDataset`` over the selected examples::
     source -> shuffle(seed) -> repeat(num_epochs) -> [truncate to whole global batches]
            -> random_map(decode + pp + labels/tokens)     # rng from (seed, global index)
            -> [process_index::process_count]               # per-process slice of the global stream
-           -> to_iter_dataset (threads) -> mp_prefetch (worker processes) -> skip & batch
+           -> chunks of batch_size elements, collated where they were made
+           -> to_iter_dataset (threads) -> mp_prefetch (worker processes) -> skip & re-batch
 
 - ``shuffle`` reshuffles every epoch (grain folds the epoch into the seed), and the augmentation rng
   of an element is derived from (seed, position in the global stream), so a batch does not depend on
@@ -13,6 +14,9 @@ Train, as one lazy grain ``MapDataset`` over the selected examples::
   bitwise the same batches.
 - Process i takes positions i, i+n, ... of the global stream; its k-th batch holds global positions
   [k*G, (k+1)*G), so the union over processes of batch k is the single-process global batch k.
+- A thread or worker process makes a whole chunk of elements and stacks it: the per-element cost
+  of grain's thread hand-offs, of pickling across processes and of batching is paid once per batch.
+  The batching iterator only re-cuts chunks when skips left one short.
 - Images leave as uint8: the chain's normalisation runs on the device (``Preprocess.scaling``,
   applied in the jitted train step and evaluator; see ``janus.data.pixel_scaling``).
 - Bad inputs (undecodable/truncated image, empty caption for VL runs, no label in the set) are
@@ -29,6 +33,7 @@ Eval: the source is padded to whole global batches; padding and bad images come 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import logging
 import pathlib
@@ -136,19 +141,38 @@ class _ExampleTransform:
         return out
 
 
-class _Stream:
-    """The per-process element stream: a grain MapDataset plus how to read it (threads, workers)."""
+def _collate(elements: list, spec: dict | None = None) -> dict:
+    """A chunk of stream elements, stacked where it was made (a grain thread or worker process).
 
-    def __init__(self, map_ds: grain.MapDataset, batch_size: int, worker_count: int):
+    -> {"rows": {key: stacked array} (None if no row), "good": bool per element,
+    "skips": [(offset in the chunk, marker)]}. Skipped elements are not rows, or, with ``spec``
+    (eval), rows of ``spec``.
+    """
+    good = np.array([_SKIP not in e for e in elements], dtype=bool)
+    skips = [(i, e) for i, e in enumerate(elements) if not good[i]]
+    rows = elements if spec is not None else [e for e in elements if _SKIP not in e]
+    if spec is not None:
+        rows = [e if ok else spec for e, ok in zip(rows, good)]
+    stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]} if rows else None
+    return {"rows": stacked, "good": good, "skips": skips}
+
+
+class _Stream:
+    """The per-process element stream: a grain MapDataset, read in collated chunks of
+    ``batch_size`` elements by threads or worker processes."""
+
+    def __init__(self, map_ds: grain.MapDataset, batch_size: int, worker_count: int, spec=None):
         self.map_ds = map_ds
         self.batch_size = batch_size
         self.worker_count = worker_count
+        self.spec = spec
 
     def iterator(self, position: int):
-        """An iterator over elements ``position, position + 1, ...`` of the stream."""
+        """An iterator over the chunks of elements ``position, position + 1, ...``."""
         ds = self.map_ds[position:] if position else self.map_ds
-        it_ds = ds.to_iter_dataset(_read_options(self.batch_size, self.worker_count))
-        return iter(_with_workers(it_ds, self.worker_count, self.batch_size))
+        ds = ds.batch(self.batch_size, batch_fn=functools.partial(_collate, spec=self.spec))
+        it_ds = ds.to_iter_dataset(_read_options(self.worker_count))
+        return iter(_with_workers(it_ds, self.worker_count))
 
 
 class SkipBatchIterator(grain.DatasetIterator):
@@ -156,18 +180,19 @@ class SkipBatchIterator(grain.DatasetIterator):
     masked rows (``mode="mask"``, eval: padding and bad images give ``mask=False``).
 
     The state is the number of stream elements consumed plus the skip counts -- plain JSON that
-    does not depend on grain's internals or on ``worker_count``; ``set_state`` re-opens the stream
-    at that position (restarting the worker processes once).
+    does not depend on grain's internals, on ``worker_count`` or on the chunking; ``set_state``
+    re-opens the stream at that position (restarting the worker processes once).
     """
 
-    def __init__(self, stream: _Stream, *, mode: str = "skip", spec=None, drop_remainder=True):
+    def __init__(self, stream: _Stream, *, mode: str = "skip", drop_remainder=True):
         super().__init__()
         self._stream = stream
         self._mode = mode
-        self._spec = spec
         self._drop_remainder = drop_remainder
         self._position = 0
         self._it = None  # opened lazily, so set_state right after creation starts workers once
+        self._chunk = None  # the chunk being cut into batches, and where in it
+        self._cursor = 0
         self._counts: collections.Counter = collections.Counter()
         self._first: dict[str, list[str]] = {}
 
@@ -183,30 +208,55 @@ class SkipBatchIterator(grain.DatasetIterator):
         if n & (n - 1) == 0:  # log the 1st, 2nd, 4th, 8th, ... skip of each kind
             log.warning("skipped %d example(s) (%s), latest: %s", n, reason, element.get("detail"))
 
+    def _take(self, need: int):
+        """Up to ``need`` rows from the current chunk, in stream order: (rows, mask) or None;
+        the skips passed on the way are recorded and the position advances past them."""
+        chunk, start = self._chunk, self._cursor
+        good = chunk["good"]
+        if self._mode == "mask":  # every element is a row
+            end = min(len(good), start + need)
+            first, last = start, end
+        else:
+            after = np.flatnonzero(good[start:]) + start
+            end = int(after[need - 1]) + 1 if len(after) >= need else len(good)
+            first = int(np.count_nonzero(good[:start]))
+            last = first + int(np.count_nonzero(good[start:end]))
+        for offset, element in chunk["skips"]:
+            if start <= offset < end:
+                self._record_skip(element)
+        self._position += end - start
+        self._cursor = end
+        if end == len(good):
+            self._chunk = None
+        if last == first:
+            return None
+        rows = chunk["rows"]
+        whole = first == 0 and last == len(next(iter(rows.values())))
+        return (rows if whole else {k: v[first:last] for k, v in rows.items()}), good[start:end]
+
     def __next__(self) -> dict:
         if self._it is None:
             self._it = self._stream.iterator(self._position)
-        rows, masks = [], []
-        while len(rows) < self._stream.batch_size:
-            try:
-                element = next(self._it)
-            except StopIteration:
-                if rows and not self._drop_remainder:
-                    break
-                raise
-            self._position += 1
-            if _SKIP in element:
-                self._record_skip(element)
-                if self._mode == "skip":
-                    continue
-                rows.append(self._spec)
-                masks.append(False)
-            else:
-                rows.append(element)
-                masks.append(True)
-        batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        parts, n = [], 0
+        while n < self._stream.batch_size:
+            if self._chunk is None:
+                try:
+                    self._chunk, self._cursor = next(self._it), 0
+                except StopIteration:
+                    if parts and not self._drop_remainder:
+                        break
+                    raise
+            part = self._take(self._stream.batch_size - n)
+            if part is not None:
+                parts.append(part)
+                n += len(next(iter(part[0].values())))
+        if len(parts) == 1:
+            batch, mask = parts[0]
+        else:
+            batch = {k: np.concatenate([rows[k] for rows, _ in parts]) for k in parts[0][0]}
+            mask = np.concatenate([m for _, m in parts])
         if self._mode == "mask":
-            batch["mask"] = np.asarray(masks, dtype=bool)
+            batch = {**batch, "mask": mask}
         return batch
 
     def get_state(self) -> dict[str, Any]:
@@ -232,6 +282,7 @@ class SkipBatchIterator(grain.DatasetIterator):
         }
 
     def _close_stream(self) -> None:
+        self._chunk = None
         it, self._it = self._it, None
         if it is not None and hasattr(it, "close"):
             it.close()
@@ -275,13 +326,14 @@ def _per_process_batch(global_batch_size: int, shard_count: int) -> int:
     return global_batch_size // shard_count
 
 
-def _read_options(batch_size: int, worker_count: int) -> grain.ReadOptions:
-    # A few threads overlap PIL decoding (it releases the GIL); a small buffer bounds memory.
+def _read_options(worker_count: int) -> grain.ReadOptions:
+    # Two threads overlap decoding (it releases the GIL), a chunk each; a small buffer (in chunks)
+    # bounds memory.
     threads = 2 if worker_count == 0 else 1
-    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(8, 2 * batch_size))
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2)
 
 
-def _with_workers(ds: grain.IterDataset, worker_count: int, batch_size: int) -> grain.IterDataset:
+def _with_workers(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
     if worker_count <= 0:
         return ds
     from absl import flags
@@ -289,9 +341,7 @@ def _with_workers(ds: grain.IterDataset, worker_count: int, batch_size: int) -> 
     if not flags.FLAGS.is_parsed():  # grain workers read absl flags (STACK.md pitfall)
         flags.FLAGS.mark_as_parsed()
     return ds.mp_prefetch(
-        grain.MultiprocessingOptions(
-            num_workers=worker_count, per_worker_buffer_size=max(2, batch_size // worker_count)
-        )
+        grain.MultiprocessingOptions(num_workers=worker_count, per_worker_buffer_size=2)
     )
 
 
@@ -482,7 +532,7 @@ def eval_loader(
     mine = order[:, shard_index, :].reshape(-1)
     ds = ds.random_map(transform, seed=0)  # eval ops are deterministic; the rng is fixed anyway
     ds = grain.MapDataset.source(_Take(ds, mine))
-    return SkipBatchIterator(_Stream(ds, batch, worker_count), mode="mask", spec=spec)
+    return SkipBatchIterator(_Stream(ds, batch, worker_count, spec=spec), mode="mask")
 
 
 class _Take:
