@@ -108,6 +108,21 @@ def test_key_index_reports_keys_seen_before_in_order():
     assert index.add(again) == [0, 2]
 
 
+def test_merging_sorted_runs_equals_sorting_them_together():
+    from janus.data.scan import _merge_runs, _sorted_run
+
+    rng = np.random.default_rng(0)
+    for n_a, n_b in [(1, 1), (50, 3), (3, 50), (1000, 999)]:  # random halves: no ties
+        hi, lo = rng.integers(0, 2**63, (2, n_a + n_b), dtype=np.uint64)
+        a, b = _sorted_run(hi[:n_a], lo[:n_a]), _sorted_run(hi[n_a:], lo[n_a:])
+        for got, want in zip(_merge_runs(a, b), _sorted_run(hi, lo)):
+            np.testing.assert_array_equal(got, want)
+    # equal first halves in both runs: ordered by the second halves too
+    a = _sorted_run(np.array([5, 9], np.uint64), np.array([2, 0], np.uint64))
+    b = _sorted_run(np.array([5, 1], np.uint64), np.array([1, 7], np.uint64))
+    assert [x.tolist() for x in _merge_runs(a, b)] == [[1, 5, 5, 9], [7, 1, 2, 0]]
+
+
 @pytest.mark.parametrize("workers,chunk", [(1, 1000), (1, 7), (2, 13)])
 def test_scan_in_chunks_equals_one_process_scan(caption_source, tmp_path, workers, chunk):
     cfg = _cfg(caption_source, tmp_path / "out", budget=None)
