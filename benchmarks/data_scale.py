@@ -27,6 +27,7 @@ Measures (`--measure`, a registry; each prints JSON lines):
 
     python benchmarks/data_scale.py [--n 1000000] [--measure startup formats builder] [--dir DIR]
         [--budget 500000] [--label-set in100] [--processes 1] [--compare-src DIR]
+        [--paths jsonl,convert,columnar,slope]
         [--workers 1 2] [--build-budget 1000]
 
 A `--dir` that already holds a dir of N samples is reused (its `manifest.arrow` is removed before
@@ -101,29 +102,32 @@ def synthesise(out: pathlib.Path, n: int) -> None:
     png, width = _png(), len(f"{n - 1:09d}")
     templates: dict = {}
     bounds = np.linspace(0, n, SHARDS + 1).astype(int)
-    manifest = []
-    for s in range(SHARDS):
-        name = records.shard_name("train", s, SHARDS)
-        with records.ShardWriter(out / name) as w:
-            for i in range(bounds[s], bounds[s + 1]):
-                src = POOL[source[i]][0]
-                kind = int(kinds[i])
-                labels = [] if kind == 3 else [int(first[i])] + ([int(second[i])] * (kind == 1))
-                key = f"{src}/{i:0{width}d}"
-                tpl = templates.get((src, tuple(labels)))
-                if tpl is None:
-                    holder = "\x01" * len(key)
-                    ex = {"image/encoded": png, "image/format": "png", "label": labels}
-                    ex |= {"caption": [f"a photo from {src}"], "source": src, "key": holder}
-                    data = records.encode_example(ex)
-                    tpl = templates[(src, tuple(labels))] = (data, data.index(holder.encode()))
-                data, at = tpl
-                offset = w.write(data[:at] + key.encode() + data[at + len(key) :])
-                manifest.append(
-                    {"key": key, "source": src, "labels": labels, "label_source": "human"}
-                    | {"split": "train", "shard": name, "offset": offset}
-                )
-    records.write_manifest(out, manifest, {"train": {"seed": 0, "command": "data_scale.py"}})
+
+    def rows():  # written as they are made: memory does not grow with n
+        for s in range(SHARDS):
+            name = records.shard_name("train", s, SHARDS)
+            with records.ShardWriter(out / name) as w:
+                for i in range(bounds[s], bounds[s + 1]):
+                    src = POOL[source[i]][0]
+                    kind = int(kinds[i])
+                    labels = [] if kind == 3 else [int(first[i])] + [int(second[i])] * (kind == 1)
+                    key = f"{src}/{i:0{width}d}"
+                    tpl = templates.get((src, tuple(labels)))
+                    if tpl is None:
+                        holder = "\x01" * len(key)
+                        ex = {"image/encoded": png, "image/format": "png", "label": labels}
+                        ex |= {"caption": [f"a photo from {src}"], "source": src, "key": holder}
+                        data = records.encode_example(ex)
+                        tpl = templates[(src, tuple(labels))] = (data, data.index(holder.encode()))
+                    data, at = tpl
+                    offset = w.write(data[:at] + key.encode() + data[at + len(key) :])
+                    yield {"key": key, "source": src, "labels": labels, "label_source": "human"} | {
+                        "split": "train",
+                        "shard": name,
+                        "offset": offset,
+                    }
+
+    records.write_manifest(out, rows(), {"train": {"seed": 0, "command": "data_scale.py"}})
     records.write_info(out, {"name": out.name, "splits": {"train": n}})
 
 
@@ -363,7 +367,7 @@ def measure_startup(d: pathlib.Path, args) -> list[dict]:
     columns.unlink(missing_ok=True)  # the peer: an older dir, manifest.jsonl.gz only
     baseline = _emit({"bench": "baseline", **run_child("baseline", d, args)})["peak_mb"]
     rows = []
-    runs = [("jsonl", None), ("convert", None), ("columnar", None)]
+    runs = [(p, None) for p in ("jsonl", "convert", "columnar") if p in args.paths]
     if args.compare_src:
         runs.append(("before", args.compare_src))
     for path, src in runs:
@@ -378,8 +382,8 @@ def measure_startup(d: pathlib.Path, args) -> list[dict]:
             }
             row |= run_child(step, d, args, src)
             rows.append(_emit(row | _extrapolate(row, args.n, baseline)))
-    q, small = _quarter(d, args)
-    for step in ("count", "loader"):
+    for step in ("count", "loader") if "slope" in args.paths else ():
+        q, small = _quarter(d, args)
         row = {"bench": f"startup_{step}", "path": "columnar", "n": small.n}
         row |= {"processes": args.processes, "budget": small.budget if step == "loader" else None}
         row |= run_child(step, q, small)
@@ -454,6 +458,13 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=500_000)
     parser.add_argument("--label-set", default="in100")
     parser.add_argument("--processes", type=int, default=1, help="shard_count of the loader")
+    parser.add_argument(
+        "--paths",
+        type=lambda v: v.split(","),
+        default=["jsonl", "convert", "columnar", "slope"],
+        help="startup: which of jsonl,convert,columnar,slope to run (convert writes the arrow "
+        "file the columnar path reads; slope synthesises an N/4 dir for the extrapolation)",
+    )
     parser.add_argument("--compare-src", help="repo root of another janus checkout")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="builder workers")
     parser.add_argument("--build-budget", type=int, default=1000, help="builder budget")
