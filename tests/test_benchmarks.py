@@ -1,4 +1,4 @@
-"""benchmarks/gpu.sh --smoke: the accelerator benchmark's code runs (on the CPU, tiny sizes)."""
+"""The benchmarks' code runs, at tiny sizes on the CPU: gpu.sh --smoke and data_scale.py."""
 
 import json
 import os
@@ -56,3 +56,23 @@ def test_mfu_is_flops_over_step_time_over_peak():
     assert row["mfu"] == round(4.0e12 / 0.01 / 989e12, 4)
     assert row["images_per_s_per_device"] == 12800.0 and row["ratio"] == round(12800 / 3000, 3)
     assert gpu_bench.train_row(bench, 0.01, 1.0, None, peak=None, n_dev=1)["mfu"] is None
+
+
+@pytest.mark.slow
+def test_data_scale_benchmark_runs_at_a_tiny_size(tmp_path):
+    """Its synthetic records dir and caption source are valid inputs: the loader selects the
+    budget, and the builder picks the same samples with 1 and 2 workers."""
+    cmd = [sys.executable, "benchmarks/data_scale.py", "--n", "3000", "--dir", str(tmp_path / "p")]
+    cmd += ["--budget", "500", "--paths", "convert,columnar", "--measure", "startup", "builder"]
+    cmd += ["--workers", "1", "2", "--build-budget", "100"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    by_bench = {r["bench"]: r for r in rows}
+    assert by_bench["convert"]["file_mb"] > 0
+    assert by_bench["startup_loader"]["n_examples"] == 500
+    assert 0 < by_bench["startup_count"]["n_examples"] < 3000  # some rows are not in IN100
+    builds = [r for r in rows if r["bench"] == "builder"]
+    assert [r["workers"] for r in builds] == [1, 2]
+    assert all(r["same_selection_as_peer"] and r["captions_per_s"] > 0 for r in builds)
+    assert "jsonl" not in {r.get("path") for r in rows}  # --paths left the peer out
