@@ -149,10 +149,11 @@ def _collate(elements: list, spec: dict | None = None) -> dict:
     (eval), rows of ``spec``.
     """
     good = np.array([_SKIP not in e for e in elements], dtype=bool)
-    skips = [(i, e) for i, e in enumerate(elements) if not good[i]]
-    rows = elements if spec is not None else [e for e in elements if _SKIP not in e]
-    if spec is not None:
-        rows = [e if ok else spec for e, ok in zip(rows, good)]
+    skips = [(i, e) for i, (e, ok) in enumerate(zip(elements, good)) if not ok]
+    if spec is None:
+        rows = [e for e, ok in zip(elements, good) if ok]
+    else:
+        rows = [e if ok else spec for e, ok in zip(elements, good)]
     stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]} if rows else None
     return {"rows": stacked, "good": good, "skips": skips}
 
@@ -209,8 +210,9 @@ class SkipBatchIterator(grain.DatasetIterator):
             log.warning("skipped %d example(s) (%s), latest: %s", n, reason, element.get("detail"))
 
     def _take(self, need: int):
-        """Up to ``need`` rows from the current chunk, in stream order: (rows, mask) or None;
-        the skips passed on the way are recorded and the position advances past them."""
+        """Up to ``need`` rows from the current chunk, in stream order: (rows, mask, number of
+        rows) or None; the skips passed on the way are recorded and the position advances past
+        them."""
         chunk, start = self._chunk, self._cursor
         good = chunk["good"]
         if self._mode == "mask":  # every element is a row
@@ -232,7 +234,8 @@ class SkipBatchIterator(grain.DatasetIterator):
             return None
         rows = chunk["rows"]
         whole = first == 0 and last == len(next(iter(rows.values())))
-        return (rows if whole else {k: v[first:last] for k, v in rows.items()}), good[start:end]
+        part = rows if whole else {k: v[first:last] for k, v in rows.items()}
+        return part, good[start:end], last - first
 
     def __next__(self) -> dict:
         if self._it is None:
@@ -249,12 +252,12 @@ class SkipBatchIterator(grain.DatasetIterator):
             part = self._take(self._stream.batch_size - n)
             if part is not None:
                 parts.append(part)
-                n += len(next(iter(part[0].values())))
+                n += part[2]
         if len(parts) == 1:
-            batch, mask = parts[0]
+            batch, mask, _ = parts[0]
         else:
-            batch = {k: np.concatenate([rows[k] for rows, _ in parts]) for k in parts[0][0]}
-            mask = np.concatenate([m for _, m in parts])
+            batch = {k: np.concatenate([rows[k] for rows, _, _ in parts]) for k in parts[0][0]}
+            mask = np.concatenate([m for _, m, _ in parts])
         if self._mode == "mask":
             batch = {**batch, "mask": mask}
         return batch
