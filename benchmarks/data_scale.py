@@ -20,10 +20,11 @@ Measures (`--measure`, a registry; each prints JSON lines):
   of captions naming one class, two classes, a plural with noise, none), strict matching, label
   set in1000, budget `--build-budget` (1,000: issue 13's setting), at each of `--workers`:
   captions/s, CPU seconds of the main process (`cpu_s`) and of the workers, peak RSS of the main
-  process and of its largest worker, and a digest of the selection. The main process's CPU per
-  caption bounds what any worker count can reach (`main_bound_captions_per_s`). The peer, in the
-  same run, is 1 worker, and with `--compare-src` that checkout's builder (1 process) first; the
-  selections must be identical.
+  process (`peak_mb`, with the pages of the memory-mapped scan files it touched, and
+  `peak_anon_mb`, its own memory without them) and of its largest worker, and a digest of the
+  selection. The main process's CPU per caption bounds what any worker count can reach
+  (`main_bound_captions_per_s`). The peer, in the same run, is 1 worker, and with `--compare-src`
+  that checkout's builder (1 process) first; the selections must be identical.
 
     python benchmarks/data_scale.py [--n 1000000] [--measure startup formats builder] [--dir DIR]
         [--budget 500000] [--label-set in100] [--processes 1] [--compare-src DIR]
@@ -47,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -183,6 +185,22 @@ def _peak_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class _AnonPeak:
+    """Peak anonymous RSS (RssAnon, sampled every 10 ms by a thread): the process's own memory,
+    without the pages of memory-mapped files, which the kernel drops and reads again at will."""
+
+    def __init__(self):
+        self.mb = 0.0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.mb = max(self.mb, int(line.split()[1]) / 1024)  # kB
+            time.sleep(0.01)
 
 
 class _Clock:
@@ -479,9 +497,17 @@ def main() -> None:
     parser.add_argument("--build-budget", type=int, default=1000, help="builder budget")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if (
+        args.compare_src
+        and not (pathlib.Path(args.compare_src) / "janus" / "__init__.py").is_file()
+    ):
+        parser.error(f"--compare-src {args.compare_src}: no janus/__init__.py there")
     if args.child:
+        anon = _AnonPeak()
         row = CHILDREN[args.child](args.dir, args)
-        print(json.dumps(row | {"peak_mb": round(_peak_mb(), 1)}))
+        print(
+            json.dumps(row | {"peak_mb": round(_peak_mb(), 1), "peak_anon_mb": round(anon.mb, 1)})
+        )
         return
     tmp = None
     d = args.dir

@@ -105,3 +105,55 @@ def test_errors():
     with pytest.raises(ValueError, match="not both"):
         select_budget(e, 3, seed=0, source_counts={"a": 3}, source_weights={"a": 1})
     assert len(select_budget(e, 0, seed=0)) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 120),
+    seed=st.integers(0, 3),
+    balanced=st.booleans(),
+    split=st.sampled_from(["pooled", "weights", "counts"]),
+    block=st.sampled_from([1, 17, 1 << 20]),
+    n_bad=st.integers(0, 40),
+)
+def test_the_shortlist_chooses_as_all_entries_do(n, seed, balanced, split, block, n_bad):
+    """The builder selects on `shortlist_budget`'s entries only (its columns are files): the same
+    choice as on every entry, or the same error, with bad images left out."""
+    from janus.data.budget import select_budget_columns, shortlist_budget
+
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c"]
+    m = 400
+    prio = rng.integers(0, 2**64 - 1, m, dtype=np.uint64, endpoint=True)
+    prio[rng.integers(0, m, 30)] = prio[0]  # ties: broken by position
+    classes = rng.choice(np.r_[-1, np.arange(12)], m, p=[0.1] + [0.9 / 12] * 12).astype(np.int16)
+    codes = rng.integers(0, 3, m).astype(np.int16)
+    kwargs = {"class_balanced": balanced}
+    if split == "weights":
+        kwargs["source_weights"] = {"a": 1.0, "b": 3.0}  # source "c" is not in the budget
+    elif split == "counts":
+        kwargs["source_counts"] = {"c": n // 2, "a": n - n // 2}
+    bad = np.sort(rng.choice(m, n_bad, replace=False))
+    alive = np.setdiff1d(np.arange(m), bad)
+
+    def select(pos):
+        try:
+            chosen = select_budget_columns(
+                prio[pos],
+                classes[pos].astype(np.int64),
+                n,
+                keys_at=lambda p: [str(pos[i]) for i in p],
+                sources=np.asarray(names, dtype=object)[codes[pos]],
+                **kwargs,
+            )
+        except ValueError as e:
+            return str(e)
+        return pos[chosen].tolist()
+
+    short = shortlist_budget(
+        prio, classes, n, source_codes=codes, source_names=names, exclude=bad, block=block, **kwargs
+    )
+    assert np.isin(short, alive).all() and (np.diff(short) > 0).all()
+    assert select(short) == select(alive)
+    if isinstance(select(alive), list):  # the shortlist is short: about n, not the 400 entries
+        assert len(short) <= n + (13 * 3 if balanced else 0)

@@ -4,6 +4,7 @@ everything, whatever the workers and chunk size; duplicate keys across chunks; r
 import csv
 import gzip
 import io
+import itertools
 import json
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import build, labelsets, records
+from janus.data import build, labelsets, records, scan
 from janus.data.budget import select_budget
 from janus.data.builder import BuildConfig, build_dataset
 from janus.data.labeling import Labeler, label_candidates
@@ -93,38 +94,55 @@ def _plan(out):
         return json.load(f)
 
 
-def test_key_index_reports_keys_seen_before_in_order():
-    index = KeyIndex()
+@pytest.mark.parametrize("spill", [False, True])
+def test_key_index_reports_keys_seen_before_in_order(tmp_path, spill):
+    # spilled: every run of 8 keys or more is a file (the path for sources of millions of keys)
+    make = (lambda: KeyIndex(tmp_path / "keys", in_memory=8)) if spill else KeyIndex
+    index = make()
     assert index.add(key_digests(["a", "b", "a", "c"])) == [2]
     assert index.add(key_digests([])) == []
     for k in range(20):  # enough chunks to merge the sorted runs several times
         assert index.add(key_digests([f"x{k}", f"y{k}", "b"])) == [2]
     assert index.add(key_digests(["x3", "new", "y19", "new"])) == [0, 2, 3]
     assert len(index) == 3 + 40 + 1
+    if spill:  # the runs merged away left no files behind
+        files = sorted(p.name for p in (tmp_path / "keys").iterdir())
+        on_disk = [r for r in index._runs if isinstance(r[0], np.memmap)]
+        assert on_disk and len(files) == 2 * len(on_disk)
     # digests whose first halves agree (the binary search's key) are still told apart
-    index, half = KeyIndex(), b"\x01" * 8
+    index, half = make(), b"\x01" * 8
     assert index.add(np.array([half + b"\x02" * 8, half + b"\x03" * 8], dtype="S16")) == []
     again = np.array([half + b"\x03" * 8, half + b"\x04" * 8, half + b"\x04" * 8], dtype="S16")
     assert index.add(again) == [0, 2]
 
 
-def test_merging_sorted_runs_equals_sorting_them_together():
-    from janus.data.scan import _merge_runs, _sorted_run
+def test_merging_runs_block_by_block_keeps_every_key_in_order():
+    from janus.data.scan import _merge_runs
 
     rng = np.random.default_rng(0)
-    for n_a, n_b in [(1, 1), (50, 3), (3, 50), (1000, 999)]:  # random halves: no ties
+    cases = [(1, 1), (50, 3), (3, 50), (1000, 999), (0, 5)]
+    for (n_a, n_b), block in itertools.product(cases, [1, 7, 1 << 18]):
         hi, lo = rng.integers(0, 2**63, (2, n_a + n_b), dtype=np.uint64)
-        a, b = _sorted_run(hi[:n_a], lo[:n_a]), _sorted_run(hi[n_a:], lo[n_a:])
-        for got, want in zip(_merge_runs(a, b), _sorted_run(hi, lo)):
-            np.testing.assert_array_equal(got, want)
-    # equal first halves in both runs: ordered by the second halves too
-    a = _sorted_run(np.array([5, 9], np.uint64), np.array([2, 0], np.uint64))
-    b = _sorted_run(np.array([5, 1], np.uint64), np.array([1, 7], np.uint64))
-    assert [x.tolist() for x in _merge_runs(a, b)] == [[1, 5, 5, 9], [7, 1, 2, 0]]
+        hi[::5] = hi[0]  # equal first halves, within and across the runs
+        runs = []
+        for part in (slice(0, n_a), slice(n_a, None)):
+            order = np.argsort(hi[part], kind="stable")
+            runs.append((hi[part][order], lo[part][order]))
+        out = (np.empty(n_a + n_b, np.uint64), np.empty(n_a + n_b, np.uint64))
+        _merge_runs(*runs, out, block=block)
+        assert (out[0][1:] >= out[0][:-1]).all()  # sorted by the first halves
+        got = sorted(zip(out[0].tolist(), out[1].tolist()))
+        assert got == sorted(zip(hi.tolist(), lo.tolist()))  # every key, once
 
 
-@pytest.mark.parametrize("workers,chunk", [(1, 1000), (1, 7), (2, 13)])
-def test_scan_in_chunks_equals_one_process_scan(caption_source, tmp_path, workers, chunk):
+@pytest.mark.parametrize(
+    "workers,chunk,keys_in_memory", [(1, 1000, None), (1, 7, None), (2, 13, None), (1, 7, 16)]
+)
+def test_scan_in_chunks_equals_one_process_scan(
+    caption_source, tmp_path, monkeypatch, workers, chunk, keys_in_memory
+):
+    if keys_in_memory:  # the key index's runs of 16 keys or more are files, as at millions
+        monkeypatch.setattr(scan, "KEYS_IN_MEMORY", keys_in_memory)
     cfg = _cfg(caption_source, tmp_path / "out", budget=None)
     summary = build_dataset(cfg, workers=workers, progress=False, scan_chunk=chunk)
     cands, skips, coverage = _one_process_reference(cfg)

@@ -34,7 +34,7 @@ import numpy as np
 
 from janus.data import labelsets, records, scan
 from janus.data import manifest as manifest_lib
-from janus.data.budget import select_budget_columns
+from janus.data.budget import select_budget_columns, shortlist_budget
 from janus.data.images import BadImageError, prepare_image
 from janus.data.parallel import ProcessMap, Progress
 from janus.data.skips import SkipCounter
@@ -169,6 +169,38 @@ def _load_json_gz(path: pathlib.Path):
         return json.load(f)
 
 
+def _choose(cfg: BuildConfig, found: scan.Scan, bad: list[int], pool, skips) -> list[int]:
+    """The budget's candidates, leaving out those found bad: the selection runs on the shortlist
+    of candidates it can reach, so only that is read from the scan's columns into memory."""
+    budget_args = {
+        "class_balanced": cfg.class_balanced,
+        "source_weights": cfg.source_weights,
+        "source_counts": cfg.source_counts,
+    }
+    short = shortlist_budget(
+        found.prio,
+        found.classes,
+        cfg.budget,
+        source_codes=found.source,
+        source_names=found.source_names,
+        exclude=bad,
+        **budget_args,
+    )
+    try:
+        pos = select_budget_columns(
+            found.prio[short],
+            found.classes[short].astype(np.int64),
+            cfg.budget,
+            keys_at=lambda p: [c.key for c in found.load(short[p], pool).values()],
+            sources=np.asarray(found.source_names, dtype=object)[found.source[short]],
+            **budget_args,
+        )
+    except ValueError as e:
+        note = f" ({len(bad)} candidates were dropped as bad images)" if bad else ""
+        raise ValueError(f"{e}{note}\n{skips.report()}") from None
+    return short[pos].tolist()
+
+
 def make_plan(
     cfg: BuildConfig, out: pathlib.Path, pool: ProcessMap, progress: bool, log, scan_chunk: int
 ) -> dict:
@@ -188,33 +220,15 @@ def make_plan(
         if name not in names:
             raise ValueError(f"budget names source {name!r}, not among the sources {names}")
 
-    sources = found.sources()
     cands: dict[int, object] = {}  # the candidates chosen so far, read back from the scan
-    bad = np.zeros(len(found), dtype=bool)
+    bad: set[int] = set()
     verified: dict[int, tuple[str, str]] = {}
     chunk = 64
     while True:
-        alive = np.flatnonzero(~bad)
         if cfg.budget is None:
-            chosen = alive.tolist()
+            chosen = np.setdiff1d(np.arange(len(found)), list(bad)).tolist()
         else:
-            try:
-                pos = select_budget_columns(
-                    found.prio[alive],
-                    found.classes[alive].astype(np.int64),
-                    cfg.budget,
-                    keys_at=lambda p, alive=alive: [
-                        c.key for c in found.load(alive[p], pool).values()
-                    ],
-                    sources=sources[alive],
-                    class_balanced=cfg.class_balanced,
-                    source_weights=cfg.source_weights,
-                    source_counts=cfg.source_counts,
-                )
-            except ValueError as e:
-                note = f" ({bad.sum()} candidates were dropped as bad images)" if bad.any() else ""
-                raise ValueError(f"{e}{note}\n{skips.report()}") from None
-            chosen = alive[pos].tolist()
+            chosen = _choose(cfg, found, sorted(bad), pool, skips)
         todo = [i for i in chosen if i not in verified]
         if not todo:
             break
@@ -225,7 +239,7 @@ def make_plan(
         for piece, res in zip(pieces, results):
             for i, (err, digest, fmt) in zip(piece, res):
                 if err:
-                    bad[i] = True
+                    bad.add(i)
                     reason = err.split(":")[0]
                     skips.add(reason, cands[i].key, err[len(reason) + 2 :][:120])
                 else:
@@ -261,7 +275,7 @@ def make_plan(
         "shards": shards,
         "skipped": skips.to_dict(),
         "scanned": found.scanned,
-        "usable": found.usable(),
+        "usable": found.usable,
         "source_kinds": {n: spec.get("kind") for n, spec in zip(names, cfg.sources)},
         "matching": coverage,
     }

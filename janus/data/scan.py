@@ -11,8 +11,10 @@
   collision among 10^10 keys are below 10^-18). A worker counts the repeats within its chunk; a
   chunk holding keys of earlier chunks is labelled again in the main process with those counted
   as duplicates (rare: it costs one chunk).
-- Memory in the main process: the chunks in flight, 16 bytes per key scanned, 20 per usable
-  candidate, and the chosen candidates, which `load` reads back from the chunk files.
+- Memory in the main process does not grow with the source: the digests (16 bytes a key) and the
+  columns (20 bytes a usable candidate) go to files in the scan folder, read memory-mapped; what
+  stays is the chunks in flight, the key index's runs below a million keys, and the chosen
+  candidates, which `load` reads back from the chunk files.
 - Resume: chunk files live in `<out>/.build/<split>.scan-<fingerprint>/`; a killed build reuses
   those it finished (the builder removes the folder once its plan is saved).
 """
@@ -24,9 +26,11 @@ import gzip
 import hashlib
 import pathlib
 import pickle
+import shutil
 from collections import Counter, deque
 
 import numpy as np
+from numpy.lib.format import open_memmap
 
 from janus.data.budget import priorities
 from janus.data.labeling import Labeler, label_candidates
@@ -37,14 +41,22 @@ from janus.data.sources import Candidate, make_source
 from janus.fileio import atomic_open
 
 CHUNK = 10_000  # rows or candidates per task: a few MB in flight, a second or two of matching
+KEYS_IN_MEMORY = 1 << 20  # runs of the key index this long or longer go to files (16 MB)
 
 
 class KeyIndex:
-    """A set of 16-byte key digests: sorted runs of their two halves as numbers, merged like a
-    log-structured tree. 16 bytes a key, membership by binary search on the first half."""
+    """A set of 16-byte key digests: runs of their two halves as numbers, each sorted by the first
+    half, merged like a log-structured tree. Membership by binary search on the first half.
 
-    def __init__(self):
+    Runs of `in_memory` keys or more live in files under `spill_dir` (memory-mapped: the kernel
+    pages them in and out), so the process's own memory does not grow with the keys."""
+
+    def __init__(self, spill_dir: pathlib.Path | None = None, in_memory: int = KEYS_IN_MEMORY):
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (first halves, second halves)
+        self._spill_dir, self._in_memory, self._files = spill_dir, in_memory, 0
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)  # runs of an interrupted scan
+            spill_dir.mkdir(parents=True)
 
     def __len__(self) -> int:
         return sum(len(hi) for hi, _ in self._runs)
@@ -66,35 +78,50 @@ class KeyIndex:
         repeated[order[1:][same]] = True
         fresh = ~seen & ~repeated
         if fresh.any():
-            self._runs.append(_sorted_run(hi[fresh], lo[fresh]))
+            order = np.argsort(hi[fresh], kind="stable")
+            self._runs.append((hi[fresh][order], lo[fresh][order]))
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            b = self._runs.pop()
-            self._runs[-1] = _merge_runs(self._runs[-1], b)
+            b, a = self._runs.pop(), self._runs.pop()
+            merged = self._new_run(len(a[0]) + len(b[0]))
+            _merge_runs(a, b, merged)
+            for run in (a, b):
+                self._drop(run)
+            self._runs.append(merged)
         return np.flatnonzero(seen | repeated).tolist()
 
+    def _new_run(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._spill_dir is None or n < self._in_memory:
+            return np.empty(n, np.uint64), np.empty(n, np.uint64)
+        self._files += 1
+        paths = [self._spill_dir / f"{self._files:06d}.{half}.npy" for half in ("hi", "lo")]
+        return tuple(open_memmap(p, "w+", np.uint64, (n,)) for p in paths)
 
-def _sorted_run(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((lo, hi))
-    return hi[order], lo[order]
+    @staticmethod
+    def _drop(run) -> None:
+        for half in run:
+            if isinstance(half, np.memmap):
+                pathlib.Path(half.filename).unlink()
 
 
-def _merge_runs(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """Two sorted runs as one, written once into the output: 17 bytes a key of working memory
-    where concatenating and sorting again took 40 (the main process's peak at 10M captions)."""
-    (a_hi, a_lo), (b_hi, b_lo) = a, b
-    at = np.searchsorted(a_hi, b_hi)
-    if np.any(a_hi[np.minimum(at, len(a_hi) - 1)] == b_hi):  # equal first halves: order by both
-        return _sorted_run(np.r_[a_hi, b_hi], np.r_[a_lo, b_lo])
-    from_b = np.zeros(len(a_hi) + len(b_hi), dtype=bool)
-    from_b[at + np.arange(len(b_hi))] = True
-    del at
-    merged = []
-    for a_half, b_half in ((a_hi, b_hi), (a_lo, b_lo)):
-        out = np.empty(len(from_b), dtype=a_half.dtype)
-        out[from_b] = b_half
-        out[~from_b] = a_half
-        merged.append(out)
-    return merged[0], merged[1]
+def _merge_runs(a, b, out, block: int = 1 << 18) -> None:
+    """Writes runs a and b (each sorted by its first halves) into `out` as one such run, a block
+    at a time: working memory is a few blocks, whatever the runs' sizes (they may be files)."""
+    (a_hi, a_lo), (b_hi, b_lo), (out_hi, out_lo) = a, b, out
+    i = j = k = 0
+    while i < len(a_hi) or j < len(b_hi):
+        ah, bh = np.asarray(a_hi[i : i + block]), np.asarray(b_hi[j : j + block])
+        if len(ah) and len(bh):  # take both up to the lower of the blocks' last values
+            limit = min(ah[-1], bh[-1])  # one block is taken whole: the loop advances
+            ah = ah[: np.searchsorted(ah, limit, "right")]
+            bh = bh[: np.searchsorted(bh, limit, "right")]
+        from_b = np.zeros(len(ah) + len(bh), dtype=bool)
+        from_b[np.searchsorted(ah, bh) + np.arange(len(bh))] = True
+        halves = ((out_hi, ah, bh), (out_lo, a_lo[i : i + len(ah)], b_lo[j : j + len(bh)]))
+        for out_half, a_part, b_part in halves:
+            merged = np.empty(len(from_b), dtype=np.uint64)
+            merged[from_b], merged[~from_b] = b_part, a_part
+            out_half[k : k + len(merged)] = merged
+        i, j, k = i + len(ah), j + len(bh), k + len(from_b)
 
 
 def key_digests(keys) -> np.ndarray:
@@ -181,23 +208,18 @@ class Scan:
 
     scan_dir: pathlib.Path
     source_names: list[str]
+    # columns, memory-mapped from files in scan_dir
     prio: np.ndarray  # uint64
     source: np.ndarray  # int16 index into source_names
     classes: np.ndarray  # int16 first label, -1 for none
     chunk: np.ndarray  # int32 chunk file of each candidate
     row: np.ndarray  # int32 position in its chunk file
     scanned: dict[str, int]  # candidates per source before labelling
+    usable: dict[str, int]  # candidates per source after labelling
     coverage: CoverageReport
 
     def __len__(self) -> int:
         return len(self.prio)
-
-    def sources(self) -> np.ndarray:
-        return np.asarray(self.source_names, dtype=object)[self.source]
-
-    def usable(self) -> dict[str, int]:
-        counts = np.bincount(self.source, minlength=len(self.source_names))
-        return {n: int(c) for n, c in zip(self.source_names, counts) if c}
 
     def load(self, indices, pool: ProcessMap) -> dict:
         """{index: Candidate} for these candidates, read back from their chunk files by the pool."""
@@ -242,33 +264,76 @@ def scan_sources(
                 yield cfg, fingerprint, chunk_size, scan_dir, k, si, items, None
                 k += 1
 
-    index, coverage, scanned, reused, usable = KeyIndex(), CoverageReport(), Counter(), 0, 0
-    cols: dict[str, list] = {"prio": [], "source": [], "classes": [], "chunk": [], "row": []}
+    index = KeyIndex(scan_dir / "keys", KEYS_IN_MEMORY)
+    coverage, scanned, usable, reused = CoverageReport(), Counter(), Counter(), 0
     bar = Progress("scanning and labelling", None, progress)
-    for k, result in enumerate(pool.imap(_label_chunk, tasks())):
-        si, items = chunks.popleft()
-        duplicates = index.add(result.digests)
-        if duplicates != result.duplicates:  # labelled again here, with the duplicates known
-            task = (cfg, fingerprint, chunk_size, scan_dir, k, si, items, duplicates)
-            result = _label_chunk(task)
-        reused += result.reused
-        skips.merge(result.skips)
-        coverage.merge(result.coverage)
-        if result.scanned:
-            scanned[names[si]] += result.scanned
-        n = len(result.prio)
-        cols["prio"].append(result.prio)
-        cols["classes"].append(result.classes)
-        cols["source"].append(np.full(n, si, dtype=np.int16))
-        cols["chunk"].append(np.full(n, k, dtype=np.int32))
-        cols["row"].append(np.arange(n, dtype=np.int32))
-        usable += n
-        bar.update(result.scanned, f" ({usable} usable)")
+    with _ColumnFiles(scan_dir / "columns") as columns:
+        for k, result in enumerate(pool.imap(_label_chunk, tasks())):
+            si, items = chunks.popleft()
+            duplicates = index.add(result.digests)
+            if duplicates != result.duplicates:  # labelled again here, with the duplicates known
+                task = (cfg, fingerprint, chunk_size, scan_dir, k, si, items, duplicates)
+                result = _label_chunk(task)
+            reused += result.reused
+            skips.merge(result.skips)
+            coverage.merge(result.coverage)
+            if result.scanned:
+                scanned[names[si]] += result.scanned
+            n = len(result.prio)
+            columns.append(
+                prio=result.prio,
+                source=np.full(n, si),
+                classes=result.classes,
+                chunk=np.full(n, k),
+                row=np.arange(n),
+            )
+            if n:
+                usable[names[si]] += n
+            bar.update(result.scanned, f" ({usable.total()} usable)")
     if reused:
         log(f"reused {reused} chunk(s) the interrupted scan had finished")
-    dtypes = {"prio": np.uint64, "source": np.int16, "classes": np.int16, "chunk": np.int32}
-    arrays = {
-        name: np.concatenate(parts) if parts else np.zeros(0, dtype=dtypes.get(name, np.int32))
-        for name, parts in cols.items()
+    return Scan(
+        scan_dir,
+        names,
+        scanned=dict(scanned),
+        usable=dict(usable),
+        coverage=coverage,
+        **columns.read(),
+    )
+
+
+class _ColumnFiles:
+    """The scan's columns (`Scan`), appended a chunk at a time to files and read back
+    memory-mapped: the main process does not hold a column per candidate."""
+
+    DTYPES = {
+        "prio": np.uint64,
+        "source": np.int16,
+        "classes": np.int16,
+        "chunk": np.int32,
+        "row": np.int32,
     }
-    return Scan(scan_dir, names, scanned=dict(scanned), coverage=coverage, **arrays)
+
+    def __init__(self, folder: pathlib.Path):
+        shutil.rmtree(folder, ignore_errors=True)  # columns of an interrupted scan
+        folder.mkdir(parents=True)
+        self._paths = {name: folder / f"{name}.bin" for name in self.DTYPES}
+        self._files = {}
+
+    def __enter__(self):
+        self._files = {name: open(path, "wb") for name, path in self._paths.items()}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def append(self, **columns) -> None:
+        for name, values in columns.items():
+            np.asarray(values, dtype=self.DTYPES[name]).tofile(self._files[name])
+
+    def read(self) -> dict[str, np.ndarray]:
+        return {
+            name: np.memmap(path, dtype, "r") if path.stat().st_size else np.zeros(0, dtype)
+            for (name, dtype), path in zip(self.DTYPES.items(), self._paths.values())
+        }
