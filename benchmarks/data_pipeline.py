@@ -36,9 +36,10 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from janus.data import pipeline, records
-from janus.data.pixel_scaling import NORMALIZATION
-from janus.data.tokenizer import Tokenizer
+from janus.data import records
+from janus.data.input import pipeline
+from janus.data.input.pixel_scaling import NORMALIZATION
+from janus.data.input.tokenizer import Tokenizer
 
 TRAIN_PP = "decode|rrc(224, scale=(0.08, 1.0))|flip|normalize('clip')"
 SIMCLR_PP = (

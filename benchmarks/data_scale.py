@@ -217,13 +217,13 @@ class _Clock:
 
 def child_baseline(d, args) -> dict:
     """The interpreter with the pipeline imported: the part of a peak that does not grow with N."""
-    from janus.data import pipeline  # noqa: F401
+    from janus.data.input import pipeline  # noqa: F401
 
     return {"seconds": 0.0, "cpu_s": 0.0}
 
 
 def child_count(d, args) -> dict:
-    from janus.data import pipeline
+    from janus.data.input import pipeline
 
     clock = _Clock()
     n = pipeline.num_train_examples(d, label_set=args.label_set)
@@ -233,7 +233,7 @@ def child_count(d, args) -> dict:
 def child_loader(d, args) -> dict:
     import pickle
 
-    from janus.data import pipeline
+    from janus.data.input import pipeline
 
     clock = _Clock()
     it, man = pipeline.train_loader(
@@ -292,7 +292,8 @@ def child_build(d, args) -> dict:
     import hashlib
 
     from janus.data import records
-    from janus.data.builder import BuildConfig, build_dataset
+    from janus.data.build.builder import build_dataset
+    from janus.data.build.config import BuildConfig
 
     out = d / f"out_{os.getpid()}"
     cfg = BuildConfig(

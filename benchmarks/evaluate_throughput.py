@@ -31,9 +31,10 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from janus.data import records, synthetic
-    from janus.data.pixel_scaling import scale_pixels
-    from janus.data.preprocess import build_pp
+    from janus.data import records
+    from janus.data.build import synthetic
+    from janus.data.input.pixel_scaling import scale_pixels
+    from janus.data.input.preprocess import build_pp
     from janus.evaluate import runner
     from janus.evaluate.inference import eval_pp
     from janus.models import create_model, init_variables

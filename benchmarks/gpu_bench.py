@@ -5,8 +5,8 @@
 
 Every run builds its configs with the accelerator preset (`preset=gpu`: bf16 compute, float32
 parameters, the train state donated, data workers = host cores - 1) and uses janus's own model
-registry, train step (`janus.train_step`), input pipeline (`janus.data.pipeline.train_loader`) and
-evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, told apart by "bench":
+registry, train step (`janus.train_step`), input pipeline (`janus.data.input.pipeline.train_loader`)
+and evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, told apart by "bench":
 
 - "train_synthetic", one per model: ResNet-50 (CE), ViT-B/16 (CE), CLIP-RN50 (InfoNCE, with its
   text tower) at global batch 256, 224 px, on a synthetic batch made on the devices.
@@ -77,7 +77,7 @@ class TrainBench:
         from janus import config as config_lib
         from janus import optim, sharding
         from janus import train_step as step_lib
-        from janus.data.preprocess import build_pp
+        from janus.data.input.preprocess import build_pp
 
         self.config = config
         self.model = step_lib.build_model(config)
@@ -170,8 +170,8 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
 
     from benchmarks.data_pipeline import build_records
     from janus import sharding
-    from janus.data import pipeline
-    from janus.data.prefetch import DevicePrefetch
+    from janus.data.input import pipeline
+    from janus.data.input.prefetch import DevicePrefetch
     from janus.train import PREFETCH_BATCHES
 
     c = bench.config
@@ -206,7 +206,7 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
 def bench_evaluator(bench: TrainBench, sizes: dict, tmp: str, train_ips: float) -> dict:
     import jax
 
-    from janus.data import synthetic
+    from janus.data.build import synthetic
     from janus.evaluate import runner
 
     c = bench.config

@@ -716,7 +716,7 @@ def validate(
         except (ValueError, FileNotFoundError, OSError) as e:
             raise ConfigError(f"config field 'label_set' = {d['label_set']!r}: {e}") from e
         _check_model_name(d["model"]["name"])
-        from janus.data.preprocess import build_pp
+        from janus.data.input.preprocess import build_pp
 
         try:
             build_pp(d["input"]["pp"])

@@ -6,9 +6,9 @@
   step time, images/s per device, epoch, ETA, MFU (XLA's FLOPs over the device's dense bf16 peak
   where known, else null), data_wait_fraction (the share of the window's time the loop was blocked
   waiting for the input pipeline's next batch; near 0 when the input keeps up).
-- Input: uint8 batches, normalised inside the jitted step; `PREFETCH_BATCHES` batches are put on
-  the devices ahead of the step (`janus.data.prefetch`), and the checkpointed iterator state is the
-  one after the last batch trained on, so prefetched batches are re-read after a resume.
+- Input: uint8 batches, normalised inside the jitted step; `PREFETCH_BATCHES` batches are put on the
+  devices ahead of the step (`janus.data.input.prefetch`), and the checkpointed iterator state is
+  the one after the last batch trained on, so prefetched batches are re-read after a resume.
 - In-loop eval hooks every N steps and at the end; orbax checkpoints every N steps and at the end
   with the grain iterator state; resume from the latest complete checkpoint; SIGTERM saves and
   returns (exit 0); a finished run writes <workdir>/DONE and the pipeline's skip report into
@@ -222,13 +222,13 @@ class TrainResult:
 def _open_data(config, selection, mesh):
     """-> (batches already on their way to the devices, the data manifest)."""
     from janus import sharding as sharding_lib
-    from janus.data import pipeline
-    from janus.data.prefetch import DevicePrefetch
+    from janus.data.input import pipeline
+    from janus.data.input.prefetch import DevicePrefetch
 
     dirs_arg = _loader_dirs(config)
     tokenizer = None
     if config_lib.is_vl(config.loss):
-        from janus.data.tokenizer import Tokenizer
+        from janus.data.input.tokenizer import Tokenizer
 
         tokenizer = Tokenizer(context_length=config.input.context_length)
     batches, manifest = pipeline.train_loader(
@@ -260,7 +260,7 @@ def _loader_dirs(config):
 
 def _pixel_scaling(config):
     """The normalisation of config.input.pp, which the train step applies on the device."""
-    from janus.data.preprocess import build_pp
+    from janus.data.input.preprocess import build_pp
 
     return build_pp(config.input.pp).scaling
 
@@ -268,7 +268,7 @@ def _pixel_scaling(config):
 def _select_data(config):
     """The run's examples, selected once per start: the epoch length comes from it and the loader
     reads it (every process selects the same, from the manifests alone)."""
-    from janus.data import pipeline
+    from janus.data.input import pipeline
 
     captions = config_lib.is_vl(config.loss)
 
@@ -727,7 +727,7 @@ def _finish_manifest(workdir: str, manifest: dict, data_iter) -> None:
 
 
 def _skip_report(data_iter) -> dict:
-    from janus.data import pipeline
+    from janus.data.input import pipeline
 
     return pipeline.skip_report(data_iter) if hasattr(data_iter, "skip_report") else {}
 

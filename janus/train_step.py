@@ -7,7 +7,7 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
 - Step: `jax.jit` with explicit in/out shardings over the Mesh, the state donated. Each process
   passes its slice of the global batch; `janus.sharding.shard_batch` assembles the global arrays.
   Images arrive as uint8; the step applies the input chain's normalisation on the device
-  (`janus.data.pixel_scaling`).
+  (`janus.data.input.pixel_scaling`).
   The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
 - Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches,
   averages their gradients (and loss/metrics) and makes ONE optimizer update: for losses that are
@@ -120,7 +120,7 @@ def make_train_step(
     `pixel_scaling`: the input chain's `PixelScaling` (`build_pp(pp).scaling`), applied to the
     uint8 batch images on the device; None when the batch images are already model inputs."""
     from janus import losses
-    from janus.data.pixel_scaling import scale_pixels
+    from janus.data.input.pixel_scaling import scale_pixels
     from janus.optim import frozen_mask
 
     vl = config_lib.is_vl(loss)

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import build, labelsets, records
-from janus.data.builder import BuildConfig, build_dataset
+from janus.data import labelsets, records
+from janus.data.build import cli
+from janus.data.build.builder import build_dataset
+from janus.data.build.config import BuildConfig
 
 WNIDS = labelsets.imagenet_wnids()
 NAMES = labelsets.class_names("clip")
@@ -248,7 +250,7 @@ def test_cli(raw, tmp_path, capsys):
         "--source",
         f"kind=folder,name=in,path={raw / 'folder'}",
     ]
-    assert build.main(argv) == 0
+    assert cli.main(argv) == 0
     info = records.read_info(out)
     assert info["splits"] == {"train": 9}
     assert info["build"]["train"]["command"].startswith("python -m janus.data.build --out")
@@ -259,7 +261,7 @@ def test_cli(raw, tmp_path, capsys):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"sources": [_folder(raw)], "label_set": "mini10", "budget": 3}))
     assert (
-        build.main(["build", "--spec", str(spec), "--out", str(out), "--split", "val", "--quiet"])
+        cli.main(["build", "--spec", str(spec), "--out", str(out), "--split", "val", "--quiet"])
         == 0
     )
     info = records.read_info(out)
@@ -270,18 +272,18 @@ def test_cli(raw, tmp_path, capsys):
 def test_cli_errors(raw, tmp_path, capsys):
     base = ["--out", str(tmp_path / "e"), "--quiet", "--workers", "1"]
     src = f"kind=folder,name=in,path={raw / 'folder'}"
-    assert build.main([*base, "--label-set", "in42", "--source", src]) == 2
+    assert cli.main([*base, "--label-set", "in42", "--source", src]) == 2
     assert "unknown label set 'in42'" in capsys.readouterr().err
     man = f"kind=manifest,name=m,path={raw / 'man' / 'meta.csv'},caption_cols=blip"
-    assert build.main([*base, "--source", man]) == 2
+    assert cli.main([*base, "--source", man]) == 2
     err = capsys.readouterr().err
     assert "missing column(s) ['blip']" in err and "meta.csv" in err and "'filepath'" in err
-    assert build.main([*base, "--source", "kind=zip,name=z,path=x"]) == 2
+    assert cli.main([*base, "--source", "kind=zip,name=z,path=x"]) == 2
     assert "source kind 'zip' unknown" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        build.main(base)
+        cli.main(base)
     with pytest.raises(SystemExit):
-        build.main([*base, "--source", src, "--source-counts", "in=many"])
+        cli.main([*base, "--source", src, "--source-counts", "in=many"])
     assert "expected name=value,name=value with int values" in capsys.readouterr().err
 
 
@@ -301,7 +303,7 @@ def test_cli_matching_compat_changes_labels(tmp_path):
     for flags in ([], ["--matching-compat"]):
         out = tmp_path / f"out{len(flags)}"
         src = f"kind=webdataset,name=web,path={tmp_path / 'sharks.tar'}"
-        assert build.main(["--out", str(out), "--quiet", "--source", src, *flags]) == 0
+        assert cli.main(["--out", str(out), "--quiet", "--source", src, *flags]) == 0
         labels[bool(flags)] = {m["key"]: m["labels"] for m in records.read_manifest(out)}
         assert records.read_info(out)["build"]["train"]["config"]["matching_compat"] is bool(flags)
     assert labels[False] == {"web/0000": [3], "web/0001": [3]}
@@ -334,7 +336,7 @@ def test_cli_mixture_budgets_and_manifest(raw, tmp_path, budget_flags, per_sourc
         f"kind=manifest,name=man,path={raw / 'man' / 'meta.csv'},label_cols=idx",
         *budget_flags,
     ]
-    assert build.main(argv) == 0
+    assert cli.main(argv) == 0
     rows = list(records.read_manifest(out))
     assert dict(sorted(collections.Counter(r["source"] for r in rows).items())) == per_source
     if "--class-balanced" in budget_flags:  # per source: in 2+2+2, man 1+1+1
@@ -396,7 +398,7 @@ def test_interrupted_cli_build_resumes(tmp_path, sig, interrupt):
     ref = tmp_path / "ref"
     ref_cmd = [*cmd[3:], "--quiet", "--workers", "1"]  # the last --workers wins
     ref_cmd[1] = str(ref)
-    assert build.main(ref_cmd) == 0
+    assert cli.main(ref_cmd) == 0
     resumed_files, ref_files = _bytes_of(out), _bytes_of(ref)
     info_out, info_ref = resumed_files.pop("info.json"), ref_files.pop("info.json")
     for name in ("manifest.jsonl.gz", "manifest.arrow"):  # they name (the size of) the command
@@ -412,7 +414,7 @@ def test_interrupted_cli_build_resumes(tmp_path, sig, interrupt):
 def test_a_dead_worker_fails_the_build_instead_of_hanging():
     from concurrent.futures.process import BrokenProcessPool
 
-    from janus.data.parallel import ProcessMap
+    from janus.data.build.parallel import ProcessMap
 
     with pytest.raises(BrokenProcessPool), ProcessMap(2) as pool:
         list(pool.imap_unordered(os._exit, [3, 3]))  # a worker killed mid-task
@@ -427,7 +429,7 @@ def _sigint_self_then_sleep(seconds):
 def test_ctrl_c_terminates_stuck_workers_instead_of_waiting():
     """Workers ignore SIGINT (the main process decides); leaving the pool's block with an
     exception terminates them at once, even mid-task."""
-    from janus.data.parallel import ProcessMap
+    from janus.data.build.parallel import ProcessMap
 
     with ProcessMap(2) as pool:  # a worker's own Ctrl-C does not interrupt its task
         pids = list(pool.imap_unordered(_sigint_self_then_sleep, [0.1, 0.1]))

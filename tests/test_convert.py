@@ -535,8 +535,8 @@ def test_clip_eval_pp_matches_open_clips_preprocess():
 
     from PIL import Image
 
-    from janus.data.pixel_scaling import scale_pixels
-    from janus.data.preprocess import build_pp
+    from janus.data.input.pixel_scaling import scale_pixels
+    from janus.data.input.preprocess import build_pp
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))

@@ -16,7 +16,7 @@ from PIL import Image
 
 from janus.checkpoint import save_for_inference
 from janus.data import labelsets, records
-from janus.data.pixel_scaling import scale_pixels
+from janus.data.input.pixel_scaling import scale_pixels
 from janus.evaluate import results, runner, sets, watch
 from janus.evaluate.__main__ import main as evaluate_main
 from janus.models import create_model, init_variables
@@ -57,7 +57,7 @@ def _save(workdir, step, config, seed=0):
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    from janus.data import synthetic
+    from janus.data.build import synthetic
 
     out = tmp_path_factory.mktemp("mini")
     synthetic.build_mini(out, train_per_class=3, eval_per_class=3, size=40, train_shards=1)
@@ -72,7 +72,7 @@ def _png(rng, size=40):
 
 def _expected_top1(model, variables, items, classes, pp):
     """Independent reference: per-image preprocessing, model.apply, argmax over the class set."""
-    from janus.data.preprocess import build_pp
+    from janus.data.input.preprocess import build_pp
 
     f = build_pp(pp)
     xs, labels = [], []
@@ -140,8 +140,8 @@ def test_zeroshot_and_linear_probe_on_mini(mini, tmp_path):
     assert ev.zs_cache.misses == 1 and ev.zs_cache.hits >= 1
     assert len(list((wd / "eval" / "cache").glob("zs_*.npy"))) == 1
     # Independent check: text embeddings of "a photo of a {name}." and image embeddings.
-    from janus.data.preprocess import build_pp
-    from janus.data.tokenizer import Tokenizer
+    from janus.data.input.preprocess import build_pp
+    from janus.data.input.tokenizer import Tokenizer
 
     model, variables = _init("clip_rn_tiny", "infonce")
     classes = labelsets.resolve_label_set("mini10")
@@ -555,7 +555,7 @@ def test_every_objectnet_folder_name_is_read(tmp_path):
 
 
 def test_objectnet_border_crop_is_lossless_and_bad_images_become_counted_skips():
-    from janus.data.preprocess import BadImageError, build_pp
+    from janus.data.input.preprocess import BadImageError, build_pp
 
     pixels = np.random.default_rng(0).integers(0, 255, (8, 10, 3), dtype=np.uint8)
     buf = io.BytesIO()

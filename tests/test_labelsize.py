@@ -9,7 +9,8 @@ import pytest
 
 from janus import config as config_lib
 from janus import sweep
-from janus.data import labelsets, pipeline
+from janus.data import labelsets
+from janus.data.input import pipeline
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 

@@ -14,8 +14,9 @@ import pytest
 from selection_cases import CASES, comparable, make_dirs, resolve
 from test_pipeline import PLAIN, _assert_same, _take, make_records
 
-from janus.data import manifest, pipeline, records
-from janus.data.builder import finalize_split
+from janus.data import manifest, records
+from janus.data.build.builder import finalize_split
+from janus.data.input import pipeline
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "selection_golden.json").read_text())
 

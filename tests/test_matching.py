@@ -1,4 +1,4 @@
-"""Caption -> label subset matching (janus.data.matching, janus.data.caption_clean)."""
+"""Caption -> label subset matching (janus.data.build.matching, janus.data.build.caption_clean)."""
 
 import json
 import pickle
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from janus.data import caption_clean as cc
 from janus.data import labelsets
-from janus.data.matching import (
+from janus.data.build import caption_clean as cc
+from janus.data.build.matching import (
     AMBIGUOUS,
     NO_MATCH,
     OUTSIDE_LABEL_SET,

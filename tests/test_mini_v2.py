@@ -15,9 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from janus.data import labelsets, records, sources
+from janus.data import labelsets, records
+from janus.data.build import sources
+from janus.data.build.skips import SkipCounter
 from janus.data.mini import SUITE_FILE, generate, prepare, world
-from janus.data.skips import SkipCounter
 from janus.evaluate import sets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import pipeline, records
+from janus.data import records
+from janus.data.input import pipeline
 
 AUG = (
     "decode|rrc(16, scale=(0.3, 1.0))|flip|color_jitter(p=0.8)|grayscale(p=0.2)|blur(p=0.5)"
@@ -157,7 +158,7 @@ def test_resume_through_orbax_grain_checkpoint(rdir, tmp_path):
 def test_device_prefetch_checkpoints_the_batches_consumed_not_the_batches_fetched(rdir):
     """A prefetching iterator's state is the plain iterator's after the batches handed out, so a
     resume re-reads the prefetched ones: the resumed stream equals the uninterrupted one."""
-    from janus.data.prefetch import DevicePrefetch
+    from janus.data.input.prefetch import DevicePrefetch
 
     puts = []
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import pixel_scaling, preprocess
-from janus.data.pixel_scaling import scale_pixels
-from janus.data.preprocess import BadImageError, EmptyCaptionError, build_pp, parse_op
+from janus.data.input import pixel_scaling, preprocess
+from janus.data.input.pixel_scaling import scale_pixels
+from janus.data.input.preprocess import BadImageError, EmptyCaptionError, build_pp, parse_op
 
 
 def _jpeg(arr: np.ndarray, quality: int = 95) -> bytes:
@@ -263,9 +263,9 @@ def _jpeg_variants() -> dict[str, bytes]:
     "chain", ["decode", "decode|resize_small(100)", "decode|rrc(64)|flip", "decode|resize(700)"]
 )
 def test_simplejpeg_decoding_gives_pils_pixels(kind, chain, monkeypatch):
-    """janus.data.jpeg (simplejpeg) and PIL decode to the same pixels, at full and drafted
+    """janus.data.input.jpeg (simplejpeg) and PIL decode to the same pixels, at full and drafted
     scales; CMYK goes to PIL. Skipped only where simplejpeg is not installed (.ci/run has it)."""
-    from janus.data import jpeg
+    from janus.data.input import jpeg
 
     pytest.importorskip("simplejpeg")
     data = _jpeg_variants()[kind]
@@ -277,7 +277,7 @@ def test_simplejpeg_decoding_gives_pils_pixels(kind, chain, monkeypatch):
 
 
 def test_simplejpeg_falls_back_to_pil_which_still_rejects_broken_files():
-    from janus.data import jpeg
+    from janus.data.input import jpeg
 
     pytest.importorskip("simplejpeg")
     data = _jpeg_variants()["baseline"]

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import build, labelsets, records, scan
+from janus.data import labelsets, records
 from janus.data.budget import select_budget
-from janus.data.builder import BuildConfig, build_dataset
-from janus.data.labeling import Labeler, label_candidates
-from janus.data.scan import KeyIndex, key_digests
-from janus.data.skips import SkipCounter
-from janus.data.sources import make_source
+from janus.data.build import cli, scan
+from janus.data.build.builder import build_dataset
+from janus.data.build.config import BuildConfig
+from janus.data.build.labeling import Labeler, label_candidates
+from janus.data.build.scan import KeyIndex, key_digests
+from janus.data.build.skips import SkipCounter
+from janus.data.build.sources import make_source
 
 NAMES = labelsets.class_names("clip")
 IN100 = labelsets.resolve_label_set("in100").tolist()
@@ -117,7 +119,7 @@ def test_key_index_reports_keys_seen_before_in_order(tmp_path, spill):
 
 
 def test_merging_runs_block_by_block_keeps_every_key_in_order():
-    from janus.data.scan import _merge_runs
+    from janus.data.build.scan import _merge_runs
 
     rng = np.random.default_rng(0)
     cases = [(1, 1), (50, 3), (3, 50), (1000, 999), (0, 5)]
@@ -210,7 +212,7 @@ def test_build_killed_mid_scan_resumes(tmp_path, interrupt):
     reused = int(resumed.stderr.split("] reused ")[1].split()[0])
     assert 1 <= reused <= finished
     ref = tmp_path / "ref"
-    assert build.main([*argv, "--out", str(ref), "--workers", "1", "--quiet"]) == 0
+    assert cli.main([*argv, "--out", str(ref), "--workers", "1", "--quiet"]) == 0
     got = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     want = {p.name: p.read_bytes() for p in ref.iterdir() if p.is_file()}
     info_got, info_want = json.loads(got.pop("info.json")), json.loads(want.pop("info.json"))

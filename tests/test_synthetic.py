@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import build, labelsets, records
-from janus.data.synthetic import SPLITS, build_mini, render
+from janus.data import labelsets, records
+from janus.data.build import cli
+from janus.data.build.synthetic import SPLITS, build_mini, render
 
 MINI10 = labelsets.resolve_label_set("mini10").tolist()
 
@@ -16,7 +17,7 @@ MINI10 = labelsets.resolve_label_set("mini10").tolist()
 def mini(tmp_path_factory):
     out = tmp_path_factory.mktemp("mini")
     argv = ["synthetic", "--out", str(out), "--train-per-class", "30", "--eval-per-class", "10"]
-    assert build.main(argv) == 0
+    assert cli.main(argv) == 0
     return out
 
 

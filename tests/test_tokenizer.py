@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from janus.data.tokenizer import Tokenizer, clean_text, default_tokenizer
+from janus.data.input.tokenizer import Tokenizer, clean_text, default_tokenizer
 
 CORPUS = [
     "a photo of a dog.",

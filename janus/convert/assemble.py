@@ -127,7 +127,7 @@ def save(
         config["input"].pop("eval_pp", None)
         config["input"].pop("eval_pp_source", None)
         if eval_pp.strip().lower() != "none":
-            from janus.data.preprocess import build_pp
+            from janus.data.input.preprocess import build_pp
 
             build_pp(eval_pp)  # a bad chain fails here, not at evaluation
             config["input"]["eval_pp"] = eval_pp

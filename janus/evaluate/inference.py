@@ -4,7 +4,7 @@ function once per input shape, run it data-parallel over this process' devices.
 `Embedder(config, variables, kind)` -> callable (uint8 images [B, H, W, 3], scaling) -> float32
 [B, K]: kind "logits" (CE head, 1000-way), "image_emb" (VL, L2-normalised) or "features" (pre-head
 features, for linear probes). The eval chain's normalisation (`scaling`, a
-`janus.data.pixel_scaling.PixelScaling`) is applied on the device, inside the jitted function,
+`janus.data.input.pixel_scaling.PixelScaling`) is applied on the device, inside the jitted function,
 with the same `scale_pixels` as the train step. The per-set classifier math (class subsets,
 zero-shot and probe heads, top-k) runs on the host in NumPy: it is small next to the image tower,
 and keeping it out of the jitted function means one compilation per image shape whatever the class
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from janus.data.pixel_scaling import PixelScaling, scale_pixels
+from janus.data.input.pixel_scaling import PixelScaling, scale_pixels
 
 EVAL_PP = "decode|resize_small({small})|center_crop({res})|normalize"
 _MODEL_SKIP = ("name", "dtype", "text")
@@ -44,7 +44,7 @@ def eval_pp(config: Mapping, resolution: int | None = None) -> str:
     """The eval preprocessing chain: config input.eval_pp, else resize to 256/224 x res + crop,
     then the same pixel scaling as the training chain (its last normalize / value_range op), so
     a run trained with e.g. `normalize('imagenet')` is not evaluated with CLIP's constants."""
-    from janus.data.preprocess import parse_op, split_chain
+    from janus.data.input.preprocess import parse_op, split_chain
 
     inp = config.get("input") or {}
     if inp.get("eval_pp") and resolution is None:

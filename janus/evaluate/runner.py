@@ -3,8 +3,8 @@ janus.evaluate.results; `--watch`: janus.evaluate.watch).
 
 For each requested set: read it (janus.evaluate.sets), keep the images of its class set (label set,
 intersected with the set's classes for R / A / ObjectNet), run the jitted image function
-(janus.evaluate.inference) over deterministic eval batches (janus.data.pipeline.eval_loader), apply
-the classifier head on the host, and count top-1 / top-5 hits. Each process evaluates its own
+(janus.evaluate.inference) over deterministic eval batches (janus.data.input.pipeline.eval_loader),
+apply the classifier head on the host, and count top-1 / top-5 hits. Each process evaluates its own
 shard of every set; the integer counts are summed over processes (exact).
 
 The protocol and the suite are decided per set, from where that set is read (`sets.locate`), never
@@ -138,7 +138,7 @@ def _iter_batches(items, batch_size: int, pp: str, *, whole: bool = False):
     features: each process fits the same probe on all of them)."""
     import jax
 
-    from janus.data.pipeline import eval_loader
+    from janus.data.input.pipeline import eval_loader
 
     return eval_loader(
         items,
@@ -230,7 +230,7 @@ class Evaluator:
     def _probe(self, config, variables, emb, label_set, pp):
         import functools
 
-        from janus.data.preprocess import build_pp
+        from janus.data.input.preprocess import build_pp
         from janus.evaluate import linear_probe
 
         train_dir = self.opts.probe_train or _train_records_dir(config)
@@ -410,7 +410,7 @@ class Evaluator:
     def _run_views(self, es, views, emb, batch, pp) -> tuple[list[tuple[int, int, int]], int]:
         """-> ([(top1 hits, top5 hits, n)] per view, images that could not be read), summed
         over processes. Unreadable images are left out of n, and counted so the JSON says so."""
-        from janus.data.preprocess import build_pp
+        from janus.data.input.preprocess import build_pp
 
         counts = np.zeros((len(views), 3), np.int64)
         scaling = build_pp(pp).scaling  # applied on the device, in the jitted image function

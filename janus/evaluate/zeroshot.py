@@ -82,7 +82,7 @@ def class_prompts(
 def encode_classes(model, variables, config, names: Sequence[str], templates: Sequence[str]):
     """Class-embedding matrix [C, D] of a VL `model` with `variables`, tokenised with the
     context length of its checkpoint `config` (model.text.context_length, default 77)."""
-    from janus.data.tokenizer import Tokenizer
+    from janus.data.input.tokenizer import Tokenizer
     from janus.evaluate.inference import TextEncoder
 
     ctx = int(((config.get("model") or {}).get("text") or {}).get("context_length") or 77)

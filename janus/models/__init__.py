@@ -1,7 +1,7 @@
 """janus.models: image towers, the CLIP text tower, the Classifier / CLIP wrappers and the registry.
 
 `create_model(name, loss, ...)` is the entry point (see `janus.models.registry`). This package never
-imports `janus.data` (data flows one way; the tokenizer lives in `janus.data.tokenizer`).
+imports `janus.data` (data flows one way; the tokenizer lives in `janus.data.input.tokenizer`).
 """
 
 from janus.models.clip import CLIP, Classifier, CLIPClassifier, l2_normalize

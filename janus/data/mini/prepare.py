@@ -87,7 +87,7 @@ def prepare(
     What is there is reused when the generator version and the spec files are the same, and the
     seed and sizes too where they are given (None: whatever was built; seed 0 and `Sizes()` for a
     new build)."""
-    from janus.data import build
+    from janus.data.build import cli
     from janus.fileio import atomic_write
 
     raw = raw or f"{os.path.normpath(root)}_raw"
@@ -128,7 +128,7 @@ def prepare(
                 spec_path = moved
             argv = ["--spec", str(spec_path), "--out", f"{root}/{name}", "--overwrite"]
             argv += ["--workers", str(workers), "--quiet"]
-            if build.main(argv) != 0:
+            if cli.main(argv) != 0:
                 cmd = "python -m janus.data.build " + " ".join(argv)
                 raise RuntimeError(f"building {root}/{name} failed: {cmd}")
             commands[name] = "python -m janus.data.build " + " ".join(argv)

@@ -1,10 +1,11 @@
 """Building a records split from raw sources: scan, label, budget, verify, write shards in parallel.
 
 Stages (all deterministic in the config, whatever the worker count):
-1. scan every source into candidates (`janus.data.sources`), label caption-only ones with
-   `janus.data.matching.Matcher` and restrict labels to the label set (`janus.data.labeling`),
-   add template captions to labelled samples without one; drop (counted) what cannot be used.
-   This runs in the worker pool, streaming, chunk by chunk (`janus.data.scan`);
+1. scan every source into candidates (`janus.data.build.sources`), label caption-only ones with
+   `janus.data.build.matching.Matcher` and restrict labels to the label set
+   (`janus.data.build.labeling`), add template captions to labelled samples without one; drop
+   (counted) what cannot be used. This runs in the worker pool, streaming, chunk by chunk
+   (`janus.data.build.scan`);
 2. choose the budget (`janus.data.budget.select_budget_columns`); decode each chosen image once
    (in the worker pool); images that fail are counted skips and the budget is chosen again
    without them (still nested: a bad image is excluded at every budget), until every chosen
@@ -32,44 +33,19 @@ from collections import Counter
 
 import numpy as np
 
-from janus.data import labelsets, records, scan
+from janus.data import labelsets, records
 from janus.data import manifest as manifest_lib
 from janus.data.budget import select_budget_columns, shortlist_budget
-from janus.data.images import BadImageError, prepare_image
-from janus.data.parallel import ProcessMap, Progress
-from janus.data.skips import SkipCounter
-from janus.data.sources import make_source, read_bytes
+from janus.data.build import scan
+from janus.data.build.config import BUILDER_VERSION, BuildConfig
+from janus.data.build.images import BadImageError, prepare_image
+from janus.data.build.parallel import ProcessMap, Progress
+from janus.data.build.skips import SkipCounter
+from janus.data.build.sources import make_source, read_bytes
 from janus.fileio import atomic_open, atomic_write
 from janus.workdir import locked
 
-BUILDER_VERSION = 1
 _PLAN_DIR = ".build"
-
-
-@dataclasses.dataclass
-class BuildConfig:
-    sources: list[dict]
-    out: str
-    split: str = "train"
-    label_set: str = "in1000"
-    budget: int | None = None
-    seed: int = 0
-    class_balanced: bool = False
-    source_weights: dict[str, float] | None = None
-    source_counts: dict[str, int] | None = None
-    matching: str = "single"
-    matching_compat: bool = False
-    class_names: str = "clip"
-    num_shards: int = 8
-    keep_unlabeled: bool = False
-    name: str | None = None
-
-    def fingerprint(self) -> str:
-        d = dataclasses.asdict(self)
-        d.pop("out")
-        d.pop("name")
-        d["builder_version"] = BUILDER_VERSION
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- workers

@@ -1,10 +1,10 @@
 """Caption -> ImageNet-1k label "subset matching", the JANuS paper's labelling of web data.
 
-The paper labels LAION and YFCC this way. A caption is cleaned (`janus.data.caption_clean`) and its
-words are lemmatised as nouns. A word n-gram (1 to 3 words) matches a class when it equals one of
-the class's variants exactly. Each class name and synonym gives the variants: the name, its plural,
-the name without spaces, and its words in reverse order, each lemmatised like the captions (so
-"geese" matches "goose").
+The paper labels LAION and YFCC this way. A caption is cleaned (`janus.data.build.caption_clean`)
+and its words are lemmatised as nouns. A word n-gram (1 to 3 words) matches a class when it equals
+one of the class's variants exactly. Each class name and synonym gives the variants: the name, its
+plural, the name without spaces, and its words in reverse order, each lemmatised like the captions
+(so "geese" matches "goose").
 
 Default mode (janus):
 - Matches are taken left to right, the longest n-gram first at each position, without overlap:
@@ -49,8 +49,8 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import compress
 from typing import NamedTuple
 
-from janus.data import caption_clean as cc
 from janus.data import labelsets
+from janus.data.build import caption_clean as cc
 from janus.fileio import atomic_write
 
 MODES = ("single", "multiclass", "strict")

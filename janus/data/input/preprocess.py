@@ -5,13 +5,13 @@ are Python literals (parsed with ``ast.literal_eval``, never evaluated as code).
 callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomness comes from
 ``rng`` so that the pipeline can derive it from (seed, epoch, index) and resume exactly.
 
-Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens
-the file lazily (JPEGs through ``janus.data.jpeg``: simplejpeg when installed, PIL's pixels), so
-the first op that needs pixels may use JPEG draft mode (DCT-domain downscaling) when it only needs
-a smaller image. The chain always returns uint8 [H, W, 3].
+Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens the
+file lazily (JPEGs through ``janus.data.input.jpeg``: simplejpeg when installed, PIL's pixels), so
+the first op that needs pixels may use JPEG draft mode (DCT-domain downscaling) when it only needs a
+smaller image. The chain always returns uint8 [H, W, 3].
 
 ``normalize`` and ``value_range`` run on the device, not here: each records a ``PixelScaling``
-(``Preprocess.scaling``; see ``janus.data.pixel_scaling``) that the jitted train step and the
+(``Preprocess.scaling``; see ``janus.data.input.pixel_scaling``) that the jitted train step and the
 evaluator apply to the uint8 batch. Existing chains keep working unchanged; the scaling op must be
 the chain's last image op (only ``tokenize`` may follow it).
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from janus.data import jpeg, pixel_scaling
-from janus.data.pixel_scaling import PixelScaling
+from janus.data.input import jpeg, pixel_scaling
+from janus.data.input.pixel_scaling import PixelScaling
 
 Op = Callable[[dict, np.random.Generator], dict]
 _RESAMPLE = {
@@ -465,7 +465,7 @@ def tokenize(context_length: int = 77, key: str = "caption") -> Op:
 
     No non-empty caption -> ``EmptyCaptionError`` (a counted skip).
     """
-    from janus.data.tokenizer import default_tokenizer
+    from janus.data.input.tokenizer import default_tokenizer
 
     tok = default_tokenizer(context_length)
 

@@ -1,4 +1,4 @@
-"""Build records directories: `python -m janus.data.build [build] ...` and `... synthetic`.
+"""The builder's command line: `python -m janus.data.build [build] ...` and `... synthetic`.
 
 Examples::
 
@@ -28,9 +28,10 @@ import shlex
 import shutil
 import sys
 
-from janus.data import matching, scan
-from janus.data import sources as sources_lib
-from janus.data.builder import BuildConfig, build_dataset
+from janus.data.build import matching, scan
+from janus.data.build import sources as sources_lib
+from janus.data.build.builder import build_dataset
+from janus.data.build.config import BuildConfig
 
 _SOURCE_HELP = """\
 source spec: comma-separated key=value (list values joined with '+'). Kinds and options:
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m janus.data.build " + shlex.join(argv)
     if argv and argv[0] == "synthetic":
-        from janus.data import synthetic
+        from janus.data.build import synthetic
 
         return synthetic.main(argv[1:], command=command)
     if argv and argv[0] == "build":
@@ -226,7 +227,3 @@ def main(argv=None) -> int:
         print("\ninterrupted: rerun the same command to resume the build", file=sys.stderr)
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Labels and captions for build candidates: caption matching, label-set restriction, templates.
 
-Used by `janus.data.builder`: `Labeler` labels caption-only samples with
-`janus.data.matching.Matcher` and writes template captions for labelled samples without one;
+Used by `janus.data.build.builder`: `Labeler` labels caption-only samples with
+`janus.data.build.matching.Matcher` and writes template captions for labelled samples without one;
 `label_candidates` applies it and the label set to every scanned candidate, counting what it drops.
 """
 
@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
 
-from janus.data import labelsets, matching
-from janus.data.skips import SkipCounter
-from janus.data.sources import Candidate
-
-if TYPE_CHECKING:
-    from janus.data.builder import BuildConfig
+from janus.data import labelsets
+from janus.data.build import matching
+from janus.data.build.config import BuildConfig
+from janus.data.build.skips import SkipCounter
+from janus.data.build.sources import Candidate
 
 
 class Labeler:

@@ -18,7 +18,7 @@ Train, as one lazy grain ``MapDataset`` over the selected examples::
   of grain's thread hand-offs, of pickling across processes and of batching is paid once per batch.
   The batching iterator only re-cuts chunks when skips left one short.
 - Images leave as uint8: the chain's normalisation runs on the device (``Preprocess.scaling``,
-  applied in the jitted train step and evaluator; see ``janus.data.pixel_scaling``).
+  applied in the jitted train step and evaluator; see ``janus.data.input.pixel_scaling``).
 - Bad inputs (undecodable/truncated image, empty caption for VL runs, no label in the set) are
   counted skips: the worker returns a marker, the batching iterator drops it, counts it and keeps
   the first keys (in the checkpointable state, logged as they happen; see ``skip_report``). A
@@ -44,8 +44,8 @@ import grain
 import numpy as np
 
 from janus.data import records
-from janus.data.preprocess import Preprocess, SkipExample, build_pp
-from janus.data.selection import (
+from janus.data.input.preprocess import Preprocess, SkipExample, build_pp
+from janus.data.input.selection import (
     NUM_CLASSES,
     Selection,
     label_mask,
