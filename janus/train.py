@@ -381,8 +381,15 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
     config_lib.validate(config, num_devices=jax.device_count(), num_processes=nproc)
     mesh = sharding_lib.make_mesh(config_lib.mesh_axes(config))
     selection = _select_data(config)
-    budget, n_examples = selection.manifest["budget"], selection.manifest["n_examples"]
-    dur = config_lib.resolve_durations(config, n_examples)
+    run = config_lib.resolve_run(
+        config,
+        num_train_examples=selection.manifest["n_examples"],
+        budget=selection.manifest["budget"],
+        mesh=mesh.shape,
+        num_processes=nproc,
+        device_kind=jax.devices()[0].device_kind,
+    )
+    dur = run.durations
     total = dur.total_steps
     if (
         config.checkpoint.keep_every
@@ -404,18 +411,7 @@ def _train_and_evaluate(config, workdir, *, make_hooks, writer, allow_changes) -
     abstract = jax.eval_shape(init_fn)
     shardings = sharding_lib.param_shardings(abstract, mesh, config.sharding)
 
-    resolved = config_lib.to_dict(config)
-    resolved["resolved"] = {
-        "total_steps": total,
-        "warmup_steps": dur.warmup_steps,
-        "num_train_examples": n_examples,
-        "budget": budget,
-        "steps_per_epoch": dur.steps_per_epoch,
-        "num_devices": jax.device_count(),
-        "num_processes": nproc,
-        "mesh": dict(mesh.shape),
-        "device_kind": jax.devices()[0].device_kind,
-    }
+    resolved = run.record()
 
     ckpt = ckpt_lib.Checkpointer(
         workdir,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from janus import config as config_lib
+from janus.config import sweep as config_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def _mini(**fields):
     c.total_epochs = 30.0
     c.optimizer.warmup_steps = 10
     for k, v in fields.items():
-        config_lib._assign(c, k, v)
+        config_sweep._assign(c, k, v)
     return c
 
 

@@ -1,5 +1,7 @@
 """Config: sweep strings, validation messages naming the field, duration resolution, the configs."""
 
+import dataclasses
+import os
 import pathlib
 
 import pytest
@@ -133,6 +135,34 @@ def test_resolve_durations_in_one_place():
     assert config_lib.resolve_budget(c, lambda d, b: 2000) == 1000
 
 
+def test_a_run_is_resolved_once_into_what_config_json_records():
+    c = _mini(**{"total_epochs": 2.5})
+    run = config_lib.resolve_run(
+        c,
+        num_train_examples=1000,
+        budget=1000,
+        mesh={"data": 4, "fsdp": 2},
+        num_processes=2,
+        device_kind="cpu",
+    )
+    assert run.durations == config_lib.resolve_durations(c, 1000)
+    record = run.record()
+    assert {k: v for k, v in record.items() if k != "resolved"} == config_lib.to_dict(c)
+    assert record["resolved"] == {
+        "total_steps": 40,  # 2.5 epochs of 15.625 steps, rounded up
+        "warmup_steps": 32,  # configs/mini.py: 2 epochs
+        "num_train_examples": 1000,
+        "budget": 1000,
+        "steps_per_epoch": 15.625,
+        "num_devices": 8,
+        "num_processes": 2,
+        "mesh": {"data": 4, "fsdp": 2},
+        "device_kind": "cpu",
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.budget = 5
+
+
 def test_cluster_detection_only_when_a_cluster_is_there():
     from janus.main import cluster_env
 
@@ -219,7 +249,7 @@ def test_plain_machine_never_initialises_jax_distributed(monkeypatch):
 
 
 def test_accelerator_preset_bf16_compute_float32_params_host_workers(monkeypatch):
-    monkeypatch.setattr(config_lib.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
     janus = load_config_module("janus")
     c = janus.get_config("preset=gpu,batch=256")
     assert (c.model.dtype, c.data.worker_count, c.input.batch_size) == ("bfloat16", 15, 256)
