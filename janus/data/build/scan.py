@@ -169,8 +169,8 @@ def _label_chunk(task) -> ChunkResult:
     if path.is_file() and duplicates is None:
         try:
             result, _ = _read_chunk(path)
-        except (OSError, EOFError, pickle.UnpicklingError):
-            result = None  # torn or foreign: made again
+        except (OSError, EOFError, pickle.UnpicklingError, ImportError, AttributeError):
+            result = None  # torn, or written by a janus whose classes lived elsewhere: made again
         this = (fingerprint, chunk_size, len(items[1]))
         if result is not None and (result.fingerprint, result.chunk_size, result.n_items) == this:
             return dataclasses.replace(result, reused=True)
