@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from janus.data import labelsets, records
-from janus.data.build.builder import build_dataset
-from janus.data.build.config import BuildConfig
+from janus.data.ingest.builder import build_dataset
+from janus.data.ingest.config import BuildConfig
 
 
 def make_raw(root: pathlib.Path, n: int, size: int, classes: int = 10) -> list[pathlib.Path]:

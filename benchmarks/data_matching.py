@@ -27,8 +27,8 @@ import string
 import time
 
 from janus.data import labelsets
-from janus.data.build import caption_clean as cc
-from janus.data.build.matching import Matcher, compat_variants
+from janus.data.ingest import caption_clean as cc
+from janus.data.ingest.matching import Matcher, compat_variants
 
 FILLER = (
     "a an the of in on at with and for my our photo image picture view close up old new big small "

@@ -292,8 +292,8 @@ def child_build(d, args) -> dict:
     import hashlib
 
     from janus.data import records
-    from janus.data.build.builder import build_dataset
-    from janus.data.build.config import BuildConfig
+    from janus.data.ingest.builder import build_dataset
+    from janus.data.ingest.config import BuildConfig
 
     out = d / f"out_{os.getpid()}"
     cfg = BuildConfig(

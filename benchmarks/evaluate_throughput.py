@@ -32,7 +32,7 @@ def main() -> None:
     import numpy as np
 
     from janus.data import records
-    from janus.data.build import synthetic
+    from janus.data.ingest import synthetic
     from janus.data.input.pixel_scaling import scale_pixels
     from janus.data.input.preprocess import build_pp
     from janus.evaluate import runner

@@ -206,7 +206,7 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
 def bench_evaluator(bench: TrainBench, sizes: dict, tmp: str, train_ips: float) -> dict:
     import jax
 
-    from janus.data.build import synthetic
+    from janus.data.ingest import synthetic
     from janus.evaluate import runner
 
     c = bench.config

@@ -7,7 +7,7 @@ Command (from the repository root; README Quickstart):
     python -m janus.main --config configs/mini.py:loss=infonce --workdir runs/mini_vl   # CLIP-style
     python -m janus.main --config configs/mini.py:data=mix,scale=4 --workdir runs/mini_mix4
 The first run generates data/mini_raw (janus.data.mini.generate) and builds data/mini/<source>
-from configs/data/mini_*.json with janus.data.build (janus.data.mini.prepare); later runs reuse it.
+from janus/data/mini/specs/mini_*.json with janus.data.build (janus.data.mini.prepare); later runs reuse it.
 Sweep keys (`configs/mini.py:k=v,...`), besides janus.config.COMMON_SWEEP_KEYS:
 - loss=ce|infonce|...: the objective; the image tower stays the same (the paper's controlled
   comparison: CE and VL runs differ only in the loss);

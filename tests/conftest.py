@@ -41,17 +41,13 @@ MINI_V2_SIZES = dict(
 @pytest.fixture(scope="session")
 def mini_v2(tmp_path_factory):
     """The records root (`<root>/<source>`); the raw data are in `<root>_raw`."""
-    import pathlib
-
     from janus.data.mini import generate, prepare
 
     root = tmp_path_factory.mktemp("mini_v2") / "mini"
-    spec_dir = pathlib.Path(__file__).resolve().parents[1] / "configs" / "data"
     prepare.prepare(
         str(root),
         sizes=generate.Sizes(**MINI_V2_SIZES),
         workers=1,
-        spec_dir=str(spec_dir),
         log=lambda *_: None,
     )
     return root

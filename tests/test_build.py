@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from janus.data import labelsets, records
-from janus.data.build import cli
-from janus.data.build.builder import build_dataset
-from janus.data.build.config import BuildConfig
+from janus.data.ingest import cli
+from janus.data.ingest.builder import build_dataset
+from janus.data.ingest.config import BuildConfig
 
 WNIDS = labelsets.imagenet_wnids()
 NAMES = labelsets.class_names("clip")
@@ -414,7 +414,7 @@ def test_interrupted_cli_build_resumes(tmp_path, sig, interrupt):
 def test_a_dead_worker_fails_the_build_instead_of_hanging():
     from concurrent.futures.process import BrokenProcessPool
 
-    from janus.data.build.parallel import ProcessMap
+    from janus.data.ingest.parallel import ProcessMap
 
     with pytest.raises(BrokenProcessPool), ProcessMap(2) as pool:
         list(pool.imap_unordered(os._exit, [3, 3]))  # a worker killed mid-task
@@ -429,7 +429,7 @@ def _sigint_self_then_sleep(seconds):
 def test_ctrl_c_terminates_stuck_workers_instead_of_waiting():
     """Workers ignore SIGINT (the main process decides); leaving the pool's block with an
     exception terminates them at once, even mid-task."""
-    from janus.data.build.parallel import ProcessMap
+    from janus.data.ingest.parallel import ProcessMap
 
     with ProcessMap(2) as pool:  # a worker's own Ctrl-C does not interrupt its task
         pids = list(pool.imap_unordered(_sigint_self_then_sleep, [0.1, 0.1]))

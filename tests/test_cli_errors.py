@@ -156,7 +156,7 @@ def test_evaluate_does_not_warn_about_item_metadata(tmp_path):
     import numpy as np
 
     from janus.checkpoint import save_for_inference
-    from janus.data.build import synthetic
+    from janus.data.ingest import synthetic
     from janus.models import create_model, init_variables
 
     synthetic.build_mini(

@@ -22,11 +22,11 @@ def _janus_data_modules_after(imports: str) -> list[str]:
         (
             "import janus.data.input.pipeline, janus.data.input.prefetch, janus.evaluate.runner",
             "janus.data.input",
-            "janus.data.build",
+            "janus.data.ingest",
         ),
         (
-            "import janus.data.build.cli, janus.data.mini.prepare",
-            "janus.data.build",
+            "import janus.data.ingest.cli, janus.data.mini.prepare",
+            "janus.data.ingest",
             "janus.data.input",
         ),
     ],
@@ -37,7 +37,7 @@ def test_a_data_flow_never_imports_the_other(imports, flow, other):
     assert not [m for m in loaded if m == other or m.startswith(other + ".")]
 
 
-def test_the_builder_cli_runs_as_a_package():
+def test_the_builder_cli_keeps_its_name():
     out = subprocess.run(
         [sys.executable, "-m", "janus.data.build", "--help"], capture_output=True, text=True
     )

@@ -57,7 +57,7 @@ def _save(workdir, step, config, seed=0):
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    from janus.data.build import synthetic
+    from janus.data.ingest import synthetic
 
     out = tmp_path_factory.mktemp("mini")
     synthetic.build_mini(out, train_per_class=3, eval_per_class=3, size=40, train_shards=1)

@@ -144,7 +144,7 @@ def test_record_reader_on_damaged_shards(
 
 @functools.cache
 def _matchers():
-    from janus.data.build.matching import Matcher
+    from janus.data.ingest.matching import Matcher
 
     return [
         Matcher("clip", mode="single"),
@@ -165,7 +165,7 @@ TEXT = st.text() | st.lists(PIECES, max_size=30).map("".join)
 @FUZZ
 @given(text=TEXT)
 def test_caption_cleaner_and_matcher_on_arbitrary_unicode(text):
-    from janus.data.build import caption_clean
+    from janus.data.ingest import caption_clean
 
     for clean in (caption_clean.clean_caption, caption_clean.clean_caption_compat):
         out = clean(text)

@@ -15,7 +15,7 @@ from selection_cases import CASES, comparable, make_dirs, resolve
 from test_pipeline import PLAIN, _assert_same, _take, make_records
 
 from janus.data import manifest, records
-from janus.data.build.builder import finalize_split
+from janus.data.ingest.builder import finalize_split
 from janus.data.input import pipeline
 
 GOLDEN = json.loads((pathlib.Path(__file__).parent / "data" / "selection_golden.json").read_text())

@@ -1,4 +1,4 @@
-"""Caption -> label subset matching (janus.data.build.matching, janus.data.build.caption_clean)."""
+"""Caption -> label subset matching (janus.data.ingest: matching, caption_clean)."""
 
 import json
 import pickle
@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.data import labelsets
-from janus.data.build import caption_clean as cc
-from janus.data.build.matching import (
+from janus.data.ingest import caption_clean as cc
+from janus.data.ingest.matching import (
     AMBIGUOUS,
     NO_MATCH,
     OUTSIDE_LABEL_SET,

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from janus.data import labelsets
-from janus.data.build import caption_clean as cc
-from janus.data.build import matching
-from janus.data.build.matching import AMBIGUOUS, NO_MATCH, OUTSIDE_LABEL_SET, TOO_SHORT, Matcher
+from janus.data.ingest import caption_clean as cc
+from janus.data.ingest import matching
+from janus.data.ingest.matching import AMBIGUOUS, NO_MATCH, OUTSIDE_LABEL_SET, TOO_SHORT, Matcher
 
 CLIP = labelsets.class_names("clip")
 IDX = {name: i for i, name in enumerate(CLIP)}

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from janus.data import labelsets, records
-from janus.data.build import sources
-from janus.data.build.skips import SkipCounter
+from janus.data.ingest import sources
+from janus.data.ingest.skips import SkipCounter
 from janus.data.mini import SUITE_FILE, generate, prepare, world
 from janus.evaluate import sets
 
@@ -168,8 +168,7 @@ def test_two_processes_starting_at_once_build_once(tmp_path, sizes):
         import sys
         from janus.data.mini import generate, prepare
         sizes = generate.Sizes(**{sizes.__dict__!r})
-        spec_dir = {str(REPO / "configs/data")!r}
-        prepare.prepare(sys.argv[1], sizes=sizes, workers=1, spec_dir=spec_dir)
+        prepare.prepare(sys.argv[1], sizes=sizes, workers=1)
         """
     )
     root = tmp_path / "mini"
@@ -220,9 +219,8 @@ def test_new_raw_data_are_built_into_new_records(tmp_path, sizes):
     image is the raw file the generator wrote last."""
     root = tmp_path / "mini"
     quiet = {"sizes": sizes, "workers": 1, "log": lambda *_: None}
-    spec_dir = str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "data")
-    prepare.prepare(str(root), seed=0, spec_dir=spec_dir, **quiet)
-    prepare.prepare(str(root), seed=1, spec_dir=spec_dir, **quiet)
+    prepare.prepare(str(root), seed=0, **quiet)
+    prepare.prepare(str(root), seed=1, **quiet)
     src = records.RecordsDataSource(str(root / "curated"), "train")
     raw = pathlib.Path(f"{root}_raw") / "curated" / "train"
     for i in range(len(src)):

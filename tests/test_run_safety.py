@@ -293,7 +293,7 @@ def test_second_builder_on_one_out_is_refused(tmp_path):
     `error: ...` with status 2, and WorkdirBusy is one."""
     import types
 
-    from janus.data.build import builder
+    from janus.data.ingest import builder
 
     out = tmp_path / "records"
     holder = _holder(out, ".build_lock")

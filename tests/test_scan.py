@@ -16,13 +16,13 @@ from PIL import Image
 
 from janus.data import labelsets, records
 from janus.data.budget import select_budget
-from janus.data.build import cli, scan
-from janus.data.build.builder import build_dataset
-from janus.data.build.config import BuildConfig
-from janus.data.build.labeling import Labeler, label_candidates
-from janus.data.build.scan import KeyIndex, key_digests
-from janus.data.build.skips import SkipCounter
-from janus.data.build.sources import make_source
+from janus.data.ingest import cli, scan
+from janus.data.ingest.builder import build_dataset
+from janus.data.ingest.config import BuildConfig
+from janus.data.ingest.labeling import Labeler, label_candidates
+from janus.data.ingest.scan import KeyIndex, key_digests
+from janus.data.ingest.skips import SkipCounter
+from janus.data.ingest.sources import make_source
 
 NAMES = labelsets.class_names("clip")
 IN100 = labelsets.resolve_label_set("in100").tolist()
@@ -119,7 +119,7 @@ def test_key_index_reports_keys_seen_before_in_order(tmp_path, spill):
 
 
 def test_merging_runs_block_by_block_keeps_every_key_in_order():
-    from janus.data.build.scan import _merge_runs
+    from janus.data.ingest.scan import _merge_runs
 
     rng = np.random.default_rng(0)
     cases = [(1, 1), (50, 3), (3, 50), (1000, 999), (0, 5)]
@@ -184,7 +184,7 @@ def test_torn_or_foreign_chunk_files_are_scanned_again(caption_source, tmp_path)
     cfg = _cfg(caption_source, out, budget=60)
     scan_dir = scan.scan_dir_for(out, cfg.split, cfg.fingerprint())
     scan_dir.mkdir(parents=True)
-    foreign = b"cjanus.data.scan\nChunkResult\n."  # a class from before janus/data/build/
+    foreign = b"cjanus.data.scan\nChunkResult\n."  # a class from before janus/data/ingest/
     for k, payload in ((0, foreign), (1, b"\x80\x05torn")):
         with gzip.open(scan_dir / f"{k:07d}.pkl.gz", "wb") as f:
             f.write(payload)

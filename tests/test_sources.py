@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from janus.data import labelsets
-from janus.data.build.skips import SkipCounter
-from janus.data.build.sources import (
+from janus.data.ingest.skips import SkipCounter
+from janus.data.ingest.sources import (
     _path_joiner,
     iter_table,
     make_source,

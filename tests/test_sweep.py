@@ -50,7 +50,7 @@ def get_sweep():
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """(config file, root, janus.main flags, env)."""
-    from janus.data.build import synthetic
+    from janus.data.ingest import synthetic
 
     d = tmp_path_factory.mktemp("study")
     synthetic.build_mini(d / "mini", train_per_class=8, eval_per_class=2, size=32)

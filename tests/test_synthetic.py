@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from janus.data import labelsets, records
-from janus.data.build import cli
-from janus.data.build.synthetic import SPLITS, build_mini, render
+from janus.data.ingest import cli
+from janus.data.ingest.synthetic import SPLITS, build_mini, render
 
 MINI10 = labelsets.resolve_label_set("mini10").tolist()
 

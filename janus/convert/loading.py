@@ -173,3 +173,10 @@ def batch_norm(reader: StateDictReader, prefix: str) -> tuple[dict, dict]:
         "var": reader.take(f"{prefix}.running_var"),
     }
     return params, stats
+
+
+def count_blocks(state_dict: Mapping[str, np.ndarray], prefix: str) -> int:
+    ids = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
+    if ids != set(range(len(ids))):
+        raise ValueError(f"non-contiguous block indices under {prefix!r}: {sorted(ids)[:10]}")
+    return len(ids)

@@ -26,12 +26,13 @@ from janus.convert.loading import (
     StateDictReader,
     batch_norm,
     conv_kernel,
+    count_blocks,
     dense,
     layer_norm,
 )
 from janus.convert.open_clip_text import convert_text
-from janus.convert.timm import count_blocks, vit_blocks, vit_registry_name
 from janus.convert.torchvision import convert_blocks
+from janus.convert.vit_blocks import vit_blocks, vit_registry_name
 from janus.models.clip_resnet import TOWER_FACTORIES as CLIP_RN_FACTORIES
 from janus.models.layers import stack_blocks
 

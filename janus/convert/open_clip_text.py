@@ -16,8 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from janus.convert.loading import StateDictReader, dense, layer_norm, strip_prefix
-from janus.convert.timm import count_blocks
+from janus.convert.loading import StateDictReader, count_blocks, dense, layer_norm, strip_prefix
 
 # open_clip uses 64-wide attention heads in every OpenAI text tower (512 -> 8 heads, 640 -> 10).
 TEXT_HEAD_WIDTH = 64

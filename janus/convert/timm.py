@@ -33,62 +33,20 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from janus.convert import timm_volo
 from janus.convert.common import Converted
-from janus.convert.loading import StateDictReader, conv, conv_kernel, dense, layer_norm
+from janus.convert.loading import (
+    StateDictReader,
+    conv,
+    conv_kernel,
+    count_blocks,
+    dense,
+    layer_norm,
+)
 from janus.convert.torchvision import convert_resnet
+from janus.convert.vit_blocks import TIMM_BLOCK_NAMES, vit_blocks, vit_registry_name
 from janus.models import convnext
 from janus.models.layers import stack_blocks
-from janus.models.vit import TOWER_FACTORIES as VIT_FACTORIES
-
-
-def vit_registry_name(
-    width: int, depth: int, patch: int, clip: bool, dist_token: bool = False
-) -> str | None:
-    """The first registry ViT of that shape (``vit_*`` before its ``deit_*`` alias)."""
-    for name, factory in VIT_FACTORIES.items():
-        kw = factory.keywords
-        is_clip = kw.get("proj_dim") is not None
-        got = (kw["width"], kw["depth"], kw["patch_size"], is_clip, kw.get("dist_token", False))
-        if got == (width, depth, patch, clip, dist_token):
-            return name
-    return None
-
-
-def vit_blocks(
-    reader: StateDictReader, depth: int, names: dict[str, str], prefix: str, qkv_bias: bool = True
-) -> dict:
-    """Encoder params ``{block_i: ...}``. ``names`` maps janus sub-layer -> torch sub-layer, and
-    ``qkv`` may name a Linear (timm ``attn.qkv``) or torch MHA packed weights (``attn.in_proj``).
-    ``qkv_bias=False``: a Linear ``qkv`` without bias (VOLO)."""
-    out = {}
-    for i in range(depth):
-        p = f"{prefix}{i}."
-        if names["qkv"].endswith("in_proj"):  # nn.MultiheadAttention: in_proj_weight / in_proj_bias
-            qkv = {
-                "kernel": reader.take(p + names["qkv"] + "_weight").T,
-                "bias": reader.take(p + names["qkv"] + "_bias"),
-            }
-        else:
-            qkv = dense(reader, p + names["qkv"], bias=qkv_bias)
-        out[f"block_{i}"] = {
-            "ln_1": layer_norm(reader, p + names["ln_1"]),
-            "attn": {"qkv": qkv, "out": dense(reader, p + names["out"])},
-            "ln_2": layer_norm(reader, p + names["ln_2"]),
-            "mlp": {"fc1": dense(reader, p + names["fc1"]), "fc2": dense(reader, p + names["fc2"])},
-        }
-    return out
-
-
-TIMM_BLOCK_NAMES = dict(
-    ln_1="norm1", qkv="attn.qkv", out="attn.proj", ln_2="norm2", fc1="mlp.fc1", fc2="mlp.fc2"
-)
-
-
-def count_blocks(state_dict: Mapping[str, np.ndarray], prefix: str) -> int:
-    ids = {int(k[len(prefix) :].split(".")[0]) for k in state_dict if k.startswith(prefix)}
-    if ids != set(range(len(ids))):
-        raise ValueError(f"non-contiguous block indices under {prefix!r}: {sorted(ids)[:10]}")
-    return len(ids)
 
 
 def convert_vit(
@@ -199,8 +157,6 @@ def convert(state_dict: Mapping[str, np.ndarray], source: str = "timm", **kwargs
     """Dispatch on the keys: VOLO (outlook attention in ``network.0``; it also has a
     ``patch_embed.proj``, so it goes first), ViT / DeiT (``patch_embed.proj.weight``), ConvNeXt
     (``stem.0.weight`` and ``stages.*``) or ResNet (``layer1.0.*``)."""
-    from janus.convert import timm_volo  # it reuses this module's ViT block mapping
-
     if timm_volo.VOLO_KEY in state_dict:
         return timm_volo.convert_volo(state_dict, source, **kwargs)
     if "patch_embed.proj.weight" in state_dict:

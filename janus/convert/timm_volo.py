@@ -24,8 +24,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from janus.convert.common import Converted
-from janus.convert.loading import StateDictReader, batch_norm, conv_kernel, dense, layer_norm
-from janus.convert.timm import TIMM_BLOCK_NAMES, count_blocks, vit_blocks
+from janus.convert.loading import (
+    StateDictReader,
+    batch_norm,
+    conv_kernel,
+    count_blocks,
+    dense,
+    layer_norm,
+)
+from janus.convert.vit_blocks import TIMM_BLOCK_NAMES, vit_blocks
 from janus.models.layers import stack_blocks
 from janus.models.volo import TOWER_FACTORIES
 

@@ -3,7 +3,7 @@
 Records always store ImageNet-1k indices (0..999, the sorted-wnid order). A label set is metadata
 applied at train and eval time: a sorted array of those indices (`resolve_label_set`), or a boolean
 mask over the 1000 classes (`class_mask`). Nothing here is written from memory: every list comes
-from `third_party/reference/` through `janus.data.reference.load_json`.
+from `janus/vendored/reference/` through `janus.data.reference.load_json`.
 
 Random nested label sets, `random:K:SEED` or `random:K:SEED:BASE` (BASE a named set, default
 in1000), hold the K classes of BASE with the best priority, a hash of (SEED, wnid). The ranking of

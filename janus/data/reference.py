@@ -1,6 +1,6 @@
-"""Paths to the vendored reference data (third_party/reference): class lists, label sets, maps.
+"""Paths to the reference data (class lists, label sets, maps) shipped in `janus.vendored`.
 
-Set JANUS_REFERENCE_DIR to read them from elsewhere (e.g. a non-editable install).
+Set JANUS_REFERENCE_DIR to read them from another folder instead.
 """
 
 import functools
@@ -8,20 +8,15 @@ import json
 import os
 import pathlib
 
-_DEFAULT = pathlib.Path(__file__).resolve().parents[2] / "third_party" / "reference"
-
-
-def reference_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("JANUS_REFERENCE_DIR", _DEFAULT))
+from janus import vendored
 
 
 def reference_path(name: str) -> pathlib.Path:
-    path = reference_dir() / name
+    override = os.environ.get("JANUS_REFERENCE_DIR")
+    path = pathlib.Path(override, name) if override else vendored.path("reference", name)
     if not path.exists():
-        raise FileNotFoundError(
-            f"reference file {path} not found; set JANUS_REFERENCE_DIR to the folder holding "
-            "janus' vendored reference data (third_party/reference in a checkout)"
-        )
+        where = "JANUS_REFERENCE_DIR names it" if override else "janus' install lacks its data"
+        raise FileNotFoundError(f"reference file {path} not found; {where}")
     return path
 
 

@@ -1,4 +1,4 @@
-"""Robustness metrics and baseline fits (protocol: third_party/reference/README.md).
+"""Robustness metrics and baseline fits (protocol: janus/vendored/reference/README.md).
 
 Accuracies passed between functions here are fractions in [0, 1] unless a name says `pct`.
 

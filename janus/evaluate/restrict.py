@@ -1,4 +1,4 @@
-"""Label-set restriction (the paper's protocol, third_party/reference/README.md).
+"""Label-set restriction (the paper's protocol, janus/vendored/reference/README.md).
 
 - Images: keep only those with a label in the evaluated class set.
 - CE models with a 1000-way head: logits outside the class set are -inf, i.e. the prediction is the

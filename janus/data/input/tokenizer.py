@@ -1,8 +1,8 @@
 """CLIP's byte-level BPE tokenizer, id-for-id the same as ``open_clip.tokenize`` (no torch needed).
 
-The vocabulary is OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz`` vendored in
-``third_party/clip_bpe/`` (MIT); set ``JANUS_CLIP_BPE`` to use a copy elsewhere (non-editable
-installs).
+The vocabulary is OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz`` (MIT), shipped in the package as
+``janus/vendored/clip_bpe/`` (source and licence: ``third_party/``); set ``JANUS_CLIP_BPE`` to use
+another copy. The file loaded is named in the log.
 
 Text cleaning follows open_clip's default ``clean="lower"``: ``ftfy.fix_text``, HTML-unescape twice,
 collapse whitespace, lower-case. Speed comes from two things that do not change the ids:
@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import gzip
 import html
-import importlib.util
 import os
 import pathlib
 import re as _re
@@ -27,13 +26,11 @@ import re as _re
 import ftfy
 import numpy as np
 import regex
+from absl import logging
 
-_DEFAULT_BPE = (
-    pathlib.Path(__file__).resolve().parents[2]
-    / "third_party"
-    / "clip_bpe"
-    / "bpe_simple_vocab_16e6.txt.gz"
-)
+from janus import vendored
+
+_BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 _NUM_MERGES = 49152 - 256 - 2  # the slice of the merge list CLIP uses
 _SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 # Text on which ftfy.fix_text and html.unescape are both the identity: printable ASCII plus tab and
@@ -43,17 +40,14 @@ _CACHE_LIMIT = 500_000
 
 
 def default_bpe_path() -> pathlib.Path:
-    """``$JANUS_CLIP_BPE``, else the vendored copy, else open_clip's copy (found, not imported)."""
-    path = pathlib.Path(os.environ.get("JANUS_CLIP_BPE", _DEFAULT_BPE))
-    if not path.exists() and "JANUS_CLIP_BPE" not in os.environ:
-        spec = importlib.util.find_spec("open_clip")
-        if spec and spec.origin:
-            fallback = pathlib.Path(spec.origin).parent / _DEFAULT_BPE.name
-            path = fallback if fallback.exists() else path
+    """``$JANUS_CLIP_BPE`` if set, else the copy shipped in janus (`janus.vendored`); never another
+    package's copy, so the ids cannot change with what else is installed."""
+    override = os.environ.get("JANUS_CLIP_BPE")
+    path = pathlib.Path(override) if override else vendored.path("clip_bpe", _BPE_NAME)
     if not path.exists():
         raise FileNotFoundError(
-            f"CLIP BPE vocabulary {path} not found; set JANUS_CLIP_BPE to the file "
-            "(third_party/clip_bpe/bpe_simple_vocab_16e6.txt.gz in a checkout)"
+            f"CLIP BPE vocabulary {path} not found"
+            + ("; JANUS_CLIP_BPE names it" if override else "; janus' install lacks its data files")
         )
     return path
 
@@ -93,6 +87,7 @@ class Tokenizer:
         self.bpe_path = pathlib.Path(bpe_path) if bpe_path else default_bpe_path()
         with gzip.open(self.bpe_path) as f:
             lines = f.read().decode("utf-8").split("\n")
+        logging.info("CLIP BPE vocabulary: %s", self.bpe_path)
         merges = [tuple(line.split()) for line in lines[1 : _NUM_MERGES + 1]]
         byte_chars = list(bytes_to_unicode().values())
         vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]

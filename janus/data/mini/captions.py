@@ -5,7 +5,7 @@ A caption names its class by one of the class's names (CLIP's name or a WordNet 
 vendored reference), sometimes in the plural, and describes some of the drawn factors in words
 (texture, palette, parts, setting, size, style). `Noise` sets how often a caption names no class,
 two classes, or the wrong class; URLs, HTML and filler words are mixed in. Which labels come out
-is decided by janus.data.build.matching in the builder, exactly as for real captions.
+is decided by janus.data.ingest.matching in the builder, exactly as for real captions.
 """
 
 from __future__ import annotations

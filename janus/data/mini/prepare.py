@@ -1,5 +1,5 @@
 """JANuS-mini v2 on demand: generate the raw sources, then build one records dir per source with
-the real builder from the spec files in `configs/data/`, once.
+the real builder from the spec files in `janus/data/mini/specs/` (shipped in the package), once.
 
     python -m janus.data.mini.prepare [--out data/mini] [--raw data/mini_raw]
 
@@ -24,7 +24,7 @@ import time
 
 from janus.data.mini import SUITE_FILE, generate
 
-SPEC_DIR = "configs/data"
+SPEC_DIR = str(pathlib.Path(__file__).resolve().parent / "specs")
 DEFAULT_RAW = "data/mini_raw"  # the raw dir the spec files name
 SOURCE_NAMES = ("curated", "web", "flickr", "oi")
 BUILT_FILE = "BUILT.json"
@@ -87,7 +87,7 @@ def prepare(
     What is there is reused when the generator version and the spec files are the same, and the
     seed and sizes too where they are given (None: whatever was built; seed 0 and `Sizes()` for a
     new build)."""
-    from janus.data.build import cli
+    from janus.data.ingest import cli
     from janus.fileio import atomic_write
 
     raw = raw or f"{os.path.normpath(root)}_raw"

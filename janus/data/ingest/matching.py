@@ -1,6 +1,6 @@
 """Caption -> ImageNet-1k label "subset matching", the JANuS paper's labelling of web data.
 
-The paper labels LAION and YFCC this way. A caption is cleaned (`janus.data.build.caption_clean`)
+The paper labels LAION and YFCC this way. A caption is cleaned (`janus.data.ingest.caption_clean`)
 and its words are lemmatised as nouns. A word n-gram (1 to 3 words) matches a class when it equals
 one of the class's variants exactly. Each class name and synonym gives the variants: the name, its
 plural, the name without spaces, and its words in reverse order, each lemmatised like the captions
@@ -50,7 +50,7 @@ from itertools import compress
 from typing import NamedTuple
 
 from janus.data import labelsets
-from janus.data.build import caption_clean as cc
+from janus.data.ingest import caption_clean as cc
 from janus.fileio import atomic_write
 
 MODES = ("single", "multiclass", "strict")

@@ -1,7 +1,7 @@
 """Labels and captions for build candidates: caption matching, label-set restriction, templates.
 
-Used by `janus.data.build.builder`: `Labeler` labels caption-only samples with
-`janus.data.build.matching.Matcher` and writes template captions for labelled samples without one;
+Used by `janus.data.ingest.builder`: `Labeler` labels caption-only samples with
+`janus.data.ingest.matching.Matcher` and writes template captions for labelled samples without one;
 `label_candidates` applies it and the label set to every scanned candidate, counting what it drops.
 """
 
@@ -12,10 +12,10 @@ import functools
 from collections.abc import Collection, Sequence
 
 from janus.data import labelsets
-from janus.data.build import matching
-from janus.data.build.config import BuildConfig
-from janus.data.build.skips import SkipCounter
-from janus.data.build.sources import Candidate
+from janus.data.ingest import matching
+from janus.data.ingest.config import BuildConfig
+from janus.data.ingest.skips import SkipCounter
+from janus.data.ingest.sources import Candidate
 
 
 class Labeler:

@@ -1,11 +1,11 @@
 """Building a records split from raw sources: scan, label, budget, verify, write shards in parallel.
 
 Stages (all deterministic in the config, whatever the worker count):
-1. scan every source into candidates (`janus.data.build.sources`), label caption-only ones with
-   `janus.data.build.matching.Matcher` and restrict labels to the label set
-   (`janus.data.build.labeling`), add template captions to labelled samples without one; drop
+1. scan every source into candidates (`janus.data.ingest.sources`), label caption-only ones with
+   `janus.data.ingest.matching.Matcher` and restrict labels to the label set
+   (`janus.data.ingest.labeling`), add template captions to labelled samples without one; drop
    (counted) what cannot be used. This runs in the worker pool, streaming, chunk by chunk
-   (`janus.data.build.scan`);
+   (`janus.data.ingest.scan`);
 2. choose the budget (`janus.data.budget.select_budget_columns`); decode each chosen image once
    (in the worker pool); images that fail are counted skips and the budget is chosen again
    without them (still nested: a bad image is excluded at every budget), until every chosen
@@ -36,12 +36,12 @@ import numpy as np
 from janus.data import labelsets, records
 from janus.data import manifest as manifest_lib
 from janus.data.budget import select_budget_columns, shortlist_budget
-from janus.data.build import scan
-from janus.data.build.config import BUILDER_VERSION, BuildConfig
-from janus.data.build.images import BadImageError, prepare_image
-from janus.data.build.parallel import ProcessMap, Progress
-from janus.data.build.skips import SkipCounter
-from janus.data.build.sources import make_source, read_bytes
+from janus.data.ingest import scan
+from janus.data.ingest.config import BUILDER_VERSION, BuildConfig
+from janus.data.ingest.images import BadImageError, prepare_image
+from janus.data.ingest.parallel import ProcessMap, Progress
+from janus.data.ingest.skips import SkipCounter
+from janus.data.ingest.sources import make_source, read_bytes
 from janus.fileio import atomic_open, atomic_write
 from janus.workdir import locked
 

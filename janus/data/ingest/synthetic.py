@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from janus.data import labelsets, records
-from janus.data.build.builder import finalize_split
-from janus.data.build.config import BUILDER_VERSION
+from janus.data.ingest.builder import finalize_split
+from janus.data.ingest.config import BUILDER_VERSION
 
 SPLITS = ("train", "val", "v2", "sketch", "r", "a", "objectnet")
 SOURCE = "mini"

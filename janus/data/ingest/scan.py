@@ -1,7 +1,7 @@
 """The builder's first stage at scale: scan, clean, match and label candidates in the workers.
 
 - Every source is read in chunks in the main process (`read_chunks`: for a manifest only the raw
-  table rows). A worker turns a chunk into candidates, labels them (`janus.data.build.labeling`),
+  table rows). A worker turns a chunk into candidates, labels them (`janus.data.ingest.labeling`),
   writes the usable ones to a chunk file and returns what the budget needs: per usable candidate its
   priority and first label, plus the chunk's skip counts, coverage report and key digests; the
   main process gathers them as columns (`Scan`).
@@ -33,11 +33,11 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from janus.data.budget import priorities
-from janus.data.build.labeling import Labeler, label_candidates
-from janus.data.build.matching import CoverageReport
-from janus.data.build.parallel import ProcessMap, Progress
-from janus.data.build.skips import SkipCounter
-from janus.data.build.sources import Candidate, make_source
+from janus.data.ingest.labeling import Labeler, label_candidates
+from janus.data.ingest.matching import CoverageReport
+from janus.data.ingest.parallel import ProcessMap, Progress
+from janus.data.ingest.skips import SkipCounter
+from janus.data.ingest.sources import Candidate, make_source
 from janus.fileio import atomic_open
 
 CHUNK = 10_000  # rows or candidates per task: a few MB in flight, a second or two of matching

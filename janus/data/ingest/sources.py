@@ -36,7 +36,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 
 from janus.data import labelsets
-from janus.data.build.skips import SkipCounter
+from janus.data.ingest.skips import SkipCounter
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -1,4 +1,5 @@
-"""Offline: raw sources -> records. Run as `python -m janus.data.build` (`cli`).
+"""Offline: raw sources -> records. Run as `python -m janus.data.build` (`cli`; the package is named
+`ingest`, not `build`, because tools and ignore files skip folders called build).
 
 One flow, in the order data moves through it, asked for by a `config.BuildConfig`:
 

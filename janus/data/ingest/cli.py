@@ -28,10 +28,10 @@ import shlex
 import shutil
 import sys
 
-from janus.data.build import matching, scan
-from janus.data.build import sources as sources_lib
-from janus.data.build.builder import build_dataset
-from janus.data.build.config import BuildConfig
+from janus.data.ingest import matching, scan
+from janus.data.ingest import sources as sources_lib
+from janus.data.ingest.builder import build_dataset
+from janus.data.ingest.config import BuildConfig
 
 _SOURCE_HELP = """\
 source spec: comma-separated key=value (list values joined with '+'). Kinds and options:
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "python -m janus.data.build " + shlex.join(argv)
     if argv and argv[0] == "synthetic":
-        from janus.data.build import synthetic
+        from janus.data.ingest import synthetic
 
         return synthetic.main(argv[1:], command=command)
     if argv and argv[0] == "build":
