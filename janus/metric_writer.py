@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from janus import display
+
 
 def _scalar(v):
     v = np.asarray(v)
@@ -130,14 +132,6 @@ class TensorBoardWriter(MetricWriter):
         self._w.close()
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
-            return f"{v:.3e}"
-        return f"{v:.4f}"
-    return str(v)
-
-
 class ConsoleWriter(MetricWriter):
     """One readable line per write: `[step 120/1000] loss=2.3011 lr=1.2e-04 ... eta=3m12s`."""
 
@@ -149,13 +143,8 @@ class ConsoleWriter(MetricWriter):
         items = scalars.items() if self.keys is None else ((k, scalars[k]) for k in self.keys)
         parts = []
         for k, v in items:
-            v = _scalar(v)
-            if v is None:
-                parts.append(f"{k}=n/a")
-            elif k.endswith("eta_s"):
-                parts.append(f"eta={format_duration(float(v))}")
-            else:
-                parts.append(f"{k}={_fmt(v)}")
+            name = "eta" if k.endswith("eta_s") else k
+            parts.append(f"{name}={display.scalar(k, _scalar(v))}")
         total = f"/{self.total_steps}" if self.total_steps else ""
         say(f"[step {step}{total}] {' '.join(parts)}")
 
@@ -167,13 +156,6 @@ class ConsoleWriter(MetricWriter):
 def say(message: str) -> None:
     """A console line with the time (stdout, flushed; absl logging stays for libraries' details)."""
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class MultiWriter(MetricWriter):

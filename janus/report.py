@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from janus import display
 from janus.evaluate.sets import SET_NAMES
 
 COLUMNS = (
@@ -155,6 +156,10 @@ def _fmt(v, missing: str = ""):
     return str(v)
 
 
+def _cell(v) -> str:
+    return display.metric(v) if isinstance(v, float) else _fmt(v, "n/a")
+
+
 # (row key, header) of the summary printed after a run or a study.
 SUMMARY_COLUMNS = (
     ("run", "run"),
@@ -175,7 +180,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> 
     """A markdown table of `rows` over (key, header) columns, padded so that it also reads as
     plain text; a null or missing value is 'n/a'."""
     cells = [[header for _, header in columns]]
-    cells += [[_fmt(row.get(key), "n/a") for key, _ in columns] for row in rows]
+    cells += [[_cell(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
 
     def line(values):

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from janus import sweep
+from janus import display, sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PP = "decode|rrc(32,scale=(0.35,1.0))|flip|normalize"
@@ -105,8 +105,8 @@ def test_sweep_runs_every_run_then_writes_the_report_and_prints_the_table(study,
     ]  # fmt: skip
     assert [row[:3] for row in table[2:]] == [[NAMES[0], "10", "head"], [NAMES[1], "10", "head"]]
     result = json.loads((root / NAMES[1] / "eval" / "10.json").read_text())
-    assert table[3][3] == f"{result['sets']['val']['top1']:.4f}"
-    assert table[3][-1] == f"{result['metrics']['robustness_ratio']:.4f}"
+    assert table[3][3] == display.metric(result["sets"]["val"]["top1"])  # 4 significant digits
+    assert table[3][-1] == display.metric(result["metrics"]["robustness_ratio"])
 
 
 def test_a_failing_run_is_reported_and_the_others_still_run(study, first):

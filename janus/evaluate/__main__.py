@@ -32,6 +32,7 @@ import logging
 import os
 import sys
 
+from janus import display
 from janus.evaluate import results, runner, sets, watch
 
 
@@ -155,16 +156,13 @@ def options_from_args(args) -> runner.EvalOptions:
     )
 
 
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
-
-
 def _summary(result: dict) -> str:
     """One line per result; every accuracy and metric may be null (printed n/a)."""
     parts = [f"step {result['step']}"]
-    parts += [f"{k}={_fmt(v.get('top1'))}" for k, v in result["sets"].items()]
+    parts += [f"{k}={display.metric(v.get('top1'))}" for k, v in result["sets"].items()]
     m = result["metrics"]
-    parts.append(f"avg_rob={_fmt(m.get('avg_robustness'))} ratio={_fmt(m.get('robustness_ratio'))}")
+    parts.append(f"avg_rob={display.metric(m.get('avg_robustness'))}")
+    parts.append(f"ratio={display.metric(m.get('robustness_ratio'))}")
     if result.get("suite") not in (None, "imagenet"):
         parts.append(f"suite={result['suite']}")
     return " ".join(parts)

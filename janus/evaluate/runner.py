@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from janus import display
 from janus.config import is_vl
 from janus.evaluate import classifiers, metrics, restrict, sets, zeroshot
 from janus.evaluate.inference import (
@@ -361,7 +362,7 @@ class Evaluator:
             where[name] = es.where
             skipped[name] = {k: v for k, v in es.skipped.items() if v}
             log(
-                f"{name}: top1={results[name]['top1']} n={results[name]['n']} "
+                f"{name}: top1={display.metric(results[name]['top1'])} n={results[name]['n']} "
                 f"({time.time() - t0:.1f}s, {es.suite} data, {es.protocol} protocol, {es.where})"
             )
 
