@@ -369,6 +369,26 @@ def test_the_pages_have_commands(calls):
         assert module in modules
 
 
+def cut_short(body: str) -> bool:
+    """A line continued (`\\`) into a blank line or the block's end: the command lost its tail."""
+    lines = body.rstrip("\n").split("\n")
+    return any(
+        line.endswith("\\") and (i + 1 == len(lines) or not lines[i + 1].strip())
+        for i, line in enumerate(lines)
+    )
+
+
+def test_no_command_is_cut_short():
+    cut = [
+        f"{rel(page)}:{line}"
+        for page in PAGES
+        for line, body in bash_blocks(page.read_text())
+        if cut_short(body)
+    ]
+    assert not cut, f"a `\\` continues into nothing in: {cut}"
+    assert cut_short("python -m janus.main \\\n\n") and not cut_short("a \\\n  b\n")
+
+
 def test_every_janus_module_exists(calls):
     missing = sorted(
         {
