@@ -86,6 +86,13 @@ def test_missing_set_gives_null_and_note():
     assert any("sketch" in n for n in notes)
 
 
+def test_shift_sets_without_val_give_a_null_ratio_and_a_note():
+    shifts = {s: {"top1": 0.5} for s in ("v2", "sketch", "r", "a")}
+    m, notes = metrics.compute_metrics(shifts)
+    assert m["avg_robustness"] == 0.5 and m["robustness_ratio"] is None
+    assert "robustness_ratio is null: val not evaluated" in notes
+
+
 def test_anchor_clip_rn50_in100():
     # Reference anchor: OpenAI CLIP RN50 on IN100 -> average robustness 0.707, ratio 0.786.
     sets = {"val": 0.8998, "v2": 0.868, "sketch": 0.712, "r": 0.764, "a": 0.482}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The installs the README tells users to make, each running janus as a user would. CI runs both
+# (.ci/run); so can you, from the repository root:
+#
+#   bash tests/installs/check.sh readme   # in the active venv, made by README step 1 (no torch):
+#                                         #   janus' own data files, then a 2-step VL mini job
+#   bash tests/installs/check.sh wheel    # pip wheel --no-deps ., installed with requirements/lock.txt
+#                                         #   in a fresh venv; from a folder outside the checkout,
+#                                         #   janus' own data files, then 2-step CE and VL mini jobs
+#
+# The mini jobs build JANuS-mini in data/mini on first use (about 45 s) and the wheel's jobs reuse
+# it through a link. Each job must end with DONE and an eval JSON holding every shift set.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+mode="${1:?usage: check.sh readme|wheel}"
+
+mini_job() {  # mini_job PYTHON WORKDIR LOSS: 2 steps of configs/mini.py, then its checks
+  local py="$1" workdir="$2" loss="$3"
+  rm -rf "$workdir"
+  "$py" -m janus.main --config "$repo/configs/mini.py:loss=$loss" --workdir "$workdir" \
+    --config.total_steps=2 > "$workdir.log" 2>&1 || { tail -30 "$workdir.log"; return 1; }
+  "$py" - "$workdir" "$loss" <<'PY'
+import json, pathlib, sys
+workdir, loss = pathlib.Path(sys.argv[1]), sys.argv[2]
+assert (workdir / "DONE").is_file(), f"{workdir}: no DONE"
+result = json.loads((workdir / "eval" / "2.json").read_text())
+assert result["loss"] == loss, result["loss"]
+sets = {"val", "v2", "sketch", "r", "a", "objectnet"}
+assert set(result["sets"]) == sets, sorted(result["sets"])
+print(f"installs: {loss} mini job -> {workdir}: DONE, eval/2.json with {sorted(sets)}")
+PY
+}
+
+case "$mode" in
+  readme)
+    py="$(command -v python)"
+    python "$repo/tests/installs/check_paths.py" --repo "$repo" --expect editable --no-torch
+    cd "$repo"
+    mini_job "$py" "$(mktemp -d)/mini_vl" infonce
+    ;;
+  wheel)
+    tmp="$(mktemp -d)"
+    pip wheel -q --no-deps "$repo" -w "$tmp/dist"
+    python3.11 -m venv "$tmp/venv"
+    "$tmp/venv/bin/pip" install -q -r "$repo/requirements/lock.txt"
+    "$tmp/venv/bin/pip" install -q --no-deps "$tmp"/dist/janus-*.whl
+    mkdir -p "$tmp/elsewhere" "$repo/data"
+    ln -s "$repo/data" "$tmp/elsewhere/data"  # JANuS-mini, if an earlier job built it
+    cd "$tmp/elsewhere"
+    "$tmp/venv/bin/python" "$repo/tests/installs/check_paths.py" --repo "$repo" --expect wheel
+    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_ce" ce
+    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_vl" infonce
+    rm -rf "$tmp"
+    ;;
+  *)
+    echo "usage: check.sh readme|wheel" >&2
+    exit 2
+    ;;
+esac
