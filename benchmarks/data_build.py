@@ -20,7 +20,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data.ingest.builder import build_dataset
 from janus.data.ingest.config import BuildConfig
 
@@ -103,7 +103,7 @@ def main():
         k = sum(
             1
             for s in records.list_shards(ds.records_dir, "train")
-            for _ in records.iter_tfrecord(s)
+            for _ in tfrecord.iter_tfrecord(s)
         )
         seq = k / (time.perf_counter() - t0)
         print(

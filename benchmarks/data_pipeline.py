@@ -36,7 +36,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from janus.data import records
+from janus.data import records, tfrecord
 from janus.data.input import pipeline
 from janus.data.input.pixel_scaling import NORMALIZATION
 from janus.data.input.tokenizer import Tokenizer
@@ -61,7 +61,7 @@ def build_records(out: pathlib.Path, n: int, seed: int = 0, shards: int = 4) -> 
     manifest, total_bytes, per = [], 0, -(-n // shards)
     for s in range(shards):
         name = records.shard_name("train", s, shards)
-        with records.ShardWriter(out / name) as w:
+        with tfrecord.ShardWriter(out / name) as w:
             for i in range(s * per, min(n, (s + 1) * per)):
                 h, wd = (int(x) for x in rng.integers(256, 501, 2))
                 buf = io.BytesIO()

@@ -97,7 +97,7 @@ def _rows(n: int, seed: int = 0):
 
 def synthesise(out: pathlib.Path, n: int) -> None:
     """The records dir: shards + .index + manifest.jsonl.gz + info.json (no manifest.arrow)."""
-    from janus.data import records
+    from janus.data import records, tfrecord
 
     out.mkdir(parents=True, exist_ok=True)
     source, kinds, first, second = _rows(n)
@@ -108,7 +108,7 @@ def synthesise(out: pathlib.Path, n: int) -> None:
     def rows():  # written as they are made: memory does not grow with n
         for s in range(SHARDS):
             name = records.shard_name("train", s, SHARDS)
-            with records.ShardWriter(out / name) as w:
+            with tfrecord.ShardWriter(out / name) as w:
                 for i in range(bounds[s], bounds[s + 1]):
                     src = POOL[source[i]][0]
                     kind = int(kinds[i])

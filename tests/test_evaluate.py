@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from janus.checkpoint import save_for_inference
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data.input.pixel_scaling import scale_pixels
 from janus.evaluate import results, runner, sets, watch
 from janus.evaluate.__main__ import main as evaluate_main
@@ -224,7 +224,7 @@ def _write_tfds_tfrecord(data_dir, dataset, split, examples, version="1.0.0"):
     name = dataset.split("/")[0]
     with open(d / f"{name}-{split}.tfrecord-00000-of-00001", "wb") as f:
         for ex in examples:
-            f.write(records.frame_record(ex))
+            f.write(tfrecord.frame_record(ex))
 
 
 def _write_fake_tfds(data_dir, rng):

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from janus import config as config_lib
-from janus.data import records
+from janus.data import records, tfrecord
 
 FUZZ = settings(
     max_examples=int(os.environ.get("JANUS_FUZZ_EXAMPLES", "100")),  # more: a longer hunt
@@ -44,7 +44,7 @@ def _clean_shard() -> tuple[bytes, bytes]:
     d = tempfile.mkdtemp(prefix="janus_fuzz_")
     try:
         path = os.path.join(d, records.shard_name("train", 0, 1))
-        w = records.ShardWriter(path)
+        w = tfrecord.ShardWriter(path)
         for i in range(N_RECORDS):
             w.write(
                 records.encode_example(
@@ -81,9 +81,9 @@ def _read_everything(root: str) -> None:
     for i in range(len(src)):
         records.decode_example(src[i])
     path = src._paths[0]
-    for _, payload in records.iter_tfrecord(path):
+    for _, payload in tfrecord.iter_tfrecord(path):
         records.decode_example(payload)
-    records.build_index(path)
+    tfrecord.build_index(path)
 
 
 def test_clean_shard_reads():
@@ -130,7 +130,7 @@ def test_record_reader_on_damaged_shards(
                 f.write(index)
         try:
             _read_everything(root)
-        except records.CorruptRecordError:
+        except tfrecord.CorruptRecordError:
             assert damaged
         else:
             # Undamaged bytes read back whole; a truncation at a record boundary is only seen

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from janus.data import records
+from janus.data import records, tfrecord
 from janus.data.input import pipeline
 
 AUG = (
@@ -48,7 +48,7 @@ def make_records(
     manifest, per = [], -(-n // shards)
     for s in range(shards):
         name = records.shard_name(split, s, shards)
-        with records.ShardWriter(out / name) as w:
+        with tfrecord.ShardWriter(out / name) as w:
             for i in range(s * per, min(n, (s + 1) * per)):
                 img = _solid_jpeg(i)
                 if i in bad_images:
@@ -350,7 +350,7 @@ def test_manifest_with_shard_numbers_and_an_empty_shard(tmp_path):
     d.mkdir()
     manifest, i = [], 0
     for s, count in enumerate((2, 0, 2)):
-        with records.ShardWriter(d / records.shard_name("train", s, 3)) as w:
+        with tfrecord.ShardWriter(d / records.shard_name("train", s, 3)) as w:
             for _ in range(count):
                 ex = {"image/encoded": _solid_jpeg(i), "label": [i], "key": f"k{i}"}
                 offset = w.write(records.encode_example(ex))

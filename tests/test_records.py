@@ -8,7 +8,7 @@ import google_crc32c
 import numpy as np
 import pytest
 
-from janus.data import records
+from janus.data import records, tfrecord
 
 GRAIN_TFRECORD = (
     pathlib.Path(__import__("grain").__file__).parent
@@ -29,7 +29,7 @@ def _example(i: int) -> dict:
 
 
 def _write(path, n, start=0):
-    with records.ShardWriter(path) as w:
+    with tfrecord.ShardWriter(path) as w:
         offsets = [w.write(records.encode_example(_example(start + i))) for i in range(n)]
     return offsets
 
@@ -37,16 +37,16 @@ def _write(path, n, start=0):
 def test_crc32c_and_masking_known_vectors():
     assert google_crc32c.value(b"123456789") == 0xE3069283  # the CRC-32C check value
     # first record of a TFRecord file written by TensorFlow (shipped as grain test data)
-    assert records.frame_record(b"1") == bytes.fromhex("01000000000000000175de4131c30c4ad6")
+    assert tfrecord.frame_record(b"1") == bytes.fromhex("01000000000000000175de4131c30c4ad6")
 
 
 @pytest.mark.skipif(not GRAIN_TFRECORD.exists(), reason="grain test data not installed")
 def test_framing_is_byte_identical_to_tensorflow():
     data = GRAIN_TFRECORD.read_bytes()
-    recs = list(records.iter_tfrecord(GRAIN_TFRECORD))
+    recs = list(tfrecord.iter_tfrecord(GRAIN_TFRECORD))
     assert [p for _, p in recs] == [b"1", b"1 1", b"2 1", b"1 2 1 1", b"1 1 1 2 2 1"]
-    assert b"".join(records.frame_record(p) for _, p in recs) == data
-    assert records.build_index(GRAIN_TFRECORD).tolist() == [o for o, _ in recs]
+    assert b"".join(tfrecord.frame_record(p) for _, p in recs) == data
+    assert tfrecord.build_index(GRAIN_TFRECORD).tolist() == [o for o, _ in recs]
 
 
 def test_example_round_trip_and_tfds_proto_parses_it():
@@ -77,7 +77,7 @@ def test_shards_index_and_random_access(tmp_path):
     _write(tmp_path / records.shard_name("train", 1, 2), 3, start=5)
     _write(tmp_path / records.shard_name("val", 0, 1), 2, start=100)
     shard0 = tmp_path / "train-00000-of-00002.tfrecord"
-    assert records.read_index(shard0).tolist() == offs0 == records.build_index(shard0).tolist()
+    assert tfrecord.read_index(shard0).tolist() == offs0 == tfrecord.build_index(shard0).tolist()
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.tmp*"))
     ds = records.RecordsDataSource(tmp_path, "train")
     assert len(ds) == 8 and len(records.RecordsDataSource(tmp_path, "val")) == 2
@@ -88,7 +88,7 @@ def test_shards_index_and_random_access(tmp_path):
     with pytest.raises(IndexError):
         ds[8]
     path, off = ds.locate(6)
-    assert records.decode_example(records.read_record_at(path, off))["key"] == "src/0006"
+    assert records.decode_example(tfrecord.read_record_at(path, off))["key"] == "src/0006"
     ds2 = pickle.loads(pickle.dumps(ds))
     assert ds2[2] == ds[2]
 
@@ -117,11 +117,11 @@ def test_corrupted_payload_names_file_and_offset(tmp_path):
     p.write_bytes(bytes(data))
     ds = records.RecordsDataSource(tmp_path)
     ds[0]
-    with pytest.raises(records.CorruptRecordError) as e:
+    with pytest.raises(tfrecord.CorruptRecordError) as e:
         ds[1]
     assert e.value.offset == offs[1] and str(p) in str(e.value) and "CRC" in str(e.value)
-    with pytest.raises(records.CorruptRecordError):
-        list(records.iter_tfrecord(p))
+    with pytest.raises(tfrecord.CorruptRecordError):
+        list(tfrecord.iter_tfrecord(p))
     again = pickle.loads(pickle.dumps(e.value))  # crosses process boundaries intact
     assert (again.path, again.offset, str(again)) == (e.value.path, e.value.offset, str(e.value))
 
@@ -132,10 +132,10 @@ def test_corrupted_length_field(tmp_path):
     data = bytearray(p.read_bytes())
     data[offs[1]] ^= 0x01
     p.write_bytes(bytes(data))
-    with pytest.raises(records.CorruptRecordError, match="length CRC"):
-        records.read_record_at(p, offs[1])
-    with pytest.raises(records.CorruptRecordError, match=f"offset {offs[1]}"):
-        records.build_index(p)
+    with pytest.raises(tfrecord.CorruptRecordError, match="length CRC"):
+        tfrecord.read_record_at(p, offs[1])
+    with pytest.raises(tfrecord.CorruptRecordError, match=f"offset {offs[1]}"):
+        tfrecord.build_index(p)
 
 
 def test_truncated_shard(tmp_path):
@@ -143,13 +143,13 @@ def test_truncated_shard(tmp_path):
     offs = _write(p, 3)
     data = p.read_bytes()
     p.write_bytes(data[:-5])
-    with pytest.raises(records.CorruptRecordError, match="truncated or rewritten"):
+    with pytest.raises(tfrecord.CorruptRecordError, match="truncated or rewritten"):
         records.RecordsDataSource(tmp_path)
-    with pytest.raises(records.CorruptRecordError, match="truncated") as e:
-        list(records.iter_tfrecord(p))
+    with pytest.raises(tfrecord.CorruptRecordError, match="truncated") as e:
+        list(tfrecord.iter_tfrecord(p))
     assert e.value.offset == offs[2]
     os.remove(str(p) + ".index")
-    with pytest.raises(records.CorruptRecordError, match="truncated"):
+    with pytest.raises(tfrecord.CorruptRecordError, match="truncated"):
         records.RecordsDataSource(tmp_path)
 
 
@@ -158,13 +158,13 @@ def test_damaged_index(tmp_path):
     _write(p, 2)
     idx = pathlib.Path(str(p) + ".index")
     idx.write_bytes(b"NOTANIDX" + idx.read_bytes()[8:])
-    with pytest.raises(records.CorruptRecordError, match="magic"):
+    with pytest.raises(tfrecord.CorruptRecordError, match="magic"):
         records.RecordsDataSource(tmp_path)
 
 
 def test_writer_abort_leaves_no_shard(tmp_path):
     p = tmp_path / records.shard_name("train", 0, 1)
-    with pytest.raises(RuntimeError), records.ShardWriter(p) as w:
+    with pytest.raises(RuntimeError), tfrecord.ShardWriter(p) as w:
         w.write(b"x")
         raise RuntimeError("boom")
     assert not p.exists() and not list(tmp_path.iterdir())
@@ -200,7 +200,13 @@ def test_shard_cut_inside_a_middle_record_without_index(tmp_path):
     offs = _write(p, 4)
     p.write_bytes(p.read_bytes()[: offs[1] + 15])  # record 1's header survives, its payload not
     os.remove(str(p) + ".index")
-    with pytest.raises(records.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
+    with pytest.raises(tfrecord.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
         records.RecordsDataSource(tmp_path)
-    with pytest.raises(records.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
-        list(records.iter_tfrecord(p))
+    with pytest.raises(tfrecord.CorruptRecordError, match=f"offset {offs[1]}: truncated record"):
+        list(tfrecord.iter_tfrecord(p))
+
+
+def test_the_documented_readers_are_importable_from_records():
+    # docs/data.md names these as janus.data.records.*; their home is janus.data.tfrecord.
+    for name in ("iter_tfrecord", "read_record_at", "build_index", "CorruptRecordError"):
+        assert getattr(records, name) is getattr(tfrecord, name)

@@ -33,7 +33,7 @@ from collections import Counter
 
 import numpy as np
 
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data import manifest as manifest_lib
 from janus.data.budget import select_budget_columns, shortlist_budget
 from janus.data.ingest import scan
@@ -76,7 +76,7 @@ def _shard_paths(out: pathlib.Path, split: str, i: int, n: int):
 def _write_shard(task) -> tuple[int, list[int]]:
     out, split, i, n, fingerprint, rows = task
     shard, done = _shard_paths(pathlib.Path(out), split, i, n)
-    with records.ShardWriter(shard) as w:
+    with tfrecord.ShardWriter(shard) as w:
         for row in rows:
             data = read_bytes(tuple(row["locator"]))
             if hashlib.sha1(data).hexdigest() != row["sha1"]:
@@ -117,7 +117,7 @@ def _shard_done(
         return None
     try:
         marker = json.loads(done.read_text())
-        offsets = records.read_index(shard)
+        offsets = tfrecord.read_index(shard)
     except (ValueError, OSError):
         return None
     if marker.get("fingerprint") != fingerprint or marker.get("n") != len(rows):

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data.ingest.builder import finalize_split
 from janus.data.ingest.config import BUILDER_VERSION
 
@@ -243,7 +243,7 @@ def build_mini(
         manifest = []
         for s in range(n_shards):
             name = records.shard_name(split, s, n_shards)
-            with records.ShardWriter(out / name) as w:
+            with tfrecord.ShardWriter(out / name) as w:
                 for j in order[bounds[s] : bounds[s + 1]].tolist():
                     cls, i = divmod(j, per_class)
                     rng = np.random.default_rng([seed, split_id, cls, i])

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from janus.data import budget as budget_lib
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data import manifest as manifest_lib
 
 NUM_CLASSES = 1000
@@ -186,7 +186,7 @@ def _locate(records_dir, scan: _Scan, pos: np.ndarray, shard_paths, where: str):
     """(shard number, byte offset, record index in the split) of the kept rows `pos`; also the
     split's record count. Reads each shard's index once, one shard at a time."""
     if not scan.located:  # entries without shard/offset: the i-th row of the split is record i
-        offsets_of = [records.shard_offsets(p) for p in shard_paths]
+        offsets_of = [tfrecord.shard_offsets(p) for p in shard_paths]
         starts = np.cumsum([0] + [len(o) for o in offsets_of])
         n_rows = int(scan.in_split.sum())
         if n_rows != starts[-1]:
@@ -209,7 +209,7 @@ def _locate(records_dir, scan: _Scan, pos: np.ndarray, shard_paths, where: str):
     record = np.empty(len(pos), np.int64)
     start = 0
     for s, path in enumerate(shard_paths):
-        shard_offsets = records.shard_offsets(path)
+        shard_offsets = tfrecord.shard_offsets(path)
         mine = np.flatnonzero(shard == s)
         if mine.size:
             at = np.searchsorted(shard_offsets, offset[mine])
