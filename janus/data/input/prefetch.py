@@ -1,7 +1,7 @@
 """Batches in flight to the devices: the transfer of batch N+1 starts before step N runs.
 
 ``DevicePrefetch(batches, put, depth)`` wraps a checkpointable batch iterator (``get_state`` /
-``set_state``, e.g. ``pipeline.SkipBatchIterator``); ``put`` moves a host batch to the devices
+``set_state``, e.g. ``batching.SkipBatchIterator``); ``put`` moves a host batch to the devices
 (``janus.sharding.shard_batch``; jax dispatches the copy asynchronously). It keeps ``depth``
 batches put ahead of the consumer.
 
