@@ -1,6 +1,9 @@
 """Checkpoint -> eval result: `Evaluator.evaluate_step` / `evaluate_variables` (writing it:
 janus.evaluate.results; `--watch`: janus.evaluate.watch).
 
+One job: evaluating one checkpoint on the requested sets (writing and watching live elsewhere);
+long because `evaluate_variables` decides, per set, its source, classes, views and notes.
+
 For each requested set: read it (janus.evaluate.sets), keep the images of its class set (label set,
 intersected with the set's classes for R / A / ObjectNet), run the jitted image function
 (janus.evaluate.inference) over deterministic eval batches (janus.data.input.pipeline.eval_loader),

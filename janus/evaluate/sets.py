@@ -1,6 +1,9 @@
 """Shift-set readers: one `EvalSet` per set, from a tfds data dir, a distribution folder layout or a
 janus records directory.
 
+One job: from a set's spec to its items (where it is, its protocol and suite, what it holds);
+long because it reads four layouts (records, tfds, class folders, ReaL) and ObjectNet's border.
+
 Set names (DESIGN.md): val, v2, sketch, r, a, objectnet, real. A set's location is a SPEC string:
 
 - `records:DIR[#SPLIT]`  a janus records dir (split defaults to the set name, `val` for val);
@@ -49,7 +52,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from janus.data import labelsets, records
+from janus.data import labelsets, records, tfrecord
 from janus.data.mini import SUITE_FILE
 from janus.evaluate.restrict import target_table
 
@@ -288,7 +291,7 @@ def _tfds_files(data_dir: str, dataset: str, split: str) -> tuple[list[str], str
 
 
 class _TfdsTFRecordSource:
-    """Random access over tfds TFRecord shards via janus.data.records' offset index."""
+    """Random access over tfds TFRecord shards via janus.data.tfrecord's offset index."""
 
     def __init__(self, files, offsets):
         self.files, self.offsets = files, offsets  # offsets: list of (file idx, offset)
@@ -299,7 +302,7 @@ class _TfdsTFRecordSource:
     def __getitem__(self, i):
 
         f, off = self.offsets[int(i)]
-        return records.read_record_at(self.files[f], off)
+        return tfrecord.read_record_at(self.files[f], off)
 
 
 def _tfds_labels(ex: dict, label_key: str) -> list[int]:
@@ -320,7 +323,7 @@ def read_tfds(name: str, data_dir: str, v2_variant: str = "matched-frequency") -
     if fmt == "tfrecord":
         offsets = []
         for fi, path in enumerate(files):
-            for off, payload in records.iter_tfrecord(path):
+            for off, payload in tfrecord.iter_tfrecord(path):
                 offsets.append((fi, off))
                 labels.append(_tfds_labels(records.parse_example(payload), label_key))
         source = _TfdsTFRecordSource(files, offsets)

@@ -1,5 +1,8 @@
 """Preprocessing ops by name: ``build_pp("decode|rrc(224,scale=(0.08,1.0))|flip|normalize")``.
 
+One job: the registry of ops and the chain that runs them; long because of its dozen ops, which
+share with the chain the lazy decode (``_pixels``, JPEG draft mode) that a split would cut apart.
+
 A chain is a ``|``-separated list of ops; each op is ``name`` or ``name(args)`` where the args
 are Python literals (parsed with ``ast.literal_eval``, never evaluated as code). The result is a
 callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomness comes from
