@@ -11,9 +11,10 @@ and evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, tol
 - "train_synthetic", one per model: ResNet-50 (CE), ViT-B/16 (CE), CLIP-RN50 (InfoNCE, with its
   text tower) at global batch 256, 224 px, on a synthetic batch made on the devices.
   `images_per_s_per_device`, `flops_per_step_per_device` (XLA's cost analysis of the compiled step)
-  and `mfu` = flops / step time / the device kind's dense bf16 peak (`janus.train.PEAK_FLOPS`;
-  null where the kind is unknown, e.g. a CPU). `target_images_per_s_per_device` and `ratio` compare
-  with the H200 targets of issue 11 (ResNet-50 3,000, ViT-B/16 1,600 img/s; MFU 0.45).
+  and `mfu` = flops / step time / the device kind's dense bf16 peak
+  (`janus.metric_window.PEAK_FLOPS`; null where the kind is unknown, e.g. a CPU).
+  `target_images_per_s_per_device` and `ratio` compare with the H200 targets of issue 11
+  (ResNet-50 3,000, ViT-B/16 1,600 img/s; MFU 0.45).
 - "train_pipeline": the same ResNet-50 step fed by `train_loader` from records of 256-500 px JPEGs
   (the SimCLR chain, config.input.pp) through janus.train's device prefetch, with the host's
   cores as workers; the peer is "train_synthetic" ResNet-50.
@@ -245,7 +246,7 @@ def main(argv=None) -> None:
 
     import jax
 
-    from janus.train import peak_flops_per_device
+    from janus.metric_window import peak_flops_per_device
 
     kind = jax.devices()[0].device_kind
     peak = peak_flops_per_device(kind)

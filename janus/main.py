@@ -16,7 +16,7 @@ an invalid config; 1 for any error (the traceback is on stderr). After an error 
 already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
 interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
 stuck there must not turn a failed run into a hung job. After a successful run a watchdog ends a
-teardown that takes longer than `train.CLEANUP_TIMEOUT_S`, printing every thread's stack.
+teardown that takes longer than `loop.CLEANUP_TIMEOUT_S`, printing every thread's stack.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main(argv):
     import jax
 
     from janus import config as config_lib
-    from janus import train
+    from janus import loop, train
     from janus.metric_writer import say
 
     overridden = config_flags.get_override_values(FLAGS["config"])
@@ -173,7 +173,7 @@ def main(argv):
         )
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.
-    faulthandler.dump_traceback_later(train.CLEANUP_TIMEOUT_S, exit=True)
+    faulthandler.dump_traceback_later(loop.CLEANUP_TIMEOUT_S, exit=True)
     if jax.process_index() == 0:
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
         if not result.stopped_early:

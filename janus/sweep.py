@@ -12,7 +12,7 @@ given after `--` (the same for every run, e.g. `--config.total_steps=10`).
 
 - Runs go one after another as subprocesses; each one's output is shown and appended to
   ROOT/NAME/sweep.log.
-- Resumable: a run whose workdir has DONE (`janus.train.DONE_MARKER`) is skipped; any other
+- Resumable: a run whose workdir has DONE (`janus.run_records.DONE_MARKER`) is skipped; any other
   restarts on its workdir, which resumes it from its latest checkpoint.
 - A failed run is reported (exit status, log) and the others still run; the sweep then exits 1
   with a summary. Ctrl-C or SIGTERM stops the current run (SIGTERM: janus.main saves a
@@ -113,7 +113,7 @@ def plan(config_path: str, args: Sequence[str], root: str, flags: Sequence[str] 
 
 
 def is_done(workdir: str) -> bool:
-    from janus.train import DONE_MARKER
+    from janus.run_records import DONE_MARKER
 
     return os.path.exists(os.path.join(workdir, DONE_MARKER))
 

@@ -47,30 +47,32 @@ def model_kwargs(config) -> dict:
 
 
 def build_model(config):
+    """The model of config.model and config.loss (`config`: a ConfigDict or a ResolvedRun's
+    config; so for the functions below)."""
     from janus.models import create_model
 
-    return create_model(
-        config.model.name, config.loss, dtype=config.model.dtype, **model_kwargs(config)
-    )
+    m = config["model"]
+    return create_model(m["name"], config["loss"], dtype=m["dtype"], **model_kwargs(config))
 
 
 def class_mask_for(config) -> np.ndarray | None:
     """The label set's mask for CE-family training logits, when config.restrict_to_label_set."""
-    if config_lib.is_vl(config.loss) or not config.restrict_to_label_set:
+    if config_lib.is_vl(config["loss"]) or not config["restrict_to_label_set"]:
         return None
     from janus.data import labelsets
 
-    return labelsets.class_mask(labelsets.resolve_label_set(config.label_set))
+    return labelsets.class_mask(labelsets.resolve_label_set(config["label_set"]))
 
 
 def make_init_fn(model, tx, config) -> Callable[[], dict]:
     from janus.models import init_variables
 
+    seed, resolution = config["seed"], config["input"]["resolution"]
+    context_length = config["input"]["context_length"]
+
     def init():
-        rng = jax.random.fold_in(jax.random.key(config.seed), 0x1217)  # init stream
-        variables = init_variables(
-            model, rng, config.input.resolution, context_length=config.input.context_length
-        )
+        rng = jax.random.fold_in(jax.random.key(seed), 0x1217)  # init stream
+        variables = init_variables(model, rng, resolution, context_length=context_length)
         variables = flax.core.unfreeze(variables)
         state = {
             "step": jnp.zeros((), jnp.int32),

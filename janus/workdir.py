@@ -12,7 +12,8 @@ A lock found is stale, and is taken over with a note, when
 - its holder is on another host and the lease expired: no touch for `lease_s` seconds
   (`JANUS_LOCK_LEASE_S`, default 300; a shared filesystem gives no other sign of a dead host).
 Otherwise `WorkdirBusy` names the holder. Multi-host jobs: process 0 takes the lock for the job
-(janus.train broadcasts the outcome so every process stops together).
+(`acquire_for_job`, which janus.run_records holds a training run with, broadcasts the outcome so
+every process stops together).
 """
 
 from __future__ import annotations

@@ -367,7 +367,7 @@ def test_reused_pid_lock_is_taken_over(tmp_path):
 
 def test_dropping_metrics_rows_is_atomic(tmp_path, monkeypatch):
     """A crash while metrics.jsonl is rewritten loses nothing: the old file stays whole."""
-    from janus import fileio, train
+    from janus import fileio, run_records
 
     rows = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6))
     (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 6, "lo')  # a killed run's half line
@@ -377,9 +377,9 @@ def test_dropping_metrics_rows_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fileio.os, "replace", crash)
     with pytest.raises(OSError):
-        train._drop_rows_after(str(tmp_path), 3)
+        run_records.drop_rows_after(str(tmp_path), 3)
     assert (tmp_path / "metrics.jsonl").read_text() == rows + '{"step": 6, "lo'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temporary left
     monkeypatch.undo()
-    train._drop_rows_after(str(tmp_path), 3)
+    run_records.drop_rows_after(str(tmp_path), 3)
     assert [r["step"] for r in metrics(tmp_path)] == [1, 2, 3]

@@ -271,7 +271,7 @@ def test_two_processes_match_one_process(reference_run, data_dir, env, tmp_path)
 def test_init_from_another_checkpoint_with_path_filters(reference_run):
     import importlib.util
 
-    from janus import train
+    from janus import train_state
 
     ref_dir, _ = reference_run
     spec = importlib.util.spec_from_file_location("cfg_mini", REPO / "configs" / "mini.py")
@@ -283,7 +283,7 @@ def test_init_from_another_checkpoint_with_path_filters(reference_run):
     model, tx, _, init_fn, mesh, shardings = _step_setup(c, total_steps=2)
     fresh = jax.jit(init_fn, out_shardings=shardings)()
     head = np.asarray(fresh["params"]["head"]["kernel"])
-    state, taken = train._init_from(dict(fresh), c, shardings)
+    state, taken = train_state.init_from(dict(fresh), c, shardings)
 
     _, loaded, _ = ckpt_lib.load_for_inference(ref_dir)
     assert taken and not any(p.startswith("params/head/") for p in taken)
