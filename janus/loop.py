@@ -3,7 +3,9 @@
 `train` compiles the step once (printing the setup+compile line) and runs it; after each step, in
 this order:
 - the log window (`janus.metric_window`) is written (metrics.jsonl, TensorBoard, console) every
-  log.every_steps, at the last step and when stopping early;
+  log.every_steps, at the last step and when stopping early; the first step of this process (also
+  after a resume) prints its progress line on the console only, so a slow run shows signs of life
+  at once while the files keep their rows;
 - the NaN guard checks the window at every log step, every checkpoint step and the last step (not
   every step: that would sync the host each step), before anything is saved, so the last good
   checkpoint stays the latest one;
@@ -30,6 +32,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from janus import display
 from janus import metric_writer as mw
 from janus import train_step as step_lib
 from janus.metric_window import MetricWindow
@@ -177,8 +180,9 @@ def train(
     if pid == 0:
         mw.say(
             f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
-            f"devices, mesh {dict(mesh.shape)}; {flops} FLOPs/step/device"
+            f"devices, mesh {dict(mesh.shape)}; {display.flops(flops)}/step/device"
         )
+    console = mw.ConsoleWriter(total) if pid == 0 else mw.MetricWriter()
     record = run.record()  # the config each checkpoint stores
     save_every = run.config["checkpoint"]["every_steps"]
     stop_at = run.config["stop_after_steps"]
@@ -203,6 +207,8 @@ def train(
                 writer.write_scalars(step, scalars)
                 writer.flush()
                 logged = scalars
+            elif step == start + 1:  # a first sign of life; the files keep their log steps
+                console.write_scalars(step, window.peek(step))
             _run_hooks(hooks, step, state, last=last, writer=writer)
             if is_ckpt:
                 ckpt.save(step, state, data_iter=data_iter, config=record)

@@ -7,6 +7,7 @@ every thread's stack (SIGUSR1) instead of blocking CI.
   console progress, checkpoint retention, the in-loop evaluation hook;
 - the same run interrupted by SIGTERM (clean save + exit 0), resumed, SIGKILLed, resumed: final
   state bitwise equal to the uninterrupted run;
+- the first step's progress line (console only), also after a resume;
 - the NaN guard (exit 1, last good checkpoint kept); a VL (InfoNCE) run with gradient accumulation
   on an fsdp mesh; a validation error from the CLI (exit 2);
 - (slow) 2 processes x 4 CPU devices through launch/local.py: same loss as 1 process x 8 devices;
@@ -198,6 +199,25 @@ def test_sigterm_sigkill_and_resume_are_exact(reference_run, data_dir, env, tmp_
     assert_bitwise_equal(full_state(workdir, STEPS), full_state(ref_dir, STEPS))
     ref_rows = {r["step"]: r for r in metrics(ref_dir) if "loss" in r}
     assert metrics(workdir)[-1]["loss"] == ref_rows[STEPS]["loss"]
+
+
+def test_first_step_prints_a_progress_line_also_after_a_resume(data_dir, env, tmp_path):
+    """A run prints its first progress line after its first step, not only every
+    log.every_steps (a slow step would leave it silent for minutes), also after a resume. That
+    line is on the console only: metrics.jsonl and TensorBoard keep their log steps."""
+    import re
+
+    workdir = tmp_path / "first"
+    cmd = command(data_dir, workdir, "steps=4,res=32,batch=16", "--config.log.every_steps=50")
+    progress = lambda out: [int(s) for s in re.findall(r"\[step (\d+)/4\] ", out.stdout)]
+
+    out = run([*cmd, "--config.stop_after_steps=2"], env)  # stops (and logs, saves) at step 2
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert progress(out) == [1, 2]
+    out = run(cmd, env)  # resumes at step 2; step 4 is the last
+    assert out.returncode == 0 and "resuming from" in out.stdout, out.stderr[-3000:]
+    assert progress(out) == [3, 4]
+    assert [r["step"] for r in metrics(workdir)] == [2, 4]
 
 
 def test_nan_guard_stops_with_the_step_and_keeps_last_good_checkpoint(data_dir, env, tmp_path):
