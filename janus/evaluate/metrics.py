@@ -169,7 +169,9 @@ def compute_metrics(
             f"suite {next(iter(avg_suites))!r}; ratios are never taken across suites"
         )
     elif ratio is None and avg is not None:
-        why = "val not evaluated" if val is None else f"val top-1 is {val:g}, so it is undefined"
+        why = "val not evaluated"
+        if val is not None:
+            why = f"val top-1 is {val:g}, so the ratio is undefined"
         notes.append(f"robustness_ratio is null: {why}")
     metrics = {"avg_robustness": avg, "robustness_ratio": ratio, "effective_robustness": ratio}
     five = ("v2", "sketch", "r", "a", "objectnet")
