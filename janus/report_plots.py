@@ -1,5 +1,8 @@
 """Figures for `janus.report` (matplotlib, Agg backend; each figure saved as PNG and SVG).
 
+One job: the report's figures; long because each kind (robustness against val on logit axes with
+the meta-analysis and baseline, scaling, WiSE-FT) has its own layout over one shared run encoding.
+
 Every figure encodes a run the same way (the paper's figures):
 - marker shape = objective (loss): CE o, InfoNCE s(quare), SigLIP D(iamond), multi-label CE ^,
   sigmoid v;

@@ -1,5 +1,8 @@
 """Building a records split from raw sources: scan, label, budget, verify, write shards in parallel.
 
+One job: one records split from a config, stage by stage; long because of resumability (plan,
+finished shards, torn files) and the worker pool's shutdown, which belong to those stages.
+
 Stages (all deterministic in the config, whatever the worker count):
 1. scan every source into candidates (`janus.data.ingest.sources`), label caption-only ones with
    `janus.data.ingest.matching.Matcher` and restrict labels to the label set

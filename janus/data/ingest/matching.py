@@ -1,5 +1,8 @@
 """Caption -> ImageNet-1k label "subset matching", the JANuS paper's labelling of web data.
 
+One job: the paper's caption -> label matching; long because of its three modes, the original
+code's order (`compat`) and the synonym tables they share.
+
 The paper labels LAION and YFCC this way. A caption is cleaned (`janus.data.ingest.caption_clean`)
 and its words are lemmatised as nouns. A word n-gram (1 to 3 words) matches a class when it equals
 one of the class's variants exactly. Each class name and synonym gives the variants: the name, its

@@ -1,5 +1,8 @@
 """Readers of raw image collections. Each source scans cheaply (no decoding) into `Candidate`s.
 
+One job: reading raw collections into candidates; long because there are four formats (folder,
+manifest, webdataset, openimages), each with its own bad-input cases.
+
 A candidate carries the key (unique: `<source name>/<local key>`), the source name, labels
 (ImageNet-1k indices; `None` when the source has only captions and the builder must match them),
 captions, the label provenance, and a small picklable `locator`; `read_bytes(locator)` fetches the
