@@ -119,6 +119,24 @@ class Checkpointer:
         out = self.manager.restore(int(step), args=ocp.args.Composite(**items))
         return out["state"]
 
+    def move_aside(self, step: int) -> str:
+        """Renames checkpoint `step` to `<step>.damaged` (`.damaged.1`, ... if taken), out of the
+        manager's sight, and re-reads the step list (orbax caches it). Process 0 renames; every
+        process calls it. -> the new path."""
+        src = self.directory / str(step)
+        dst, n = self.directory / f"{step}.damaged", 0
+        while dst.exists():
+            n += 1
+            dst = self.directory / f"{step}.damaged.{n}"
+        if jax.process_index() == 0:
+            src.rename(dst)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+        self.manager.reload()
+        return str(dst)
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

@@ -12,7 +12,8 @@ Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detect
 A plain single machine never calls it. A run restarted on the same workdir resumes automatically.
 
 Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 2 for
-an invalid config; 1 for any error (the traceback is on stderr). After an error the trainer has
+an invalid config, a workdir in use, a refused config change on resume or no checkpoint that
+restores (one line); 1 for any error (the traceback is on stderr). After an error the trainer has
 already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
 interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
 stuck there must not turn a failed run into a hung job. After a successful run a watchdog ends a

@@ -5,10 +5,11 @@ besides its checkpoints and metrics.
   `RunRefused`).
 - A resume whose config changes the experiment is refused (`check_resume`), unless the fields are
   allowed; `FREE_ON_RESUME` may always change.
-- `begin`: every start/resume is a row of history.jsonl; metrics.jsonl and the eval results drop
-  the steps past the restored checkpoint (the resume recomputes them); config.json is written only
-  at the start; data_manifest.json says what the run trains on; a run continued with more steps
-  loses its DONE.
+- `record_damaged`: a checkpoint a resume found damaged and moved aside is a row of history.jsonl;
+- `begin`: every start/resume is a row of history.jsonl (once the state is restored);
+  metrics.jsonl and the eval results drop the steps past the restored checkpoint (the resume
+  recomputes them); config.json is written only at the start; data_manifest.json says what the
+  run trains on; a run continued with more steps loses its DONE.
 - `finish`: the input pipeline's skips go into data_manifest.json; a finished run writes DONE
   (`janus.evaluate --watch` and `janus.sweep` wait for it).
 """
@@ -206,9 +207,10 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 
-def record_history(workdir: str, event: str, step: int, changes: Mapping) -> None:
-    """Appends {"event": "start"|"resume", "step", "time", "host", "pid", "changes"} to
-    <workdir>/history.jsonl (rewritten atomically: a crash never leaves half a line)."""
+def record_history(workdir: str, event: str, step: int, changes: Mapping, **extra) -> None:
+    """Appends {"event": "start"|"resume"|"damaged", "step", "time", "host", "pid", "changes",
+    **extra} to <workdir>/history.jsonl (rewritten atomically: a crash never leaves half a
+    line)."""
     path = os.path.join(workdir, HISTORY_FILE)
     row = {
         "event": event,
@@ -217,6 +219,7 @@ def record_history(workdir: str, event: str, step: int, changes: Mapping) -> Non
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "changes": {k: {"old": o, "new": n} for k, (o, n) in changes.items()},
+        **extra,
     }
     old = ""
     if os.path.exists(path):
@@ -225,6 +228,16 @@ def record_history(workdir: str, event: str, step: int, changes: Mapping) -> Non
     atomic_write(path, old + json.dumps(row, default=str) + "\n")
     if changes and jax.process_index() == 0:
         mw.say(f"config changes from step {step} on (recorded in {path}): {sorted(changes)}")
+
+
+def record_damaged(workdir: str, damaged: Mapping[int, tuple[str, str]]) -> None:
+    """A "damaged" row of history.jsonl per checkpoint a resume moved aside ({step: (the path it
+    was moved to, its one-line error)}; `janus.train_state.restore`), written once the resume's
+    state is restored, before its "resume" row."""
+    if jax.process_index() != 0:
+        return
+    for step, (moved_to, error) in sorted(damaged.items()):
+        record_history(workdir, "damaged", step, {}, moved_to=moved_to, error=error)
 
 
 def drop_rows_after(workdir: str, step: int) -> None:

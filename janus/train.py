@@ -3,9 +3,9 @@
 1. The workdir is held for the run, and the config resolved on its devices and data into one
    `ResolvedRun` (`janus.config.resolve_run`), which everything after reads.
 2. The model, its optimizer and the state's layout on the mesh (`janus.train_state`).
-3. The state: restored from the latest complete checkpoint (after the resume check of
-   `janus.run_records`: a config that changes the experiment is refused), or made fresh
-   (init, checkpoint.init_from, a fine-tuning start).
+3. The state: restored from the newest checkpoint that restores (after the resume check of
+   `janus.run_records`: a config that changes the experiment is refused; a damaged newer step is
+   moved aside), or made fresh (init, checkpoint.init_from, a fine-tuning start).
 4. The run's records (history.jsonl, config.json, data_manifest.json; the rows a resume
    recomputes dropped), the metric writers and the eval hooks.
 5. The loop (`janus.loop`): the jitted step (`janus.train_step`), logs, hooks, checkpoints, stop
@@ -87,13 +87,17 @@ def train_and_evaluate(
 
         # 3. The state: the latest checkpoint's (if its config may resume), or a fresh one.
         ckpt = _checkpointer(workdir, run)
-        start = ckpt.latest_step()
-        resumed = start is not None
-        changes = run_records.check_resume(workdir, ckpt, start, record, allow_changes)
+        resumed = ckpt.latest_step() is not None
         data_iter, manifest = _open_data(run, selection, mesh)
         del selection  # the loader holds what it needs
-        if resumed:
-            state, start = train_state.restore(ckpt, start, layout, data_iter)
+        changes = {}
+        if resumed:  # the newest step that restores (a damaged newer one is moved aside)
+            check = functools.partial(
+                run_records.check_resume, workdir, ckpt, record=record, allow_changes=allow_changes
+            )
+            restored = train_state.restore(ckpt, layout, data_iter, check=check)
+            state, start, changes = restored.state, restored.step, restored.checked
+            run_records.record_damaged(workdir, restored.damaged)
         else:
             state, start = train_state.create(run, layout, opt, mesh, workdir), 0
 

@@ -8,7 +8,8 @@ fresh or restored.
 - `create(...)`: a fresh state, initialised straight into its shardings; then the parameters of
   checkpoint.init_from (`init_from`, path filters), or a CLIP fine-tuning start (`start_finetune`),
   with the optimizer state initialised again for them.
-- `restore(...)`: the state and the input iterator's position of a checkpoint.
+- `restore(...)`: the state and the input iterator's position of the newest checkpoint that
+  restores (a damaged newer one is moved aside).
 
 The state is a plain dict pytree (`janus.train_step`). `run` is the `ResolvedRun`; the config
 functions read `run.config`, the config's fields as plain JSON.
@@ -16,19 +17,24 @@ functions read `run.config`, the config's fields as plain JSON.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 
 from janus import checkpoint as ckpt_lib
 from janus import finetune as finetune_lib
 from janus import metric_writer as mw
 from janus import optim
 from janus import train_step as step_lib
+from janus.run_records import RunRefused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,13 +91,87 @@ def create(run, lay: Layout, opt: Optimizer, mesh, workdir: str) -> dict:
     return state
 
 
-def restore(ckpt: ckpt_lib.Checkpointer, step: int, lay: Layout, data_iter) -> tuple[dict, int]:
-    """The state of checkpoint `step`, in its shardings, and `data_iter` moved to where that
-    step left the input. -> (state, the step restored)."""
-    if jax.process_index() == 0:
-        mw.say(f"resuming from {ckpt.directory}/{step}")
+def restore(
+    ckpt: ckpt_lib.Checkpointer,
+    lay: Layout,
+    data_iter,
+    *,
+    check: Callable[[int], object] = lambda step: None,
+) -> Restored:
+    """The state of the newest checkpoint that restores, in its shardings, and `data_iter` moved
+    to where that step left the input.
+
+    Steps are tried newest first: `check(step)` (the resume check of `janus.run_records`; its
+    refusal, a `ConfigError`, ends the run as it is), then the restore. A step that fails (a
+    truncated or missing file, a torn metadata file, a missing item) is named in one line; once
+    an older step has restored, the newer failed ones are moved aside (`<step>.damaged`,
+    `Checkpointer.move_aside`) so that the run saves those steps again. When none restores,
+    nothing is moved and `NoGoodCheckpoint` names each step with its error."""
+    from janus import config as config_lib
+
     abstract = step_lib.restore_abstract(lay.abstract, lay.shardings)
-    return ckpt.restore(step, abstract, data_iter=data_iter), step
+    failed: dict[int, str] = {}
+    say = mw.say if jax.process_index() == 0 else (lambda *_: None)
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            checked = check(step)
+            with _quiet_unraisable():
+                state = ckpt.restore(step, abstract, data_iter=data_iter)
+        except config_lib.ConfigError:
+            raise
+        except Exception as e:  # whatever a damaged checkpoint raises: orbax, TensorStore, OS
+            failed[step] = _one_line(e)
+            say(f"checkpoint {ckpt.directory}/{step} does not restore: {failed[step]}")
+            continue
+        moved = {s: ckpt.move_aside(s) for s in failed}
+        for s, path in moved.items():
+            say(f"moved the damaged checkpoint {ckpt.directory}/{s} aside to {path}")
+        say(f"resuming from {ckpt.directory}/{step}")
+        return Restored(state, step, checked, {s: (moved[s], failed[s]) for s in failed})
+    raise NoGoodCheckpoint(
+        f"no checkpoint in {ckpt.directory} restores (steps {', '.join(map(str, failed))}, each "
+        "named above with its error); nothing was moved: move the damaged steps away to resume "
+        "from an earlier one, or use a new --workdir"
+    )
+
+
+class NoGoodCheckpoint(RunRefused):
+    """Every checkpoint of a resume fails to restore (janus.main: one line, exit status 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    state: dict
+    step: int  # the checkpoint restored
+    checked: object  # what `check(step)` returned for it
+    damaged: dict  # {newer step that failed: (the path it was moved to, its one-line error)}
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """orbax's reads of a damaged checkpoint leave hundreds of coroutines whose errors Python
+    reports as unraisable (each with its TensorStore spec) once collected; the restore's own
+    exception says it once. Collected here, before the default report is back."""
+    previous, dropped = sys.unraisablehook, []
+    sys.unraisablehook = dropped.append
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+        if dropped:
+            logging.info("restore: %d unraisable errors of its reads dropped", len(dropped))
+
+
+def _one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one line: its type and the first line of its message, shortened. orbax's
+    "error while reading array index ... See full TensorStore details" gives way to its cause,
+    which names the file and what is wrong with it."""
+    while "TensorStore details" in str(e) and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    line = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def init_from(state, config, shardings, loaded=None):
