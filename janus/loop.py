@@ -13,7 +13,8 @@ this order:
 - an orbax checkpoint is saved every checkpoint.every_steps, at the last step and when stopping,
   with the input iterator's state: the one after the last batch trained on, so batches the
   devices prefetched are read again after a resume;
-- a signal (`StopFlag`: SIGTERM, a preemption) or stop_after_steps stops the run early, saved.
+- a signal (`StopFlag`: SIGTERM, a preemption; the first Ctrl-C) or stop_after_steps stops the
+  run early, saved; a second Ctrl-C ends the process at once, saving nothing.
 
 `closing` releases what a run holds on every exit path (`close_all`).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
+import os
 import signal
 import threading
 import time
@@ -39,13 +41,18 @@ from janus.metric_window import MetricWindow
 
 STOP_SYNC_STEPS = 10  # multi-process runs agree on a stop signal every this many steps
 CLEANUP_TIMEOUT_S = 300  # error path: a stuck clean-up (e.g. a checkpoint write) ends the process
+# janus.main's exit status after a Ctrl-C (SIGINT), saved or not: 128 + SIGINT, as shells expect of
+# a program interrupted by the user (a script's loop over runs stops); SIGTERM (a preemption that
+# was saved) exits 0.
+INTERRUPTED_EXIT = 128 + signal.SIGINT
 
 
 class StopFlag:
-    """Set by `SIGNALS` (SIGTERM: preemption); the loop asks `is_set(step)` after every step and
-    then saves and returns."""
+    """Set by `SIGNALS` (SIGTERM: preemption; SIGINT: the first Ctrl-C); the loop asks
+    `is_set(step)` after every step and then saves and returns. A second SIGINT ends the process
+    at once with INTERRUPTED_EXIT (like a kill: the last complete checkpoint stays the latest)."""
 
-    SIGNALS = (signal.SIGTERM,)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.event = threading.Event()
@@ -58,9 +65,18 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        # os.write, not print: a handler that prints while the main thread prints can fail.
+        if signum == signal.SIGINT and self.reason == "SIGINT":
+            os.write(2, b"second Ctrl-C: exiting at once, nothing more saved\n")
+            os._exit(INTERRUPTED_EXIT)
         self.reason = signal.Signals(signum).name
-        logging.warning("%s received: saving a checkpoint and exiting", self.reason)
+        os.write(
+            2,
+            f"{self.reason}: saving a checkpoint at the end of this step, then exiting"
+            f"{' (Ctrl-C again: at once)' if signum == signal.SIGINT else ''}\n".encode(),
+        )
         self.event.set()
+
 
     def uninstall(self) -> None:
         for s, previous in self._previous.items():
@@ -88,6 +104,7 @@ class TrainResult:
     state: dict
     metrics: dict  # the last logged scalars
     stopped_early: bool  # a stop signal or stop_after_steps
+    stop_reason: str = ""  # the signal that stopped it early ("SIGTERM", "SIGINT"), if one did
 
 
 def _hook_period(name, hook, evals: Mapping) -> int:
@@ -219,7 +236,8 @@ def train(
     ckpt.wait()  # the final checkpoint is complete before anything says so
     if preempted and not last and pid == 0:
         mw.say(f"stopped by {stop.reason} at step {step} (checkpoint saved)")
-    return TrainResult(step, state, logged, early and not last)
+    reason = stop.reason if preempted and not last else ""
+    return TrainResult(step, state, logged, early and not last, reason)
 
 
 @contextlib.contextmanager

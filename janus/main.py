@@ -11,9 +11,11 @@ Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detect
   jax auto-detects the coordinator.
 A plain single machine never calls it. A run restarted on the same workdir resumes automatically.
 
-Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 2 for
-an invalid config, a workdir in use, a refused config change on resume or no checkpoint that
-restores (one line); 1 for any error (the traceback is on stderr). After an error the trainer has
+Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 130
+after a Ctrl-C (SIGINT): the first one saves a checkpoint at the end of the step and exits, a
+second one exits at once, saving nothing more (`loop.INTERRUPTED_EXIT`); 2 for an invalid config,
+a workdir in use, a refused config change on resume or no checkpoint that restores (one line); 1
+for any error (the traceback is on stderr). After an error the trainer has
 already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
 interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
 stuck there must not turn a failed run into a hung job. After a successful run a watchdog ends a
@@ -165,13 +167,11 @@ def main(argv):
     except BaseException as e:  # every failure (also Ctrl-C) ends the process the same way
         # A ConfigError found only once the data is counted (e.g. no training examples) is still
         # an invalid config: exit 2.
-        exit_now(
-            2
-            if isinstance(e, config_lib.ConfigError)
-            else 130
-            if isinstance(e, KeyboardInterrupt)
-            else 1
-        )
+        if isinstance(e, KeyboardInterrupt):  # Ctrl-C outside the loop (setup): one line
+            print("janus.main: interrupted (Ctrl-C); nothing saved since the last checkpoint",
+                  file=sys.stderr)  # fmt: skip
+            exit_now(loop.INTERRUPTED_EXIT, traceback_=False)
+        exit_now(2 if isinstance(e, config_lib.ConfigError) else 1)
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.
     faulthandler.dump_traceback_later(loop.CLEANUP_TIMEOUT_S, exit=True)
@@ -179,6 +179,8 @@ def main(argv):
         say(f"done at step {result.step}{' (stopped early)' if result.stopped_early else ''}")
         if not result.stopped_early:
             print_results(FLAGS.workdir)
+    if result.stop_reason == "SIGINT":  # Ctrl-C, saved: a script's loop over runs stops here
+        sys.exit(loop.INTERRUPTED_EXIT)
 
 
 def print_results(workdir: str) -> None:
@@ -215,9 +217,10 @@ def prepare_data(config, say) -> None:
         prepare.prepare(root, raw, log=say)
 
 
-def exit_now(status: int) -> None:
+def exit_now(status: int, *, traceback_: bool = True) -> None:
     """Prints the current exception, flushes the streams and ends the process immediately."""
-    traceback.print_exc()
+    if traceback_:
+        traceback.print_exc()
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()
