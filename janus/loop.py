@@ -159,6 +159,7 @@ def make_step(run, model, opt) -> Callable:
         class_mask=step_lib.class_mask_for(c),
         label_smoothing=c["label_smoothing"],
         grad_accum_steps=c["optimizer"]["grad_accum_steps"],
+        contrastive_accum=c["optimizer"]["contrastive_accum"],
         freeze=opt.freeze,
         frozen_steps=opt.frozen_steps,
         # The normalisation of input.pp, which the step applies on the device.
@@ -199,6 +200,8 @@ def train(
             f"setup+compile {time.time() - t_setup:.1f}s; steps {start}->{total}; {n_dev} "
             f"devices, mesh {dict(mesh.shape)}; {display.flops(flops)}/step/device"
         )
+    if pid == 0 and step_fn.accum_note:  # how a contrastive loss accumulates
+        mw.say(step_fn.accum_note)
     console = mw.ConsoleWriter(total) if pid == 0 else mw.MetricWriter()
     record = run.record()  # the config each checkpoint stores
     save_every = run.config["checkpoint"]["every_steps"]

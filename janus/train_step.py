@@ -11,8 +11,15 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
   The per-step RNG is fold_in(key(seed), step), so a resumed run draws the same numbers.
 - Gradient accumulation splits the global batch into `optimizer.grad_accum_steps` microbatches,
   averages their gradients (and loss/metrics) and makes ONE optimizer update: for losses that are
-  means over independent examples without batch statistics it equals the full-batch step (tested);
-  BatchNorm statistics and contrastive losses see each microbatch only (fewer negatives).
+  means over independent examples without batch statistics it equals the full-batch step (tested).
+  Contrastive losses (`optimizer.contrastive_accum="global"`, the default) accumulate exactly, as
+  GradCache / open_clip's `--accum-freq` do (`_cached_contrastive_grads`): the embeddings of
+  every microbatch first (no gradients), then the global batch's loss and its gradient w.r.t. the
+  embeddings, then per microbatch a recomputation (same dropout keys) whose VJP with its rows of
+  that gradient adds its share to the parameter gradients. So every sample of the global batch is
+  a negative and the gradients equal the full-batch step's (tested), for about one extra forward
+  pass. `"local"`: each microbatch's own loss, averaged (fewer negatives; the behaviour before).
+  BatchNorm statistics come from each microbatch in both modes (as in open_clip).
 - Frozen parameters (`optimizer.freeze`, a regex also matched against batch_stats paths): their
   BatchNorm statistics are kept from the previous state, so a linear probe leaves the frozen tower
   bitwise unchanged. When every BatchNorm is frozen the model runs with train=False (BatchNorm uses
@@ -35,6 +42,7 @@ import optax
 from absl import logging
 
 from janus import config as config_lib
+from janus.config.schema import CONTRASTIVE_ACCUM
 
 
 def model_kwargs(config) -> dict:
@@ -102,6 +110,12 @@ def _split_microbatches(batch, n: int):
     return jax.tree.map(one, batch)
 
 
+def _join_microbatches(x):
+    """[n, B/n, ...] -> [B, ...] in the batch's order: the inverse of `_split_microbatches`."""
+    x = jnp.swapaxes(x, 0, 1)
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
 def make_train_step(
     model,
     tx: optax.GradientTransformation,
@@ -112,6 +126,7 @@ def make_train_step(
     class_mask: np.ndarray | None = None,
     label_smoothing: float = 0.0,
     grad_accum_steps: int = 1,
+    contrastive_accum: str = "global",
     freeze: str = "",
     frozen_steps: int = 0,
     pixel_scaling=None,
@@ -120,15 +135,22 @@ def make_train_step(
     `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates); with
     `frozen_steps` > 0 (LP-FT) only while state["step"] < frozen_steps, every parameter after.
     `pixel_scaling`: the input chain's `PixelScaling` (`build_pp(pp).scaling`), applied to the
-    uint8 batch images on the device; None when the batch images are already model inputs."""
+    uint8 batch images on the device; None when the batch images are already model inputs.
+    `contrastive_accum`: config.optimizer.contrastive_accum, how a contrastive loss accumulates
+    over `grad_accum_steps` > 1 microbatches: "global" (exact, the global batch's negatives) or
+    "local" (each microbatch's negatives only)."""
     from janus import losses
     from janus.data.input.pixel_scaling import scale_pixels
     from janus.optim import frozen_mask
 
+    if contrastive_accum not in CONTRASTIVE_ACCUM:
+        raise ValueError(f"contrastive_accum {contrastive_accum!r}; known: {CONTRASTIVE_ACCUM}")
     vl = config_lib.is_vl(loss)
+    cached = vl and grad_accum_steps > 1 and contrastive_accum == "global"
     mask = None if class_mask is None else np.asarray(class_mask, bool)
 
-    def forward(params, batch_stats, batch, rng, *, train: bool):
+    def apply_model(params, batch_stats, batch, rng, *, train: bool):
+        """-> (model outputs, new batch_stats)."""
         variables = {"params": params}
         mutable = False
         if batch_stats is not None:
@@ -140,16 +162,17 @@ def make_train_step(
         if mutable:
             out, new_vars = out
             new_bs = new_vars["batch_stats"]
+        return out, new_bs
+
+    def contrastive(out):
+        """The contrastive loss of CLIP outputs -> (loss, metrics with the logit scale)."""
+        value, metrics = losses.loss_and_metrics(loss, out, {})
+        return value, dict(metrics, logit_scale=out["logit_scale"])
+
+    def forward(params, batch_stats, batch, rng, *, train: bool):
+        out, new_bs = apply_model(params, batch_stats, batch, rng, train=train)
         if vl:
-            if loss == "siglip":
-                value, metrics = losses.siglip(
-                    out["image_emb"], out["text_emb"], out["logit_scale"], out["logit_bias"]
-                )
-            else:
-                value, metrics = losses.infonce(
-                    out["image_emb"], out["text_emb"], out["logit_scale"]
-                )
-            metrics = dict(metrics, logit_scale=out["logit_scale"])
+            value, metrics = contrastive(out)
         else:
             cm = None if mask is None else jnp.asarray(mask)
             if loss == "ce":
@@ -176,16 +199,29 @@ def make_train_step(
         )
         p_frozen = frozen_mask(params, freeze) if freeze else None
 
+        def unfrozen(grads):
+            if p_frozen is None:
+                return grads
+            # Frozen gradients are never used (nor counted in grad_norm): zeros let XLA drop
+            # the backward pass through a frozen tower (a linear probe's cost is ~forward).
+            return jax.tree.map(lambda f, g: jnp.zeros_like(g) if f else g, p_frozen, grads)
+
         def grad_fn(*args):
             out, grads = value_and_grad(*args)
-            if p_frozen is not None:
-                # Frozen gradients are never used (nor counted in grad_norm): zeros let XLA drop
-                # the backward pass through a frozen tower (a linear probe's cost is ~forward).
-                grads = jax.tree.map(lambda f, g: jnp.zeros_like(g) if f else g, p_frozen, grads)
-            return out, grads
+            return out, unfrozen(grads)
 
         if grad_accum_steps == 1:
             (value, (metrics, bs)), grads = grad_fn(params, bs, batch, rng)
+        elif cached:
+            value, metrics, grads, bs = _cached_contrastive_grads(
+                functools.partial(apply_model, train=not all_frozen),
+                contrastive,
+                unfrozen,
+                params,
+                bs,
+                _split_microbatches(batch, grad_accum_steps),
+                rng,
+            )
         else:
             micro = _split_microbatches(batch, grad_accum_steps)
 
@@ -242,9 +278,78 @@ def make_train_step(
             )
 
         phased_step.grad_accum_steps = grad_accum_steps
+        phased_step.accum_note = accumulation_note(loss, grad_accum_steps, contrastive_accum)
         return phased_step
     step.grad_accum_steps = grad_accum_steps  # compile_train_step scales the FLOP count by it
+    step.accum_note = accumulation_note(loss, grad_accum_steps, contrastive_accum)
     return step
+
+
+def accumulation_note(loss: str, grad_accum_steps: int, contrastive_accum: str) -> str | None:
+    """The console line that says how a contrastive loss accumulates (None when nothing does)."""
+    if not config_lib.is_vl(loss) or grad_accum_steps == 1:
+        return None
+    if contrastive_accum == "global":
+        return (
+            f"contrastive accumulation: global ({loss} over the whole global batch, "
+            f"{grad_accum_steps} microbatches, embeddings cached then recomputed with gradients)"
+        )
+    return (
+        f"contrastive accumulation: local ({loss} within each of {grad_accum_steps} "
+        "microbatches: fewer negatives than the global batch)"
+    )
+
+
+def _cached_contrastive_grads(apply_model, contrastive, unfrozen, params, bs, micro, rng):
+    """Exact gradient accumulation for a contrastive loss (GradCache; open_clip `--accum-freq`).
+
+    `micro`: the batch as [k, B/k, ...] microbatches (`_split_microbatches`); microbatch i runs
+    with dropout key fold_in(rng, i) in both passes. `apply_model(params, bs, batch, rng)` ->
+    (CLIP outputs, new batch_stats); `contrastive(outputs)` -> (loss, metrics); `unfrozen` zeroes
+    the frozen gradients. -> (loss, metrics, grads, batch_stats), loss, metrics and grads those
+    of the global batch.
+
+    1. A scan over the microbatches computes their embeddings without gradients: memory holds one
+       microbatch's activations and the B x D embeddings. Its BatchNorm updates are dropped (in
+       training mode BatchNorm normalises by the microbatch's statistics, so its outputs do not
+       depend on the running ones).
+    2. The loss of the whole global batch (rows back in the batch's order, so its metrics are
+       the full batch's), and its gradient w.r.t. the embeddings, logit scale and bias.
+    3. A second scan recomputes each microbatch's outputs with the same keys and pulls its rows of
+       that gradient back to the parameters (a VJP); the sum over microbatches is the full
+       batch's gradient by the chain rule. The scale and bias are the same in every microbatch,
+       so their cotangent goes in with the first microbatch only: counted once. The running
+       BatchNorm statistics chain through the microbatches, as in the "local" accumulation.
+    """
+    k = jax.tree.leaves(micro)[0].shape[0]
+    index = jnp.arange(k)
+
+    def embed(_, xs):
+        mb, i = xs
+        out, _ = apply_model(params, bs, mb, jax.random.fold_in(rng, i))
+        return None, out
+
+    _, outs = jax.lax.scan(embed, None, (micro, index))
+    outs = jax.lax.stop_gradient(outs)  # a cache: gradients reach the parameters in step 3 only
+    rows = ("image_emb", "text_emb")
+    # The scale and bias do not depend on the microbatch: take the first one's.
+    cache = {n: _join_microbatches(v) if n in rows else v[0] for n, v in outs.items()}
+    (value, metrics), d_cache = jax.value_and_grad(contrastive, has_aux=True)(cache)
+    d_rows = _split_microbatches({n: d_cache[n] for n in rows}, k)
+
+    def backward(carry, xs):
+        g_sum, bs_c = carry
+        mb, d_mb, i = xs
+        key = jax.random.fold_in(rng, i)
+        _, vjp, bs_n = jax.vjp(lambda p: apply_model(p, bs_c, mb, key), params, has_aux=True)
+        first = (i == 0).astype(jnp.float32)
+        d_out = {n: d_mb[n] if n in rows else first * d_cache[n] for n in d_cache}
+        (g,) = vjp(d_out)
+        return (jax.tree.map(jnp.add, g_sum, unfrozen(g)), bs_n), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, bs), _ = jax.lax.scan(backward, (zeros, bs), (micro, d_rows, index))
+    return value, metrics, grads, bs
 
 
 def compile_train_step(step_fn, state, batch, state_shardings, mesh):

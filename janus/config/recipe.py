@@ -97,6 +97,10 @@ def paper_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 2000
     c.optimizer.clip_norm = ml_collections.config_dict.placeholder(float)  # global-norm clipping
     c.optimizer.grad_accum_steps = 1  # microbatches per step (one update per global batch)
+    # Contrastive losses with grad_accum_steps > 1: "global" = exact, every sample of the global
+    # batch a negative (embeddings cached, then recomputed with gradients); "local" = each
+    # microbatch's own loss (fewer negatives).
+    c.optimizer.contrastive_accum = "global"
     c.optimizer.no_decay = ",".join(NO_DECAY_PATTERNS)  # comma-separated regexes on param paths
     c.optimizer.freeze = (
         ""  # regex on param paths never updated (e.g. "^image_tower/": linear probe)

@@ -64,6 +64,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "optimizer.warmup_examples": _OPT_INT,
     "optimizer.clip_norm": _OPT_NUM,
     "optimizer.grad_accum_steps": (int,),
+    "optimizer.contrastive_accum": (str,),
     "optimizer.no_decay": (str,),
     "optimizer.freeze": (str,),
     "checkpoint": (Mapping,),
@@ -96,6 +97,7 @@ DATA_RECIPES = ("mini",)  # data.prepare values
 FREE_FORM = ("model", "evals")  # sub-keys not listed in SCHEMA are allowed here
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "linear", "constant")
+CONTRASTIVE_ACCUM = ("global", "local")  # janus.train_step's modes
 
 
 def _flatten(d: Mapping, prefix: str = "") -> dict[str, object]:
@@ -226,6 +228,11 @@ def validate(
     if o["schedule"] not in SCHEDULES:
         raise ConfigError(
             f"config field 'optimizer.schedule' = {o['schedule']!r}; known: {', '.join(SCHEDULES)}"
+        )
+    if o["contrastive_accum"] not in CONTRASTIVE_ACCUM:
+        raise ConfigError(
+            f"config field 'optimizer.contrastive_accum' = {o['contrastive_accum']!r}; known: "
+            f"{', '.join(CONTRASTIVE_ACCUM)}"
         )
     regexes = [("optimizer.no_decay", p) for p in o["no_decay"].split(",")]
     regexes += [("optimizer.freeze", o["freeze"])]
