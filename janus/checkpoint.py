@@ -10,8 +10,12 @@ Saves are asynchronous (orbax writes into a temporary directory and renames it w
 crash while writing leaves the previous checkpoints intact and the half-written one is ignored:
 `list_complete_steps` and the manager only see finalised steps.
 
-Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`,
-`load_for_inference`, `save_for_inference`, `list_complete_steps`, `read_config`,
+A save that fails raises `SaveFailed` in one line naming the step, the directory and the error: a
+checkpoints directory where no file can be made at the save itself, a failure in orbax's thread at
+the next save or wait.
+
+Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`, `SaveFailed`,
+`one_line`, `load_for_inference`, `save_for_inference`, `list_complete_steps`, `read_config`,
 `load_params_for_init`, `merge_params`.
 """
 
@@ -70,6 +74,22 @@ def _is_grain_iter(it) -> bool:
     return it is not None and hasattr(it, "get_state") and hasattr(it, "set_state")
 
 
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one line: its type and the first line of its message, shortened. orbax's
+    "error while reading array index ... See full TensorStore details" gives way to its cause,
+    which names the file and what is wrong with it."""
+    while "TensorStore details" in str(e) and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    line = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class SaveFailed(OSError):
+    """A checkpoint could not be written; the message is one line naming the directory and the OS
+    error (janus.main prints it without a traceback; exit status 1)."""
+
+
 class Checkpointer:
     """The training run's checkpoint manager: save every N steps and at the end, keep the last K
     plus every M-th step, restore the latest complete one."""
@@ -92,6 +112,8 @@ class Checkpointer:
             save_interval_steps=1,  # the loop decides when to save
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._in_flight: int | None = None  # the step of the save not yet known to be complete
+        self._failed = False  # a SaveFailed was raised (close then only waits)
 
     def latest_step(self) -> int | None:
         self.manager.reload()
@@ -101,12 +123,23 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state, *, data_iter=None, config: Mapping | None = None) -> bool:
+        """Starts saving checkpoint `step` (asynchronously unless async_save is off). A
+        checkpoints directory where no file can be made raises `SaveFailed` here, naming it:
+        orbax would find it in its thread and leave the caller waiting minutes for a step
+        directory that never comes."""
+        from janus import workdir as workdir_lib
+
+        self._settle()  # the previous save's failure, named (orbax would raise it in save)
+        if error := workdir_lib.not_writable(self.directory):
+            self._failed = True
+            raise SaveFailed(f"checkpoint {step} not saved: {error}")
         items = {"state": ocp.args.StandardSave(state)}
         if _is_grain_iter(data_iter):
             save_cls, _ = _grain_args()
             items["data_iter"] = save_cls(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(dict(config))
+        self._in_flight = int(step)
         return self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
 
     def restore(self, step: int, abstract_state, *, data_iter=None):
@@ -137,12 +170,32 @@ class Checkpointer:
         self.manager.reload()
         return str(dst)
 
+    def _settle(self) -> None:
+        """Waits for the save in flight; its failure (in orbax's thread: a rename refused, a full
+        disk) raises `SaveFailed` naming the step, the directory and the error."""
+        step, self._in_flight = self._in_flight, None
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._failed = True
+            raise SaveFailed(
+                f"checkpoint {step} not saved in {self.directory}: {one_line(e)}"
+            ) from e
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._settle()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the save in flight, then closes the manager. A failure of that save raises
+        `SaveFailed`, unless one was raised already (the run is ending over it)."""
+        failed = self._failed
+        try:
+            self._settle()
+        except SaveFailed:
+            if not failed:
+                raise
+        finally:
+            self.manager.close()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -77,7 +77,6 @@ class StopFlag:
         )
         self.event.set()
 
-
     def uninstall(self) -> None:
         for s, previous in self._previous.items():
             signal.signal(s, previous)

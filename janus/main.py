@@ -14,12 +14,14 @@ A plain single machine never calls it. A run restarted on the same workdir resum
 Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 130
 after a Ctrl-C (SIGINT): the first one saves a checkpoint at the end of the step and exits, a
 second one exits at once, saving nothing more (`loop.INTERRUPTED_EXIT`); 2 for an invalid config,
-a workdir in use, a refused config change on resume or no checkpoint that restores (one line); 1
-for any error (the traceback is on stderr). After an error the trainer has
-already closed its checkpoints, logs and input threads, and the process then ends with `os._exit`:
-interpreter teardown would join leftover background threads (orbax, grain, tensorboardX), and one
-stuck there must not turn a failed run into a hung job. After a successful run a watchdog ends a
-teardown that takes longer than `loop.CLEANUP_TIMEOUT_S`, printing every thread's stack.
+a workdir in use, a workdir, checkpoints/ or eval/ where no file can be written (checked before
+compiling), a refused config change on resume or no checkpoint that restores (one line); 1 for any
+error (the traceback is on stderr; one line for a checkpoint that could not be written). After an
+error the trainer has already closed its checkpoints, logs and input threads, and the process then
+ends with `os._exit`: interpreter teardown would join leftover background threads (orbax, grain,
+tensorboardX), and one stuck there must not turn a failed run into a hung job. After a successful
+run a watchdog ends a teardown that takes longer than `loop.CLEANUP_TIMEOUT_S`, printing every
+thread's stack.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def main(argv):
 
     import jax
 
+    from janus import checkpoint as ckpt_lib
     from janus import config as config_lib
     from janus import loop, train
     from janus.metric_writer import say
@@ -171,6 +174,9 @@ def main(argv):
             print("janus.main: interrupted (Ctrl-C); nothing saved since the last checkpoint",
                   file=sys.stderr)  # fmt: skip
             exit_now(loop.INTERRUPTED_EXIT, traceback_=False)
+        if isinstance(e, ckpt_lib.SaveFailed):  # e.g. checkpoints/ made read-only mid-run
+            print(f"janus.main: {e}", file=sys.stderr)
+            exit_now(1, traceback_=False)
         exit_now(2 if isinstance(e, config_lib.ConfigError) else 1)
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.

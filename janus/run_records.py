@@ -2,7 +2,7 @@
 besides its checkpoints and metrics.
 
 - The workdir is held for the run (`held`: the lock of `janus.workdir`; a second run raises
-  `RunRefused`).
+  `RunRefused`, and so does a workdir, checkpoints/ or eval/ where no file can be written).
 - A resume whose config changes the experiment is refused (`check_resume`), unless the fields are
   allowed; `FREE_ON_RESUME` may always change.
 - `record_damaged`: a checkpoint a resume found damaged and moved aside is a row of history.jsonl;
@@ -65,9 +65,14 @@ class RunRefused(config_lib.ConfigError):
 
 @contextlib.contextmanager
 def held(workdir: str) -> Iterator[None]:
-    """The workdir locked for the run (`janus.workdir`); a live holder raises `RunRefused`."""
+    """The workdir locked for the run (`janus.workdir`); a live holder raises `RunRefused`, and
+    so does a workdir, checkpoints/ or eval/ (those that exist) where no file can be made."""
     from janus import workdir as workdir_lib
 
+    dirs = [workdir] + [os.path.join(workdir, d) for d in (ckpt_lib.CHECKPOINTS, "eval")]
+    for d in dirs[:1] + [d for d in dirs[1:] if os.path.isdir(d)]:
+        if error := workdir_lib.not_writable(d):
+            raise RunRefused(f"refusing to train: {error}")
     try:
         lock = workdir_lib.acquire_for_job(workdir, what="janus.main training", log=mw.say)
     except workdir_lib.WorkdirBusy as e:

@@ -20,7 +20,6 @@ inside the jitted step; `PREFETCH_BATCHES` batches are put on the devices ahead 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable
 
@@ -62,7 +61,6 @@ def train_and_evaluate(
     """
     from janus import sharding as sharding_lib
 
-    os.makedirs(workdir, exist_ok=True)
     with run_records.held(workdir):
         # 1. The run: its config checked and resolved on its devices and data.
         t_setup = time.time()

@@ -120,7 +120,7 @@ def restore(
         except config_lib.ConfigError:
             raise
         except Exception as e:  # whatever a damaged checkpoint raises: orbax, TensorStore, OS
-            failed[step] = _one_line(e)
+            failed[step] = ckpt_lib.one_line(e)
             say(f"checkpoint {ckpt.directory}/{step} does not restore: {failed[step]}")
             continue
         moved = {s: ckpt.move_aside(s) for s in failed}
@@ -161,17 +161,6 @@ def _quiet_unraisable():
         sys.unraisablehook = previous
         if dropped:
             logging.info("restore: %d unraisable errors of its reads dropped", len(dropped))
-
-
-def _one_line(e: BaseException, limit: int = 400) -> str:
-    """An exception as one line: its type and the first line of its message, shortened. orbax's
-    "error while reading array index ... See full TensorStore details" gives way to its cause,
-    which names the file and what is wrong with it."""
-    while "TensorStore details" in str(e) and (e.__cause__ or e.__context__) is not None:
-        e = e.__cause__ or e.__context__
-    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
-    line = f"{type(e).__name__}: {first}" if first else type(e).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def init_from(state, config, shardings, loaded=None):

@@ -13,7 +13,7 @@ A lock found is stale, and is taken over with a note, when
   (`JANUS_LOCK_LEASE_S`, default 300; a shared filesystem gives no other sign of a dead host).
 Otherwise `WorkdirBusy` names the holder. Multi-host jobs: process 0 takes the lock for the job
 (`acquire_for_job`, which janus.run_records holds a training run with, broadcasts the outcome so
-every process stops together).
+every process stops together). `not_writable` probes a directory with a file.
 """
 
 from __future__ import annotations
@@ -42,6 +42,24 @@ class WorkdirBusy(ValueError):
     def __init__(self, message: str, holder: dict):
         super().__init__(message)
         self.holder = holder
+
+
+def not_writable(directory: str | os.PathLike) -> str | None:
+    """None when a file can be created and removed in `directory` (made when missing), else one
+    line naming the directory and the OS error: how a run finds an unwritable workdir or
+    checkpoints/ before it compiles, not minutes later in a library's thread. Cloud paths
+    (gs://...) are not probed."""
+    directory = os.fspath(directory)
+    if "://" in directory:
+        return None
+    probe = os.path.join(directory, f".write-probe.{socket.gethostname()}.{os.getpid()}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.remove(probe)
+    except OSError as e:
+        return f"{directory} is not writable: [Errno {e.errno}] {e.strerror or e}"
+    return None
 
 
 def lease_seconds() -> float:
