@@ -57,9 +57,7 @@ def study(tmp_path_factory):
     config = d / "study.py"
     config.write_text(STUDY.format(data=str(d / "mini"), pp=PP, args=ARGS))
     flags = ["--config.total_steps=10"]  # passed through to every run
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-    env["JAX_COMPILATION_CACHE_DIR"] = str(d / "jaxcache")
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")  # the session's XLA cache included
     return config, d / "runs", flags, env
 
 

@@ -41,13 +41,9 @@ def data_dir(mini_v2):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    e = dict(os.environ)
-    e["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jaxcache"))
-    e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    e["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    e["JAX_PLATFORMS"] = "cpu"
-    return e
+def env():
+    """The session's environment: its XLA compilation cache included (tests/conftest.py)."""
+    return dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def command(data_dir, workdir, sweep=f"steps={STEPS},res=32,batch=16", *extra):
