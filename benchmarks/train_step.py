@@ -16,7 +16,9 @@ Runs the same jitted step (synthetic batch, no input pipeline) in a fresh proces
 device: torchvision's resnet50 or timm's vit_small_patch16_224 (for janus resnet50 / vit_s16), CE,
 AdamW, the same batch and resolution, steps alternating between the two so that the shared
 machine's load falls on both. Per side it prints wall-clock images/s and CPU seconds per step
-(`time.process_time`, less sensitive to other jobs), and the ratios janus / torch.
+(`time.process_time`, less sensitive to other jobs), the ratios janus / torch, janus' compile
+time, the processor and the load average before and after. It refuses to run when the 1-minute
+load average is above half the cores (`--allow-load` runs anyway, and the row says under_load).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import os
 import subprocess
 import sys
 import time
+
+import machine  # benchmarks/machine.py, beside this script
 
 
 def janus_step(model_name: str, res: int, batch: int):
@@ -121,10 +125,8 @@ def measure_vs_torch(model_name: str, res: int, batch: int, steps: int) -> dict:
     import jax
     import torch
 
-    sides = {
-        "janus": janus_step(model_name, res, batch)[0],
-        "torch": torch_step(model_name, res, batch),
-    }
+    janus_run, compile_s, _ = janus_step(model_name, res, batch)
+    sides = {"janus": janus_run, "torch": torch_step(model_name, res, batch)}
     for run in sides.values():  # warm-up
         run()
     wall = dict.fromkeys(sides, 0.0)
@@ -144,7 +146,7 @@ def measure_vs_torch(model_name: str, res: int, batch: int, steps: int) -> dict:
         "janus_cpu_s_per_step": round(cpu["janus"] / steps, 2),
         "torch_cpu_s_per_step": round(cpu["torch"] / steps, 2),
         "ratio_cpu_s": round(cpu["torch"] / cpu["janus"], 3),
-        "load_average": round(os.getloadavg()[0], 1),
+        "janus_compile_s": round(compile_s, 1),
     }  # fmt: skip
 
 
@@ -185,10 +187,18 @@ def main():
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--flops", nargs="+", metavar="MODEL:LOSS", help="FLOPs per image instead")
     p.add_argument("--peer", choices=["devices", "torch"], default="devices")
+    p.add_argument(
+        "--allow-load", action="store_true", help="report a ratio under load (the row says so)"
+    )
     a = p.parse_args()
     if a.peer == "torch":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        print(json.dumps(measure_vs_torch(a.model, a.res, a.batch, a.steps)), flush=True)
+        before = machine.require_quiet(a.allow_load)
+        row = measure_vs_torch(a.model, a.res, a.batch, a.steps)
+        after = machine.require_quiet(a.allow_load)  # a load that rose meanwhile counts too
+        row.update(before, load_average_1m=[before["load_average_1m"], after["load_average_1m"]])
+        row["under_load"] = before["under_load"] or after["under_load"]
+        print(json.dumps(row), flush=True)
         return
     if a.flops:
         for spec in a.flops:

@@ -1,4 +1,5 @@
-"""The benchmarks' code runs, at tiny sizes on the CPU: gpu.sh --smoke and data_scale.py."""
+"""The benchmarks' code runs, at tiny sizes on the CPU: gpu.sh --smoke and data_scale.py; a ratio is
+refused on a loaded machine (benchmarks/machine.py)."""
 
 import json
 import os
@@ -76,3 +77,22 @@ def test_data_scale_benchmark_runs_at_a_tiny_size(tmp_path):
     assert [r["workers"] for r in builds] == [1, 2]
     assert all(r["same_selection_as_peer"] and r["captions_per_s"] > 0 for r in builds)
     assert "jsonl" not in {r.get("path") for r in rows}  # --paths left the peer out
+
+
+def test_a_ratio_is_refused_on_a_loaded_machine_unless_allowed(monkeypatch):
+    """benchmarks/machine.py: above half the cores' load the benchmark stops with one line; with
+    --allow-load it goes on and the row says under_load."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import machine
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (1.4, 1.0, 1.0))
+    with pytest.raises(SystemExit, match="load average 1.4 is above half of 2 cores"):
+        machine.require_quiet()
+    row = machine.require_quiet(allow_load=True)
+    assert row["under_load"] and row["load_average_1m"] == 1.4 and row["cores"] == 2
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (0.6, 1.0, 1.0))
+    quiet = machine.require_quiet()
+    assert not quiet["under_load"] and quiet["processor"]
