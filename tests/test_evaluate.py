@@ -521,11 +521,56 @@ def test_unreadable_eval_images_are_counted_not_silently_dropped():
     targets = np.array([[True, False]])  # group 0: class position 0
     view = runner._View("val", np.array([3, 7]), targets, np.ones(1, bool), lambda x: x)
     es = sets.EvalSet("val", items, [[3]], np.zeros(4, np.int64), "test")
-    counts, unreadable = runner.Evaluator(runner.EvalOptions())._run_views(
+    counts, unreadable, first = runner.Evaluator(runner.EvalOptions())._run_views(
         es, [view], FakeEmbedder(), 2, "decode|resize(8)|normalize"
     )
     assert counts == [(3, 3, 3)]
-    assert unreadable == 1
+    assert unreadable == 1 and first == ["bad"]
+
+
+def test_a_rerun_keeps_the_earlier_result_and_the_json_names_unreadable_images(
+    mini, tmp_path, capsys
+):
+    """issue #26: the evaluator rerun on a step keeps the earlier eval JSON (eval/previous/), which
+    janus.report, --watch and results.csv do not read twice; a set's unreadable images are counted
+    and named in the JSON and on the console."""
+    from janus import report
+
+    in100 = labelsets.resolve_label_set("in100").tolist()
+    wnids, rng = labelsets.imagenet_wnids(), np.random.default_rng(5)
+    for cls in in100[:2]:
+        (tmp_path / "val" / wnids[cls]).mkdir(parents=True)
+        for j in range(2):
+            (tmp_path / "val" / wnids[cls] / f"{j}.JPEG").write_bytes(_png(rng, 36))
+    bad = tmp_path / "val" / wnids[in100[0]] / "bad.JPEG"
+    bad.write_bytes(b"\xff\xd8 cut short")
+    wd = tmp_path / "run"
+    _save(wd, 7, _config("ce", "resnet_tiny", mini))
+    argv = ["--workdir", str(wd), "--batch_size", "8", "--label_set", "in100", "--sets", "val",
+            f"--data.val=folder:{tmp_path / 'val'}"]  # fmt: skip
+    name = "7_ls-in100.json"
+
+    assert evaluate_main(argv) == 0
+    first = json.loads((wd / "eval" / name).read_text())
+    assert first["sets"]["val"]["n"] == 4 and "replaces" not in first
+    assert first["skipped"]["val"] == {"unreadable image": 1}
+    assert first["skipped_files"] == {"val": [str(bad)]}
+    out = capsys.readouterr().out
+    assert f"val: 1 unreadable image(s) left out of n (first: {bad})" in out
+
+    assert evaluate_main(argv) == 0  # the same step again
+    kept = wd / "eval" / "previous" / "7_ls-in100.1.json"
+    assert json.loads(kept.read_text()) == first
+    second = json.loads((wd / "eval" / name).read_text())
+    assert second["replaces"] == "eval/previous/7_ls-in100.1.json"
+    said = capsys.readouterr().out
+    assert "the earlier result is kept as eval/previous/7_ls-in100.1.json" in said
+    assert results.evaluated_steps(str(wd), given_label_set="in100") == {7}
+    assert [r["step"] for r in report.load_rows([str(wd)], all_steps=True)] == [7]
+    with open(wd / "eval" / "results.csv") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["7"]
+    assert evaluate_main(argv) == 0  # a third: .2
+    assert (wd / "eval" / "previous" / "7_ls-in100.2.json").exists() and kept.exists()
 
 
 def test_eval_pp_scales_pixels_like_the_training_chain():

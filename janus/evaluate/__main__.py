@@ -2,7 +2,9 @@
 
 Evaluates checkpoints of a training workdir (or of a converted public checkpoint written by
 janus.checkpoint.save_for_inference) on the shift sets and writes DIR/eval/<step>.json plus a row of
-DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoint.
+DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoint. A result that
+exists already (a rerun, or the in-loop evaluation's at the end of training) is kept as
+DIR/eval/previous/<step>.<n>.json; the new one takes its place.
 
 --wise 0,0.25,0.5,0.75,1 evaluates WiSE-FT's weight-space ensembles of a fine-tuning workdir
 (configs/finetune.py): (1-a) * its zero-shot start + a * the checkpoint, one result per a.
@@ -168,6 +170,23 @@ def _summary(result: dict) -> str:
     return " ".join(parts)
 
 
+def _say_kept_and_skipped(path: str, result: dict) -> None:
+    """The lines a result needs beside its summary: the earlier result it replaced (kept in
+    eval/previous/) and the images each set skipped as unreadable (first names)."""
+    try:
+        with open(path) as f:
+            replaces = json.load(f).get("replaces")
+    except (OSError, ValueError):
+        replaces = None
+    if replaces:
+        print(f"  the earlier result is kept as {replaces}", flush=True)
+    for name, reasons in (result.get("skipped") or {}).items():
+        n = reasons.get("unreadable image")
+        if n:
+            first = ", ".join((result.get("skipped_files") or {}).get(name, []))
+            print(f"  {name}: {n} unreadable image(s) left out of n (first: {first})", flush=True)
+
+
 def _nothing_evaluated(notes) -> int:
     print("no set could be evaluated:\n  " + "\n  ".join(notes), file=sys.stderr)
     print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
@@ -225,6 +244,7 @@ def main(argv=None) -> int:
             return _nothing_evaluated(result["notes"])
         path = results.write_result(args.workdir, result, args.label_set)
         print(_summary(result), "->", path, flush=True)
+        _say_kept_and_skipped(path, result)
     return 0
 
 
@@ -243,6 +263,7 @@ def _evaluate_wise(ev: runner.Evaluator, args) -> int:
             return _nothing_evaluated(result["notes"])
         path = results.write_result(args.workdir, result, args.label_set)
         print(f"alpha={result['alpha']:g}", _summary(result), "->", path, flush=True)
+        _say_kept_and_skipped(path, result)
     return 0
 
 

@@ -10,6 +10,12 @@ alpha is empty except for WiSE-FT rows (and absent from results.csv files writte
 existed). An evaluation on a label set given explicitly (`janus.evaluate --label_set`) adds
 `_ls-<label set>` to the file name (`75_ls-random-5-0-mini25.json`), so it never overwrites the
 result on the run's own label set.
+
+A result file is never replaced silently: a new result for the same file (the evaluator rerun on
+a step, or run on the step the in-loop evaluation wrote at the end of training) moves the earlier
+one to `eval/previous/<name>.<n>.json` (n = 1, 2, ...) and names it in its `replaces` field. The
+newest result keeps the plain name, which `janus.report`, `--watch` and results.csv read;
+`eval/previous/` is read by none of them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from janus.fileio import atomic_write, safe_name
 
 _ROW_KEYS = ("step", "classifier", "alpha", "label_set", "suite", "model", "loss")
 _ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
+PREVIOUS_DIR = "previous"  # eval/previous/: earlier results of a file written again
 CSV_COLUMNS = (
     list(_ROW_KEYS)
     + [f"{s}_{k}" for s in SET_NAMES for k in ("top1", "top5", "n")]
@@ -104,6 +111,9 @@ def write_result(workdir: str, result: Mapping, given_label_set: str | None = No
     if jax.process_index() != 0:
         return path
     os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(path):  # keep the earlier result (module docstring)
+        kept = _keep_previous(out_dir, name)
+        result = {**result, "replaces": os.path.relpath(kept, workdir)}
     atomic_write(path, json.dumps(result, indent=1) + "\n")
     csv_path = os.path.join(out_dir, "results.csv")
     with _csv_locked(out_dir):  # evaluators beside each other (in-loop, --watch, one-off)
@@ -117,6 +127,20 @@ def write_result(workdir: str, result: Mapping, given_label_set: str | None = No
         rows.sort(key=lambda r: (int(r["step"]), *_row_key(r)[1:]))
         _write_csv(csv_path, rows)
     return path
+
+
+def _keep_previous(out_dir: str, name: str) -> str:
+    """Moves eval/<name> to eval/previous/<name without .json>.<n>.json, n one more than the
+    highest there.
+    -> the new path."""
+    prev_dir = os.path.join(out_dir, PREVIOUS_DIR)
+    os.makedirs(prev_dir, exist_ok=True)
+    prefix = name[: -len(".json")] + "."
+    ns = [f[len(prefix) : -len(".json")] for f in os.listdir(prev_dir) if f.startswith(prefix)]
+    n = 1 + max((int(x) for x in ns if x.isdigit()), default=0)
+    kept = os.path.join(prev_dir, f"{prefix}{n}.json")
+    os.replace(os.path.join(out_dir, name), kept)
+    return kept
 
 
 def _row_key(row: Mapping) -> tuple[str, str, str, str]:

@@ -47,6 +47,8 @@ from janus.evaluate.inference import (
 )
 from janus.evaluate.results import default_classifier
 
+SKIPPED_FILES = 5  # the result's skipped_files: this many names of unreadable images per set
+
 
 @dataclasses.dataclass
 class EvalOptions:
@@ -309,6 +311,7 @@ class Evaluator:
         onet = located.get("objectnet")
         onet_imagenet = isinstance(onet, sets.SetSource) and onet.protocol == "imagenet"
         results, extra, where, skipped = {}, {}, {}, {}
+        skipped_files = {}  # set -> the first unreadable images' file names (or record keys)
         for name in opts.sets:
             if name not in specs:
                 continue
@@ -349,8 +352,10 @@ class Evaluator:
                     t2, k2 = restrict.target_table(es.groups, oc)
                     views.append(_View("val_on_objectnet_classes", oc, t2, k2, make_head(oc)))
             t0 = time.time()
-            counts, unreadable = self._run_views(es, views, emb, batch, pp)
+            counts, unreadable, first = self._run_views(es, views, emb, batch, pp)
             es.skipped["unreadable image"] = unreadable
+            if first:
+                skipped_files[name] = first
             for view, (c1, c5, n) in zip(views, counts):
                 r = {
                     "top1": c1 / n if n else None,
@@ -409,11 +414,13 @@ class Evaluator:
             "eval_pp": pp,
             "data": where,
             "skipped": skipped,
+            "skipped_files": skipped_files,
         }
 
-    def _run_views(self, es, views, emb, batch, pp) -> tuple[list[tuple[int, int, int]], int]:
-        """-> ([(top1 hits, top5 hits, n)] per view, images that could not be read), summed
-        over processes. Unreadable images are left out of n, and counted so the JSON says so."""
+    def _run_views(self, es, views, emb, batch, pp) -> tuple[list[tuple[int, int, int]], int, list]:
+        """-> ([(top1 hits, top5 hits, n)] per view, images that could not be read, the first
+        SKIPPED_FILES of their file names on this process); the counts summed over processes.
+        Unreadable images are left out of n, and counted and named so the JSON says so."""
         from janus.data.input.preprocess import build_pp
 
         counts = np.zeros((len(views), 3), np.int64)
@@ -441,10 +448,12 @@ class Evaluator:
             pending = nxt
         if pending is not None:
             consume(pending)
-        unreadable = sum(batches.skip_report()["counts"].values())
+        report = batches.skip_report()
+        unreadable = sum(report["counts"].values())
+        first = [str(k) for keys in report["first_keys"].values() for k in keys][:SKIPPED_FILES]
         total = sum_over_processes(np.append(counts.ravel(), unreadable))
         rows = total[:-1].reshape(counts.shape)
-        return [tuple(int(x) for x in row) for row in rows], int(total[-1])
+        return [tuple(int(x) for x in row) for row in rows], int(total[-1]), first
 
     def evaluate_step(self, workdir: str, step: int | None = None) -> dict:
         """Loads <workdir>/checkpoints/<step> (latest if None) and evaluates it."""
