@@ -1,6 +1,7 @@
 """Run a study: the sweep a config file declares, one run after another, then the report.
 
-    python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--print] [--only N] [--dry_run] [-- FLAGS]
+    python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--seeds S,...] [--print] [--only N]
+        [--dry_run] [-- FLAGS]
 
 CONFIG is a config file with `get_config(arg)` and `get_sweep()`, the list of its runs' sweep
 arguments (`["loss=ce,scale=1,data=curated", ...]`; configs/mini_study.py). `CONFIG:VARIANT`
@@ -20,6 +21,13 @@ given after `--` (the same for every run, e.g. `--config.total_steps=10`).
 - At the end: the report of every run with eval results (`janus.report` into ROOT/report:
   results.md/csv and the figures) and the summary table (val, V2, Sketch, R, A, ObjectNet,
   average robustness, robustness ratio).
+- Seeds: `get_sweep()` may return `{"runs": [ARG, ...], "seeds": [0, 1, 2]}` instead of the list,
+  and `--seeds 0,1,2` overrides the seeds on the command line. Each (cell, seed) is then a run:
+  argument `ARG,seed=S`, name `NAME_sS` (`loss-ce_scale-1_s1`). Without seeds, the runs are the
+  cells with their current names (the config's own seed). A seed sets `seed`, which drives the
+  initialisation, the data order and augmentation, and the budget subset (unless
+  `data.subset_seed` is set). Duplicate or malformed seeds, or a cell that sets `seed=` itself
+  while seeds are declared, are a one-line error (exit 2).
 - `--print`: only the runs' commands, one shell line each (shlex-quoted), for any scheduler.
   `--only N`: only the N-th run (0-based; with --print its command), without the report: what
   `launch/slurm.sbatch --sweep` runs per array task. `--dry_run`: each run's name, state (done /
@@ -49,10 +57,12 @@ REPORT_DIR = "report"
 @dataclasses.dataclass(frozen=True)
 class Run:
     index: int
-    arg: str  # the sweep argument, e.g. "loss=ce,scale=1"
+    arg: str  # the sweep argument, e.g. "loss=ce,scale=1" (with ",seed=S" when seeds are declared)
     name: str  # its workdir's name under the root
     workdir: str
     argv: tuple[str, ...]  # janus.main's command line, from "python"
+    cell: str = ""  # the cell's name (runs of one cell differ only by seed)
+    seed: int | None = None  # None: no seeds declared (the config's own seed)
 
     @property
     def command(self) -> str:
@@ -60,22 +70,59 @@ class Run:
 
 
 def load_sweep(config_path: str, variant: str | None = None) -> list[str]:
-    """`get_sweep()` (or `get_sweep(variant)`) of a config file: its runs' sweep arguments."""
+    """`get_sweep()` (or `get_sweep(variant)`) of a config file: its cells' sweep arguments."""
+    return load_study(config_path, variant)[0]
+
+
+def load_study(config_path: str, variant: str | None = None) -> tuple[list[str], list[int] | None]:
+    """(the cells' sweep arguments, the declared seeds or None) of a config file's sweep: a list
+    of arguments, or {"runs": [...], "seeds": [...]}."""
     module = config_lib.load_config_module(config_path)
     if not callable(getattr(module, "get_sweep", None)):
         raise ValueError(f"{config_path} declares no sweep: it needs a get_sweep() function")
     if variant is None:
-        args = list(module.get_sweep())
+        sweep = module.get_sweep()
     else:
         try:
-            args = list(module.get_sweep(variant))
+            sweep = module.get_sweep(variant)
         except TypeError as e:
             raise ValueError(
                 f"{config_path}:{variant}: its get_sweep() takes no variant ({e})"
             ) from e
+    seeds = None
+    if isinstance(sweep, dict):
+        unknown = set(sweep) - {"runs", "seeds"}
+        if unknown or "runs" not in sweep:
+            raise ValueError(
+                f"{config_path}: get_sweep() returned a dict with keys {sorted(sweep)}; "
+                "expected 'runs' and optionally 'seeds'"
+            )
+        if sweep.get("seeds") is not None:
+            seeds = parse_seeds(sweep["seeds"], f"{config_path}: get_sweep()['seeds']")
+        sweep = sweep["runs"]
+    args = list(sweep)
     if not args or not all(isinstance(a, str) for a in args):
         raise ValueError(f"{config_path}: get_sweep() must return a non-empty list of strings")
-    return args
+    return args, seeds
+
+
+def parse_seeds(seeds, where: str = "--seeds") -> list[int]:
+    """'0,1,2' (or a list of ints) -> [0, 1, 2]: distinct non-negative integers, at least one."""
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.isdigit():
+            raise ValueError(
+                f"{where}: seed {item!r} is not a non-negative integer (got {seeds!r})"
+            )
+        out.append(int(text))
+    if not out:
+        raise ValueError(f"{where}: no seeds (got {seeds!r})")
+    dup = sorted({s for s in out if out.count(s) > 1})
+    if dup:
+        raise ValueError(f"{where}: duplicate seeds {dup} (got {seeds!r})")
+    return out
 
 
 def run_name(arg: str) -> str:
@@ -93,9 +140,33 @@ def run_name(arg: str) -> str:
     return "_".join(parts) or "default"
 
 
-def plan(config_path: str, args: Sequence[str], root: str, flags: Sequence[str] = ()) -> list[Run]:
-    """The runs of a sweep; run names must be unique (the error names the clashing arguments)."""
-    names = [run_name(a) for a in args]
+def plan(
+    config_path: str,
+    args: Sequence[str],
+    root: str,
+    flags: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+) -> list[Run]:
+    """The runs of a sweep, cell-major (each cell's seeds together); run names must be unique
+    (the error names the clashing arguments). With `seeds`, run (cell, s) is `ARG,seed=s`
+    named `NAME_s<s>`; without, a run per cell."""
+    cells = [run_name(a) for a in args]
+    if seeds is None:
+        expanded = [(a, n, n, None) for a, n in zip(args, cells)]
+    else:
+        for arg in args:
+            if "seed" in {i.split("=", 1)[0].strip() for i in arg.split(",")}:
+                raise ValueError(
+                    f"sweep argument {arg!r} sets seed= while the sweep declares seeds "
+                    f"{list(seeds)}"
+                )
+        expanded = [
+            (f"{a},seed={s}" if a else f"seed={s}", f"{n}_s{s}", n, s)
+            for a, n in zip(args, cells)
+            for s in seeds
+        ]
+    args = [e[0] for e in expanded]
+    names = [e[1] for e in expanded]
     clashes = collections.defaultdict(list)
     for arg, name in zip(args, names):
         clashes[name].append(arg)
@@ -104,11 +175,11 @@ def plan(config_path: str, args: Sequence[str], root: str, flags: Sequence[str] 
         detail = "; ".join(f"{n}: {', '.join(map(repr, a))}" for n, a in clashes.items())
         raise ValueError(f"sweep runs with the same workdir name: {detail}")
     runs = []
-    for i, (arg, name) in enumerate(zip(args, names)):
+    for i, (arg, name, cell, seed) in enumerate(expanded):
         workdir = os.path.join(root, name)
         config = f"{config_path}:{arg}" if arg else config_path
         argv = ("python", "-m", "janus.main", f"--config={config}", f"--workdir={workdir}", *flags)
-        runs.append(Run(i, arg, name, workdir, argv))
+        runs.append(Run(i, arg, name, workdir, argv, cell, seed))
     return runs
 
 
@@ -188,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m janus.sweep",
         description=__doc__.split("\n\n")[0],
-        usage="python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--print] [--only N] "
-        "[--dry_run] [-- janus.main flags]",
+        usage="python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--seeds S,...] [--print] "
+        "[--only N] [--dry_run] [-- janus.main flags]",
     )
     p.add_argument(
         "config",
@@ -197,7 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "get_sweep(VARIANT)",
     )
     p.add_argument("--root", required=True, help="folder of the runs' workdirs (and report/)")
-    p.add_argument("--print", action="store_true", help="only print one command per run")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,...",
+        help="seeds of every cell, e.g. 0,1,2 (overrides get_sweep()'s seeds): run NAME_sS per "
+        "(cell, seed)",
+    )
+    p.add_argument(
+        "--print", action="store_true", help="only print one command per (cell, seed) run"
+    )
     p.add_argument("--only", type=int, default=None, metavar="N", help="only the N-th run")
     p.add_argument("--dry_run", action="store_true", help="show each run's state and command")
     args = p.parse_args(argv)
@@ -205,7 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ":" in os.path.basename(config):
         config, variant = config.rsplit(":", 1)
     try:
-        runs = plan(config, load_sweep(config, variant), args.root, flags)
+        cells, seeds = load_study(config, variant)
+        if args.seeds is not None:
+            seeds = parse_seeds(args.seeds)
+        runs = plan(config, cells, args.root, flags, seeds)
     except (OSError, ValueError) as e:
         print(f"janus.sweep: {e}", file=sys.stderr)
         return 2

@@ -202,3 +202,75 @@ def test_sweep_variant_errors(tmp_path, capsys):
     (tmp_path / "one.py").write_text("def get_sweep():\n    return ['seed=0']\n")
     assert sweep.main([f"{tmp_path / 'one.py'}:mini", "--root", "r", "--print"]) == 2
     assert "get_sweep() takes no variant" in capsys.readouterr().err
+
+
+def test_seeds_make_a_run_per_cell_and_seed(tmp_path, capsys):
+    """`get_sweep()` may declare seeds; `--seeds` overrides them; each (cell, seed) is a run named
+    `<cell>_s<seed>` whose argument sets seed=; --print and --only N list every such run."""
+    (tmp_path / "s.py").write_text(
+        "def get_sweep():\n    return {'runs': ['loss=ce', 'loss=infonce'], 'seeds': [0, 1]}\n"
+    )
+    config = str(tmp_path / "s.py")
+    assert sweep.main([config, "--root", "r", "--print"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [(c, s) for c in ("ce", "infonce") for s in (0, 1)]
+    assert lines == [
+        shlex.join(["python", "-m", "janus.main", f"--config={config}:loss={c},seed={s}",
+                    f"--workdir=r/loss-{c}_s{s}"])
+        for c, s in expected
+    ]  # fmt: skip
+    assert sweep.main([config, "--root", "r", "--print", "--only", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines[3:]
+    assert sweep.main([config, "--root", "r", "--print", "--seeds", "7,2,5"]) == 0
+    names = [shlex.split(line)[-1] for line in capsys.readouterr().out.splitlines()]
+    assert names == [f"--workdir=r/loss-{c}_s{s}" for c in ("ce", "infonce") for s in (7, 2, 5)]
+    runs = sweep.plan("c.py", ["loss=ce"], "r", seeds=[3])
+    assert (runs[0].cell, runs[0].seed, runs[0].name) == ("loss-ce", 3, "loss-ce_s3")
+    # Without seeds the names stay as they were.
+    assert [r.name for r in sweep.plan("c.py", ARGS, "r")] == NAMES
+
+
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ("0,1,0", "--seeds: duplicate seeds [0] (got '0,1,0')"),
+        ("0,a", "--seeds: seed 'a' is not a non-negative integer"),
+        ("0,,1", "--seeds: seed '' is not a non-negative integer"),
+        ("-1", "--seeds: seed '-1' is not a non-negative integer"),
+    ],
+)
+def test_bad_seeds_are_a_one_line_error(tmp_path, capsys, seeds, message):
+    (tmp_path / "s.py").write_text("def get_sweep():\n    return ['loss=ce']\n")
+    assert sweep.main([str(tmp_path / "s.py"), "--root", "r", "--print", f"--seeds={seeds}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_declared_seeds_are_checked_and_a_cell_may_not_set_seed(tmp_path, capsys):
+    (tmp_path / "d.py").write_text("def get_sweep():\n    return dict(runs=['a=1'], seeds=[1, 1])\n")
+    assert sweep.main([str(tmp_path / "d.py"), "--root", "r", "--print"]) == 2
+    assert "get_sweep()['seeds']: duplicate seeds [1]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sets seed= while the sweep declares seeds"):
+        sweep.plan("c.py", ["loss=ce,seed=4"], "r", seeds=[0, 1])
+
+
+def test_subset_seed_chooses_the_budget_subset_apart_from_the_run_seed(tmp_path):
+    """data.subset_seed (default None: the run's seed) picks which samples a budget keeps, so a
+    study can vary the training seed on a fixed subset, or the subset under a fixed seed."""
+    from janus import config as config_lib
+    from janus.data.ingest import synthetic
+    from janus.data.input.selection import select_examples
+
+    assert config_lib.paper_config().data.subset_seed is None
+    synthetic.build_mini(tmp_path / "mini", train_per_class=8, eval_per_class=2, size=16)
+
+    def keys(**kw):
+        s = select_examples(str(tmp_path / "mini"), budget=30, **kw)
+        return s.items[:, 1].tolist(), s.manifest
+
+    base, manifest = keys(seed=0)
+    assert manifest["seed"] == manifest["subset_seed"] == 0
+    assert keys(seed=5, subset_seed=0)[0] == base  # same subset, another run seed
+    other, manifest = keys(seed=0, subset_seed=5)
+    assert other != base and (manifest["seed"], manifest["subset_seed"]) == (0, 5)
+    assert keys(seed=5)[0] == keys(seed=0, subset_seed=5)[0]  # default: the run's seed

@@ -61,6 +61,8 @@ def paper_config() -> ml_collections.ConfigDict:
     c.data.budget_scale = ml_collections.config_dict.placeholder(float)
     c.data.budget_reference = ml_collections.config_dict.placeholder(str)
     c.data.class_balanced = False
+    # Seed of the budget subset (which samples); None = the run's seed.
+    c.data.subset_seed = ml_collections.config_dict.placeholder(int)
     c.data.multi_hot = False  # multilabel losses: "labels" [b, 1000] from all matched labels
     c.data.worker_count = 0  # grain worker processes (0 = in the main process)
     # A dataset recipe janus.main runs before training when data.train is missing or stale:

@@ -37,6 +37,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "data.budget_scale": _OPT_NUM,
     "data.budget_reference": _OPT_STR,
     "data.class_balanced": (bool,),
+    "data.subset_seed": _OPT_INT,
     "data.multi_hot": (bool,),
     "data.worker_count": (int,),
     "data.prepare": _OPT_STR,

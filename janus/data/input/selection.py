@@ -237,8 +237,12 @@ def select_examples(
     class_balanced: bool = False,
     captions: bool = False,
     split: str = "train",
+    subset_seed: int | None = None,
 ) -> Selection:
-    """Applies label set, budget and mixture to the manifests (see the module docstring)."""
+    """Applies label set, budget and mixture to the manifests (see the module docstring).
+    The budget subset is chosen with `subset_seed` (config `data.subset_seed`), or with `seed`
+    when it is None; the manifest records both."""
+    chooser = seed if subset_seed is None else int(subset_seed) % 2**32
     dir_weights = normalise_dirs(dirs)
     mask = label_mask(label_set)
     weights = [w for _, w in dir_weights]
@@ -261,7 +265,7 @@ def select_examples(
             split,
             mask,
             keep_unlabeled=mask is None and captions,
-            seed=None if budget is None else seed,
+            seed=None if budget is None else chooser,
             where=str(path),
         )
         skipped += scan.skipped
@@ -313,6 +317,7 @@ def select_examples(
         "class_balanced": class_balanced,
         "label_set": label_set_json(label_set),
         "seed": seed,
+        "subset_seed": chooser,
         "captions": captions,
         "per_class": dict(sorted(per_class.items(), key=lambda kv: (len(kv[0]), kv[0]))),
         "per_source": dict(sorted(per_source.items())),
