@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from janus import display
+from janus import display, report_stats
 from janus.evaluate.sets import SET_NAMES
 
 COLUMNS = (
@@ -32,7 +32,21 @@ COLUMNS = (
     + ["budget"]
     + [f"{s}_top1" for s in SET_NAMES]
     + ["avg_robustness", "robustness_ratio", "taori_er_mean5"]
+    # Added with issue #30 (after the original columns): the seed, its cell, the effective
+    # robustness, and per set its image count and 95% Clopper-Pearson bounds.
+    + ["seed", "cell", "effective_robustness"]
+    + [f"{s}_n" for s in SET_NAMES]
+    + [f"{s}_top1_{b}" for s in SET_NAMES for b in ("lo", "hi")]
+    + ["avg_robustness_lo", "avg_robustness_hi"]
 )
+# The metrics a cell averages over seeds (and --compare differences).
+METRICS = [f"{s}_top1" for s in SET_NAMES] + [
+    "avg_robustness",
+    "robustness_ratio",
+    "effective_robustness",
+    "taori_er_mean5",
+]
+ROBUSTNESS_SETS = ("v2", "sketch", "r", "a")
 
 
 def _read_json(path):
@@ -124,6 +138,8 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
                     latest[c] = r
             results = list(latest.values())
         name = os.path.basename(os.path.normpath(rundir))
+        seed = (_read_json(os.path.join(rundir, "config.json")) or {}).get("seed")
+        cell = name[: -len(f"_s{seed}")] if name.endswith(f"_s{seed}") else name
 
         def order(r):
             alpha = -1.0 if r.get("alpha") is None else float(r["alpha"])
@@ -132,6 +148,8 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
         for r in sorted(results, key=order):
             row = {
                 "run": name,
+                "seed": seed,
+                "cell": cell,
                 "budget": budget,
                 "mixture": mixture,
                 **{
@@ -140,10 +158,23 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
                 },
             }
             for s in SET_NAMES:
-                row[f"{s}_top1"] = _get(r, f"sets.{s}.top1")
+                row[f"{s}_top1"], row[f"{s}_n"] = _get(r, f"sets.{s}.top1"), _get(r, f"sets.{s}.n")
+                i = report_stats.top1_interval(row[f"{s}_top1"], row[f"{s}_n"])
+                if i is not None and i.lo is not None:
+                    row[f"{s}_top1_lo"], row[f"{s}_top1_hi"] = i.lo, i.hi
             m = r.get("metrics") or {}
-            for k in ("avg_robustness", "robustness_ratio", "taori_er_mean5"):
+            for k in (
+                "avg_robustness",
+                "robustness_ratio",
+                "effective_robustness",
+                "taori_er_mean5",
+            ):
                 row[k] = m.get(k)
+            parts = [(row[f"{s}_top1"], row[f"{s}_n"]) for s in ROBUSTNESS_SETS]
+            i = report_stats.mean_interval(parts)
+            if i is not None and row["avg_robustness"] is not None:
+                row["avg_robustness_lo"], row["avg_robustness_hi"] = i.lo, i.hi
+            row["protocol"] = report_stats.protocol(r)  # not a column: for cells and --compare
             rows.append(row)
     return rows
 
@@ -176,11 +207,25 @@ SUMMARY_COLUMNS = (
 )
 
 
-def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+def _with_interval(row: dict, key: str) -> str:
+    """'value ± half-width' where the row has the key's bounds (`KEY_lo`, `KEY_hi`), else the
+    value alone."""
+    v, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if not isinstance(v, float) or lo is None or hi is None:
+        return _cell(v)
+    return str(report_stats.Interval(v, lo, hi))
+
+
+def markdown_table(
+    rows: Sequence[dict], columns: Sequence[tuple[str, str]], intervals: bool = False
+) -> str:
     """A markdown table of `rows` over (key, header) columns, padded so that it also reads as
-    plain text; a null or missing value is 'n/a'."""
+    plain text; a null or missing value is 'n/a'. `intervals`: 'value ± half-width' where a row
+    has bounds (half the 95% interval's width; a binomial interval is not symmetric, the CSV has
+    its bounds)."""
+    fmt = _with_interval if intervals else (lambda row, key: _cell(row.get(key)))
     cells = [[header for _, header in columns]]
-    cells += [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    cells += [[fmt(row, key) for key, _ in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
 
     def line(values):
@@ -190,10 +235,65 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> 
     return "\n".join(lines)
 
 
-def summary_table(rows: Sequence[dict]) -> str:
+def summary_table(rows: Sequence[dict], intervals: bool = False) -> str:
     """val, V2, Sketch, R, A, ObjectNet top-1, average robustness and robustness ratio per row
-    (`load_rows`); n/a where a run has no value."""
-    return markdown_table(rows, SUMMARY_COLUMNS)
+    (`load_rows`, or `cell_rows`' cells); n/a where a run has no value; `intervals`: with
+    '± half-width' of the 95% interval where there is one."""
+    return markdown_table(rows, SUMMARY_COLUMNS, intervals)
+
+
+CELL_COLUMNS = (
+    ("run", "cell"),
+    ("seeds", "seeds"),
+    ("classifier", "classifier"),
+) + SUMMARY_COLUMNS[3:]
+
+
+def _group_key(row: dict) -> tuple:
+    return row.get("cell") or row.get("run"), row.get("classifier"), row.get("alpha")
+
+
+def cell_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
+    """Runs that differ only by seed (one cell, classifier and alpha) as one row: each metric's
+    mean over seeds with the 95% t-interval (`report_stats.seed_interval`) as `KEY_lo/_hi`; a
+    cell of one run keeps its run's row (binomial bounds). -> (cell rows, refusals): a cell
+    whose runs were evaluated on different sets or protocols is not averaged; its refusal names
+    the difference."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_group_key(row), []).append(row)
+    cells, refusals = [], []
+    for (cell, _, _), group in groups.items():
+        if len(group) == 1:
+            cells.append({**group[0], "run": cell, "seeds": 1})
+            continue
+        first = group[0]
+        diffs = []
+        for other in group[1:]:
+            d = report_stats.protocol_difference(
+                first.get("protocol", {}), other.get("protocol", {})
+            )
+            if d:
+                diffs.append(f"{first['run']} vs {other['run']}: {'; '.join(d)}")
+        seeds = [r.get("seed") for r in group]
+        if len(set(seeds)) < len(seeds):
+            diffs.append(f"runs {[r['run'] for r in group]} repeat a seed ({seeds})")
+        if diffs:
+            refusals.append(
+                f"cell {cell}: not averaged, evaluated differently: {' | '.join(diffs)}"
+            )
+            continue
+        out = {k: first.get(k) for k in ("model", "loss", "label_set", "suite", "classifier")}
+        out.update(run=cell, cell=cell, seeds=len(group), alpha=first.get("alpha"))
+        out.update(budget=first.get("budget"), mixture=first.get("mixture"))
+        out["step"] = "/".join(sorted({str(r.get("step")) for r in group}))
+        for key in METRICS:
+            i = report_stats.seed_interval([r.get(key) for r in group])
+            out[key] = None if i is None else i.value
+            if i is not None and i.lo is not None:
+                out[f"{key}_lo"], out[f"{key}_hi"] = i.lo, i.hi
+        cells.append(out)
+    return cells, refusals
 
 
 def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
@@ -214,8 +314,21 @@ def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
         "'effective robustness'); taori_er_mean5 = mean-of-5-shifts accuracy minus the ImageNet "
         "baseline's prediction (Taori et al. 2020); mixture = the sources trained on.",
         "",
-        markdown_table(rows, [(c, c) for c in cols]),
+        markdown_table(rows, [(c, c) for c in cols if not c.endswith(("_lo", "_hi"))], True),
     ]
+    cells, refusals = cell_rows(rows)
+    if any(c["seeds"] > 1 for c in cells) or refusals:
+        lines += [
+            "",
+            "## Cells (runs that differ only by seed)",
+            "",
+            "Mean over seeds ± half-width of the 95% t-interval over seeds (df = seeds - 1); a "
+            "cell of one run: its own value ± half the 95% Clopper-Pearson interval over the "
+            "set's images (avg robustness: normal approximation over its four sets).",
+            "",
+            markdown_table(cells, CELL_COLUMNS, True),
+            *[f"\n{r}" for r in refusals],
+        ]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return csv_path, md_path
@@ -232,12 +345,93 @@ def write_report(
     from janus import report_plots  # matplotlib only when plotting
 
     paths = list(write_table(rows, out_dir))
-    return rows, paths + report_plots.plot_all(rows, out_dir, meta_csv=meta_csv)
+    # The figures draw a point per cell: the mean over its seeds with t-interval error bars.
+    cells = cell_rows(rows)[0] if not all_steps else rows
+    return rows, paths + report_plots.plot_all(cells, out_dir, meta_csv=meta_csv)
+
+
+def _side(spec: str) -> list[str]:
+    """A --compare side: comma-separated run dirs, folders of runs or glob patterns."""
+    paths = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        hits = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+        if not hits:
+            raise FileNotFoundError(f"{part}: matches nothing")
+        paths += hits
+    return find_runs(paths)
+
+
+def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[str]]:
+    """The difference B - A of every metric over seeds, per (classifier, alpha) both sides have:
+    mean(B) - mean(A) with its 95% t-interval (paired by seed when both sides hold the same
+    seeds, else Welch) and whether it excludes 0. -> (table, refusals). Runs evaluated on
+    different sets or protocols are refused (the refusal names the difference), and so is a side
+    that repeats a seed (a side is one cell's seeds)."""
+    refusals = []
+    sides = []
+    for label, rows in (("A", rows_a), ("B", rows_b)):
+        by = {}
+        for r in rows:
+            by.setdefault((r.get("classifier"), r.get("alpha")), []).append(r)
+        sides.append(by)
+        for key, group in by.items():
+            seeds = [r.get("seed") for r in group]
+            if len(set(seeds)) < len(seeds):
+                refusals.append(
+                    f"side {label} ({key[0]}): runs {[r['run'] for r in group]} repeat a seed "
+                    f"({seeds}); a side is the seeds of one cell"
+                )
+    a_side, b_side = sides
+    common = [k for k in a_side if k in b_side]
+    if not common:
+        refusals.append(
+            f"no classifier in common: A has {sorted(map(str, a_side))}, B has "
+            f"{sorted(map(str, b_side))} (different classifiers are different protocols)"
+        )
+    lines = []
+    for key in common:
+        group = a_side[key] + b_side[key]
+        ref = group[0]
+        diffs = [
+            f"{ref['run']} vs {r['run']}: {'; '.join(d)}"
+            for r in group[1:]
+            if (d := report_stats.protocol_difference(ref["protocol"], r["protocol"]))
+        ]
+        if diffs:
+            refusals.append(f"{key[0]}: evaluated differently, not compared: {' | '.join(diffs)}")
+            continue
+        if refusals:
+            continue
+        head = f"classifier {key[0]}" + ("" if key[1] is None else f", alpha {key[1]}")
+        n_a, n_b = len(a_side[key]), len(b_side[key])
+        lines += [f"{head}: A {n_a} seed(s), B {n_b} seed(s)", ""]
+        table = []
+        for m in METRICS:
+            a = {r.get("seed"): r.get(m) for r in a_side[key]}
+            b = {r.get("seed"): r.get(m) for r in b_side[key]}
+            if all(v is None for v in (*a.values(), *b.values())):
+                continue
+            ia = report_stats.seed_interval(list(a.values()))
+            ib = report_stats.seed_interval(list(b.values()))
+            d = report_stats.difference(a, b)
+            excl = "n/a (needs >= 2 seeds a side)" if d is None or d.lo is None else (
+                "yes" if d.excludes(0) else "no"
+            )  # fmt: skip
+            method = "" if d is None or d.lo is None else f"{d.method}, df {d.df:.3g}"
+            table.append(
+                {"metric": m, "A": str(ia) if ia else "n/a", "B": str(ib) if ib else "n/a",
+                 "B - A": str(d) if d else "n/a", "interval": "n/a" if d is None or d.lo is None
+                 else f"[{display.metric(d.lo)}, {display.metric(d.hi)}]",
+                 "excludes 0": excl, "method": method}
+            )  # fmt: skip
+        cols = ["metric", "A", "B", "B - A", "interval", "excludes 0", "method"]
+        lines += [markdown_table(table, [(c, c) for c in cols]), ""]
+    return "\n".join(lines), refusals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m janus.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("rundirs", nargs="+", help="training workdirs (or folders of workdirs)")
+    p.add_argument("rundirs", nargs="*", help="training workdirs (or folders of workdirs)")
     p.add_argument("--out", default="report", help="output folder (default: report/)")
     p.add_argument(
         "--meta",
@@ -248,7 +442,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vlhub_meta_analysis.csv",
     )
     p.add_argument("--all_steps", action="store_true", help="one row per evaluated step")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUNS_A", "RUNS_B"),
+        help="print B - A of every metric over seeds with its 95%% t-interval (paired by seed "
+        "when both sides have the same seeds, else Welch) and whether it excludes 0; each side "
+        "is comma-separated run dirs, folders of runs or quoted glob patterns (one cell's seeds)",
+    )
     args = p.parse_args(argv)
+    if args.compare:
+        try:
+            rows_a, rows_b = (load_rows(_side(s), args.all_steps) for s in args.compare)
+        except (OSError, ValueError) as e:
+            print(f"janus.report: {e}", file=sys.stderr)
+            return 2
+        table, refusals = compare(rows_a, rows_b)
+        for r in refusals:
+            print(f"janus.report: refused: {r}", file=sys.stderr)
+        if refusals:
+            return 2
+        print(f"B - A, B = {args.compare[1]}, A = {args.compare[0]}\n\n{table}")
+        return 0
+    if not args.rundirs:
+        p.error("give RUNDIR(s), or --compare RUNS_A RUNS_B")
 
     meta = args.meta
     if meta == "reference":
@@ -261,6 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for path in paths:
         print(path)
+    cells, refusals = cell_rows(rows)
+    if args.all_steps:
+        print(summary_table(rows, intervals=True))
+    else:  # a row per cell: the mean over its seeds, or its one run
+        print(markdown_table(cells, CELL_COLUMNS, intervals=True))
+    for r in refusals:
+        print(f"janus.report: {r}", file=sys.stderr)
     return 0
 
 

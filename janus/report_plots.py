@@ -14,6 +14,10 @@ Every figure encodes a run the same way (the paper's figures):
 - a classifier other than the model's default (a VL model's linear probe) gets a grey ring around
   its marker (in the scaling figure: a thinner, paler line).
 
+- Error bars (95%): a cell of >= 2 seeds is drawn once, at its mean over seeds, with the
+  t-interval over seeds; a run alone, with the Clopper-Pearson interval of val over its images
+  and a normal-approximation interval of average robustness over its four sets' images.
+
 - `robustness_vs_val_<label_set>` ('random:5:0' -> 'random-5-0', janus.fileio.safe_name): average
   robustness vs val top-1 on logit axes, one figure per label set, ticks labelled in percent (0%
   and 100% are drawn at 0.5% / 99.5%, with a note). The
@@ -192,6 +196,10 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
         elif label_set == "in1000":
             shown += _draw_taori_baseline(ax, pts)
         for r, (x, y) in zip(group, pts):
+            xerr, yerr = _err(r, "val_top1", x), _err(r, "avg_robustness", y)
+            if xerr is not None or yerr is not None:
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor="0.35", lw=0.8,
+                            capsize=2, zorder=2.5)  # fmt: skip
             ax.plot(x, y, ls="", ms=8, zorder=3, **style.marker_kwargs(r))
             if _non_default(r):
                 ax.plot(x, y, ls="", marker="o", ms=15, mfc="none", mec="0.4", zorder=3)
@@ -228,6 +236,16 @@ def plot_robustness_vs_val(rows, out_dir: str, meta_csv: str | None = None) -> l
         ax.grid(True, which="major", alpha=0.3)
         paths += _save(fig, out_dir, f"robustness_vs_val_{safe_name(label_set)}")
     return paths
+
+
+def _err(row, key: str, at: float):
+    """[[below], [above]] of the row's 95% bounds (`KEY_lo/_hi`, janus.report: over seeds for a
+    cell of >= 2 seeds, else binomial over the set's images) around `at`; None without bounds."""
+    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if lo is None or hi is None:
+        return None
+    lo, hi = _on_logit_axis(max(lo, 0.0)), _on_logit_axis(min(hi, 1.0))
+    return [[max(at - lo, 0.0)], [max(hi - at, 0.0)]]
 
 
 def _on_logit_axis(v: float) -> float:
@@ -354,6 +372,11 @@ def plot_scaling(rows, out_dir: str) -> list[str]:
         label += f", {CLASSIFIER_LABELS.get(classifier, classifier)}" if probe else ""
         for ax, col in zip(axes, ("val_top1", "avg_robustness")):
             pts = [(r["budget"], r[col]) for r in group if r.get(col) is not None]
+            for r in group:
+                yerr = None if r.get(col) is None else _err(r, col, r[col])
+                if yerr is not None:
+                    ax.errorbar(r["budget"], r[col], yerr=yerr, fmt="none", lw=0.8, capsize=2,
+                                ecolor=style.colors[mixture], alpha=0.7)  # fmt: skip
             if pts:
                 ax.plot(
                     *zip(*pts),

@@ -247,6 +247,12 @@ def report(runs: Sequence[Run], root: str) -> int:
         return 0
     print(f"report: {', '.join(paths)}")
     print(f"results (latest eval/<step>.json of each run):\n{report_lib.summary_table(rows)}")
+    cells, refusals = report_lib.cell_rows(rows)
+    if any(c["seeds"] > 1 for c in cells):
+        print("cells (mean over seeds ± half-width of the 95% t-interval):")
+        print(report_lib.markdown_table(cells, report_lib.CELL_COLUMNS, intervals=True))
+    for r in refusals:
+        print(f"janus.sweep: {r}", file=sys.stderr)
     return len(rows)
 
 

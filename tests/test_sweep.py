@@ -247,7 +247,9 @@ def test_bad_seeds_are_a_one_line_error(tmp_path, capsys, seeds, message):
 
 
 def test_declared_seeds_are_checked_and_a_cell_may_not_set_seed(tmp_path, capsys):
-    (tmp_path / "d.py").write_text("def get_sweep():\n    return dict(runs=['a=1'], seeds=[1, 1])\n")
+    (tmp_path / "d.py").write_text(
+        "def get_sweep():\n    return dict(runs=['a=1'], seeds=[1, 1])\n"
+    )
     assert sweep.main([str(tmp_path / "d.py"), "--root", "r", "--print"]) == 2
     assert "get_sweep()['seeds']: duplicate seeds [1]" in capsys.readouterr().err
     with pytest.raises(ValueError, match="sets seed= while the sweep declares seeds"):
