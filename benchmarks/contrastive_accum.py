@@ -27,16 +27,7 @@ import statistics
 import sys
 import time
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+import machine  # benchmarks/machine.py, beside this script
 
 
 def memory(compiled) -> dict:
@@ -103,8 +94,7 @@ def main(argv=None) -> int:
     import optax
 
     print(json.dumps({
-        "machine": {"processor": cpu_model(), "cores": os.cpu_count(),
-                    "load_avg_before": os.getloadavg(), "platform": platform.platform(),
+        "machine": {**machine.facts(), "platform": platform.platform(),
                     "devices": [str(d) for d in jax.devices()]},
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "versions": {"python": platform.python_version(), "jax": jax.__version__,
