@@ -362,7 +362,8 @@ def _side(spec: str) -> list[str]:
 
 
 def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[str]]:
-    """The difference B - A of every metric over seeds, per (classifier, alpha) both sides have:
+    """The difference B - A of every metric over seeds, per (classifier, alpha) both sides have
+    (or between the one classifier each side has, e.g. CE's head against a CLIP's zero-shot):
     mean(B) - mean(A) with its 95% t-interval (paired by seed when both sides hold the same
     seeds, else Welch) and whether it excludes 0. -> (table, refusals). Runs evaluated on
     different sets or protocols are refused (the refusal names the difference), and so is a side
@@ -382,33 +383,39 @@ def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[s
                     f"({seeds}); a side is the seeds of one cell"
                 )
     a_side, b_side = sides
-    common = [k for k in a_side if k in b_side]
+    common = [(k, k) for k in a_side if k in b_side]
+    cross = not common and len(a_side) == 1 and len(b_side) == 1
+    if cross:  # one classifier a side, e.g. CE's head against InfoNCE's zero-shot: the study's
+        common = [(next(iter(a_side)), next(iter(b_side)))]  # question, on the same sets
     if not common:
         refusals.append(
             f"no classifier in common: A has {sorted(map(str, a_side))}, B has "
-            f"{sorted(map(str, b_side))} (different classifiers are different protocols)"
+            f"{sorted(map(str, b_side))} (several classifiers a side: compare one each)"
         )
+    # Across objectives the classifier (and its templates) differ by design; the sets may not.
+    ignore = ("classifier", "templates") if cross else ()
     lines = []
-    for key in common:
-        group = a_side[key] + b_side[key]
+    for key_a, key_b in common:
+        group = a_side[key_a] + b_side[key_b]
         ref = group[0]
         diffs = [
             f"{ref['run']} vs {r['run']}: {'; '.join(d)}"
             for r in group[1:]
-            if (d := report_stats.protocol_difference(ref["protocol"], r["protocol"]))
+            if (d := report_stats.protocol_difference(ref["protocol"], r["protocol"], ignore))
         ]
         if diffs:
-            refusals.append(f"{key[0]}: evaluated differently, not compared: {' | '.join(diffs)}")
+            refusals.append(f"{key_a[0]}: evaluated differently, not compared: {' | '.join(diffs)}")
             continue
         if refusals:
             continue
-        head = f"classifier {key[0]}" + ("" if key[1] is None else f", alpha {key[1]}")
-        n_a, n_b = len(a_side[key]), len(b_side[key])
+        head = f"classifier {key_a[0]}" if key_a == key_b else f"A {key_a[0]}, B {key_b[0]}"
+        head += "" if key_a[1] is None else f", alpha {key_a[1]}"
+        n_a, n_b = len(a_side[key_a]), len(b_side[key_b])
         lines += [f"{head}: A {n_a} seed(s), B {n_b} seed(s)", ""]
         table = []
         for m in METRICS:
-            a = {r.get("seed"): r.get(m) for r in a_side[key]}
-            b = {r.get("seed"): r.get(m) for r in b_side[key]}
+            a = {r.get("seed"): r.get(m) for r in a_side[key_a]}
+            b = {r.get("seed"): r.get(m) for r in b_side[key_b]}
             if all(v is None for v in (*a.values(), *b.values())):
                 continue
             ia = report_stats.seed_interval(list(a.values()))

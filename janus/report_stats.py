@@ -215,10 +215,10 @@ def protocol(result: dict) -> dict:
     return out
 
 
-def protocol_difference(a: dict, b: dict) -> list[str]:
-    """The fields two protocols (`protocol`) differ in, as 'field: A vs B'."""
+def protocol_difference(a: dict, b: dict, ignore: Sequence[str] = ()) -> list[str]:
+    """The fields two protocols (`protocol`) differ in, as 'field: A vs B', less `ignore`."""
     return [
         f"{k}: {a.get(k, 'not evaluated')!r} vs {b.get(k, 'not evaluated')!r}"
         for k in sorted(set(a) | set(b))
-        if a.get(k, "not evaluated") != b.get(k, "not evaluated")
+        if k not in ignore and a.get(k, "not evaluated") != b.get(k, "not evaluated")
     ]

@@ -167,6 +167,7 @@ def _select_data(config):
         budget=budget,
         class_balanced=config.data.class_balanced,
         captions=captions,
+        subset_seed=config.data.subset_seed,  # None: the run's seed
     )
 
 

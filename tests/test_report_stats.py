@@ -133,6 +133,7 @@ def test_runs_evaluated_differently_are_refused_not_averaged(tmp_path, capsys):
     assert [c["run"] for c in cells] == [] and len(refusals) == 1
     assert "set val n: 500 vs 400" in refusals[0]
     _run(tmp_path / "b", "vl_s0", 0, 0.6, 0.3, classifier="zeroshot")
+    _run(tmp_path / "b", "lp_s0", 0, 0.6, 0.3, classifier="linear_probe")
     assert report.main(["--compare", str(tmp_path / "runs/ce_s0"), str(tmp_path / "b")]) == 2
     assert "no classifier in common" in capsys.readouterr().err
     _run(tmp_path / "c", "x_s0", 0, 0.6, 0.3, suite="imagenet")
@@ -150,3 +151,17 @@ def test_compare_prints_the_difference_over_seeds(tmp_path, capsys):
                                 {s: 0.66 + 0.012 * s for s in range(3)})  # fmt: skip
     line = next(x for x in out.splitlines() if x.startswith("| val_top1"))
     assert str(d) in line and "| yes " in line and "paired t, df 2" in line
+
+
+def test_compare_takes_ce_head_against_zero_shot_on_the_same_sets(tmp_path, capsys):
+    """The study's question: one classifier a side (CE's head, a CLIP's zero-shot) is compared,
+    as long as the sets are the same; different sets are still refused."""
+    for s in range(2):
+        _run(tmp_path / "ce", f"ce_s{s}", s, 0.60 + 0.01 * s, 0.30)
+        _run(tmp_path / "vl", f"vl_s{s}", s, 0.50 + 0.01 * s, 0.31, classifier="zeroshot")
+    assert report.main(["--compare", str(tmp_path / "ce"), str(tmp_path / "vl")]) == 0
+    out = capsys.readouterr().out
+    assert "A head, B zeroshot: A 2 seed(s), B 2 seed(s)" in out
+    _run(tmp_path / "vl400", "vl_s0", 0, 0.5, 0.31, classifier="zeroshot", n_val=400)
+    assert report.main(["--compare", str(tmp_path / "ce"), str(tmp_path / "vl400")]) == 2
+    assert "set val n: 500 vs 400" in capsys.readouterr().err
