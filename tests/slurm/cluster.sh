@@ -19,8 +19,9 @@
 # slurmd each (`slurmd -N NAME`, own port, spool, log and pid file). Debian's slurmd is built with
 # --enable-multiple-slurmd (`scontrol show config`: MULTIPLE_SLURMD = Yes). So `sbatch --nodes=2`
 # gets a real two-node allocation; the first node's name is this host's, so a job's coordinator
-# address (`scontrol show hostnames`, first node) resolves. (NodeName=localhost is no way out:
-# SLURM replaces it by the host name.) Short timeouts for tests: a requeued job waits AuthInfo's cred_expire before it
+# address (`scontrol show hostnames`, first node) resolves; where the host name does not resolve,
+# the cluster has one node (the 2-node tests skip). (NodeName=localhost is no way out: SLURM
+# replaces it by the host name.) Short timeouts for tests: a requeued job waits AuthInfo's cred_expire before it
 # may start again (slurm.conf(5): "This also controls how long a requeued job must wait before
 # starting again. The default value is 120 seconds."); here 10 s. The scheduler runs every 2 s.
 # MinJobAge=600 keeps a finished job in `scontrol show job` for 10 minutes (no accounting: no
@@ -46,6 +47,12 @@ names() {  # the node names: <host>, <host>-2, ...
   echo "$host"
   for ((i = 2; i <= nodes; i++)); do echo "$host-$i"; done
 }
+
+# A job's coordinator is its first node's name; with one that does not resolve, one node only.
+if ((nodes > 1)) && ! getent hosts "$(hostname -s)" >/dev/null; then
+  echo "cluster.sh: host name $(hostname -s) does not resolve: one node only" >&2
+  nodes=1
+fi
 
 write_conf() {
   local node host name i=0 lines=""
