@@ -1,7 +1,8 @@
 """Input pipeline images/s per core against a plain PIL loop on the same JPEG bytes; tokenizer.
 
-Builds a temporary records dir of random-size (256-500 px) JPEGs with janus.data.records. Then, in
-rounds, on the same JPEG bytes:
+Builds a temporary records dir with janus.data.records from real photographs (`--images DIR`, an
+ImageFolder tree; default ../shared/real_jpegs where it exists) or from random-size (256-500 px)
+synthetic JPEGs (`--synthetic N`). Then, in rounds, on the same JPEG bytes:
 
 - peer: a plain single-process PIL loop doing what the train chain does (decode,
   RandomResizedCrop(224) with torchvision's sampling, random flip, float32 mean/std normalise), on
@@ -16,8 +17,8 @@ Per-core images/s = images / CPU seconds. The ratio is janus per core over the p
 issue's goal is >= 1.5. The summary line gives the median over rounds. Also times the CLIP tokenizer
 against open_clip's (peer; skipped without torch). Prints one JSON object per line.
 
-    python benchmarks/data_pipeline.py [--images 600] [--batches 15] [--batch-size 32] \
-        [--workers 0,2] [--rounds 3] [--chains train,simclr]
+    python benchmarks/data_pipeline.py [--images DIR | --synthetic 600] [--batches 15] \
+        [--batch-size 32] [--workers 0,2] [--rounds 3] [--chains train,simclr]
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import argparse
 import io
 import json
 import math
-import os
 import pathlib
 import statistics
 import tempfile
 import time
 
+import machine  # benchmarks/machine.py, beside this script
 import numpy as np
 import psutil
 from PIL import Image
@@ -56,19 +57,39 @@ def _photo_like(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def build_records(out: pathlib.Path, n: int, seed: int = 0, shards: int = 4) -> tuple[int, float]:
+REAL_PHOTOS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real_jpegs"
+PHOTO_SUFFIXES = {".jpeg", ".jpg"}
+
+
+def photo_jpegs(folder: pathlib.Path) -> list[bytes]:
+    """The JPEG files under an ImageFolder tree (any depth), in path order."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"--images {folder}: no .jpg/.jpeg files under it")
+    return [p.read_bytes() for p in paths]
+
+
+def synthetic_jpegs(n: int, seed: int = 0) -> list[bytes]:
+    """`n` photo-like JPEGs of random size (256-500 px a side), quality 90."""
     rng = np.random.default_rng(seed)
-    manifest, total_bytes, per = [], 0, -(-n // shards)
+    out = []
+    for _ in range(n):
+        h, wd = (int(x) for x in rng.integers(256, 501, 2))
+        buf = io.BytesIO()
+        Image.fromarray(_photo_like(rng, h, wd)).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def build_records(out: pathlib.Path, jpegs: list[bytes], shards: int = 4) -> None:
+    manifest, n = [], len(jpegs)
+    per = -(-n // shards)
     for s in range(shards):
         name = records.shard_name("train", s, shards)
         with tfrecord.ShardWriter(out / name) as w:
             for i in range(s * per, min(n, (s + 1) * per)):
-                h, wd = (int(x) for x in rng.integers(256, 501, 2))
-                buf = io.BytesIO()
-                Image.fromarray(_photo_like(rng, h, wd)).save(buf, "JPEG", quality=90)
-                total_bytes += buf.tell()
                 key = f"img{i:06d}"
-                ex = {"image/encoded": buf.getvalue(), "label": [i % 100], "key": key}
+                ex = {"image/encoded": jpegs[i], "label": [i % 100], "key": key}
                 ex["caption"] = [f"a photo of object number {i % 100}"]
                 offset = w.write(records.encode_example(ex))
                 manifest.append(
@@ -77,7 +98,6 @@ def build_records(out: pathlib.Path, n: int, seed: int = 0, shards: int = 4) -> 
                 )
     records.write_manifest(out, manifest)
     records.write_info(out, {"name": "bench", "splits": {"train": n}})
-    return n, total_bytes / n
 
 
 class CpuClock:
@@ -213,7 +233,14 @@ def time_tokenizer(kind: str, n: int = 20000) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument(
+        "--images",
+        type=pathlib.Path,
+        default=REAL_PHOTOS if REAL_PHOTOS.is_dir() else None,
+        help="an ImageFolder tree of JPEGs (default: ../shared/real_jpegs where it exists, "
+        "else synthetic JPEGs)",
+    )
+    parser.add_argument("--synthetic", type=int, default=600, help="synthetic JPEGs, without DIR")
     parser.add_argument("--batches", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", default="0,2")
@@ -224,11 +251,17 @@ def main():
     chains = {"train": TRAIN_PP, "simclr": SIMCLR_PP}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        n, mean_bytes = build_records(pathlib.Path(tmp), args.images)
+        if args.images is not None:
+            jpegs, kind = photo_jpegs(args.images), str(args.images)
+        else:
+            jpegs, kind = synthetic_jpegs(args.synthetic), "synthetic"
+        build_records(pathlib.Path(tmp), jpegs)
         build_s = time.perf_counter() - start
-        info = {"bench": "records", "images": n, "mean_jpeg_kb": round(mean_bytes / 1e3, 1)}
-        print(json.dumps(info | {"build_s": round(build_s, 1), "cpus": os.cpu_count()}), flush=True)
-        jpegs = read_jpegs(tmp)
+        mean_kb = round(sum(map(len, jpegs)) / len(jpegs) / 1e3, 1)
+        info = {"bench": "records", "images": len(jpegs), "jpegs": kind, "mean_jpeg_kb": mean_kb}
+        info |= {"build_s": round(build_s, 1)} | machine.facts()
+        print(json.dumps(info), flush=True)
+        assert read_jpegs(tmp) == jpegs  # the records hold the very bytes the peer decodes
         per_core: dict[str, list[float]] = {}
         for r in range(args.rounds):
             peer = time_pil_loop(jpegs, args.batches * args.batch_size)
@@ -251,6 +284,7 @@ def main():
             summary[f"janus_{key}_images_per_s_per_core"] = med
             if key.startswith("train"):
                 summary[f"janus_{key}_per_core_vs_pil_loop"] = round(med / peer_med, 2)
+        summary["load_average_1m_after"] = machine.facts()["load_average_1m"]
         print(json.dumps(summary), flush=True)
     for kind in ("ascii", "mixed"):
         print(json.dumps(time_tokenizer(kind)), flush=True)
