@@ -28,6 +28,7 @@ import sys
 import time
 
 import machine  # benchmarks/machine.py, beside this script
+import step_state  # benchmarks/step_state.py
 
 
 def memory(compiled) -> dict:
@@ -46,22 +47,16 @@ def memory(compiled) -> dict:
 
 def build(args, k: int, mode: str):
     """-> (compiled step, state, batch, compile seconds)."""
-    import jax
     import numpy as np
 
     from janus import config as config_lib
-    from janus import optim, sharding, train_step
+    from janus import sharding, train_step
 
     c = config_lib.paper_config()
     c.loss, c.label_set = args.loss, "mini25"
     c.model.name, c.model.text = args.model, dict(width=64, layers=2, heads=2)
     c.input.resolution, c.input.batch_size = args.res, args.batch
-    tx, schedule = optim.make_optimizer(c.optimizer, 1000, 10)
-    model = train_step.build_model(c)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
-    state = jax.jit(init_fn, out_shardings=shardings)()
+    model, tx, schedule, mesh, state, shardings = step_state.make_state(c)
     rng = np.random.default_rng(0)
     batch = sharding.shard_batch(
         {

@@ -31,6 +31,7 @@ import sys
 import time
 
 import machine  # benchmarks/machine.py, beside this script
+import step_state  # benchmarks/step_state.py
 
 
 def janus_step(model_name: str, res: int, batch: int):
@@ -39,7 +40,7 @@ def janus_step(model_name: str, res: int, batch: int):
     import numpy as np
 
     from janus import config as config_lib
-    from janus import optim, sharding, train_step
+    from janus import sharding, train_step
 
     c = config_lib.paper_config()
     c.model.name, c.label_set, c.input.resolution, c.input.batch_size = (
@@ -48,12 +49,7 @@ def janus_step(model_name: str, res: int, batch: int):
         res,
         batch,
     )
-    tx, schedule = optim.make_optimizer(c.optimizer, 1000, 10)
-    model = train_step.build_model(c)
-    init_fn = train_step.make_init_fn(model, tx, c)
-    mesh = sharding.make_mesh([("data", -1)])
-    shardings = sharding.param_shardings(jax.eval_shape(init_fn), mesh)
-    state = jax.jit(init_fn, out_shardings=shardings)()
+    model, tx, schedule, mesh, state, shardings = step_state.make_state(c)
     rng = np.random.default_rng(0)
     batch_np = {
         "image": rng.normal(size=(batch, res, res, 3)).astype(np.float32),
