@@ -201,7 +201,7 @@ status() {
   # One line per worker: `janus-worker <host> running|exit=<status>|absent`.
   : "${WORKDIR:?set WORKDIR (shared by all workers)}"
   on_all ": janus-status; d=$(printf %q "$WORKDIR/launch"); w=\$(hostname)
-    if [ -f \"\$d/\$w.pid\" ] && ps -o args= -p \"\$(cat \"\$d/\$w.pid\")\" | grep -q 'janus[.]main'; then
+    if [ -f \"\$d/\$w.pid\" ] && ps -ww -o args= -p \"\$(cat \"\$d/\$w.pid\")\" | grep -q 'janus[.]main'; then
       echo \"janus-worker \$w running\"
     elif [ -f \"\$d/\$w.exit\" ]; then echo \"janus-worker \$w exit=\$(cat \"\$d/\$w.exit\")\"
     else echo \"janus-worker \$w absent\"; fi"
