@@ -126,6 +126,7 @@ def main(argv):
     from janus import checkpoint as ckpt_lib
     from janus import config as config_lib
     from janus import loop, train
+    from janus.metric_window import NonFiniteLossError
     from janus.metric_writer import say
 
     overridden = config_flags.get_override_values(FLAGS["config"])
@@ -177,7 +178,13 @@ def main(argv):
         if isinstance(e, ckpt_lib.SaveFailed):  # e.g. checkpoints/ made read-only mid-run
             print(f"janus.main: {e}", file=sys.stderr)
             exit_now(1, traceback_=False)
-        exit_now(2 if isinstance(e, config_lib.ConfigError) else 1)
+        if isinstance(e, NonFiniteLossError):  # the message names the step and the last loss
+            print(f"janus.main: NonFiniteLossError: {e}", file=sys.stderr)
+            exit_now(1, traceback_=False)
+        if isinstance(e, config_lib.ConfigError):  # found once the data are read, pre-compile
+            print(f"janus.main: invalid config: {e}", file=sys.stderr)
+            exit_now(2, traceback_=False)
+        exit_now(1)
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.
     faulthandler.dump_traceback_later(loop.CLEANUP_TIMEOUT_S, exit=True)

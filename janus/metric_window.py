@@ -73,6 +73,7 @@ class MetricWindow:
         self.flops, self.num_devices = flops, num_devices
         self.peak = peak_flops_per_device(run.device_kind)
         self._run_start, self._run_steps = time.time(), 0  # for the ETA: pauses included
+        self.last_finite: tuple[int, float] | None = None  # (step, loss) of the last good check
         self._restart()
 
     def _restart(self) -> None:
@@ -101,11 +102,18 @@ class MetricWindow:
             if k in ("loss", "grad_norm", "param_norm") and not math.isfinite(v)
         }
         if bad:
-            raise NonFiniteLossError(
-                f"non-finite training values at step {step}: {bad}. Stopping without saving; the "
-                "latest complete checkpoint is still the last good state (lower optimizer.lr, set "
-                "optimizer.clip_norm, or check the data)."
+            last = (
+                f"last finite loss {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+                if self.last_finite is not None
+                else "no finite loss checked before it"
             )
+            raise NonFiniteLossError(
+                f"non-finite training values at step {step}: {bad}; {last}. Stopping without "
+                "saving; the latest complete checkpoint is still the last good state (lower "
+                "optimizer.lr, set optimizer.clip_norm, or check the data)."
+            )
+        if "loss" in self.means():
+            self.last_finite = (step, self.means()["loss"])
 
     def peek(self, step: int) -> dict[str, object]:
         """The scalars of the window so far, which goes on."""

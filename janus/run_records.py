@@ -69,6 +69,8 @@ def held(workdir: str) -> Iterator[None]:
     so does a workdir, checkpoints/ or eval/ (those that exist) where no file can be made."""
     from janus import workdir as workdir_lib
 
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise RunRefused(f"refusing to train: workdir {workdir} is not a directory (a file)")
     dirs = [workdir] + [os.path.join(workdir, d) for d in (ckpt_lib.CHECKPOINTS, "eval")]
     for d in dirs[:1] + [d for d in dirs[1:] if os.path.isdir(d)]:
         if error := workdir_lib.not_writable(d):

@@ -160,15 +160,51 @@ def _select_data(config):
         )
 
     budget = config_lib.resolve_budget(config, count)
-    return pipeline.select_examples(
-        _loader_dirs(config),
-        seed=int(config.seed) % 2**32,
-        label_set=config.label_set,
-        budget=budget,
-        class_balanced=config.data.class_balanced,
-        captions=captions,
-        subset_seed=config.data.subset_seed,  # None: the run's seed
-    )
+    try:
+        selection = pipeline.select_examples(
+            _loader_dirs(config),
+            seed=int(config.seed) % 2**32,
+            label_set=config.label_set,
+            budget=budget,
+            class_balanced=config.data.class_balanced,
+            captions=captions,
+            subset_seed=config.data.subset_seed,  # None: the run's seed
+        )
+    except ValueError as e:
+        if "cannot be met" not in str(e):
+            raise
+        raise config_lib.ConfigError(
+            f"config field 'data.budget' = {budget}: {e} (label set {config.label_set!r}); "
+            "lower data.budget or add data (a bigger data.train, or a mixture)"
+        ) from None
+    check_selection(config, selection.manifest, say=mw.say if jax.process_index() == 0 else None)
+    return selection
+
+
+def check_selection(config, manifest: dict, *, say=None) -> None:
+    """What the selection means for the run, before anything compiles: a global batch larger
+    than the selected samples is refused (every batch would repeat samples); samples the label
+    set left out are said in one line (`say`), not only counted in data_manifest.json."""
+    n, batch = manifest["n_examples"], int(config.input.batch_size)
+    if batch > n:
+        raise config_lib.ConfigError(
+            f"config field 'input.batch_size' = {batch} is larger than the {n} samples selected "
+            f"from {config_lib.train_dirs(config)[0][0]!r}"
+            f"{'' if len(config_lib.train_dirs(config)) == 1 else ' (and the other dirs)'}: "
+            f"every batch would repeat samples; lower input.batch_size to at most {n} or add data"
+        )
+    dropped = sum(manifest.get("skipped", {}).get("counts", {}).values())
+    if dropped and say is not None:
+        total = sum(d["records"] for d in manifest["dirs"])
+        why = (
+            f"have no label in label set {manifest['label_set']!r}"
+            if manifest.get("label_set") is not None
+            else "have no label"
+        )
+        say(
+            f"data: {dropped} of the {total} records {why} and are left out "
+            f"({n} selected; data_manifest.json 'skipped' has the first keys)"
+        )
 
 
 def _open_data(run, selection, mesh):

@@ -138,6 +138,24 @@ def _reader(path: pathlib.Path, jsonl: pathlib.Path) -> pa.ipc.RecordBatchFileRe
     return reader
 
 
+_WARNED: set[str] = set()  # dirs already warned about (selection reads a manifest twice)
+
+
+def _warn_no_columns(root: pathlib.Path, jsonl: pathlib.Path) -> None:
+    """One warning line per dir: the slow path's cost and the command that ends it."""
+    if str(root) in _WARNED:
+        return
+    _WARNED.add(str(root))
+    log.warning(
+        "%s has no %s; reading %s row by row instead (slow: some 20-50 s per million samples "
+        "against about 1 s). Write it with `python -m janus.data.manifest convert %s`",
+        root,
+        COLUMNS_FILE,
+        jsonl.name,
+        root,
+    )
+
+
 def batches(records_dir) -> Iterator[pa.RecordBatch]:
     """The dir's manifest, one record batch of SCHEMA at a time: from `manifest.arrow` when present
     and current, else parsed from `manifest.jsonl.gz` (slow at millions of rows; see `convert`).
@@ -150,7 +168,7 @@ def batches(records_dir) -> Iterator[pa.RecordBatch]:
             yield reader.get_batch(i).select(SCHEMA.names)
         return
     if not path.is_file() and jsonl.is_file():
-        log.info("%s has no %s; reading %s row by row", root, COLUMNS_FILE, jsonl.name)
+        _warn_no_columns(root, jsonl)
     yield from row_batches(records.read_manifest(root), str(jsonl))
 
 

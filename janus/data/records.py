@@ -148,7 +148,12 @@ def list_shards(records_dir, split: str) -> list[pathlib.Path]:
     (n,) = counts
     missing = [i for i in range(n) if (i, n) not in found]
     if missing:
-        raise FileNotFoundError(f"split {split!r} in {root}: shards {missing[:10]} of {n} missing")
+        names = ", ".join(shard_name(split, i, n) for i in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise FileNotFoundError(
+            f"split {split!r} in {root}: {len(missing)} of {n} shards missing: {names}{more} "
+            "(rebuild the records with the command in info.json)"
+        )
     return [found[(i, n)] for i in range(n)]
 
 

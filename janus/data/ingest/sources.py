@@ -230,7 +230,18 @@ class FolderSource(_ScannedInMainProcess):
     def scan(self, skips: SkipCounter) -> Iterator[Candidate]:
         root = pathlib.Path(self.path) / self.split if self.split else pathlib.Path(self.path)
         if not root.is_dir():
-            raise FileNotFoundError(f"folder source {self.name!r}: {root} is not a directory")
+            hint = ""
+            base = pathlib.Path(self.path)
+            if self.split and base.name == self.split and base.is_dir():
+                hint = (
+                    f"; path= names the folder that holds the split folder, and split= the split "
+                    f"(split={self.split}): path={base.parent},split={self.split}"
+                )
+            elif self.split and base.is_dir():
+                hint = (
+                    f"; is {base} itself the split? then give path={base.parent},split={base.name}"
+                )
+            raise FileNotFoundError(f"folder source {self.name!r}: {root} is not a directory{hint}")
         side = {}
         if self.captions:
             cols = _split_list(self.caption_cols)

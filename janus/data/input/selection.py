@@ -280,7 +280,13 @@ def select_examples(
                     class_balanced=class_balanced,
                 )
             except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
+                eligible = np.bincount(scan.source, minlength=len(scan.sources))
+                per_source = ", ".join(
+                    f"{s or '(none)'} {k}" for s, k in zip(scan.sources, eligible)
+                )
+                raise ValueError(
+                    f"{path}: {e} (eligible per source: {per_source or 'none'})"
+                ) from None
         else:
             pos = np.arange(len(scan.rows))
         shard, offset, record, n_records = _locate(path, scan, pos, shard_paths, where)
