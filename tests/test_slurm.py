@@ -34,9 +34,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
+from test_train import assert_bitwise_equal, full_state, metrics
 
 from janus import checkpoint as ckpt_lib
 
@@ -180,21 +180,6 @@ def segments(log: str) -> list[str]:
 def eval_json(workdir):
     [path] = (workdir / "eval").glob("*.json")
     return json.loads(path.read_text())
-
-
-def full_state(workdir, step):
-    return ckpt_lib._restore_numpy(ckpt_lib.checkpoints_dir(workdir) / str(step) / "state")
-
-
-def assert_bitwise_equal(a, b):
-    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
-    assert [p for p, _ in la] == [p for p, _ in lb]
-    for (path, x), (_, y) in zip(la, lb):
-        np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
-def metrics(workdir):
-    return [json.loads(line) for line in open(workdir / "metrics.jsonl")]
 
 
 @pytest.fixture(scope="module")
