@@ -47,6 +47,8 @@ def test_selections_equal_the_recorded_row_by_row_results(path, jsonl_dirs, colu
         selection = pipeline.select_examples(resolve(which, dirs), **kwargs)
         got = comparable(selection.items, selection.manifest)
         assert got["manifest"].pop("captions") == kwargs.get("captions", False)
+        # Recorded since data.subset_seed: without one, the subset is chosen with the run's seed.
+        assert got["manifest"].pop("subset_seed") == kwargs.get("seed", 0)
         assert got == GOLDEN[name], name
 
 
