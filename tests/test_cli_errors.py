@@ -34,6 +34,7 @@ def _run(module: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
 def _one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
+    assert "Traceback" not in err
     return lines[0]
 
 

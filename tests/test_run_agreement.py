@@ -7,12 +7,10 @@ plus a `janus.main` run for the exit status and the absence of a traceback.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli_errors import _one_line, _run
 
 from janus import config as config_lib
 from janus import train
@@ -44,25 +42,6 @@ def _config(records, **fields):
     for k, v in fields.items():
         config_sweep._assign(c, k, v)
     return c
-
-
-def _run_main(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    return subprocess.run(
-        [sys.executable, "-m", "janus.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ------------------------------------------------------------------ 4. records and run agree
@@ -129,7 +108,8 @@ def test_a_batch_larger_than_the_selection_is_refused(records):
 
 
 def test_main_budget_error_is_one_line_exit_2(records, tmp_path):
-    out = _run_main(
+    out = _run(
+        "janus.main",
         "--config",
         "configs/mini.py",
         "--workdir",
@@ -199,7 +179,8 @@ def test_a_missing_shard_is_named_by_its_file(records, tmp_path):
 def test_a_workdir_that_is_a_file_is_one_line_exit_2(records, tmp_path):
     wd = tmp_path / "w"
     wd.write_text("")
-    out = _run_main(
+    out = _run(
+        "janus.main",
         "--config",
         "configs/mini.py",
         "--workdir",
