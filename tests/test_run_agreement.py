@@ -7,7 +7,6 @@ plus a `janus.main` run for the exit status and the absence of a traceback.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from test_cli_errors import _one_line, _run
@@ -16,8 +15,6 @@ from janus import config as config_lib
 from janus import train
 from janus.config import schema
 from janus.config import sweep as config_sweep
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
