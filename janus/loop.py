@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from janus import display
+from janus import display, exit_codes
 from janus import metric_writer as mw
 from janus import train_step as step_lib
 from janus.metric_window import MetricWindow
@@ -44,7 +44,7 @@ CLEANUP_TIMEOUT_S = 300  # error path: a stuck clean-up (e.g. a checkpoint write
 # janus.main's exit status after a Ctrl-C (SIGINT), saved or not: 128 + SIGINT, as shells expect of
 # a program interrupted by the user (a script's loop over runs stops); SIGTERM (a preemption that
 # was saved) exits 0.
-INTERRUPTED_EXIT = 128 + signal.SIGINT
+INTERRUPTED_EXIT = exit_codes.INTERRUPTED  # 128 + SIGINT
 
 
 class StopFlag:

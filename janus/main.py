@@ -36,6 +36,8 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from janus import exit_codes
+
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "configs/<name>.py[:key=value,...]", lock_config=True
@@ -245,6 +247,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     bad config-file argument, a missing flag) is one line on stderr and exit status 2."""
     try:
         return FLAGS(argv)
+    except SystemExit as e:  # absl's --help exits 1; asked-for help is a success (exit_codes)
+        helped = e.code == 1 and {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:])
+        sys.exit(exit_codes.OK if helped else e.code)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
         from janus import config as config_lib
 
@@ -253,6 +258,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         print(f"janus.main: {what}{line}", file=sys.stderr)
         sys.exit(2)
 
+
+__doc__ += "\n" + exit_codes.epilog() + "\n"  # --help shows the module docstring
 
 if __name__ == "__main__":
     # grain worker processes need absl flags parsed first (STACK.md); app.run does that.

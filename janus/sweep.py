@@ -48,6 +48,7 @@ import time
 from collections.abc import Sequence
 
 from janus import config as config_lib
+from janus import exit_codes
 from janus.fileio import safe_name
 
 LOG_NAME = "sweep.log"
@@ -267,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         usage="python -m janus.sweep CONFIG[:VARIANT] --root ROOT [--seeds S,...] [--print] "
         "[--only N] [--dry_run] [-- janus.main flags]",
+        epilog=exit_codes.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "config",

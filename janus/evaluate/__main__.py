@@ -34,7 +34,7 @@ import logging
 import os
 import sys
 
-from janus import display
+from janus import display, exit_codes
 from janus.evaluate import results, runner, sets, watch
 
 
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m janus.evaluate",
         description=__doc__.split("\n\n", 1)[1],
+        epilog=exit_codes.epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--workdir", required=True, help="training workdir (holds checkpoints/)")

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import sys
 
+from janus import exit_codes
 from janus.data.ingest import matching, scan
 from janus.data.ingest import sources as sources_lib
 from janus.data.ingest.builder import build_dataset
@@ -80,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "build of the same config). `python -m janus.data.build synthetic --out DIR` builds "
             "the offline JANuS-mini dataset instead (see `synthetic --help`)."
         ),
-        epilog=_SOURCE_HELP,
+        epilog=_SOURCE_HELP + "\n\n" + exit_codes.epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, help="records directory to create or extend")
@@ -225,5 +226,5 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         # Finished shards are kept (each has its .done marker); the same command resumes.
         print("\ninterrupted: rerun the same command to resume the build", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     return 0
