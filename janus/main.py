@@ -201,12 +201,12 @@ def main(argv):
 def print_results(workdir: str) -> None:
     """The run's final table: the latest `eval/<step>.json` per classifier, as `janus.report`
     reads it (`summary_table`). Nothing without eval results; a failure here is only a warning."""
-    from janus import report
+    from janus import report, report_tables
 
     try:
         rows = report.load_rows([workdir])
         if rows:
-            table = report.summary_table(rows)
+            table = report_tables.summary_table(rows)
             print(f"results (latest {workdir}/eval/<step>.json):\n{table}", flush=True)
     except Exception as e:  # the run itself has finished: never fail it over the table
         print(f"warning: no results table: {type(e).__name__}: {e}", file=sys.stderr, flush=True)

@@ -9,9 +9,8 @@ parent folder of runs (every subfolder with an `eval/` folder is a run). Writes 
 `report/`): `results.md`, `results.csv`, and the figures of `janus.report_plots` as PNG and SVG.
 One row per (run, classifier, WiSE-FT alpha): the latest evaluated step, unless --all_steps.
 
-`summary_table(rows)` is the short console table (val, the shift sets, average robustness and the
-robustness ratio) that `janus.main` prints at the end of a run and `janus.sweep` at the end of a
-study; `markdown_table` draws it and results.md.
+The tables are drawn by `janus.report_tables`; seeds are averaged into cells, and cells compared
+(`--compare`), by `janus.report_cells`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from janus import display, report_stats
+from janus import report_cells, report_stats, report_tables
 from janus.evaluate.sets import SET_NAMES
 
 COLUMNS = (
@@ -39,13 +38,6 @@ COLUMNS = (
     + [f"{s}_top1_{b}" for s in SET_NAMES for b in ("lo", "hi")]
     + ["avg_robustness_lo", "avg_robustness_hi"]
 )
-# The metrics a cell averages over seeds (and --compare differences).
-METRICS = [f"{s}_top1" for s in SET_NAMES] + [
-    "avg_robustness",
-    "robustness_ratio",
-    "effective_robustness",
-    "taori_er_mean5",
-]
 ROBUSTNESS_SETS = ("v2", "sketch", "r", "a")
 
 
@@ -187,115 +179,6 @@ def _fmt(v, missing: str = ""):
     return str(v)
 
 
-def _cell(v) -> str:
-    return display.metric(v) if isinstance(v, float) else _fmt(v, "n/a")
-
-
-# (row key, header) of the summary printed after a run or a study.
-SUMMARY_COLUMNS = (
-    ("run", "run"),
-    ("step", "step"),
-    ("classifier", "classifier"),
-    ("val_top1", "val"),
-    ("v2_top1", "V2"),
-    ("sketch_top1", "Sketch"),
-    ("r_top1", "R"),
-    ("a_top1", "A"),
-    ("objectnet_top1", "ObjectNet"),
-    ("avg_robustness", "avg robustness"),
-    ("robustness_ratio", "robustness ratio"),
-)
-
-
-def _with_interval(row: dict, key: str) -> str:
-    """'value ± half-width' where the row has the key's bounds (`KEY_lo`, `KEY_hi`), else the
-    value alone."""
-    v, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
-    if not isinstance(v, float) or lo is None or hi is None:
-        return _cell(v)
-    return str(report_stats.Interval(v, lo, hi))
-
-
-def markdown_table(
-    rows: Sequence[dict], columns: Sequence[tuple[str, str]], intervals: bool = False
-) -> str:
-    """A markdown table of `rows` over (key, header) columns, padded so that it also reads as
-    plain text; a null or missing value is 'n/a'. `intervals`: 'value ± half-width' where a row
-    has bounds (half the 95% interval's width; a binomial interval is not symmetric, the CSV has
-    its bounds)."""
-    fmt = _with_interval if intervals else (lambda row, key: _cell(row.get(key)))
-    cells = [[header for _, header in columns]]
-    cells += [[fmt(row, key) for key, _ in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-
-    def line(values):
-        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
-
-    lines = [line(cells[0]), line(["-" * w for w in widths])] + [line(c) for c in cells[1:]]
-    return "\n".join(lines)
-
-
-def summary_table(rows: Sequence[dict], intervals: bool = False) -> str:
-    """val, V2, Sketch, R, A, ObjectNet top-1, average robustness and robustness ratio per row
-    (`load_rows`, or `cell_rows`' cells); n/a where a run has no value; `intervals`: with
-    '± half-width' of the 95% interval where there is one."""
-    return markdown_table(rows, SUMMARY_COLUMNS, intervals)
-
-
-CELL_COLUMNS = (
-    ("run", "cell"),
-    ("seeds", "seeds"),
-    ("classifier", "classifier"),
-) + SUMMARY_COLUMNS[3:]
-
-
-def _group_key(row: dict) -> tuple:
-    return row.get("cell") or row.get("run"), row.get("classifier"), row.get("alpha")
-
-
-def cell_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
-    """Runs that differ only by seed (one cell, classifier and alpha) as one row: each metric's
-    mean over seeds with the 95% t-interval (`report_stats.seed_interval`) as `KEY_lo/_hi`; a
-    cell of one run keeps its run's row (binomial bounds). -> (cell rows, refusals): a cell
-    whose runs were evaluated on different sets or protocols is not averaged; its refusal names
-    the difference."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(_group_key(row), []).append(row)
-    cells, refusals = [], []
-    for (cell, _, _), group in groups.items():
-        if len(group) == 1:
-            cells.append({**group[0], "run": cell, "seeds": 1})
-            continue
-        first = group[0]
-        diffs = []
-        for other in group[1:]:
-            d = report_stats.protocol_difference(
-                first.get("protocol", {}), other.get("protocol", {})
-            )
-            if d:
-                diffs.append(f"{first['run']} vs {other['run']}: {'; '.join(d)}")
-        seeds = [r.get("seed") for r in group]
-        if len(set(seeds)) < len(seeds):
-            diffs.append(f"runs {[r['run'] for r in group]} repeat a seed ({seeds})")
-        if diffs:
-            refusals.append(
-                f"cell {cell}: not averaged, evaluated differently: {' | '.join(diffs)}"
-            )
-            continue
-        out = {k: first.get(k) for k in ("model", "loss", "label_set", "suite", "classifier")}
-        out.update(run=cell, cell=cell, seeds=len(group), alpha=first.get("alpha"))
-        out.update(budget=first.get("budget"), mixture=first.get("mixture"))
-        out["step"] = "/".join(sorted({str(r.get("step")) for r in group}))
-        for key in METRICS:
-            i = report_stats.seed_interval([r.get(key) for r in group])
-            out[key] = None if i is None else i.value
-            if i is not None and i.lo is not None:
-                out[f"{key}_lo"], out[f"{key}_hi"] = i.lo, i.hi
-        cells.append(out)
-    return cells, refusals
-
-
 def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
     """results.csv (all columns) and results.md (columns with at least one value)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -314,9 +197,11 @@ def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
         "'effective robustness'); taori_er_mean5 = mean-of-5-shifts accuracy minus the ImageNet "
         "baseline's prediction (Taori et al. 2020); mixture = the sources trained on.",
         "",
-        markdown_table(rows, [(c, c) for c in cols if not c.endswith(("_lo", "_hi"))], True),
+        report_tables.markdown_table(
+            rows, [(c, c) for c in cols if not c.endswith(("_lo", "_hi"))], True
+        ),
     ]
-    cells, refusals = cell_rows(rows)
+    cells, refusals = report_cells.cell_rows(rows)
     if any(c["seeds"] > 1 for c in cells) or refusals:
         lines += [
             "",
@@ -326,7 +211,7 @@ def write_table(rows: list[dict], out_dir: str) -> tuple[str, str]:
             "cell of one run: its own value ± half the 95% Clopper-Pearson interval over the "
             "set's images (avg robustness: normal approximation over its four sets).",
             "",
-            markdown_table(cells, CELL_COLUMNS, True),
+            report_tables.markdown_table(cells, report_tables.CELL_COLUMNS, True),
             *[f"\n{r}" for r in refusals],
         ]
     with open(md_path, "w") as f:
@@ -346,7 +231,7 @@ def write_report(
 
     paths = list(write_table(rows, out_dir))
     # The figures draw a point per cell: the mean over its seeds with t-interval error bars.
-    cells = cell_rows(rows)[0] if not all_steps else rows
+    cells = report_cells.cell_rows(rows)[0] if not all_steps else rows
     return rows, paths + report_plots.plot_all(cells, out_dir, meta_csv=meta_csv)
 
 
@@ -359,81 +244,6 @@ def _side(spec: str) -> list[str]:
             raise FileNotFoundError(f"{part}: matches nothing")
         paths += hits
     return find_runs(paths)
-
-
-def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[str]]:
-    """The difference B - A of every metric over seeds, per (classifier, alpha) both sides have
-    (or between the one classifier each side has, e.g. CE's head against a CLIP's zero-shot):
-    mean(B) - mean(A) with its 95% t-interval (paired by seed when both sides hold the same
-    seeds, else Welch) and whether it excludes 0. -> (table, refusals). Runs evaluated on
-    different sets or protocols are refused (the refusal names the difference), and so is a side
-    that repeats a seed (a side is one cell's seeds)."""
-    refusals = []
-    sides = []
-    for label, rows in (("A", rows_a), ("B", rows_b)):
-        by = {}
-        for r in rows:
-            by.setdefault((r.get("classifier"), r.get("alpha")), []).append(r)
-        sides.append(by)
-        for key, group in by.items():
-            seeds = [r.get("seed") for r in group]
-            if len(set(seeds)) < len(seeds):
-                refusals.append(
-                    f"side {label} ({key[0]}): runs {[r['run'] for r in group]} repeat a seed "
-                    f"({seeds}); a side is the seeds of one cell"
-                )
-    a_side, b_side = sides
-    common = [(k, k) for k in a_side if k in b_side]
-    cross = not common and len(a_side) == 1 and len(b_side) == 1
-    if cross:  # one classifier a side, e.g. CE's head against InfoNCE's zero-shot: the study's
-        common = [(next(iter(a_side)), next(iter(b_side)))]  # question, on the same sets
-    if not common:
-        refusals.append(
-            f"no classifier in common: A has {sorted(map(str, a_side))}, B has "
-            f"{sorted(map(str, b_side))} (several classifiers a side: compare one each)"
-        )
-    # Across objectives the classifier (and its templates) differ by design; the sets may not.
-    ignore = ("classifier", "templates") if cross else ()
-    lines = []
-    for key_a, key_b in common:
-        group = a_side[key_a] + b_side[key_b]
-        ref = group[0]
-        diffs = [
-            f"{ref['run']} vs {r['run']}: {'; '.join(d)}"
-            for r in group[1:]
-            if (d := report_stats.protocol_difference(ref["protocol"], r["protocol"], ignore))
-        ]
-        if diffs:
-            refusals.append(f"{key_a[0]}: evaluated differently, not compared: {' | '.join(diffs)}")
-            continue
-        if refusals:
-            continue
-        head = f"classifier {key_a[0]}" if key_a == key_b else f"A {key_a[0]}, B {key_b[0]}"
-        head += "" if key_a[1] is None else f", alpha {key_a[1]}"
-        n_a, n_b = len(a_side[key_a]), len(b_side[key_b])
-        lines += [f"{head}: A {n_a} seed(s), B {n_b} seed(s)", ""]
-        table = []
-        for m in METRICS:
-            a = {r.get("seed"): r.get(m) for r in a_side[key_a]}
-            b = {r.get("seed"): r.get(m) for r in b_side[key_b]}
-            if all(v is None for v in (*a.values(), *b.values())):
-                continue
-            ia = report_stats.seed_interval(list(a.values()))
-            ib = report_stats.seed_interval(list(b.values()))
-            d = report_stats.difference(a, b)
-            excl = "n/a (needs >= 2 seeds a side)" if d is None or d.lo is None else (
-                "yes" if d.excludes(0) else "no"
-            )  # fmt: skip
-            method = "" if d is None or d.lo is None else f"{d.method}, df {d.df:.3g}"
-            table.append(
-                {"metric": m, "A": str(ia) if ia else "n/a", "B": str(ib) if ib else "n/a",
-                 "B - A": str(d) if d else "n/a", "interval": "n/a" if d is None or d.lo is None
-                 else f"[{display.metric(d.lo)}, {display.metric(d.hi)}]",
-                 "excludes 0": excl, "method": method}
-            )  # fmt: skip
-        cols = ["metric", "A", "B", "B - A", "interval", "excludes 0", "method"]
-        lines += [markdown_table(table, [(c, c) for c in cols]), ""]
-    return "\n".join(lines), refusals
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -464,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"janus.report: {e}", file=sys.stderr)
             return 2
-        table, refusals = compare(rows_a, rows_b)
+        table, refusals = report_cells.compare(rows_a, rows_b)
         for r in refusals:
             print(f"janus.report: refused: {r}", file=sys.stderr)
         if refusals:
@@ -485,11 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for path in paths:
         print(path)
-    cells, refusals = cell_rows(rows)
+    cells, refusals = report_cells.cell_rows(rows)
     if args.all_steps:
-        print(summary_table(rows, intervals=True))
+        print(report_tables.summary_table(rows, intervals=True))
     else:  # a row per cell: the mean over its seeds, or its one run
-        print(markdown_table(cells, CELL_COLUMNS, intervals=True))
+        print(report_tables.markdown_table(cells, report_tables.CELL_COLUMNS, intervals=True))
     for r in refusals:
         print(f"janus.report: {r}", file=sys.stderr)
     return 0

@@ -240,6 +240,7 @@ def execute(run: Run, stop: _Stop) -> int:
 def report(runs: Sequence[Run], root: str) -> int:
     """The report of the runs with eval results into ROOT/report, and the summary table."""
     from janus import report as report_lib
+    from janus import report_cells, report_tables
 
     rundirs = [r.workdir for r in runs if os.path.isdir(os.path.join(r.workdir, "eval"))]
     rows, paths = report_lib.write_report(rundirs, os.path.join(root, REPORT_DIR))
@@ -247,11 +248,11 @@ def report(runs: Sequence[Run], root: str) -> int:
         print("no eval results: no report", flush=True)
         return 0
     print(f"report: {', '.join(paths)}")
-    print(f"results (latest eval/<step>.json of each run):\n{report_lib.summary_table(rows)}")
-    cells, refusals = report_lib.cell_rows(rows)
+    print(f"results (latest eval/<step>.json of each run):\n{report_tables.summary_table(rows)}")
+    cells, refusals = report_cells.cell_rows(rows)
     if any(c["seeds"] > 1 for c in cells):
         print("cells (mean over seeds ± half-width of the 95% t-interval):")
-        print(report_lib.markdown_table(cells, report_lib.CELL_COLUMNS, intervals=True))
+        print(report_tables.markdown_table(cells, report_tables.CELL_COLUMNS, intervals=True))
     for r in refusals:
         print(f"janus.sweep: {r}", file=sys.stderr)
     return len(rows)

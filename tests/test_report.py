@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from janus import report
+from janus import report, report_tables
 
 
 def _run(root, name, loss, model, budget, val, rob, steps=(100, 200), sources=("in100",)):
@@ -95,7 +95,7 @@ def test_summary_table_prints_na_for_missing_values(tmp_path):
     del result["sets"]["a"]
     result["metrics"]["robustness_ratio"] = None
     (d / "eval" / "200.json").write_text(json.dumps(result))
-    lines = report.summary_table(report.load_rows([str(d)])).splitlines()
+    lines = report_tables.summary_table(report.load_rows([str(d)])).splitlines()
     assert [c.strip() for c in lines[0].strip("|").split("|")] == [
         "run", "step", "classifier", "val", "V2", "Sketch", "R", "A", "ObjectNet",
         "avg robustness", "robustness ratio",

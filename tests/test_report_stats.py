@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from janus import report, report_stats
+from janus import report, report_cells, report_stats
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_report_cells_average_seeds_with_t_intervals(tmp_path, capsys):
     assert (alone["val_top1_lo"], alone["val_top1_hi"]) == pytest.approx(
         report_stats.clopper_pearson(250, 500)
     )
-    cells, refusals = report.cell_rows(rows)
+    cells, refusals = report_cells.cell_rows(rows)
     assert not refusals
     ce = next(c for c in cells if c["run"] == "ce")
     i = report_stats.seed_interval(vals)
@@ -129,7 +129,9 @@ def test_report_cells_average_seeds_with_t_intervals(tmp_path, capsys):
 def test_runs_evaluated_differently_are_refused_not_averaged(tmp_path, capsys):
     _run(tmp_path / "runs", "ce_s0", 0, 0.6, 0.3)
     _run(tmp_path / "runs", "ce_s1", 1, 0.62, 0.31, n_val=400)
-    cells, refusals = report.cell_rows(report.load_rows(report.find_runs([str(tmp_path / "runs")])))
+    cells, refusals = report_cells.cell_rows(
+        report.load_rows(report.find_runs([str(tmp_path / "runs")]))
+    )
     assert [c["run"] for c in cells] == [] and len(refusals) == 1
     assert "set val n: 500 vs 400" in refusals[0]
     _run(tmp_path / "b", "vl_s0", 0, 0.6, 0.3, classifier="zeroshot")

@@ -13,7 +13,7 @@ from test_cli_errors import _one_line, _run
 
 from janus import config as config_lib
 from janus import train
-from janus.config import schema
+from janus.config import records_check
 from janus.config import sweep as config_sweep
 
 
@@ -51,15 +51,16 @@ def test_records_info_is_read_and_an_unreadable_one_is_named(records, tmp_path):
     assert info["label_set"] == "mini10"
     (copy / "info.json").write_text("{not json")
     with pytest.raises(config_lib.ConfigError, match=r"info\.json cannot be read") as e:
-        schema.check_records_label_set("data.train", str(copy), "mini10")
+        records_check.check_records_label_set("data.train", str(copy), "mini10")
     assert str(copy / "info.json") in str(e.value) and "\n" not in str(e.value)
 
 
 def test_a_label_set_outside_the_records_set_is_refused(records, tmp_path):
-    schema.check_records_label_set("data.train", str(records), "mini10")  # the same set
-    schema.check_records_label_set("data.train", str(records), "random:3:0:mini10")  # a subset
+    records_check.check_records_label_set("data.train", str(records), "mini10")  # the same set
+    check = records_check.check_records_label_set
+    check("data.train", str(records), "random:3:0:mini10")  # a subset
     with pytest.raises(config_lib.ConfigError) as e:
-        schema.check_records_label_set("data.train", str(records), "mini25")
+        records_check.check_records_label_set("data.train", str(records), "mini25")
     msg = str(e.value)
     assert "'mini25'" in msg and "built for label set 'mini10'" in msg, msg
     assert "holds 5 of the run's 25 classes" in msg, msg
