@@ -31,6 +31,7 @@ import argparse
 import functools
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -169,17 +170,22 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
 
     import jax
 
-    from benchmarks.data_pipeline import build_records
     from janus import sharding
     from janus.data.input import pipeline
     from janus.data.input.prefetch import DevicePrefetch
     from janus.train import PREFETCH_BATCHES
 
+    # data_pipeline imports its siblings (machine.py) as a script beside them does.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import data_pipeline
+
     c = bench.config
     out = pathlib.Path(tmp, "jpeg_records")
     out.mkdir()
     t = time.perf_counter()
-    n, mean_bytes = build_records(out, sizes["pipeline_images"])
+    jpegs = data_pipeline.synthetic_jpegs(sizes["pipeline_images"])
+    data_pipeline.build_records(out, jpegs)
+    n, mean_bytes = len(jpegs), sum(map(len, jpegs)) / len(jpegs)
     build_s = time.perf_counter() - t
     it, _ = pipeline.train_loader(
         str(out), global_batch_size=c.input.batch_size, pp=c.input.pp, seed=0,
