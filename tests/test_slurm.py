@@ -261,6 +261,45 @@ def test_preempted_twice_requeues_and_ends_as_the_uninterrupted_run(reference, j
     assert [r["step"] for r in metrics(workdir) if "loss" in r] == sorted({*ref_steps, *stops})
 
 
+def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_previous(
+    reference, jobs, mini_v2
+):
+    """Under the requeue loop, a newest checkpoint that does not restore (a data file cut to 50
+    bytes while the job waits in SLURM's hold) is moved aside, the job resumes from the one before
+    and reaches DONE, with the uninterrupted run's state."""
+    workdir = jobs.cwd / "run"
+    ckdir = workdir / "checkpoints"
+    job = jobs.submit(*CPU, str(SBATCH), *janus_args(mini_v2, workdir, "--noinloop_eval"))
+    deadline = time.time() + 300
+    while len(ckpt_lib.list_complete_steps(workdir)) < 2:  # two, so one is left to fall back to
+        if time.time() > deadline or ended(jobs.info(job)[0]):
+            jobs.fail(job, "fewer than 2 checkpoints")
+        time.sleep(0.1)
+    assert subprocess.run(["scancel", "--signal=TERM", str(job)], env=jobs.env).returncode == 0
+    requeued = lambda i: i["Restarts"] == "1" and i["JobState"] == "PENDING"
+    info = jobs.wait(job, lambda i: requeued(i) or ended(i), "requeued", 120)
+    if not requeued(info):
+        jobs.fail(job, "ended instead of being requeued")
+    *_, previous, newest = ckpt_lib.list_complete_steps(workdir)
+    data = [p for p in (ckdir / str(newest) / "state").rglob("*") if p.parent.name == "d"]
+    with open(max(data, key=lambda p: p.stat().st_size), "r+b") as f:
+        f.truncate(50)
+    info = jobs.finish(job, timeout=300)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", jobs.logs()
+    log = (jobs.cwd / f"slurm-janus-{job}.out").read_text()
+    assert f"{ckdir}/{newest} does not restore" in log
+    assert f"resuming from {ckdir}/{previous}" in log
+    assert (ckdir / f"{newest}.damaged" / "state").is_dir()  # moved aside, not deleted
+    history = [json.loads(x) for x in (workdir / "history.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["step"]) for r in history] == [
+        ("start", 0),
+        ("damaged", newest),
+        ("resume", previous),
+    ]
+    assert json.loads((workdir / "DONE").read_text())["step"] == STEPS
+    assert_bitwise_equal(full_state(workdir, STEPS), full_state(reference[0], STEPS))
+
+
 @pytest.mark.parametrize("layout", ["--nodes=2", "--ntasks-per-node=2"])
 def test_two_tasks_match_one_process_with_two_devices(reference, jobs, mini_v2, layout):
     """`--nodes=2` (one task per node, the script's default) or 2 tasks on one node: the
