@@ -39,6 +39,16 @@ HISTORY_FILE = "history.jsonl"  # <workdir>/history.jsonl: one row per start/res
 # --allow_config_change: they change when things are logged, saved or evaluated, or how the same
 # computation is laid out on the hardware, never the trained model. checkpoint.init_* are only
 # read on a fresh start (a resume restores its own checkpoint).
+# Fields janus gained after runs had started, at the value that trains as before: a resume of
+# an older run, whose config lacks them, is not refused for them.
+ADDED_OFF: dict[str, object] = {
+    "input.mixup": 0.0,
+    "input.cutmix": 0.0,
+    "input.mix_prob": 1.0,
+    "input.mix_switch_prob": 0.5,
+    "optimizer.ema_decay": 0.0,
+    "optimizer.layer_decay": 1.0,
+}
 FREE_ON_RESUME: tuple[str, ...] = (
     "log.*",
     "checkpoint.every_steps",
@@ -147,7 +157,9 @@ def check_resume(workdir, ckpt, step: int | None, record: Mapping, allow_changes
     refused = {
         k: v
         for k, v in changes.items()
-        if not _matches(k, FREE_ON_RESUME) and not _matches(k, allowed)
+        if not _matches(k, FREE_ON_RESUME)
+        and not _matches(k, allowed)
+        and not (v[0] == "<unset>" and k in ADDED_OFF and v[1] == ADDED_OFF[k])
     }
     if refused:
         width = max(len(k) for k in refused)

@@ -383,3 +383,20 @@ def test_dropping_metrics_rows_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     run_records.drop_rows_after(str(tmp_path), 3)
     assert [r["step"] for r in metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_fields_added_later_at_their_off_value_do_not_refuse_an_older_runs_resume(tmp_path):
+    from janus import run_records
+
+    class NoCheckpoint:  # the stored config then comes from config.json
+        directory = tmp_path / "checkpoints"
+
+    old = {"optimizer": {"lr": 0.1}, "input": {"batch_size": 8}}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    now = {"optimizer": {"lr": 0.1, "ema_decay": 0.0}, "input": {"batch_size": 8, "mixup": 0.0}}
+    changes = run_records.check_resume(str(tmp_path), NoCheckpoint, 10, now, allow_changes="")
+    assert changes == {"input.mixup": ("<unset>", 0.0), "optimizer.ema_decay": ("<unset>", 0.0)}
+    # Turned on at resume, the same field changes the experiment.
+    on = {**now, "optimizer": {"lr": 0.1, "ema_decay": 0.999}}
+    with pytest.raises(run_records.RunRefused, match="optimizer.ema_decay"):
+        run_records.check_resume(str(tmp_path), NoCheckpoint, 10, on, allow_changes="")

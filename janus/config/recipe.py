@@ -74,6 +74,12 @@ def paper_config() -> ml_collections.ConfigDict:
     c.input.resolution = 224
     c.input.pp = SIMCLR_PP.format(res=224)
     c.input.context_length = 77
+    # Batch mixing, on device in the train step (loss=ce only; timm's Mixup): alphas of the
+    # Beta draws, 0 = off. When both are on, each batch is CutMix with mix_switch_prob.
+    c.input.mixup = 0.0
+    c.input.cutmix = 0.0
+    c.input.mix_prob = 1.0  # chance that a batch is mixed at all
+    c.input.mix_switch_prob = 0.5
 
     # Exactly one of these three (resolve_durations turns it into steps).
     c.total_steps = ml_collections.config_dict.placeholder(int)
@@ -104,6 +110,11 @@ def paper_config() -> ml_collections.ConfigDict:
     # microbatch's own loss (fewer negatives).
     c.optimizer.contrastive_accum = "global"
     c.optimizer.no_decay = ",".join(NO_DECAY_PATTERNS)  # comma-separated regexes on param paths
+    # EMA of the parameters after each update (0 = off); kept in the checkpoint and evaluated
+    # with `janus.evaluate --params ema`.
+    c.optimizer.ema_decay = 0.0
+    # Layer-wise lr decay (fine-tuning): block i of L gets lr * layer_decay ** (L - i); 1 = off.
+    c.optimizer.layer_decay = 1.0
     c.optimizer.freeze = (
         ""  # regex on param paths never updated (e.g. "^image_tower/": linear probe)
     )
@@ -119,6 +130,8 @@ def paper_config() -> ml_collections.ConfigDict:
 
     c.log = ml_collections.ConfigDict()
     c.log.every_steps = 50
+    c.log.wandb_project = ""  # a Weights & Biases project logs beside TensorBoard ("" = off)
+    c.log.wandb_mode = "online"  # online | offline (wandb's own modes)
 
     c.evals = ml_collections.ConfigDict()  # evals.<name> = dict(set=..., every_steps=..., ...)
 

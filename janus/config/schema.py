@@ -46,6 +46,10 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "input.resolution": (int,),
     "input.pp": (str,),
     "input.context_length": (int,),
+    "input.mixup": _NUM,
+    "input.cutmix": _NUM,
+    "input.mix_prob": _NUM,
+    "input.mix_switch_prob": _NUM,
     "total_steps": _OPT_INT,
     "total_epochs": _OPT_NUM,
     "total_examples": _OPT_INT,
@@ -68,6 +72,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "optimizer.contrastive_accum": (str,),
     "optimizer.no_decay": (str,),
     "optimizer.freeze": (str,),
+    "optimizer.ema_decay": _NUM,
+    "optimizer.layer_decay": _NUM,
     "checkpoint": (Mapping,),
     "checkpoint.every_steps": (int,),
     "checkpoint.keep": (int,),
@@ -78,6 +84,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "checkpoint.init_exclude": (str,),
     "log": (Mapping,),
     "log.every_steps": (int,),
+    "log.wandb_project": (str,),
+    "log.wandb_mode": (str,),
     "evals": (Mapping,),
     "mesh": (list, tuple),
     "sharding": (str,),
@@ -99,6 +107,7 @@ FREE_FORM = ("model", "evals")  # sub-keys not listed in SCHEMA are allowed here
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "linear", "constant")
 CONTRASTIVE_ACCUM = ("global", "local")  # janus.train_step's modes
+WANDB_MODES = ("online", "offline")
 
 
 def _flatten(d: Mapping, prefix: str = "") -> dict[str, object]:
@@ -109,6 +118,21 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, object]:
         if isinstance(v, Mapping) and path not in ("model.text",) and not path.startswith("evals."):
             out.update(_flatten(v, path + "."))
     return out
+
+
+def _check_mixing(inp: Mapping, loss: str) -> None:
+    """input.mixup/cutmix: alphas >= 0, probabilities in [0, 1]; labels are mixed, so CE only."""
+    for k in ("mixup", "cutmix"):
+        if not inp[k] >= 0 or not math.isfinite(inp[k]):
+            raise ConfigError(f"config field 'input.{k}' = {inp[k]!r} must be >= 0 (0 = off)")
+    for k in ("mix_prob", "mix_switch_prob"):
+        if not 0 <= inp[k] <= 1:
+            raise ConfigError(f"config field 'input.{k}' = {inp[k]!r} must be in [0, 1]")
+    if (inp["mixup"] or inp["cutmix"]) and loss not in LOSSES_CE:
+        raise ConfigError(
+            f"input.mixup/input.cutmix mix the class labels, so they need a CE loss; loss = "
+            f"{loss!r} (set input.mixup=0 and input.cutmix=0)"
+        )
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -234,6 +258,21 @@ def validate(
         raise ConfigError(
             f"config field 'optimizer.contrastive_accum' = {o['contrastive_accum']!r}; known: "
             f"{', '.join(CONTRASTIVE_ACCUM)}"
+        )
+    if not 0 <= o["ema_decay"] < 1:
+        raise ConfigError(
+            f"config field 'optimizer.ema_decay' = {o['ema_decay']!r} must be in [0, 1) (0 = off)"
+        )
+    if not 0 < o["layer_decay"] <= 1:
+        raise ConfigError(
+            f"config field 'optimizer.layer_decay' = {o['layer_decay']!r} must be in (0, 1] "
+            "(1 = off)"
+        )
+    _check_mixing(d["input"], loss)
+    if d["log"]["wandb_mode"] not in WANDB_MODES:
+        raise ConfigError(
+            f"config field 'log.wandb_mode' = {d['log']['wandb_mode']!r}; known: "
+            f"{', '.join(WANDB_MODES)}"
         )
     regexes = [("optimizer.no_decay", p) for p in o["no_decay"].split(",")]
     regexes += [("optimizer.freeze", o["freeze"])]
