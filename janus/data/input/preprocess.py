@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from janus.data.input import jpeg, pixel_scaling
+from janus.data.input import erasing, jpeg, pixel_scaling, randaugment
 from janus.data.input.pixel_scaling import PixelScaling
 
 Op = Callable[[dict, np.random.Generator], dict]
@@ -442,6 +442,53 @@ def blur(p: float = 0.5, sigma=(0.1, 2.0)) -> Op:
         if rng.random() < p:
             radius = rng.uniform(float(sigma[0]), float(sigma[1]))
             features["image"] = _pixels(features).filter(ImageFilter.GaussianBlur(radius))
+        return features
+
+    return op
+
+
+@register_op("randaug")
+def randaug(
+    n: int = 2,
+    m: float = 9,
+    p: float = 0.5,
+    mstd: float = 0.0,
+    ops=None,
+    fill=randaugment.DEIT_FILL,
+    method: str = "bicubic",
+) -> Op:
+    """timm's RandAugment, ``rand-m{m}-n{n}-mstd{mstd}``: ``n`` of timm's 15 ops per image (or
+    of ``ops``, by timm's names), each with probability ``p`` at magnitude ``m`` of 10;
+    ``janus.data.input.randaugment``."""
+    augment = randaugment.RandAugment(n, m, p=p, mstd=mstd, ops=ops, fill=fill, method=method)
+
+    def op(features, rng):
+        features["image"] = augment(_pixels(features), rng)
+        return features
+
+    return op
+
+
+@register_op("erase")
+def erase(
+    p: float = 0.25,
+    mode: str = "pixel",
+    area=(0.02, 1 / 3),
+    aspect=(0.3, 1 / 0.3),
+    norm: str = "clip",
+    mean=None,
+    std=None,
+) -> Op:
+    """timm's RandomErasing, one box, on the uint8 image: ``norm`` (or ``mean``/``std``) must be
+    the chain's ``normalize``, whose space the fill is drawn in; ``janus.data.input.erasing``."""
+    try:
+        scaling = pixel_scaling.normalization(norm, mean, std)
+    except ValueError as e:
+        raise ValueError(f"erase norm={norm!r}: {e}") from None
+    eraser = erasing.RandomErasing(scaling, p, mode, area, aspect)
+
+    def op(features, rng):
+        features["image"] = eraser(_pixels(features), rng)
         return features
 
     return op
