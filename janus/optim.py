@@ -13,17 +13,23 @@
   The train step also keeps the BatchNorm statistics under `freeze` unchanged (`frozen_mask`).
   LP-FT (`frozen_steps`): the freeze holds for a first phase only, then a fresh optimizer trains
   everything (`switch_at`).
+  `optimizer.layer_decay` < 1 multiplies each update by its layer's factor (`janus.layer_decay`,
+  ViT-family towers; `model` names the tower).
+- `with_ema(tx, decay)` (`optimizer.ema_decay` > 0): the optimizer state also holds an
+  exponential moving average of the parameters (`ema_params(opt_state)`), so it is sharded,
+  checkpointed and restored with the rest of the state.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from janus import layer_decay as layer_decay_lib
 from janus.config import SCHEDULES
 
 
@@ -71,13 +77,31 @@ def decay_mask(params, patterns: Sequence[str] | str):
 
 
 def make_optimizer(
-    opt, total_steps: int, warmup_steps: int, *, frozen_steps: int = 0, frozen_lr: float = 0.0
+    opt,
+    total_steps: int,
+    warmup_steps: int,
+    *,
+    frozen_steps: int = 0,
+    frozen_lr: float = 0.0,
+    model: str = "",
 ):
     """-> (optax.GradientTransformation, schedule).
 
     frozen_steps > 0 (LP-FT): `optimizer.freeze` holds only for the first `frozen_steps` steps,
     trained with peak lr `frozen_lr` and no warmup; then a fresh optimizer (new moments, its own
-    warmup and schedule over the remaining steps, peak `opt["lr"]`) trains every parameter."""
+    warmup and schedule over the remaining steps, peak `opt["lr"]`) trains every parameter.
+    `model`: model.name, whose blocks `optimizer.layer_decay` numbers."""
+    layer_decay = float(opt.get("layer_decay", 1.0))
+    layer_decay_lib.check_model(model, layer_decay)
+    tx, schedule = _make_phases(opt, total_steps, warmup_steps, frozen_steps, frozen_lr)
+    if layer_decay != 1:
+        tx = optax.chain(tx, layer_decay_lib.scale_by_layer(layer_decay))
+    if opt.get("ema_decay"):
+        tx = with_ema(tx, float(opt["ema_decay"]))
+    return tx, schedule
+
+
+def _make_phases(opt, total_steps, warmup_steps, frozen_steps, frozen_lr):
     if frozen_steps:
         if not 0 < frozen_steps < total_steps:
             raise ValueError(f"frozen_steps = {frozen_steps} must be in (0, {total_steps})")
@@ -87,6 +111,37 @@ def make_optimizer(
         schedule = optax.join_schedules([first_lr, second_lr], [frozen_steps])
         return switch_at(first, second, frozen_steps), schedule
     return _make_optimizer(opt, total_steps, warmup_steps)
+
+
+def with_ema(tx, decay: float) -> optax.GradientTransformation:
+    """`tx`, whose state also holds `ema = decay * ema + (1 - decay) * params` of the parameters
+    after each update (timm's ModelEmaV2 form: no warmup or bias correction; the average starts at
+    the initial parameters, so early on it leans on them). State: {"inner": tx's, "ema": params},
+    the EMA a copy (the train step donates the state: no buffer may appear twice).
+    The update adds the same parameters the train step then applies (`optax.apply_updates`)."""
+
+    def init(params):
+        return {"inner": tx.init(params), "ema": jax.tree.map(jnp.copy, params)}
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("with_ema: update needs the parameters")
+        updates, inner = tx.update(grads, state["inner"], params)
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(
+            lambda e, p: (decay * e + (1 - decay) * p).astype(e.dtype), state["ema"], new
+        )
+        return updates, {"inner": inner, "ema": ema}
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state):
+    """The EMA of the parameters in an optimizer state made by `with_ema` (the state itself or
+    the saved tree of one); None when the run keeps no EMA."""
+    if isinstance(opt_state, Mapping) and "ema" in opt_state and "inner" in opt_state:
+        return opt_state["ema"]
+    return None
 
 
 def switch_at(first, second, boundary: int) -> optax.GradientTransformation:

@@ -31,6 +31,7 @@ from absl import logging
 
 from janus import checkpoint as ckpt_lib
 from janus import finetune as finetune_lib
+from janus import layer_decay as layer_decay_lib
 from janus import metric_writer as mw
 from janus import optim
 from janus import train_step as step_lib
@@ -54,6 +55,7 @@ def make_optimizer(run) -> Optimizer:
         run.durations.warmup_steps,
         frozen_steps=frozen_steps,
         frozen_lr=run.config["finetune"]["lp_lr"] if frozen_steps else 0.0,
+        model=run.config["model"]["name"],
     )
     return Optimizer(tx, schedule, opt["freeze"], frozen_steps)
 
@@ -70,6 +72,9 @@ def layout(model, opt: Optimizer, run, mesh) -> Layout:
 
     init_fn = step_lib.make_init_fn(model, opt.tx, run.config)
     abstract = jax.eval_shape(init_fn)
+    layer_decay = run.config["optimizer"]["layer_decay"]
+    if layer_decay != 1 and jax.process_index() == 0:
+        mw.say(layer_decay_lib.describe(abstract["params"], layer_decay))
     return Layout(
         init_fn, abstract, sharding_lib.param_shardings(abstract, mesh, run.config["sharding"])
     )
