@@ -3,8 +3,8 @@
 clu.metric_writers imports TensorFlow, so janus has its own: `JsonlWriter` (metrics.jsonl, one JSON
 object per write: {"step", "time", **scalars}), `TensorBoardWriter` (events.out.tfevents.* via
 tensorboardX), `ConsoleWriter` (a readable progress line on stdout) and `MultiWriter`.
-`create_default_writer(workdir)` gives all three on process 0 and a no-op writer elsewhere, so only
-process 0 writes logs.
+`create_default_writer(workdir)` gives all three on process 0 (and W&B's, `janus.wandb_writer`,
+when a project is given) and a no-op writer elsewhere, so only process 0 writes logs.
 
 Methods (as clu): write_scalars(step, scalars), write_images(step, images),
 write_texts(step, texts), write_histograms(step, arrays, num_buckets=None),
@@ -203,9 +203,12 @@ def create_default_writer(
     total_steps: int | None = None,
     console: bool = True,
     purge_step: int | None = None,
+    wandb_project: str = "",
+    wandb_mode: str = "online",
 ) -> MetricWriter:
-    """metrics.jsonl + TensorBoard events + console on process 0; a no-op writer elsewhere.
-    purge_step: see TensorBoardWriter (the trainer trims metrics.jsonl itself on resume)."""
+    """metrics.jsonl + TensorBoard events + console (+ W&B with a wandb_project) on process 0; a
+    no-op writer elsewhere. purge_step: see TensorBoardWriter (the trainer trims metrics.jsonl
+    itself on resume)."""
     if process_index != 0:
         return MetricWriter()
     writers: list[MetricWriter] = [
@@ -214,4 +217,8 @@ def create_default_writer(
     ]
     if console:
         writers.append(ConsoleWriter(total_steps))
+    if wandb_project:
+        from janus.wandb_writer import WandbWriter  # wandb is an extra: imported only when asked
+
+        writers.append(WandbWriter(os.fspath(workdir), project=wandb_project, mode=wandb_mode))
     return MultiWriter(writers)

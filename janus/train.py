@@ -28,7 +28,7 @@ from absl import logging
 
 from janus import checkpoint as ckpt_lib
 from janus import config as config_lib
-from janus import loop, run_records, train_state
+from janus import loop, run_records, train_state, wandb_writer
 from janus import metric_writer as mw
 from janus import train_step as step_lib
 from janus.loop import TrainResult
@@ -66,6 +66,7 @@ def train_and_evaluate(
         t_setup = time.time()
         pid, nproc = jax.process_index(), jax.process_count()
         config_lib.validate(config, num_devices=jax.device_count(), num_processes=nproc)
+        wandb_writer.check_available(config)  # an extra: one line if it is asked for, missing
         mesh = sharding_lib.make_mesh(config_lib.mesh_axes(config))
         selection = _select_data(config)
         run = config_lib.resolve_run(
@@ -115,6 +116,8 @@ def train_and_evaluate(
             total_steps=total,
             # TensorBoard: events past the restored step are hidden (one curve after a resume).
             purge_step=start + 1 if mw.has_event_files(workdir) else None,
+            wandb_project=run.config["log"]["wandb_project"],
+            wandb_mode=run.config["log"]["wandb_mode"],
         )
         if start == 0:
             writer.write_hparams(run_records.hparams(record))
