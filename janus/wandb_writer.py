@@ -34,15 +34,19 @@ MANIFEST_SUMMARY = ("n_examples", "budget", "class_balanced", "seed", "per_sourc
 
 def check_available(config) -> None:
     """A set `log.wandb_project` needs wandb installed: ConfigError (one line) otherwise."""
-    project = config.log.wandb_project
-    if project:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise config_lib.ConfigError(
-                f"config field 'log.wandb_project' = {project!r} needs wandb, which is not "
-                f"installed: {INSTALL}"
-            ) from None
+    if config.log.wandb_project:
+        _import_wandb(config.log.wandb_project)
+
+
+def _import_wandb(project: str):
+    try:
+        import wandb
+    except ImportError:
+        raise config_lib.ConfigError(
+            f"config field 'log.wandb_project' = {project!r} needs wandb, which is not "
+            f"installed: {INSTALL}"
+        ) from None
+    return wandb
 
 
 def run_id(workdir: str) -> str:
@@ -59,7 +63,7 @@ def run_id(workdir: str) -> str:
 def _init(workdir: str, project: str, mode: str, **kwargs):
     """The workdir's W&B run, started or continued (resume="allow"). A run W&B cannot start
     (online without a login, say) is a ConfigError naming the way out."""
-    import wandb
+    wandb = _import_wandb(project)
 
     try:
         return wandb.init(
@@ -140,8 +144,7 @@ def log_eval(workdir: str, result: Mapping) -> bool:
     log = _read_json(path).get("log", {}) if os.path.exists(path) else {}
     if not log.get("wandb_project"):
         return False
-    import wandb
-
+    wandb = _import_wandb(log["wandb_project"])
     run = _init(workdir, log["wandb_project"], log.get("wandb_mode", "online"))
     prefix = f"eval/{result['classifier']}"
     if result.get("alpha") is not None:  # WiSE-FT: one result per mixing coefficient

@@ -188,6 +188,21 @@ def _say_kept_and_skipped(path: str, result: dict) -> None:
             print(f"  {name}: {n} unreadable image(s) left out of n (first: {first})", flush=True)
 
 
+def _to_wandb(workdir: str, result: dict) -> None:
+    """The result's table and summary in the run's W&B run, when its config logs to W&B
+    (`janus.wandb_writer.log_eval`). Not under --watch: the training run may still be writing to
+    its W&B run then, and W&B takes one writer per run."""
+    import jax
+
+    from janus import config, wandb_writer
+
+    try:
+        if jax.process_index() == 0 and wandb_writer.log_eval(workdir, result):
+            print(f"  logged to W&B (log.wandb_project of {workdir}/config.json)", flush=True)
+    except config.ConfigError as e:  # the result is written: W&B missing is only a warning
+        print(f"janus.evaluate: not logged to W&B: {e}", file=sys.stderr, flush=True)
+
+
 def _nothing_evaluated(notes) -> int:
     print("no set could be evaluated:\n  " + "\n  ".join(notes), file=sys.stderr)
     print("give the sets' locations with --data.* (see --help)", file=sys.stderr)
@@ -246,6 +261,7 @@ def main(argv=None) -> int:
         path = results.write_result(args.workdir, result, args.label_set)
         print(_summary(result), "->", path, flush=True)
         _say_kept_and_skipped(path, result)
+        _to_wandb(args.workdir, result)
     return 0
 
 
@@ -265,6 +281,7 @@ def _evaluate_wise(ev: runner.Evaluator, args) -> int:
         path = results.write_result(args.workdir, result, args.label_set)
         print(f"alpha={result['alpha']:g}", _summary(result), "->", path, flush=True)
         _say_kept_and_skipped(path, result)
+        _to_wandb(args.workdir, result)
     return 0
 
 
