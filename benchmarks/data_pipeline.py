@@ -11,14 +11,21 @@ synthetic JPEGs (`--synthetic N`). Then, in rounds, on the same JPEG bytes:
   emits uint8 (the normalisation runs in the jitted step, on the device), so this times the host's
   whole share.
 
+- peers (`--peers`, benchmarks/input_peers.py): tf.data as big_vision builds it (region decode,
+  bilinear resize without and with antialias) and DALI's CPU pipeline, each on one core, each where
+  its package is installed (else a row says it was skipped).
+
 "Cores used" is measured, not assumed: CPU seconds (this process' threads plus its worker
 processes) over wall seconds, so a busy shared machine does not flatter or punish either side.
 Per-core images/s = images / CPU seconds. The ratio is janus per core over the peer per core; the
-issue's goal is >= 1.5. The summary line gives the median over rounds. Also times the CLIP tokenizer
+sides alternate within each round; the summary line gives each side's median and range over
+rounds, and its ratio to the PIL loop. Refuses to run on a loaded machine unless `--allow-load`
+(machine.require_quiet). Also times the CLIP tokenizer
 against open_clip's (peer; skipped without torch). Prints one JSON object per line.
 
     python benchmarks/data_pipeline.py [--images DIR | --synthetic 600] [--batches 15] \
-        [--batch-size 32] [--workers 0,2] [--rounds 3] [--chains train,simclr]
+        [--batch-size 32] [--workers 0,2] [--rounds 3] [--chains train,simclr] \
+        [--peers tfdata,tfdata_aa,dali] [--allow-load]
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import statistics
 import tempfile
 import time
 
-import machine  # benchmarks/machine.py, beside this script
+import input_peers  # benchmarks/input_peers.py, beside this script
+import machine
 import numpy as np
 import psutil
 from PIL import Image
 
+from janus.data import manifest as manifest_lib
 from janus.data import records, tfrecord
 from janus.data.input import pipeline
 from janus.data.input.pixel_scaling import NORMALIZATION
@@ -96,7 +105,7 @@ def build_records(out: pathlib.Path, jpegs: list[bytes], shards: int = 4) -> Non
                     {"key": key, "source": "bench", "labels": [i % 100], "split": "train"}
                     | {"shard": name, "offset": offset}
                 )
-    records.write_manifest(out, manifest)
+    manifest_lib.write_manifest(out, manifest)  # with manifest.arrow, as the builder writes
     records.write_info(out, {"name": "bench", "splits": {"train": n}})
 
 
@@ -208,6 +217,42 @@ def time_train(records_dir, pp: str, workers: int, batches: int, batch_size: int
     return _rates(batches * batch_size, wall, cpu)
 
 
+def time_peer(peer: str, jpegs: list[bytes], image_dir: pathlib.Path, batches: int, size: int):
+    """A peer's rates over `batches` batches after two warm-up batches (its start-up, tracing)."""
+    it = input_peers.batches(peer, jpegs, image_dir, size)
+    next(it)
+    next(it)
+    clock = CpuClock()
+    clock.start()
+    for _ in range(batches):
+        batch = next(it)
+    wall, cpu = clock.stop()
+    assert batch.shape == (size, 224, 224, 3) and batch.dtype == np.uint8, batch.shape
+    return _rates(batches * size, wall, cpu)
+
+
+def write_image_folder(out: pathlib.Path, jpegs: list[bytes]) -> pathlib.Path:
+    """The JPEGs as a one-class ImageFolder tree (DALI's file reader reads files, not records)."""
+    folder = out / "images" / "all"
+    folder.mkdir(parents=True)
+    for i, data in enumerate(jpegs):
+        (folder / f"{i:06d}.jpg").write_bytes(data)
+    return folder.parent
+
+
+def summarize(per_core: dict[str, list[float]]) -> dict:
+    """Median and range per side, and each side's median over the PIL loop's."""
+    peer_med = statistics.median(per_core["pil_loop"])
+    out = {"bench": "summary_per_core", "rounds": len(per_core["pil_loop"])}
+    for side, rates in per_core.items():
+        med = statistics.median(rates)
+        out[f"{side}_images_per_s_per_core"] = med
+        out[f"{side}_range"] = [min(rates), max(rates)]
+        if side != "pil_loop" and not side.startswith("janus_simclr"):
+            out[f"{side}_vs_pil_loop"] = round(med / peer_med, 2)
+    return out
+
+
 def time_tokenizer(kind: str, n: int = 20000) -> dict:
     """Captions of 4-20 words: ``ascii`` (the fast path) or ``mixed`` (unicode/HTML -> ftfy)."""
     rng = np.random.default_rng(0)
@@ -246,9 +291,24 @@ def main():
     parser.add_argument("--workers", default="0,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chains", default="train,simclr")
+    parser.add_argument(
+        "--peers",
+        default=",".join(input_peers.PEERS),
+        help="comma-separated, from " + ", ".join(input_peers.PEERS) + " ('' for none)",
+    )
+    parser.add_argument("--allow-load", action="store_true", help="report under load, marked")
     args = parser.parse_args()
+    quiet = machine.require_quiet(args.allow_load)
     workers = [int(w) for w in args.workers.split(",")]
     chains = {"train": TRAIN_PP, "simclr": SIMCLR_PP}
+    peers = []
+    for peer in filter(None, args.peers.split(",")):
+        why = input_peers.missing(peer)
+        if why:
+            print(json.dumps({"bench": f"{peer}_224", "skipped": why}), flush=True)
+        else:
+            peers.append(peer)
+            print(json.dumps({"bench": f"{peer}_224", "version": input_peers.version(peer)}))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         if args.images is not None:
@@ -256,34 +316,32 @@ def main():
         else:
             jpegs, kind = synthetic_jpegs(args.synthetic), "synthetic"
         build_records(pathlib.Path(tmp), jpegs)
+        image_dir = write_image_folder(pathlib.Path(tmp), jpegs)
         build_s = time.perf_counter() - start
         mean_kb = round(sum(map(len, jpegs)) / len(jpegs) / 1e3, 1)
         info = {"bench": "records", "images": len(jpegs), "jpegs": kind, "mean_jpeg_kb": mean_kb}
-        info |= {"build_s": round(build_s, 1)} | machine.facts()
+        info |= {"build_s": round(build_s, 1)} | quiet
         print(json.dumps(info), flush=True)
         assert read_jpegs(tmp) == jpegs  # the records hold the very bytes the peer decodes
         per_core: dict[str, list[float]] = {}
+        images = args.batches * args.batch_size
         for r in range(args.rounds):
-            peer = time_pil_loop(jpegs, args.batches * args.batch_size)
+            peer = time_pil_loop(jpegs, images)
             print(json.dumps({"bench": "pil_loop_224", "round": r} | peer), flush=True)
-            per_core.setdefault("peer", []).append(peer["images_per_s_per_core"])
+            per_core.setdefault("pil_loop", []).append(peer["images_per_s_per_core"])
             for name in args.chains.split(","):
                 for w in workers if name == "train" else workers[-1:]:
                     res = time_train(tmp, chains[name], w, args.batches, args.batch_size)
                     res |= {"bench": f"janus_{name}_224", "round": r, "worker_count": w}
                     res |= {"pp": chains[name]}
-                    if name == "train":  # the peer does the train chain's work only
-                        ratio = res["images_per_s_per_core"] / peer["images_per_s_per_core"]
-                        res["per_core_vs_pil_loop"] = round(ratio, 2)
                     print(json.dumps(res), flush=True)
-                    per_core.setdefault(f"{name}_w{w}", []).append(res["images_per_s_per_core"])
-        peer_med = statistics.median(per_core.pop("peer"))
-        summary = {"bench": "summary_per_core", "pil_loop_images_per_s_per_core": peer_med}
-        for key, rates in per_core.items():
-            med = statistics.median(rates)
-            summary[f"janus_{key}_images_per_s_per_core"] = med
-            if key.startswith("train"):
-                summary[f"janus_{key}_per_core_vs_pil_loop"] = round(med / peer_med, 2)
+                    side = f"janus_{name}_w{w}"
+                    per_core.setdefault(side, []).append(res["images_per_s_per_core"])
+            for other in peers:
+                res = time_peer(other, jpegs, image_dir, args.batches, args.batch_size)
+                print(json.dumps({"bench": f"{other}_224", "round": r} | res), flush=True)
+                per_core.setdefault(other, []).append(res["images_per_s_per_core"])
+        summary = summarize(per_core)
         summary["load_average_1m_after"] = machine.facts()["load_average_1m"]
         print(json.dumps(summary), flush=True)
     for kind in ("ascii", "mixed"):

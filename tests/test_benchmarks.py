@@ -96,3 +96,35 @@ def test_a_ratio_is_refused_on_a_loaded_machine_unless_allowed(monkeypatch):
     monkeypatch.setattr(machine.os, "getloadavg", lambda: (0.6, 1.0, 1.0))
     quiet = machine.require_quiet()
     assert not quiet["under_load"] and quiet["processor"]
+
+
+def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
+    """benchmarks/data_pipeline.py: each round times the PIL loop, janus and every peer that is
+    installed (tf.data as big_vision, with and without antialias; DALI's CPU pipeline); a peer
+    that is not installed is a row naming its package. In CI this also runs in the peers' venv
+    (.ci/run), where every peer is installed."""
+    cmd = [sys.executable, "benchmarks/data_pipeline.py", "--batches", "3", "--batch-size", "8"]
+    cmd += ["--rounds", "2", "--workers", "0", "--chains", "train", "--allow-load"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    summary = next(r for r in rows if r["bench"] == "summary_per_core")
+    assert summary["rounds"] == 2
+    sides = ["pil_loop", "janus_train_w0"]
+    for peer in ("tfdata", "tfdata_aa", "dali"):
+        skipped = [r for r in rows if r["bench"] == f"{peer}_224" and "skipped" in r]
+        if skipped:
+            assert skipped[0]["skipped"].endswith("not installed"), skipped
+        else:
+            sides.append(peer)
+    for side in sides:
+        bench = {"pil_loop": "pil_loop_224", "janus_train_w0": "janus_train_224"}.get(side)
+        timed = [r for r in rows if r["bench"] == (bench or f"{side}_224") and "round" in r]
+        assert [r["round"] for r in timed] == [0, 1], side
+        assert all(r["images"] == 24 and r["images_per_s_per_core"] > 0 for r in timed), side
+        low, high = summary[f"{side}_range"]
+        assert low <= summary[f"{side}_images_per_s_per_core"] <= high, side
+        if side != "pil_loop":
+            assert summary[f"{side}_vs_pil_loop"] > 0, side
+    records = next(r for r in rows if r["bench"] == "records")
+    assert records["under_load"] in (True, False) and records["processor"]
