@@ -1,7 +1,7 @@
 """Orbax checkpoints: `<workdir>/checkpoints/<step>/` with items "state", "data_iter", "config".
 
 - "state": pytree {"step", "params", "batch_stats"?, "opt_state"?} (sharded arrays; every process
-  writes its part).
+  writes its part). With optimizer.ema_decay > 0, opt_state["ema"] is the EMA of the parameters.
 - "data_iter": the grain iterator state (per process), so a resumed run reads exactly the next
   batch.
 - "config": the resolved config as JSON.
@@ -15,7 +15,8 @@ checkpoints directory where no file can be made at the save itself, a failure in
 the next save or wait.
 
 Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`, `SaveFailed`,
-`one_line`, `load_for_inference`, `save_for_inference`, `list_complete_steps`, `read_config`,
+`one_line`, `load_for_inference` (its `ema=True`: the EMA of the parameters), `NoEma`,
+`save_for_inference`, `list_complete_steps`, `read_config`,
 `load_params_for_init`, `merge_params`.
 """
 
@@ -31,6 +32,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 CHECKPOINTS = "checkpoints"
+# <workdir>/averaged/: janus.average's uniform averages of the last checkpoints, in the training
+# layout (averaged/checkpoints/<last step averaged>/).
+AVERAGED = "averaged"
 # <workdir>/zeroshot/: a fine-tuning run's starting model (janus.finetune), in the training layout
 # (checkpoints/0): the zero-shot end of the WiSE-FT interpolation (janus.evaluate --wise).
 ZEROSHOT_ENDPOINT = "zeroshot"
@@ -202,6 +206,12 @@ class Checkpointer:
 # Inference / conversion
 
 
+def weights_workdir(workdir: str | os.PathLike, weights: str) -> str:
+    """Where the checkpoints of `weights` (janus.evaluate --params: params | ema | avg) live:
+    the workdir, or its averaged/ for avg."""
+    return os.path.join(workdir, AVERAGED) if weights == "avg" else os.fspath(workdir)
+
+
 def _resolve_step_dir(path: str | os.PathLike) -> epath.Path:
     """Accepts <workdir>, <workdir>/checkpoints or <workdir>/checkpoints/<step>; -> the step dir."""
     p = _absolute(path)
@@ -222,7 +232,7 @@ def _restore_numpy(item_dir: epath.Path, keys: tuple[str, ...] | None = None) ->
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
     if keys is not None:
-        tree = {k: v for k, v in tree.items() if k in keys}
+        tree = _select(tree, keys)
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
         tree,
@@ -234,6 +244,19 @@ def _restore_numpy(item_dir: epath.Path, keys: tuple[str, ...] | None = None) ->
             item=tree, restore_args=restore_args, partial_restore=keys is not None
         ),
     )
+
+
+def _select(tree: Mapping, paths) -> dict:
+    """The parts of a nested mapping named by 'a' or 'a/b' paths (one path per first key); a path
+    the tree lacks is left out."""
+    out = {}
+    for path in paths:
+        head, _, rest = path.partition("/")
+        if isinstance(tree, Mapping) and head in tree:
+            sub = _select(tree[head], (rest,)) if rest else tree[head]
+            if sub or not rest:
+                out[head] = sub
+    return out
 
 
 def _read_json_item(step_dir: epath.Path) -> dict:
@@ -249,18 +272,35 @@ def read_config(step_dir: str | os.PathLike) -> dict:
     return _read_json_item(_absolute(step_dir))
 
 
-def load_for_inference(checkpoint_dir: str | os.PathLike) -> tuple[dict, dict, int]:
+def load_for_inference(
+    checkpoint_dir: str | os.PathLike, *, ema: bool = False
+) -> tuple[dict, dict, int]:
     """-> (config dict, variables {"params", "batch_stats"?} as numpy, step).
 
     `checkpoint_dir` is a step dir, a checkpoints dir or a workdir (then the latest complete step).
+    `ema`: the EMA of the parameters (optimizer.ema_decay, `janus.optim.with_ema`) in their place,
+    with the checkpoint's BatchNorm statistics; a checkpoint without one raises `NoEma`.
     """
+    from janus.optim import ema_params
+
     step_dir = _resolve_step_dir(checkpoint_dir)
-    state = _restore_numpy(step_dir / "state", keys=("step", "params", "batch_stats"))
-    variables = {"params": state["params"]}
+    weights = "opt_state/ema" if ema else "params"
+    state = _restore_numpy(step_dir / "state", keys=("step", weights, "batch_stats"))
+    params = ema_params(state.get("opt_state")) if ema else state["params"]
+    if params is None:
+        raise NoEma(
+            f"checkpoint {step_dir} holds no EMA of the parameters: train with "
+            "--config.optimizer.ema_decay=0.9999 (say) to keep one"
+        )
+    variables = {"params": params}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     step = int(step_dir.name)  # the checkpoint's name (== state["step"] for training runs)
     return _read_json_item(step_dir), variables, step
+
+
+class NoEma(ValueError):
+    """`load_for_inference(ema=True)` of a checkpoint of a run without optimizer.ema_decay."""
 
 
 def save_for_inference(

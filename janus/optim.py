@@ -137,9 +137,10 @@ def with_ema(tx, decay: float) -> optax.GradientTransformation:
 
 
 def ema_params(opt_state):
-    """The EMA of the parameters in an optimizer state made by `with_ema` (the state itself or
-    the saved tree of one); None when the run keeps no EMA."""
-    if isinstance(opt_state, Mapping) and "ema" in opt_state and "inner" in opt_state:
+    """The EMA of the parameters in an optimizer state made by `with_ema` (the state, the saved
+    tree of one, or the part of it holding "ema"); None when the run keeps no EMA (no other
+    optimizer state is a mapping with that key)."""
+    if isinstance(opt_state, Mapping) and "ema" in opt_state:
         return opt_state["ema"]
     return None
 

@@ -37,6 +37,9 @@ COLUMNS = (
     + [f"{s}_n" for s in SET_NAMES]
     + [f"{s}_top1_{b}" for s in SET_NAMES for b in ("lo", "hi")]
     + ["avg_robustness_lo", "avg_robustness_hi"]
+    # Added with issue #28: which weights were evaluated (params | ema | avg; janus.evaluate
+    # --params), one row each.
+    + ["params"]
 )
 ROBUSTNESS_SETS = ("v2", "sketch", "r", "a")
 
@@ -112,6 +115,11 @@ def find_runs(paths: Sequence[str]) -> list[str]:
     return runs
 
 
+def _weights(result: dict) -> str:
+    """The weights an eval result is of; results written before janus.evaluate --params: params."""
+    return result.get("params") or "params"
+
+
 def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
     """Table rows from the runs' eval JSONs (see COLUMNS)."""
     rows = []
@@ -122,10 +130,10 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
             if isinstance(r, dict) and "sets" in r:
                 results.append(r)
         budget, mixture = run_budget(rundir), run_mixture(rundir)
-        if not all_steps:  # latest step per classifier (and WiSE-FT alpha)
+        if not all_steps:  # latest step per classifier (and WiSE-FT alpha, and weights)
             latest = {}
             for r in results:
-                c = (r.get("classifier"), r.get("alpha"))
+                c = (r.get("classifier"), r.get("alpha"), _weights(r))
                 if c not in latest or int(r.get("step", -1)) > int(latest[c].get("step", -1)):
                     latest[c] = r
             results = list(latest.values())
@@ -135,7 +143,7 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
 
         def order(r):
             alpha = -1.0 if r.get("alpha") is None else float(r["alpha"])
-            return str(r.get("classifier")), alpha, int(r.get("step", -1))
+            return str(r.get("classifier")), alpha, _weights(r), int(r.get("step", -1))
 
         for r in sorted(results, key=order):
             row = {
@@ -144,6 +152,7 @@ def load_rows(rundirs: Sequence[str], all_steps: bool = False) -> list[dict]:
                 "cell": cell,
                 "budget": budget,
                 "mixture": mixture,
+                "params": _weights(r),
                 **{
                     k: r.get(k)
                     for k in ("step", "model", "loss", "label_set", "suite", "classifier", "alpha")

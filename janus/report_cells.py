@@ -22,7 +22,8 @@ METRICS = [f"{s}_top1" for s in SET_NAMES] + [
 
 
 def _group_key(row: dict) -> tuple:
-    return row.get("cell") or row.get("run"), row.get("classifier"), row.get("alpha")
+    cell = row.get("cell") or row.get("run")
+    return cell, row.get("classifier"), row.get("alpha"), row.get("params")
 
 
 def cell_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
@@ -57,6 +58,7 @@ def cell_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
             continue
         out = {k: first.get(k) for k in ("model", "loss", "label_set", "suite", "classifier")}
         out.update(run=cell, cell=cell, seeds=len(group), alpha=first.get("alpha"))
+        out["params"] = first.get("params")
         out.update(budget=first.get("budget"), mixture=first.get("mixture"))
         out["step"] = "/".join(sorted({str(r.get("step")) for r in group}))
         for key in METRICS:
@@ -80,7 +82,7 @@ def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[s
     for label, rows in (("A", rows_a), ("B", rows_b)):
         by = {}
         for r in rows:
-            by.setdefault((r.get("classifier"), r.get("alpha")), []).append(r)
+            by.setdefault((r.get("classifier"), r.get("alpha"), r.get("params")), []).append(r)
         sides.append(by)
         for key, group in by.items():
             seeds = [r.get("seed") for r in group]
@@ -117,6 +119,7 @@ def compare(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[str, list[s
             continue
         head = f"classifier {key_a[0]}" if key_a == key_b else f"A {key_a[0]}, B {key_b[0]}"
         head += "" if key_a[1] is None else f", alpha {key_a[1]}"
+        head += "" if key_a[2] in (None, "params") else f", {key_a[2]} weights"
         n_a, n_b = len(a_side[key_a]), len(b_side[key_b])
         lines += [f"{head}: A {n_a} seed(s), B {n_b} seed(s)", ""]
         table = []

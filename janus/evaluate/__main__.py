@@ -6,6 +6,11 @@ DIR/eval/results.csv. Without --step/--all/--watch: the latest complete checkpoi
 exists already (a rerun, or the in-loop evaluation's at the end of training) is kept as
 DIR/eval/previous/<step>.<n>.json; the new one takes its place.
 
+--params ema evaluates the EMA of the parameters that a run with optimizer.ema_decay keeps in
+its checkpoints, --params avg the averages that janus.average wrote under DIR/averaged/ (--step:
+the last step averaged); their results are DIR/eval/<step>_ema.json and <step>_avg.json, with a
+"params" field ("params" for the checkpoint's own parameters, the default).
+
 --wise 0,0.25,0.5,0.75,1 evaluates WiSE-FT's weight-space ensembles of a fine-tuning workdir
 (configs/finetune.py): (1-a) * its zero-shot start + a * the checkpoint, one result per a.
 
@@ -57,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         help="--watch: stop after this many seconds without a new checkpoint",
     )
     p.add_argument("--watch_poll", type=float, default=10.0, help="--watch: seconds between polls")
+    p.add_argument(
+        "--params",
+        default="params",
+        choices=runner.WEIGHTS,
+        help="which weights: the checkpoint's parameters, their EMA (optimizer.ema_decay) or "
+        "janus.average's average (DIR/averaged/)",
+    )
     p.add_argument(
         "--wise",
         default=None,
@@ -156,6 +168,7 @@ def options_from_args(args) -> runner.EvalOptions:
         probe_train=args.probe_train,
         probe_per_class=args.probe_per_class,
         probe_C=args.probe_C,
+        params=args.params,
     )
 
 
@@ -227,8 +240,15 @@ def main(argv=None) -> int:
         # (--watch may start before the training run has made its workdir.)
         print(f"janus.evaluate: workdir {args.workdir} does not exist", file=sys.stderr)
         return 2
-    from janus.checkpoint import list_complete_steps
+    from janus.checkpoint import NoEma, list_complete_steps, weights_workdir
 
+    if args.params != "params" and (args.watch or args.wise is not None):
+        print(
+            f"janus.evaluate: --params {args.params} evaluates saved checkpoints: use --step or "
+            "--all, not --watch or --wise",
+            file=sys.stderr,
+        )
+        return 2
     opts = options_from_args(args)
     ev = runner.Evaluator(opts, cache_dir=os.path.join(args.workdir, "eval", "cache"))
     if args.watch:
@@ -246,16 +266,22 @@ def main(argv=None) -> int:
         return 0
     if args.wise is not None:
         return _evaluate_wise(ev, args)
-    steps = list_complete_steps(args.workdir)
+    where = weights_workdir(args.workdir, args.params)
+    steps = list_complete_steps(where)
     if not steps:
-        print(f"no complete checkpoint under {args.workdir}/checkpoints", file=sys.stderr)
+        hint = " (write one with python -m janus.average)" if args.params == "avg" else ""
+        print(f"no complete checkpoint under {where}/checkpoints{hint}", file=sys.stderr)
         return 1
     if args.step is not None and args.step not in steps:
         print(f"step {args.step} not among complete checkpoints {steps}", file=sys.stderr)
         return 1
     todo = steps if args.all else [args.step if args.step is not None else steps[-1]]
     for step in todo:
-        result = ev.evaluate_step(args.workdir, step)
+        try:
+            result = ev.evaluate_step(args.workdir, step)
+        except NoEma as e:
+            print(f"janus.evaluate: {e}", file=sys.stderr)
+            return 2
         if not result["sets"]:
             return _nothing_evaluated(result["notes"])
         path = results.write_result(args.workdir, result, args.label_set)

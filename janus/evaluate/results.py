@@ -3,9 +3,12 @@
 
 The JSON is `<step>.json` for the model's default classifier (head for CE, zeroshot for VL),
 `<step>_<classifier>.json` for another one, so a linear probe never overwrites the zero-shot result,
-and `<step>_wise<alpha>.json` for a WiSE-FT interpolation (janus.evaluate.wise). The CSV header is
+and `<step>_wise<alpha>.json` for a WiSE-FT interpolation (janus.evaluate.wise). Weights other
+than the checkpoint's parameters (`janus.evaluate --params ema|avg`, the result's `params` field)
+add `_<params>` after the step: `<step>_ema.json`, `<step>_avg_linear_probe.json`. The CSV header is
 always `CSV_COLUMNS`, whichever sets a run evaluates: rows of different steps and runs line up, and
-a set that was not evaluated has empty cells. A row is one (step, classifier, alpha, label set);
+a set that was not evaluated has empty cells. A row is one (step, classifier, alpha, label set,
+params);
 alpha is empty except for WiSE-FT rows (and absent from results.csv files written before it
 existed). An evaluation on a label set given explicitly (`janus.evaluate --label_set`) adds
 `_ls-<label set>` to the file name (`75_ls-random-5-0-mini25.json`), so it never overwrites the
@@ -32,7 +35,8 @@ from janus.config import is_vl
 from janus.evaluate.sets import SET_NAMES
 from janus.fileio import atomic_write, safe_name
 
-_ROW_KEYS = ("step", "classifier", "alpha", "label_set", "suite", "model", "loss")
+# "params" (which weights: params | ema | avg) was added last: older files lack it (= params).
+_ROW_KEYS = ("step", "classifier", "alpha", "label_set", "suite", "model", "loss", "params")
 _ROW_METRICS = ("avg_robustness", "robustness_ratio", "effective_robustness", "taori_er_mean5")
 PREVIOUS_DIR = "previous"  # eval/previous/: earlier results of a file written again
 CSV_COLUMNS = (
@@ -58,13 +62,13 @@ def result_filename(
     loss: str | None,
     alpha: float | None = None,
     given_label_set: str | None = None,
+    params: str | None = None,
 ) -> str:
+    stem = f"{step}" if params in (None, "params") else f"{step}_{params}"
     if alpha is not None:
-        stem = f"{step}_wise{alpha:g}"
-    elif classifier == default_classifier(loss):
-        stem = f"{step}"
-    else:
-        stem = f"{step}_{classifier}"
+        stem += f"_wise{alpha:g}"
+    elif classifier != default_classifier(loss):
+        stem += f"_{classifier}"
     return stem + label_set_suffix(given_label_set) + ".json"
 
 
@@ -106,6 +110,7 @@ def write_result(workdir: str, result: Mapping, given_label_set: str | None = No
         result.get("loss"),
         result.get("alpha"),
         given_label_set,
+        result.get("params"),
     )
     path = os.path.join(out_dir, name)
     if jax.process_index() != 0:
@@ -143,9 +148,11 @@ def _keep_previous(out_dir: str, name: str) -> str:
     return kept
 
 
-def _row_key(row: Mapping) -> tuple[str, str, str, str]:
-    """(step, classifier, alpha, label set) of a results.csv row; older files have no alpha."""
-    return tuple(row.get(k) or "" for k in ("step", "classifier", "alpha", "label_set"))
+def _row_key(row: Mapping) -> tuple[str, ...]:
+    """(step, classifier, alpha, label set, params) of a results.csv row; older files have no
+    alpha or params."""
+    key = tuple(row.get(k) or "" for k in ("step", "classifier", "alpha", "label_set"))
+    return key + (row.get("params") or "params",)
 
 
 @contextlib.contextmanager

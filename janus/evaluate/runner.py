@@ -47,6 +47,9 @@ from janus.evaluate.inference import (
 )
 from janus.evaluate.results import default_classifier
 
+# The weights evaluate_step reads (janus.evaluate --params): a checkpoint's parameters, their EMA
+# (optimizer.ema_decay), or janus.average's average of the last checkpoints.
+WEIGHTS = ("params", "ema", "avg")
 SKIPPED_FILES = 5  # the result's skipped_files: this many names of unreadable images per set
 
 
@@ -69,6 +72,7 @@ class EvalOptions:
     probe_train: str | None = None  # records dir for the linear probe (default: data.train)
     probe_per_class: int = 50
     probe_C: float | None = None  # None = picked on a hold-out (janus.evaluate.linear_probe)
+    params: str = "params"  # which weights evaluate_step reads: params | ema | avg
 
 
 def log(msg: str) -> None:
@@ -404,6 +408,7 @@ class Evaluator:
             "label_set": ls_name,
             "suite": suite or common_suite(s.suite for s in sources),
             "classifier": classifier,
+            "params": opts.params,
             "templates": opts.templates if classifier == "zeroshot" else None,
             "v2_variant": opts.v2_variant if v2.get("suite") == "imagenet" else None,
             "sets": results,
@@ -456,13 +461,19 @@ class Evaluator:
         return [tuple(int(x) for x in row) for row in rows], int(total[-1]), first
 
     def evaluate_step(self, workdir: str, step: int | None = None) -> dict:
-        """Loads <workdir>/checkpoints/<step> (latest if None) and evaluates it."""
-        from janus.checkpoint import load_for_inference
+        """Loads checkpoint <step> (latest if None) and evaluates its `opts.params` weights: the
+        parameters or their EMA of <workdir>/checkpoints/<step>, or janus.average's
+        <workdir>/averaged/checkpoints/<step> (whose `averaged_steps` the result records)."""
+        from janus import checkpoint as ckpt_lib
 
-        path = os.path.join(workdir, "checkpoints", str(step)) if step is not None else workdir
-        config, variables, loaded = load_for_inference(path)
-        rel = os.path.join("checkpoints", str(loaded))
-        return self.evaluate_variables(config, variables, step=loaded, checkpoint=rel)
+        where = ckpt_lib.weights_workdir(workdir, self.opts.params)
+        path = os.path.join(where, "checkpoints", str(step)) if step is not None else where
+        config, variables, loaded = ckpt_lib.load_for_inference(path, ema=self.opts.params == "ema")
+        rel = os.path.relpath(os.path.join(where, "checkpoints", str(loaded)), workdir)
+        result = self.evaluate_variables(config, variables, step=loaded, checkpoint=rel)
+        if "averaged_steps" in config:
+            result["averaged_steps"] = config["averaged_steps"]
+        return result
 
 
 class _Relabel:
