@@ -133,7 +133,16 @@ class WandbWriter(mw.MetricWriter):
 
     def close(self):
         # Closed while an exception propagates (janus.loop.closing): W&B marks the run failed.
-        self._run.finish(exit_code=1 if sys.exc_info()[0] is not None else 0)
+        _finish(self._run, exit_code=1 if sys.exc_info()[0] is not None else 0)
+
+
+def _finish(run, exit_code: int = 0) -> None:
+    """Ends the run and waits for W&B's service: `run.finish` alone may return before the
+    service has written the run's records (seen offline with a second run in one process)."""
+    import wandb
+
+    run.finish(exit_code=exit_code)
+    wandb.teardown()
 
 
 def log_eval(workdir: str, result: Mapping) -> bool:
@@ -157,5 +166,5 @@ def log_eval(workdir: str, result: Mapping) -> bool:
         run.summary[f"{prefix}/{k}"] = v
     run.summary[f"{prefix}/step"] = result["step"]
     run.log({f"{prefix}/table": table})
-    run.finish()
+    _finish(run)
     return True
