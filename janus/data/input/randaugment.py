@@ -45,6 +45,13 @@ def _solarize_add(img: Image.Image, add: int) -> Image.Image:
     return img.point(lut * len(img.getbands()))
 
 
+def _posterize(img: Image.Image, bits: int) -> Image.Image:
+    """Keeps the ``bits`` high bits of each channel (``ImageOps.posterize``'s table); 0 keeps none
+    (black), which Pillow 13's ``posterize`` refuses though timm passes it below magnitude 2.5."""
+    mask = ~(2 ** (8 - bits) - 1) & 0xFF
+    return img.point([i & mask for i in range(256)] * len(img.getbands()))
+
+
 def _enhance(kind) -> Callable:
     return lambda img, factor, geo: kind(img).enhance(factor)
 
@@ -73,7 +80,7 @@ OPS: dict[str, _Op] = {
         signed=True,
     ),
     # bits kept, 0..4: stronger at low magnitude, as in TF's EfficientNet code that timm follows
-    "Posterize": _Op(lambda img, bits, geo: ImageOps.posterize(img, bits), lambda f: int(f * 4)),
+    "Posterize": _Op(lambda img, bits, geo: _posterize(img, bits), lambda f: int(f * 4)),
     "Solarize": _Op(  # threshold 0..256: stronger at low magnitude, as Posterize
         lambda img, thresh, geo: ImageOps.solarize(img, thresh), lambda f: min(256, int(f * 256))
     ),
@@ -179,6 +186,6 @@ class RandAugment:
         magnitude = min(max(magnitude, 0.0), MAX_MAGNITUDE)
         arg = level_arg(name, magnitude, negate=OPS[name].signed and rng.random() > 0.5)
         method = self.method
-        if name in GEOMETRIC and method == "random":
-            method = ("bilinear", "bicubic")[rng.integers(2)]
+        if method == "random":  # timm draws a filter for the geometric ops only
+            method = ("bilinear", "bicubic")[rng.integers(2)] if name in GEOMETRIC else "bilinear"
         return apply_op(name, img, arg, fill=self.fill, method=method)
