@@ -147,6 +147,7 @@ def make_step(run, model, opt) -> Callable:
     """The run's train step (`janus.train_step.make_train_step`) of `model` and `opt`
     (`janus.train_state.Optimizer`)."""
     from janus.data.input.preprocess import build_pp
+    from janus.mixing import Mixing
 
     c = run.config
     return step_lib.make_train_step(
@@ -163,6 +164,7 @@ def make_step(run, model, opt) -> Callable:
         frozen_steps=opt.frozen_steps,
         # The normalisation of input.pp, which the step applies on the device.
         pixel_scaling=build_pp(c["input"]["pp"]).scaling,
+        mixing=Mixing.from_config(c),
     )
 
 
@@ -201,6 +203,8 @@ def train(
         )
     if pid == 0 and step_fn.accum_note:  # how a contrastive loss accumulates
         mw.say(step_fn.accum_note)
+    if pid == 0 and step_fn.mix_note:  # mixup / CutMix on
+        mw.say(step_fn.mix_note)
     console = mw.ConsoleWriter(total) if pid == 0 else mw.MetricWriter()
     record = run.record()  # the config each checkpoint stores
     save_every = run.config["checkpoint"]["every_steps"]

@@ -40,14 +40,31 @@ def softmax_cross_entropy(
     label_smoothing: float = 0.0,
     class_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Mean CE of integer labels [B] under logits [B, C].
+    """Mean CE under logits [B, C] of integer labels [B] or of target distributions [B, C]
+    (mixup's and CutMix's mixed one-hots, `janus.mixing`).
 
     With `class_mask`, the softmax runs over the label set only and the smoothing mass is spread
     over the label set's classes (not over all C).
     """
     logits = apply_class_mask(logits, class_mask)
-    num_classes = logits.shape[-1]
-    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    targets = ce_targets(labels, logits.shape[-1], label_smoothing, class_mask)
+    return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
+def ce_targets(
+    labels: jax.Array,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    class_mask: jax.Array | None = None,
+) -> jax.Array:
+    """The target distributions [B, C] of integer labels [B] or of targets [B, C], smoothed.
+
+    Smoothing is affine in the target, so smoothing mixed one-hots equals mixing smoothed ones
+    (timm's `mixup_target`)."""
+    if labels.ndim == 2:
+        targets = labels.astype(jnp.float32)
+    else:
+        targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     if label_smoothing:
         allowed = (
             jnp.ones((num_classes,), jnp.float32)
@@ -55,7 +72,7 @@ def softmax_cross_entropy(
             else jnp.asarray(class_mask, jnp.float32)
         )
         targets = (1.0 - label_smoothing) * targets + label_smoothing * allowed / allowed.sum()
-    return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+    return targets
 
 
 def multilabel_cross_entropy(

@@ -23,10 +23,17 @@ One code path for 1 CPU device, 8 host devices, a multi-host TPU pod or multi-no
 - Frozen parameters (`optimizer.freeze`, a regex also matched against batch_stats paths): their
   BatchNorm statistics are kept from the previous state, so a linear probe leaves the frozen tower
   bitwise unchanged. When every BatchNorm is frozen the model runs with train=False (BatchNorm uses
-  its running statistics, as at evaluation; `train` switches nothing else in janus.models).
+  its running statistics, as at evaluation; `train` also switches drop-path off).
   Partly frozen BN models run with train=True: frozen layers normalise by batch statistics but
   keep their running ones. LP-FT (`frozen_steps`): the step is the frozen one for the first
   `frozen_steps` steps and the unfrozen one after (a `lax.cond` on the state's step).
+- Mixup / CutMix (`input.mixup`, `input.cutmix`; `janus.mixing`): on the device, before the
+  forward pass and before the microbatch split, with a key folded from the step's rng. Each
+  sample mixes with its mirror in the GLOBAL batch (the batch reversed), so the mixed batch does
+  not depend on the device count or on `grad_accum_steps` (tested). `ce` trains on the mixed
+  one-hots (batch["targets"], smoothed by the loss), `multilabel_ce` / `sigmoid` on the mixed
+  multi-hot labels, as timm mixes them; the logged accuracy is against the unmixed labels, and
+  `mix_lam` is the batch's lambda (1 when not mixed).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import optax
 from absl import logging
 
 from janus import config as config_lib
+from janus import mixing as mixing_lib
 from janus.config.schema import CONTRASTIVE_ACCUM
 
 
@@ -130,6 +138,7 @@ def make_train_step(
     freeze: str = "",
     frozen_steps: int = 0,
     pixel_scaling=None,
+    mixing: mixing_lib.Mixing = mixing_lib.OFF,
 ) -> Callable:
     """-> step(state, batch) -> (state, metrics) (not jitted; see `compile_train_step`).
     `freeze`: config.optimizer.freeze (the optimizer already zeroes those updates); with
@@ -138,7 +147,8 @@ def make_train_step(
     uint8 batch images on the device; None when the batch images are already model inputs.
     `contrastive_accum`: config.optimizer.contrastive_accum, how a contrastive loss accumulates
     over `grad_accum_steps` > 1 microbatches: "global" (exact, the global batch's negatives) or
-    "local" (each microbatch's negatives only)."""
+    "local" (each microbatch's negatives only). `mixing`: the batch mixing of config.input
+    (`janus.mixing.Mixing.from_config`); off by default."""
     from janus import losses
     from janus.data.input.pixel_scaling import scale_pixels
     from janus.optim import frozen_mask
@@ -146,6 +156,8 @@ def make_train_step(
     if contrastive_accum not in CONTRASTIVE_ACCUM:
         raise ValueError(f"contrastive_accum {contrastive_accum!r}; known: {CONTRASTIVE_ACCUM}")
     vl = config_lib.is_vl(loss)
+    if mixing.on and vl:
+        raise ValueError(f"mixup/CutMix mix class labels: loss {loss!r} has none (CE losses only)")
     cached = vl and grad_accum_steps > 1 and contrastive_accum == "global"
     mask = None if class_mask is None else np.asarray(class_mask, bool)
 
@@ -177,7 +189,10 @@ def make_train_step(
             cm = None if mask is None else jnp.asarray(mask)
             if loss == "ce":
                 value = losses.softmax_cross_entropy(
-                    out, batch["label"], label_smoothing=label_smoothing, class_mask=cm
+                    out,
+                    batch.get("targets", batch["label"]),  # mixed one-hots when mixing
+                    label_smoothing=label_smoothing,
+                    class_mask=cm,
                 )
             elif loss == "multilabel_ce":
                 value = losses.multilabel_cross_entropy(out, batch["labels"], class_mask=cm)
@@ -187,9 +202,22 @@ def make_train_step(
             metrics = {"accuracy": jnp.mean((pred == batch["label"]).astype(jnp.float32))}
         return value, (metrics, new_bs)
 
+    def mix(batch, key):
+        """The global batch with its images and CE targets mixed (`janus.mixing`) -> (batch,
+        lambda)."""
+        if loss == "ce":
+            name, targets = "targets", jax.nn.one_hot(batch["label"], model.num_classes)
+        else:
+            name, targets = "labels", batch["labels"]
+        images, targets, lam = mixing_lib.mix(key, batch["image"], targets, mixing)
+        return dict(batch, image=images, **{name: targets}), lam
+
     def step(state, batch, freeze=freeze):
         batch = dict(batch, image=scale_pixels(batch["image"], pixel_scaling))
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
+        lam = None
+        if mixing.on:  # before the microbatch split: partners from the whole global batch
+            batch, lam = mix(batch, jax.random.fold_in(rng, mixing_lib.MIX_STREAM))
         params, bs = state["params"], state.get("batch_stats")
         # Decided at trace time from the state's structure: which BN statistics are frozen.
         bs_frozen = frozen_mask(bs, freeze) if freeze and bs is not None else None
@@ -262,6 +290,8 @@ def make_train_step(
             grad_norm=optax.global_norm(grads),
             param_norm=optax.global_norm(params),
         )
+        if lam is not None:
+            metrics["mix_lam"] = lam
         return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
 
     if frozen_steps and freeze:
@@ -277,12 +307,13 @@ def make_train_step(
                 batch,
             )
 
-        phased_step.grad_accum_steps = grad_accum_steps
-        phased_step.accum_note = accumulation_note(loss, grad_accum_steps, contrastive_accum)
-        return phased_step
-    step.grad_accum_steps = grad_accum_steps  # compile_train_step scales the FLOP count by it
-    step.accum_note = accumulation_note(loss, grad_accum_steps, contrastive_accum)
-    return step
+        step_fn = phased_step
+    else:
+        step_fn = step
+    step_fn.grad_accum_steps = grad_accum_steps  # compile_train_step scales the FLOP count by it
+    step_fn.accum_note = accumulation_note(loss, grad_accum_steps, contrastive_accum)
+    step_fn.mix_note = mixing.note() if mixing.on else None
+    return step_fn
 
 
 def accumulation_note(loss: str, grad_accum_steps: int, contrastive_accum: str) -> str | None:
