@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image
 
 try:
@@ -47,13 +48,23 @@ class LazyJpeg:
 
     def decode(self) -> Image.Image:
         """The RGB image at the drafted scale. PIL's errors (OSError, ValueError, ...) pass."""
+        pixels = self._simplejpeg()
+        return Image.fromarray(pixels) if pixels is not None else self._pil()
+
+    def decode_array(self) -> np.ndarray:
+        """`decode`'s pixels as uint8 [h, w, 3], without a PIL image (the fast resize path)."""
+        pixels = self._simplejpeg()
+        return pixels if pixels is not None else np.asarray(self._pil())
+
+    def _simplejpeg(self) -> np.ndarray | None:
         w, h = self.size
         try:
             pixels = simplejpeg.decode_jpeg(self.data, "RGB", min_height=h, min_width=w)
         except ValueError:
-            pixels = None
-        if pixels is not None and pixels.shape[:2] == (h, w):
-            return Image.fromarray(pixels)
+            return None
+        return pixels if pixels.shape[:2] == (h, w) else None
+
+    def _pil(self) -> Image.Image:
         img = Image.open(io.BytesIO(self.data))  # PIL decides: same pixels or the same error
         if self._request is not None:
             img.draft("RGB", self._request)

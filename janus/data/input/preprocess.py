@@ -11,7 +11,8 @@ callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomnes
 Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens the
 file lazily (JPEGs through ``janus.data.input.jpeg``: simplejpeg when installed, PIL's pixels), so
 the first op that needs pixels may use JPEG draft mode (DCT-domain downscaling) when it only needs a
-smaller image. The chain always returns uint8 [H, W, 3].
+smaller image. ``rrc``/``resize`` with ``antialias=False`` (the fast path, ``fast_resize``) hand
+on a uint8 array instead. The chain always returns uint8 [H, W, 3].
 
 ``normalize`` and ``value_range`` run on the device, not here: each records a ``PixelScaling``
 (``Preprocess.scaling``; see ``janus.data.input.pixel_scaling``) that the jitted train step and the
@@ -32,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from janus.data.input import erasing, jpeg, pixel_scaling, randaugment
+from janus.data.input import erasing, fast_resize, jpeg, pixel_scaling, randaugment
 from janus.data.input.pixel_scaling import PixelScaling
 
 Op = Callable[[dict, np.random.Generator], dict]
@@ -141,6 +142,7 @@ class Preprocess:
         self._ops: list[Op] = []
         self.scaling: PixelScaling = pixel_scaling.IDENTITY
         scaled_by = None
+        filled = []  # (text, PixelScaling) of ops that draw pixels for the chain's scaling
         for text in split_chain(spec):
             name, args, kwargs = parse_op(text)
             if name not in _OPS:
@@ -162,7 +164,16 @@ class Preprocess:
                 self.scaling, scaled_by = made, text
             else:
                 self._ops.append(made)
+                if name in _FILLS_FOR_SCALING:
+                    filled.append((text, made.scaling))
             self.names.append(name)
+        for text, scaling in filled:
+            if not erasing.same_scaling(scaling, self.scaling):
+                raise ValueError(
+                    f"preprocessing op {text!r} in {spec!r} draws its fill for another "
+                    f"normalisation than the chain's ({scaled_by or 'none'}): give it the "
+                    "chain's norm (or mean and std)"
+                )
 
     def __reduce__(self):
         return (Preprocess, (self.spec,))
@@ -191,17 +202,18 @@ def _key(features: dict) -> str:
     return str(features.get("key", "?"))
 
 
-def _pixels(features: dict) -> Image.Image:
-    """The decoded RGB image; decoding errors (truncated, corrupt) become ``BadImageError``."""
+def _pixels(features: dict, as_array: bool = False) -> Image.Image | np.ndarray:
+    """The decoded RGB image (``as_array``: uint8 [h, w, 3], sparing simplejpeg's pixels a PIL
+    copy); decoding errors (truncated, corrupt) become ``BadImageError``."""
     img = features.get("image")
     if img is None:
         raise ValueError("preprocessing needs an image: put 'decode' first in the chain")
-    if isinstance(img, np.ndarray):
+    if isinstance(img, np.ndarray) and not as_array:
         img = Image.fromarray(img)
     if features.pop(_LAZY, False):
         try:
             if isinstance(img, jpeg.LazyJpeg):
-                img = img.decode()
+                img = img.decode_array() if as_array else img.decode()
             else:
                 img.load()
                 if img.mode != "RGB":
@@ -243,9 +255,24 @@ def _draft(features: dict, box, out_w: int, out_h: int):
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
-def _resize_box(features: dict, box, out_w: int, out_h: int, method: str) -> None:
+def _check_resize(method: str, antialias: bool) -> None:
+    """At op construction: a known method; antialias=False is bilinear, with OpenCV installed."""
     if method not in _RESAMPLE:
         raise ValueError(f"unknown resize method {method!r}; known: {sorted(_RESAMPLE)}")
+    if not antialias:
+        if method != "bilinear":
+            raise ValueError(f"antialias=False is bilinear only; got method={method!r}")
+        fast_resize.require_cv2()
+
+
+def _resize_box(
+    features: dict, box, out_w: int, out_h: int, method: str, antialias: bool = True
+) -> None:
+    if not antialias:  # tf.image.resize's way: no DCT scaling either (it would smooth)
+        x0, y0, x1, y1 = box
+        pixels = np.asarray(_pixels(features, as_array=True))[y0:y1, x0:x1]
+        features["image"] = fast_resize.bilinear(pixels, out_w, out_h)
+        return
     box = _draft(features, box, out_w, out_h)
     img = _pixels(features)
     features["image"] = img.resize((out_w, out_h), _RESAMPLE[method], box=box)
@@ -286,11 +313,13 @@ def decode() -> Op:
 
 @register_op("rrc")
 def random_resized_crop(
-    size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method: str = "bilinear"
+    size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method: str = "bilinear", antialias=True
 ) -> Op:
     """torchvision's RandomResizedCrop to ``size`` (int or (height, width)): area fraction in
-    ``scale``, aspect (w/h) log-uniform in ``ratio``."""
+    ``scale``, aspect (w/h) log-uniform in ``ratio``. ``antialias=False``: the fast path
+    (janus.data.input.fast_resize), same crops, resized as tf.image.resize does by default."""
     out_h, out_w = _pair(size)
+    _check_resize(method, antialias)
     lo, hi = float(scale[0]), float(scale[1])
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     if not 0 < lo <= hi <= 1:
@@ -320,7 +349,7 @@ def random_resized_crop(
                 cw, ch = w, h
             x, y = (w - cw) // 2, (h - ch) // 2
             box = (x, y, x + cw, y + ch)
-        _resize_box(features, box, out_w, out_h, method)
+        _resize_box(features, box, out_w, out_h, method, antialias)
         return features
 
     return op
@@ -343,13 +372,14 @@ def resize_small(size: int, method: str = "bilinear") -> Op:
 
 
 @register_op("resize")
-def resize(size, method: str = "bilinear") -> Op:
-    """Resizes to ``size`` (int: square; or (height, width))."""
+def resize(size, method: str = "bilinear", antialias=True) -> Op:
+    """Resizes to ``size`` (int: square; or (height, width)); ``antialias`` as in ``rrc``."""
     out_h, out_w = _pair(size)
+    _check_resize(method, antialias)
 
     def op(features, rng):
         w, h = _size(features)
-        _resize_box(features, (0, 0, w, h), out_w, out_h, method)
+        _resize_box(features, (0, 0, w, h), out_w, out_h, method, antialias)
         return features
 
     return op
@@ -381,7 +411,11 @@ def flip(p: float = 0.5) -> Op:
 
     def op(features, rng):
         if rng.random() < p:
-            features["image"] = _pixels(features).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            img = features["image"]
+            if isinstance(img, np.ndarray):  # the fast path's pixels stay an array
+                features["image"] = img[:, ::-1]
+            else:
+                features["image"] = _pixels(features).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return features
 
     return op
@@ -491,7 +525,11 @@ def erase(
         features["image"] = eraser(_pixels(features), rng)
         return features
 
+    op.scaling = scaling  # Preprocess checks it against the chain's normalize
     return op
+
+
+_FILLS_FOR_SCALING = {"erase"}  # ops whose ``.scaling`` must map pixels as the chain's does
 
 
 @register_op("normalize")
