@@ -1,6 +1,7 @@
 """randaug and erase: timm's pixels for the same draws, determinism, bad arguments, workers."""
 
 import pickle
+import re
 import types
 
 import numpy as np
@@ -162,7 +163,7 @@ def test_erase_matches_timm_for_the_same_box_and_fill(monkeypatch, mode, norm):
     scaling = pixel_scaling.normalization(norm)
     mean, std = pixel_scaling.NORMALIZATION[norm]
     theirs = timm_re.RandomErasing(probability=0.7, mode=mode, device="cpu")
-    pp = build_pp(f"erase(0.7, mode={mode!r}, norm={norm!r})")
+    pp = build_pp(f"erase(0.7, mode={mode!r}, norm={norm!r})|normalize({norm!r})")
     erased = 0
     for seed in range(30):
         rng = np.random.default_rng(seed)
@@ -192,7 +193,9 @@ def _run(spec: str, seed: int, img: Image.Image | None = None) -> np.ndarray:
     return build_pp(spec)({"image": np.asarray(img)}, np.random.default_rng(seed))["image"]
 
 
-@pytest.mark.parametrize("spec", ["randaug(2, 9, mstd=0.5)", "erase(1.0)", "randaug|erase"])
+@pytest.mark.parametrize(
+    "spec", ["randaug(2, 9, mstd=0.5)", "erase(1.0)|normalize", "randaug|erase|normalize"]
+)
 def test_same_seed_same_pixels_and_seeds_differ(spec):
     runs = [_run(spec, seed) for seed in (0, 0, 1, 2, 3)]
     np.testing.assert_array_equal(runs[0], runs[1])
@@ -201,7 +204,7 @@ def test_same_seed_same_pixels_and_seeds_differ(spec):
 
 def test_zero_ops_or_zero_probability_leave_the_image_alone():
     img = np.asarray(_photo())
-    for spec in ["randaug(0, 9)", "randaug(3, 9, p=0.0)", "erase(0.0)"]:
+    for spec in ["randaug(0, 9)", "randaug(3, 9, p=0.0)", "erase(0.0)|normalize"]:
         for seed in range(5):
             np.testing.assert_array_equal(_run(spec, seed), img, spec)
 
@@ -225,7 +228,7 @@ def test_erase_box_stays_inside_and_respects_the_area():
 
 
 def test_const_erase_fills_the_normalisation_mean():
-    out = _run("erase(1.0, mode='const', norm='imagenet')", 0)
+    out = _run("erase(1.0, mode='const', norm='imagenet')|normalize('imagenet')", 0)
     filled = out[np.any(out != np.asarray(_photo()), axis=-1)]
     assert len(filled) and np.all(filled == np.array(randaugment.DEIT_FILL))  # 255 * mean
 
@@ -251,8 +254,21 @@ def test_const_erase_fills_the_normalisation_mean():
 )
 def test_bad_arguments_are_one_line_naming_op_and_argument(spec, message):
     with pytest.raises(ValueError, match=message) as e:
-        build_pp(f"decode|{spec}|normalize")
+        build_pp(f"decode|{spec}|normalize")  # (erase's default norm is normalize's)
     assert "\n" not in str(e.value)
+
+
+def test_erase_must_fill_for_the_chains_normalisation():
+    build_pp("decode|erase(0.25)|normalize")  # both default to CLIP's constants
+    build_pp("decode|erase(norm='imagenet')|normalize('imagenet')")
+    build_pp("decode|erase(mean=0.5, std=0.5)|value_range(-1, 1)")  # the same map
+    for spec, chain in [
+        ("decode|erase(0.25)|normalize('imagenet')", "normalize('imagenet')"),
+        ("decode|erase(0.25)|value_range(-1, 1)", "value_range(-1, 1)"),
+        ("decode|erase(0.25)", "none"),
+    ]:
+        with pytest.raises(ValueError, match=rf"'erase\(0.25\)'.*chain's \({re.escape(chain)}\)"):
+            build_pp(spec)
 
 
 def test_chains_pickle_and_give_the_same_pixels():

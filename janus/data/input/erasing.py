@@ -10,7 +10,8 @@ a box commutes with a per-pixel affine normalisation, so janus erases the uint8 
 for each drawn value z, the pixel that the chain's normalisation maps to z (255 (mean + std z)),
 rounded and clipped to 0..255. That is timm's output within half a uint8 step (0.5 / (255 std) in
 normalised units) where z lies inside what uint8 can hold, and the nearest bound where it does not
-(|z| > 2.1 or so). So the op needs the chain's normalisation, named as ``normalize`` names it.
+(|z| > 2.1 or so). So the op needs the chain's normalisation, named as ``normalize`` names it;
+``build_pp`` refuses a chain whose scaling maps pixels otherwise (``same_scaling``).
 
 Randomness comes from the numpy Generator passed in, drawn in the order timm draws from Python's
 ``random`` and torch (apply-or-not, area, log-aspect, top, left, then the fill), one box per image.
@@ -23,7 +24,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from janus.data.input.pixel_scaling import PixelScaling
+from janus.data.input.pixel_scaling import PixelScaling, scale_pixels
 
 MODES = ("pixel", "rand", "const")
 
@@ -34,6 +35,13 @@ def _range(name: str, value, upper: float | None) -> tuple[float, float]:
         bound = f"0 < lo <= hi <= {upper:g}" if upper is not None else "0 < lo <= hi"
         raise ValueError(f"erase {name}={value!r}: must be (lo, hi) with {bound}")
     return lo, hi
+
+
+def same_scaling(a: PixelScaling, b: PixelScaling) -> bool:
+    """Whether both map uint8 pixels to the same values (as normalize(mean=0.5, std=0.5) and
+    value_range(-1, 1) do), to float32 rounding."""
+    ends = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    return np.allclose(scale_pixels(ends, a), scale_pixels(ends, b), rtol=0, atol=1e-5)
 
 
 class RandomErasing:
