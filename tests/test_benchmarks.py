@@ -102,7 +102,7 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
     """benchmarks/data_pipeline.py: each round times the PIL loop, janus and every peer that is
     installed (tf.data as big_vision, with and without antialias; DALI's CPU pipeline); a peer
     that is not installed is a row naming its package. In CI this also runs in the peers' venv
-    (.ci/run), where every peer is installed."""
+    (.ci/run, JANUS_PEERS_REQUIRED=1: a skipped peer fails there)."""
     cmd = [sys.executable, "benchmarks/data_pipeline.py", "--batches", "3", "--batch-size", "8"]
     cmd += ["--rounds", "2", "--workers", "0", "--chains", "train", "--allow-load"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -115,6 +115,7 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
         skipped = [r for r in rows if r["bench"] == f"{peer}_224" and "skipped" in r]
         if skipped:
             assert skipped[0]["skipped"].endswith("not installed"), skipped
+            assert not os.environ.get("JANUS_PEERS_REQUIRED"), f"{peer}: {skipped[0]['skipped']}"
         else:
             sides.append(peer)
     for side in sides:
