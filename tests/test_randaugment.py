@@ -1,5 +1,6 @@
 """randaug and erase: timm's pixels for the same draws, determinism, bad arguments, workers."""
 
+import pathlib
 import pickle
 import re
 import types
@@ -300,3 +301,13 @@ def test_grain_workers_give_the_in_process_batches(tmp_path):
     assert any(
         not np.array_equal(a["image"], b["image"]) for a, b in zip(_take(plain, 2), expected)
     )
+
+
+def test_the_docs_chains_build():
+    """Every chain in docs/data.md that names randaug or erase builds as written."""
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    chains = [c for c in re.findall(r"`(decode\|[^`]+)`", text) if "randaug" in c or "erase" in c]
+    assert chains
+    for chain in chains:
+        pp = build_pp(chain)
+        assert {"randaug", "erase"} & set(pp.names)
