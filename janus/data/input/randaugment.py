@@ -40,8 +40,7 @@ def _affine(img: Image.Image, matrix, geo: _Geometry) -> Image.Image:
 
 def _solarize_add(img: Image.Image, add: int) -> Image.Image:
     """Adds ``add`` to the channel values below 128 (saturating at 255)."""
-    lut = np.arange(256)
-    lut = np.where(lut < 128, np.minimum(255, lut + add), lut).tolist()
+    lut = [min(255, i + add) if i < 128 else i for i in range(256)]
     return img.point(lut * len(img.getbands()))
 
 
@@ -58,11 +57,12 @@ def _enhance(kind) -> Callable:
 
 class _Op(NamedTuple):
     """An op: ``apply(img, arg, geo)``; ``level(fraction)`` maps the magnitude fraction in [0, 1]
-    to ``arg`` (None: the op has none); ``signed``: the argument's sign is drawn (+/- equally)."""
+    to ``arg`` (None: the op has none). ``geometric`` (rotate, shear, translate): the argument's
+    sign is drawn (+/- equally) and the op fills and resamples with ``geo``."""
 
     apply: Callable[[Image.Image, object, _Geometry], Image.Image]
     level: Callable[[float], object] | None = None
-    signed: bool = False
+    geometric: bool = False
 
 
 def _enhance_level(frac: float) -> float:
@@ -77,7 +77,7 @@ OPS: dict[str, _Op] = {
     "Rotate": _Op(
         lambda img, deg, geo: img.rotate(deg, resample=geo.resample, fillcolor=geo.fill),
         lambda frac: frac * 30.0,  # degrees
-        signed=True,
+        geometric=True,
     ),
     # bits kept, 0..4: stronger at low magnitude, as in TF's EfficientNet code that timm follows
     "Posterize": _Op(lambda img, bits, geo: _posterize(img, bits), lambda f: int(f * 4)),
@@ -92,23 +92,22 @@ OPS: dict[str, _Op] = {
     "Brightness": _Op(_enhance(ImageEnhance.Brightness), _enhance_level),
     "Sharpness": _Op(_enhance(ImageEnhance.Sharpness), _enhance_level),
     "ShearX": _Op(
-        lambda img, s, geo: _affine(img, (1, s, 0, 0, 1, 0), geo), lambda f: f * 0.3, True
+        lambda img, s, geo: _affine(img, (1, s, 0, 0, 1, 0), geo), lambda f: f * 0.3, geometric=True
     ),
     "ShearY": _Op(
-        lambda img, s, geo: _affine(img, (1, 0, 0, s, 1, 0), geo), lambda f: f * 0.3, True
+        lambda img, s, geo: _affine(img, (1, 0, 0, s, 1, 0), geo), lambda f: f * 0.3, geometric=True
     ),
     "TranslateXRel": _Op(  # a fraction of the width, up to 0.45 (timm's translate_pct)
         lambda img, t, geo: _affine(img, (1, 0, t * img.size[0], 0, 1, 0), geo),
         lambda f: f * 0.45,
-        signed=True,
+        geometric=True,
     ),
     "TranslateYRel": _Op(
         lambda img, t, geo: _affine(img, (1, 0, 0, 0, 1, t * img.size[1]), geo),
         lambda f: f * 0.45,
-        signed=True,
+        geometric=True,
     ),
 }
-GEOMETRIC = frozenset({"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
 
 
 def level_arg(name: str, magnitude: float, negate: bool = False):
@@ -117,7 +116,7 @@ def level_arg(name: str, magnitude: float, negate: bool = False):
     if op.level is None:
         return None
     arg = op.level(magnitude / MAX_MAGNITUDE)
-    return -arg if op.signed and negate else arg
+    return -arg if op.geometric and negate else arg
 
 
 def apply_op(name: str, img: Image.Image, arg, *, fill=DEIT_FILL, method="bicubic") -> Image.Image:
@@ -184,8 +183,9 @@ class RandAugment:
         elif self.mstd > 0:
             magnitude = rng.normal(magnitude, self.mstd)
         magnitude = min(max(magnitude, 0.0), MAX_MAGNITUDE)
-        arg = level_arg(name, magnitude, negate=OPS[name].signed and rng.random() > 0.5)
+        geometric = OPS[name].geometric
+        arg = level_arg(name, magnitude, negate=geometric and rng.random() > 0.5)
         method = self.method
         if method == "random":  # timm draws a filter for the geometric ops only
-            method = ("bilinear", "bicubic")[rng.integers(2)] if name in GEOMETRIC else "bilinear"
+            method = ("bilinear", "bicubic")[rng.integers(2)] if geometric else "bilinear"
         return apply_op(name, img, arg, fill=self.fill, method=method)
