@@ -220,7 +220,7 @@ def test_magnitude_zero_changes_only_the_magnitude_free_ops():
 
 
 def test_erase_box_stays_inside_and_respects_the_area():
-    eraser = erasing.RandomErasing(pixel_scaling.normalization("imagenet"))
+    eraser = erasing.RandomErasing(pixel_scaling.IDENTITY, 1.0, "pixel", (0.02, 1 / 3), (0.3, 3.3))
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = eraser.box(29, 37, rng)

@@ -51,11 +51,11 @@ class RandomErasing:
     def __init__(
         self,
         scaling: PixelScaling,
-        p: float = 0.25,
-        mode: str = "pixel",
-        area=(0.02, 1 / 3),
-        aspect=(0.3, 1 / 0.3),
-    ):
+        p: float,
+        mode: str,
+        area,
+        aspect,
+    ):  # the defaults are the erase op's (janus.data.input.preprocess)
         if not (isinstance(p, (int, float)) and 0 <= p <= 1):
             raise ValueError(f"erase p={p!r}: the probability must be in [0, 1]")
         if mode not in MODES:

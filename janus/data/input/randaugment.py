@@ -143,12 +143,12 @@ class RandAugment:
         n: int,
         m: float,
         *,
-        p: float = 0.5,
-        mstd: float = 0.0,
-        ops: Sequence[str] | None = None,
-        fill=DEIT_FILL,
-        method: str = "bicubic",
-    ):
+        p: float,
+        mstd: float,
+        ops: Sequence[str] | None,
+        fill,
+        method: str,
+    ):  # the defaults are the randaug op's (janus.data.input.preprocess)
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"randaug n={n!r}: the number of ops per image must be an int >= 0")
         if not (isinstance(m, (int, float)) and 0 <= m <= MAX_MAGNITUDE):
