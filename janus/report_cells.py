@@ -36,7 +36,7 @@ def cell_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     for row in rows:
         groups.setdefault(_group_key(row), []).append(row)
     cells, refusals = [], []
-    for (cell, _, _), group in groups.items():
+    for (cell, *_), group in groups.items():
         if len(group) == 1:
             cells.append({**group[0], "run": cell, "seeds": 1})
             continue

@@ -135,3 +135,15 @@ def test_a_resumed_run_with_ema_equals_an_uninterrupted_one(mini_v2, tmp_path):
     state = full_state(resumed, 4)
     assert optim.ema_params(state["opt_state"]) is not None
     assert_bitwise_equal(state, full_state(ref, 4))
+
+
+def test_the_report_shows_the_ema_beside_the_parameters(tmp_path):
+    from janus import report
+
+    (tmp_path / "eval").mkdir()
+    for name, weights, top1 in (("3.json", None, 0.5), ("3_ema.json", "ema", 0.75)):
+        result = {"step": 3, "classifier": "head", "sets": {"val": {"top1": top1, "n": 8}}}
+        result.update(metrics={}, **({"params": weights} if weights else {}))  # older: no field
+        (tmp_path / "eval" / name).write_text(json.dumps(result))
+    rows = report.load_rows([str(tmp_path)])
+    assert {r["params"]: r["val_top1"] for r in rows} == {"params": 0.5, "ema": 0.75}
