@@ -311,44 +311,48 @@ def decode() -> Op:
     return op
 
 
+def draw_rrc_box(w: int, h: int, rng: np.random.Generator, scale, ratio) -> tuple:
+    """``rrc``'s crop box (x0, y0, x1, y1) in a ``w`` x ``h`` image, from ``rng``'s draws: area
+    fraction uniform in ``scale``, aspect (w/h) log-uniform in ``ratio``, 10 tries, then a central
+    crop clamped to ``ratio`` (torchvision's sampling). ``janus.data.input.dali_loader`` plans its
+    crops with it, so both draw the same boxes."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(float(scale[0]), float(scale[1]))
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x = int(rng.integers(0, w - cw + 1))
+            y = int(rng.integers(0, h - ch + 1))
+            return (x, y, x + cw, y + ch)
+    in_ratio = w / h  # fallback: the central crop, clamped to the ratio range
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        cw, ch = int(round(h * ratio[1])), h
+    else:
+        cw, ch = w, h
+    x, y = (w - cw) // 2, (h - ch) // 2
+    return (x, y, x + cw, y + ch)
+
+
 @register_op("rrc")
 def random_resized_crop(
     size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), method: str = "bilinear", antialias=True
 ) -> Op:
     """torchvision's RandomResizedCrop to ``size`` (int or (height, width)): area fraction in
-    ``scale``, aspect (w/h) log-uniform in ``ratio``. ``antialias=False``: the fast path
-    (janus.data.input.fast_resize), same crops, resized as tf.image.resize does by default."""
+    ``scale``, aspect (w/h) log-uniform in ``ratio`` (``draw_rrc_box``). ``antialias=False``: the
+    fast path (janus.data.input.fast_resize), same crops, resized as tf.image.resize does by
+    default."""
     out_h, out_w = _pair(size)
     _check_resize(method, antialias)
-    lo, hi = float(scale[0]), float(scale[1])
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    if not 0 < lo <= hi <= 1:
+    if not 0 < float(scale[0]) <= float(scale[1]) <= 1:
         raise ValueError(f"rrc scale must satisfy 0 < lo <= hi <= 1, got {scale}")
 
     def op(features, rng):
         w, h = _size(features)
-        area = w * h
-        box = None
-        for _ in range(10):
-            target = area * rng.uniform(lo, hi)
-            aspect = math.exp(rng.uniform(*log_ratio))
-            cw = int(round(math.sqrt(target * aspect)))
-            ch = int(round(math.sqrt(target / aspect)))
-            if 0 < cw <= w and 0 < ch <= h:
-                x = int(rng.integers(0, w - cw + 1))
-                y = int(rng.integers(0, h - ch + 1))
-                box = (x, y, x + cw, y + ch)
-                break
-        if box is None:  # fallback: central crop clamped to the ratio range (as torchvision)
-            in_ratio = w / h
-            if in_ratio < ratio[0]:
-                cw, ch = w, int(round(w / ratio[0]))
-            elif in_ratio > ratio[1]:
-                cw, ch = int(round(h * ratio[1])), h
-            else:
-                cw, ch = w, h
-            x, y = (w - cw) // 2, (h - ch) // 2
-            box = (x, y, x + cw, y + ch)
+        box = draw_rrc_box(w, h, rng, scale, ratio)
         _resize_box(features, box, out_w, out_h, method, antialias)
         return features
 
@@ -405,12 +409,17 @@ def center_crop(size) -> Op:
     return op
 
 
+def draw_flip(rng: np.random.Generator, p: float) -> bool:
+    """``flip``'s draw (one uniform, taken whatever ``p``); dali_loader plans with it too."""
+    return bool(rng.random() < p)
+
+
 @register_op("flip")
 def flip(p: float = 0.5) -> Op:
     """Horizontal flip with probability ``p``."""
 
     def op(features, rng):
-        if rng.random() < p:
+        if draw_flip(rng, p):
             img = features["image"]
             if isinstance(img, np.ndarray):  # the fast path's pixels stay an array
                 features["image"] = img[:, ::-1]
