@@ -188,6 +188,9 @@ def train_loader(
 ):
     """The training stream; see the module docstring. Returns (iterator, manifest dict).
 
+    ``pp``: a chain spec, or a built chain: anything picklable with ``spec``, ``names`` and
+    ``__call__(features, rng)`` (``janus.data.input.dali_loader`` passes its crop planner).
+
     ``selection``: the result of ``select_examples`` for these same arguments, when the caller
     has it already (the trainer selects once per start and counts epochs from it).
 
@@ -213,10 +216,10 @@ def train_loader(
     else:
         _check_selection(selection, dirs, **request)
     manifest = dict(selection.manifest)
-    pp_fn = build_pp(pp)
+    pp_fn = build_pp(pp) if isinstance(pp, str) else pp
     if captions and "tokenize" not in pp_fn.names:
         length = getattr(tokenizer, "context_length", 77)
-        pp_fn = build_pp(f"{pp}|tokenize(context_length={int(length)})")
+        pp_fn = build_pp(f"{pp_fn.spec}|tokenize(context_length={int(length)})")
     ds = grain.MapDataset.source(_SelectedSource(selection.source))
     ds = ds.shuffle(seed=_shuffle_seed(seed))
     ds = ds.repeat(num_epochs)
