@@ -1,7 +1,8 @@
 """Optimisers and learning-rate schedules (optax), built from `config.optimizer`.
 
 - `make_schedule(opt, total_steps, warmup_steps)`: linear warmup from 0, then cosine / linear /
-  constant (cosine and linear end at `lr * end_lr_factor`).
+  constant (cosine and linear end at `lr * end_lr_factor`) / step (torchvision's StepLR/MultiStepLR:
+  x `step_factor` from each of `step_boundaries`, fractions of the whole run, on).
 - `decay_mask(params, patterns)`: True where weight decay applies. Norm scales/biases, every bias
   the CLIP temperature (logit_scale, logit_bias) and the ViT class token are excluded by path
   regex (config.NO_DECAY_PATTERNS).
@@ -44,12 +45,31 @@ def make_schedule(opt, total_steps: int, warmup_steps: int) -> optax.Schedule:
         main = optax.linear_schedule(lr, end, decay_steps)
     elif kind == "constant":
         main = optax.constant_schedule(lr)
+    elif kind == "step":
+        main = _step_schedule(opt, total_steps, warmup_steps)
     else:
         raise ValueError(f"optimizer.schedule = {kind!r}; known: {', '.join(SCHEDULES)}")
     if warmup_steps <= 0:
         return main
     warm = optax.linear_schedule(0.0, lr, int(warmup_steps))
     return optax.join_schedules([warm, main], [int(warmup_steps)])
+
+
+def _step_schedule(opt, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    """lr x step_factor ** (boundaries passed): boundary b is step round(b * total_steps) of the
+    run, so a 30-epoch run with (1/3, 2/3) drops at epochs 10 and 20 as torchvision's 90-epoch
+    recipe does at 30 and 60. The schedule after warmup counts from the warmup's end; a boundary
+    inside the warmup takes effect when it ends."""
+    lr, factor = float(opt["lr"]), float(opt["step_factor"])
+    after_warmup = jnp.asarray(
+        [round(float(b) * int(total_steps)) - int(warmup_steps) for b in opt["step_boundaries"]]
+    )
+
+    def schedule(count):
+        passed = jnp.sum(jnp.asarray(count) >= after_warmup)
+        return lr * factor**passed
+
+    return schedule
 
 
 def param_path(path) -> str:

@@ -48,6 +48,8 @@ ADDED_OFF: dict[str, object] = {
     "input.mix_switch_prob": 0.5,
     "optimizer.ema_decay": 0.0,
     "optimizer.layer_decay": 1.0,
+    "optimizer.step_boundaries": [1 / 3, 2 / 3],  # read only by schedule = "step"
+    "optimizer.step_factor": 0.1,
 }
 FREE_ON_RESUME: tuple[str, ...] = (
     "log.*",

@@ -103,3 +103,41 @@ def test_frozen_parameters_get_no_update():
     updates, _ = tx.update(grads, tx.init(params), params)
     assert np.all(np.asarray(updates["image_tower"]["w"]) == 0)
     assert np.all(np.asarray(updates["head"]["kernel"]) < 0)
+
+
+def test_step_schedule_drops_by_the_factor_at_each_boundary():
+    """torchvision's StepLR shape: 100 steps, 10 of warmup, x0.1 at steps 30 and 60 (fractions
+    0.3, 0.6 of the run); from each boundary step on, the lower lr."""
+    opt = _opt(schedule="step", lr=0.4, step_boundaries=(0.3, 0.6), step_factor=0.1)
+    s = optim.make_schedule(opt, 100, 10)
+    expected = {0: 0.0, 5: 0.2, 10: 0.4, 29: 0.4, 30: 0.04, 59: 0.04, 60: 0.004, 99: 0.004}
+    assert {t: float(s(t)) for t in expected} == pytest.approx(expected, rel=1e-6)
+    # A boundary inside the warmup applies when the warmup ends; without warmup from step 0 on.
+    early = optim.make_schedule(_opt(schedule="step", lr=1.0, step_boundaries=(0.05,)), 100, 10)
+    assert [float(early(t)) for t in (9, 10, 50)] == pytest.approx([0.9, 0.1, 0.1])
+    plain = optim.make_schedule(_opt(schedule="step", lr=1.0, step_boundaries=(0.5,)), 10, 0)
+    assert [float(plain(t)) for t in (0, 4, 5, 9)] == pytest.approx([1.0, 1.0, 0.1, 0.1])
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            dict(step_boundaries=(0.6, 0.3)),
+            "'optimizer.step_boundaries' = (0.6, 0.3) must be increasing",
+        ),
+        (
+            dict(step_boundaries=(0.5, 1.0)),
+            "'optimizer.step_boundaries' = (0.5, 1.0) must be increasing",
+        ),
+        (dict(schedule="step", step_boundaries=()), "'optimizer.step_boundaries' is empty"),
+        (dict(step_factor=0.0), "'optimizer.step_factor' = 0.0 must be in (0, 1]"),
+    ],
+)
+def test_bad_step_schedule_fields_are_a_config_error(fields, message):
+    c = config_lib.paper_config()
+    for k, v in fields.items():
+        c.optimizer[k] = v
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(c, check_data=False, check_registries=False)
+    assert message in str(e.value) and "\n" not in str(e.value)

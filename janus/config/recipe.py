@@ -96,8 +96,12 @@ def paper_config() -> ml_collections.ConfigDict:
     c.optimizer.momentum = 0.9  # sgd
     c.optimizer.nesterov = False  # sgd
     c.optimizer.weight_decay = 0.2
-    c.optimizer.schedule = "cosine"  # cosine | linear | constant (after warmup)
-    c.optimizer.end_lr_factor = 0.0  # final lr = lr * end_lr_factor
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant | step (after warmup)
+    c.optimizer.end_lr_factor = 0.0  # final lr = lr * end_lr_factor (cosine, linear)
+    # step: lr x step_factor from each boundary (a fraction of the run) on; torchvision's ResNet
+    # recipe (x 0.1 at epochs 30 and 60 of 90) as fractions.
+    c.optimizer.step_boundaries = (1 / 3, 2 / 3)
+    c.optimizer.step_factor = 0.1
     # Warmup: at most one of steps/epochs/examples.
     c.optimizer.warmup_steps = ml_collections.config_dict.placeholder(int)
     c.optimizer.warmup_epochs = ml_collections.config_dict.placeholder(float)

@@ -64,6 +64,8 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "optimizer.weight_decay": _NUM,
     "optimizer.schedule": (str,),
     "optimizer.end_lr_factor": _NUM,
+    "optimizer.step_boundaries": (list, tuple),
+    "optimizer.step_factor": _NUM,
     "optimizer.warmup_steps": _OPT_INT,
     "optimizer.warmup_epochs": _OPT_NUM,
     "optimizer.warmup_examples": _OPT_INT,
@@ -105,7 +107,7 @@ FINETUNE_MODES = ("ft", "lp", "lpft")
 DATA_RECIPES = ("mini",)  # data.prepare values
 FREE_FORM = ("model", "evals")  # sub-keys not listed in SCHEMA are allowed here
 OPTIMIZERS = ("adamw", "sgd", "lamb")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "step")
 CONTRASTIVE_ACCUM = ("global", "local")  # janus.train_step's modes
 WANDB_MODES = ("online", "offline")
 
@@ -132,6 +134,27 @@ def _check_mixing(inp: Mapping, loss: str) -> None:
         raise ConfigError(
             f"input.mixup/input.cutmix mix the class labels, so they need a CE loss; loss = "
             f"{loss!r} (set input.mixup=0 and input.cutmix=0)"
+        )
+
+
+def _check_step_schedule(o: Mapping) -> None:
+    """optimizer.step_boundaries: increasing fractions of the run in (0, 1), needed by the step
+    schedule; optimizer.step_factor in (0, 1]."""
+    bounds = list(o["step_boundaries"])
+    ok = all(isinstance(b, _NUM) and not isinstance(b, bool) and 0 < b < 1 for b in bounds)
+    if not ok or any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise ConfigError(
+            f"config field 'optimizer.step_boundaries' = {o['step_boundaries']!r} must be "
+            "increasing fractions of the run in (0, 1), e.g. (1/3, 2/3)"
+        )
+    if o["schedule"] == "step" and not bounds:
+        raise ConfigError(
+            "config field 'optimizer.step_boundaries' is empty; optimizer.schedule = 'step' "
+            "needs at least one boundary"
+        )
+    if not 0 < o["step_factor"] <= 1:
+        raise ConfigError(
+            f"config field 'optimizer.step_factor' = {o['step_factor']!r} must be in (0, 1]"
         )
 
 
@@ -254,6 +277,7 @@ def validate(
         raise ConfigError(
             f"config field 'optimizer.schedule' = {o['schedule']!r}; known: {', '.join(SCHEDULES)}"
         )
+    _check_step_schedule(o)
     if o["contrastive_accum"] not in CONTRASTIVE_ACCUM:
         raise ConfigError(
             f"config field 'optimizer.contrastive_accum' = {o['contrastive_accum']!r}; known: "
