@@ -1,0 +1,177 @@
+"""The DALI loader (janus.data.input.dali_loader) yields the grain loader's batches.
+
+Same seed, same batches: the same labels in the same order, the same crop boxes and flips, and
+pixels within a stated tolerance. The images are gradients (red = x, green = y) with a textured blue
+channel, so a crop's place shows in its mean colour and a wrong box or flip in every pixel.
+
+Tolerances, measured on these images (rrc to 32 px from 160-344 px images, so PIL's draft mode
+decodes most crops at 1/2 to 1/8 scale where DALI decodes them whole): antialiased, mean absolute
+difference 0.5-0.7 grey levels per batch (at most 1.1 per image), max 11; the fast path
+(antialias=False) within 1 level (OpenCV's bilinear and DALI's are the same filter). The bounds
+below leave margin: mean < 1.5, per image < 2.5. A wrong box or flip differs by tens of levels.
+
+The DALI tests run in the peers' venv (requirements/lock-peers.txt); they skip where DALI is
+absent, except in CI's peers stage (JANUS_PEERS_REQUIRED), where they fail.
+"""
+
+import io
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from janus.data import records, tfrecord
+from janus.data.input import dali_loader, pipeline
+
+N = 24
+CHAIN = "decode|rrc(32)|flip|normalize"
+
+
+def _require_dali():
+    if os.environ.get("JANUS_PEERS_REQUIRED"):  # CI's peers venv: never skipped there
+        import nvidia.dali  # noqa: F401
+    else:
+        pytest.importorskip("nvidia.dali", reason=dali_loader.INSTALL)
+
+
+def _gradient_jpeg(i: int) -> bytes:
+    w, h = 160 + 8 * i, 120 + 5 * (i % 7)
+    y, x = np.mgrid[0:h, 0:w]
+    noise = np.random.default_rng(i).normal(0, 8, (h, w))
+    texture = 128 + 60 * np.sin(x / 3 + i) * np.cos(y / 5) + noise
+    pixels = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), texture.clip(0, 255)], -1)
+    buf = io.BytesIO()  # 4:4:4, so the gradients survive the JPEG
+    Image.fromarray(pixels.astype(np.uint8)).save(buf, "JPEG", quality=95, subsampling=0)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rdir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dali") / "d"
+    out.mkdir()
+    name, manifest = records.shard_name("train", 0, 1), []
+    with tfrecord.ShardWriter(out / name) as w:
+        for i in range(N):
+            key, labels = f"k{i:04d}", [i % 10]
+            ex = {"image/encoded": _gradient_jpeg(i), "label": labels, "key": key}
+            offset = w.write(records.encode_example(ex))
+            row = {"key": key, "source": "s", "labels": labels, "label_source": "human"}
+            manifest.append({**row, "split": "train", "shard": name, "offset": offset})
+    records.write_manifest(out, manifest)
+    records.write_info(out, {"name": "d", "splits": {"train": N}})
+    return str(out)
+
+
+def _args(**kw):
+    return {
+        "global_batch_size": 8,
+        "pp": CHAIN,
+        "seed": 3,
+        "shard_index": 0,
+        "shard_count": 1,
+        **kw,
+    }
+
+
+def _batches(loader, d, k, **kw):
+    it, _ = loader(d, **_args(**kw))
+    return [next(it) for _ in range(k)]
+
+
+def _diff(a, b) -> np.ndarray:
+    return np.abs(a["image"].astype(int) - b["image"].astype(int))
+
+
+def test_same_labels_and_pixels_within_tolerance(rdir):
+    _require_dali()
+    grain_batches = _batches(pipeline.train_loader, rdir, 3)
+    dali_batches = _batches(dali_loader.train_loader, rdir, 3)
+    for a, b in zip(grain_batches, dali_batches):
+        assert a.keys() == b.keys()
+        np.testing.assert_array_equal(a["label"], b["label"])
+        assert a["image"].shape == b["image"].shape == (8, 32, 32, 3)
+        assert b["image"].dtype == np.uint8
+        diff = _diff(a, b)
+        assert diff.mean() < 1.5, diff.mean()
+        assert diff.mean(axis=(1, 2, 3)).max() < 2.5, diff.mean(axis=(1, 2, 3))
+    other = _batches(pipeline.train_loader, rdir, 1, seed=4)[0]  # other crops: far off
+    assert _diff(other, dali_batches[0]).mean() > 10
+
+
+def test_the_planned_boxes_are_the_grain_loaders_crops(rdir):
+    """Each plan's box centre is where the grain loader's crop is: its mean red and green."""
+    plans, _ = pipeline.train_loader(rdir, **_args(pp=dali_loader.CropPlanner(CHAIN)))
+    images, _ = pipeline.train_loader(rdir, **_args())
+    for _ in range(2):
+        batch_plans, batch_images = next(plans), next(images)
+        for (data, box, _), image in zip(batch_plans["image"], batch_images["image"]):
+            w, h = Image.open(io.BytesIO(data)).size
+            x0, y0, x1, y1 = box
+            centre = ((x0 + x1 - 1) / 2 * 255 / (w - 1), (y0 + y1 - 1) / 2 * 255 / (h - 1))
+            mean = image[..., :2].reshape(-1, 2).mean(0)  # a flip keeps the mean
+            np.testing.assert_allclose(mean, centre, atol=2.5)
+
+
+def test_flips_match(rdir):
+    _require_dali()
+    a = _batches(pipeline.train_loader, rdir, 2)
+    b = _batches(dali_loader.train_loader, rdir, 2)
+    for x, y in zip(a, b):
+        slope = [
+            np.sign(z["image"][:, :, -1, 0].astype(int) - z["image"][:, :, 0, 0]) for z in (x, y)
+        ]
+        rising = [s.mean(axis=1) > 0 for s in slope]  # red rises left to right unless flipped
+        np.testing.assert_array_equal(*rising)
+        assert 0 < rising[0].sum() < 16  # both kinds occur
+
+
+def test_fast_path_within_one_level(rdir):
+    _require_dali()
+    pytest.importorskip("cv2", reason="OpenCV: requirements/lock-fast.txt")
+    chain = "decode|rrc(32, antialias=False)|flip"
+    a = _batches(pipeline.train_loader, rdir, 2, pp=chain)
+    b = _batches(dali_loader.train_loader, rdir, 2, pp=chain)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["label"], y["label"])
+        assert _diff(x, y).max() <= 1
+
+
+def test_resume_from_state_gives_the_same_next_batch(rdir):
+    _require_dali()
+    it, _ = dali_loader.train_loader(rdir, **_args())
+    next(it), next(it)
+    state = it.get_state()
+    expected = next(it)
+    resumed, _ = dali_loader.train_loader(rdir, **_args())
+    resumed.set_state(state)
+    got = next(resumed)
+    for k in expected:
+        np.testing.assert_array_equal(got[k], expected[k], err_msg=k)
+
+
+@pytest.mark.parametrize(
+    "chain, named",
+    [
+        ("decode|rrc(32)|color_jitter", "'color_jitter'"),
+        ("decode|resize(32)", "'resize'"),
+        ("decode|flip|rrc(32)", "decode|rrc"),
+        ("decode|rrc(32, method='bicubic')", "'bicubic'"),
+    ],
+)
+def test_unsupported_chain_is_refused_in_one_line(chain, named):
+    with pytest.raises(ValueError) as e:
+        dali_loader.CropPlanner(chain)
+    assert named in str(e.value) and "\n" not in str(e.value)
+
+
+def test_captions_are_refused(rdir):
+    with pytest.raises(ValueError, match="captions need the grain loader"):
+        dali_loader.train_loader(rdir, **_args(captions=True))
+
+
+def test_missing_dali_is_one_line_naming_the_install(rdir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # import fails as if absent
+    with pytest.raises(ValueError, match="requirements/lock-peers.txt"):
+        dali_loader.train_loader(rdir, **_args())
