@@ -195,8 +195,12 @@ def time_pil_loop(jpegs: list[bytes], images: int) -> dict:
     return _rates(images, wall, cpu)
 
 
-def time_train(records_dir, pp: str, workers: int, batches: int, batch_size: int) -> dict:
-    it, _ = pipeline.train_loader(
+def time_train(
+    records_dir, pp: str, workers: int, batches: int, batch_size: int, loader=None, **options
+) -> dict:
+    """``loader`` (default ``pipeline.train_loader``; benchmarks/dali_loader.py passes the DALI
+    loader, with its ``options``) over `batches` batches after two warm-up batches."""
+    it, _ = (loader or pipeline.train_loader)(
         records_dir,
         global_batch_size=batch_size,
         pp=pp,
@@ -204,6 +208,7 @@ def time_train(records_dir, pp: str, workers: int, batches: int, batch_size: int
         worker_count=workers,
         shard_index=0,
         shard_count=1,
+        **options,
     )
     clock = CpuClock()
     try:
