@@ -12,11 +12,13 @@ global average pool followed by a LayerNorm (timm's ``head.norm``, the default
 
 Parameter names follow timm with dots replaced: ``stem_conv``/``stem_norm`` (``stem.0``/``.1``),
 ``stages{i}_downsample_norm``/``_conv`` (``stages.i.downsample.0``/``.1``), ``stages{i}_blocks{j}``
-with ``conv_dw``, ``norm``, ``mlp/fc1``, ``mlp/fc2``, ``gamma``, and ``head_norm``. Not
-implemented: stochastic depth (timm's default ``drop_path_rate`` is 0), ConvNeXt-V2's GRN.
+with ``conv_dw``, ``norm``, ``mlp/fc1``, ``mlp/fc2``, ``gamma``, and ``head_norm``.
+``drop_path_rate`` (``model.drop_path_rate``; 0 by default, as timm's) is timm's stochastic depth on
+each block's branch after ``gamma``, rising linearly from 0 over all the blocks of all stages, in
+training only. Not implemented: ConvNeXt-V2's GRN.
 
 Call: ``tower.apply(variables, images [B, H, W, 3], train) -> [B, feature_dim]`` (inputs of at
-least 32 px; no batch statistics or dropout).
+least 32 px; no batch statistics; ``train`` switches drop-path on).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus.models.layers import Mlp, layer_norm, torch_padding
+from janus.models.layers import DropPath, Mlp, drop_path_rates, layer_norm, torch_padding
 
 Dtype = Any
 LN_EPS = 1e-6
@@ -40,9 +42,10 @@ weight_init = nn.initializers.truncated_normal(0.02)
 class ConvNeXtBlock(nn.Module):
     ls_init_value: float = 1e-6
     dtype: Dtype = jnp.float32
+    drop_rate: float = 0.0  # drop-path rate of this block
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = x.shape[-1]
         y = nn.Conv(
             width,
@@ -64,13 +67,14 @@ class ConvNeXtBlock(nn.Module):
             name="mlp",
         )(y)
         gamma = self.param("gamma", nn.initializers.constant(self.ls_init_value), (width,))
-        return x + y * gamma.astype(y.dtype)
+        return x + DropPath()(y * gamma.astype(y.dtype), self.drop_rate, not train)
 
 
 class ConvNeXt(nn.Module):
     depths: Sequence[int]
     dims: Sequence[int]
     ls_init_value: float = 1e-6
+    drop_path_rate: float = 0.0  # stochastic depth of the last block (timm's schedule)
     dtype: Dtype = jnp.float32
 
     @property
@@ -79,7 +83,6 @@ class ConvNeXt(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or batch statistics in this tower
         if len(self.depths) != len(self.dims):
             raise ValueError(f"ConvNeXt depths {self.depths} and dims {self.dims} differ in length")
         conv = functools.partial(
@@ -89,12 +92,16 @@ class ConvNeXt(nn.Module):
         norm = functools.partial(layer_norm, LN_EPS, self.dtype, jnp.float32)
         x = conv(self.dims[0], (4, 4), strides=(4, 4), name="stem_conv")(images.astype(self.dtype))
         x = norm("stem_norm")(x)
+        rates = iter(drop_path_rates(self.drop_path_rate, sum(self.depths)))
         for i, (depth, dim) in enumerate(zip(self.depths, self.dims)):
             if i > 0:
                 x = norm(f"stages{i}_downsample_norm")(x)
                 x = conv(dim, (2, 2), strides=(2, 2), name=f"stages{i}_downsample_conv")(x)
             for j in range(depth):
-                x = ConvNeXtBlock(self.ls_init_value, self.dtype, name=f"stages{i}_blocks{j}")(x)
+                block = ConvNeXtBlock(
+                    self.ls_init_value, self.dtype, next(rates), name=f"stages{i}_blocks{j}"
+                )
+                x = block(x, train)
         return norm("head_norm")(x.mean(axis=(1, 2)))
 
 

@@ -11,6 +11,10 @@ Layouts follow the PyTorch references so that weight import is a rename plus a t
 - `Encoder` stacks blocks, optionally with ``nn.scan`` (stacked params under ``blocks`` with a
   leading layer axis: one compiled block, faster compiles for deep models) and ``nn.remat``
   (recompute activations in the backward pass to save memory).
+- `DropPath` is timm's stochastic depth: in training, each sample's residual branch is dropped
+  with the block's rate (and kept ones scaled by ``1 / (1 - rate)``); the towers' rates follow
+  timm's linear schedule (`drop_path_rates`). Off at evaluation and at rate 0, where the towers'
+  outputs are those without it.
 
 All modules take ``dtype`` (the compute dtype) and keep parameters in ``param_dtype`` (float32).
 Softmax and LayerNorm statistics run in float32 whatever the compute dtype, because bf16 softmax
@@ -94,6 +98,36 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
+def drop_path_rates(rate: float, depth: int) -> tuple[float, ...]:
+    """timm's per-block stochastic-depth rates: linear from 0 to `rate` over `depth` blocks
+    (``torch.linspace(0, rate, depth)``)."""
+    if not 0 <= rate <= 1:
+        raise ValueError(f"model.drop_path_rate = {rate!r} must be in [0, 1]")
+    return tuple(np.linspace(0.0, rate, depth).tolist())
+
+
+def drop_path(x: jax.Array, keep: jax.Array, rate) -> jax.Array:
+    """x [B, ...] with the samples where not `keep` [B] zeroed and the others scaled by
+    1 / (1 - rate) (timm's ``drop_path``; at rate 1 everything is dropped)."""
+    keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
+    scale = jnp.where(keep & (keep_prob > 0), 1.0 / jnp.maximum(keep_prob, 1e-12), 0.0)
+    return x * scale.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch [B, ...]: each sample's is dropped with chance
+    `rate` (a float, or a traced per-block value under ``nn.scan``), with a key of the
+    'dropout' stream. Identity when `deterministic` (evaluation) or at a Python rate of 0."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rate, deterministic: bool) -> jax.Array:
+        if deterministic or (isinstance(rate, int | float) and rate == 0):
+            return x
+        keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
+        keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, (x.shape[0],))
+        return drop_path(x, keep, rate)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: a fused ``qkv`` Dense and an ``out`` Dense (both with bias).
 
@@ -153,27 +187,30 @@ def layer_norm(eps: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.La
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LN transformer block. Returns ``(x, None)`` so that it can be the body of ``nn.scan``."""
+    """Pre-LN transformer block. Returns ``(x, None)`` so that it can be the body of ``nn.scan``.
+    `drop_rate`: the block's drop-path rate on both residual branches (timm's ``drop_path1/2``),
+    applied unless `deterministic`."""
 
     num_heads: int
     mlp_ratio: float = 4.0
     act: str = "gelu"
     ln_eps: float = 1e-6
     qkv_bias: bool = True
+    deterministic: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None):
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, drop_rate=0.0):
         width = x.shape[-1]
         y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_1")(x)
         y = SelfAttention(
             self.num_heads, self.dtype, self.param_dtype, qkv_bias=self.qkv_bias, name="attn"
         )(y, mask)
-        x = x + y
+        x = x + DropPath()(y, drop_rate, self.deterministic)
         y = layer_norm(self.ln_eps, self.dtype, self.param_dtype, "ln_2")(x)
         y = Mlp(int(width * self.mlp_ratio), self.act, self.dtype, self.param_dtype, name="mlp")(y)
-        return x + y, None
+        return x + DropPath()(y, drop_rate, self.deterministic), None
 
 
 class Encoder(nn.Module):
@@ -181,7 +218,8 @@ class Encoder(nn.Module):
 
     Unscanned params are ``block_0 .. block_{depth-1}``; with ``scan_layers`` they are one
     ``blocks`` subtree whose leaves carry a leading ``[depth]`` axis (`stack_blocks` converts
-    between the two). ``remat`` wraps each block in ``nn.remat`` (activation rematerialisation)."""
+    between the two). ``remat`` wraps each block in ``nn.remat`` (activation rematerialisation).
+    ``drop_path_rates``: one per block (`drop_path_rates`; empty = none), used when ``train``."""
 
     depth: int
     num_heads: int
@@ -191,11 +229,17 @@ class Encoder(nn.Module):
     qkv_bias: bool = True
     scan_layers: bool = False
     remat: bool = False
+    drop_path_rates: tuple[float, ...] = ()
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array | None = None, train: bool = False
+    ) -> jax.Array:
+        rates = self.drop_path_rates or (0.0,) * self.depth
+        if len(rates) != self.depth:
+            raise ValueError(f"drop_path_rates has {len(rates)} rates for {self.depth} blocks")
         block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         kwargs = dict(
             num_heads=self.num_heads,
@@ -203,6 +247,7 @@ class Encoder(nn.Module):
             act=self.act,
             ln_eps=self.ln_eps,
             qkv_bias=self.qkv_bias,
+            deterministic=not (train and any(rates)),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
@@ -211,13 +256,13 @@ class Encoder(nn.Module):
                 block_cls,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=nn.broadcast,
+                in_axes=(nn.broadcast, 0),  # the mask; each block's rate
                 length=self.depth,
             )
-            x, _ = scanned(**kwargs, name="blocks")(x, mask)
+            x, _ = scanned(**kwargs, name="blocks")(x, mask, jnp.asarray(rates, jnp.float32))
             return x
         for i in range(self.depth):
-            x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask)
+            x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask, rates[i])
         return x
 
 

@@ -21,7 +21,9 @@ Call: ``tower.apply(variables, images [B, H, W, 3], train) -> features [B, featu
 position embedding has one row per patch of the image size seen at init (``(H/p) * (W/p)`` plus the
 class token), so init at the resolution you train/evaluate at, or move weights to another one with
 `janus.models.posemb.resize_posembs`. ``scan_layers`` and ``remat`` trade
-compile time and memory (see `janus.models.layers.Encoder`).
+compile time and memory (see `janus.models.layers.Encoder`). ``drop_path_rate`` (``model.
+drop_path_rate``; DeiT's recipe uses 0.1) is timm's stochastic depth, rising linearly over the
+blocks from 0 to that rate, in training only (`janus.models.layers.DropPath`); 0 by default.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus.models.layers import Encoder, layer_norm
+from janus.models.layers import Encoder, drop_path_rates, layer_norm
 
 Dtype = Any
 
@@ -54,6 +56,7 @@ class ViT(nn.Module):
     ln_eps: float = 1e-6
     scan_layers: bool = False
     remat: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth of the last block (timm's schedule)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -63,7 +66,6 @@ class ViT(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-        del train  # no dropout or batch statistics in this tower
         if self.pool not in ("tok", "gap"):
             raise ValueError(f"ViT pool must be 'tok' or 'gap', got {self.pool!r}")
         if self.pool == "tok" and not self.class_token:
@@ -111,10 +113,11 @@ class ViT(nn.Module):
             ln_eps=self.ln_eps,
             scan_layers=self.scan_layers,
             remat=self.remat,
+            drop_path_rates=drop_path_rates(self.drop_path_rate, self.depth),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="encoder",
-        )(x)
+        )(x, train=train)
         if self.dist_token:
             x = norm("norm")(x)[:, :2].reshape(b, 2 * self.width)
         elif self.pool == "tok":

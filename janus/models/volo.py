@@ -21,6 +21,10 @@ non-zero: timm's forward (train and eval) returns ``head(cls) + 0.5 * max_tokens
 so the default 0.5 reproduces it (0 drops the aux head). timm's MixToken training variant
 (``forward_train``) is not reproduced.
 
+``drop_path_rate`` (``model.drop_path_rate``; 0 by default, as timm's) is timm's stochastic depth
+on both branches of the outlookers and transformer blocks, rising linearly from 0 over them (timm's
+``block_dpr``), in training only; the class-attention blocks have none, as in timm.
+
 LayerNorm eps is torch's 1e-5; BatchNorm as `janus.models.resnet` (flax momentum 0.9, eps 1e-5).
 Dense layers use janus's ViT initialisers (xavier uniform), not timm's trunc-normal(0.02).
 Images must be a multiple of ``2 * patch_size`` (16) px; the position embedding has one row per
@@ -36,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from janus.models.layers import Encoder, Mlp, attention, layer_norm
+from janus.models.layers import DropPath, Encoder, Mlp, attention, drop_path_rates, layer_norm
 from janus.models.resnet import conv_bn
 
 Dtype = Any
@@ -126,22 +130,25 @@ class OutlookAttention(nn.Module):
 
 
 class Outlooker(nn.Module):
-    """Pre-LN block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))`` (timm's ``Outlooker``)."""
+    """Pre-LN block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))`` (timm's ``Outlooker``),
+    each branch with drop-path at `drop_rate` in training."""
 
     num_heads: int
     mlp_ratio: float = 3.0
+    drop_rate: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm = functools.partial(layer_norm, 1e-5, self.dtype, self.param_dtype)
         attn = OutlookAttention(
             self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
         )
-        x = x + attn(norm("ln_1")(x))
+        x = x + DropPath()(attn(norm("ln_1")(x)), self.drop_rate, not train)
         hidden = int(x.shape[-1] * self.mlp_ratio)
-        return x + Mlp(hidden, "gelu", self.dtype, self.param_dtype, name="mlp")(norm("ln_2")(x))
+        y = Mlp(hidden, "gelu", self.dtype, self.param_dtype, name="mlp")(norm("ln_2")(x))
+        return x + DropPath()(y, self.drop_rate, not train)
 
 
 class ClassAttention(nn.Module):
@@ -197,6 +204,7 @@ class VOLO(nn.Module):
     aux_head_scale: float = 0.5  # read by Classifier: weight of the token-labelling aux head
     scan_layers: bool = False
     remat: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth of the last transformer block
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -224,14 +232,16 @@ class VOLO(nn.Module):
             nn.Conv, padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype
         )
         x = conv(self.outlook_width, (patch, patch), strides=patch, name="patch_embed")(x)
+        rates = drop_path_rates(self.drop_path_rate, self.outlook_depth + self.depth)
         for i in range(self.outlook_depth):
             x = Outlooker(
                 self.outlook_heads,
                 self.mlp_ratio,
+                rates[i],
                 self.dtype,
                 self.param_dtype,
                 name=f"outlooker_{i}",
-            )(x)
+            )(x, train)
         x = conv(self.width, (2, 2), strides=2, name="downsample")(x)
         x = x.reshape(b, -1, self.width)
         pos = self.param(
@@ -245,10 +255,11 @@ class VOLO(nn.Module):
             qkv_bias=False,
             scan_layers=self.scan_layers,
             remat=self.remat,
+            drop_path_rates=rates[self.outlook_depth :],
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="encoder",
-        )(x + pos.astype(x.dtype))
+        )(x + pos.astype(x.dtype), train=train)
         cls = self.param("cls", nn.initializers.normal(0.02), (self.width,), self.param_dtype)
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], 1)
         for i in range(self.num_class_blocks):
