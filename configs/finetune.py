@@ -20,6 +20,12 @@ Sweep keys (`configs/finetune.py:k=v,...`), besides janus.config.COMMON_SWEEP_KE
 - templates=openai80|openai7|single: the zero-shot head's templates (finetune.templates);
 - the keys of configs/mini.py (arch=resnet|vit, data=, scale=, root=DIR), whose main job gives the
   data, budget (800 samples), input (64 px, batch 64) and in-loop evaluation.
+Layer-wise lr decay (BEiT / timm's ViT fine-tuning recipe), for a ViT-family CLIP only: add
+`--config.optimizer.layer_decay=0.75` (block i of L trains at lr * 0.75 ** (L - i), the embedding at
+lr * 0.75 ** (L + 1), the head at lr), e.g. `configs/finetune.py:clip=runs/mini_vl_vit,arch=vit` after
+`configs/mini.py:loss=infonce,arch=vit`; another tower is a config error naming it (docs/training.md
+"Weight averaging and layer decay"). `--config.optimizer.ema_decay=0.999` keeps an EMA of the weights
+(`janus.evaluate --params ema`).
 Other data (not run here): e.g. a converted OpenAI CLIP, `clip=ckpt/clip_rn50,model=clip_rn50,
 res=224,label_set=in100,data=data/in100,batch=512` with `--noinloop_eval` (the in-loop evaluation
 reads JANuS-mini's shift sets) and `janus.evaluate --wise ... --data.*` for the real sets.
