@@ -22,6 +22,26 @@ captions.
 Recipe: the paper's for every tower (AdamW 5e-4, wd 0.2, cosine, 2000 warmup steps, batch 512, 256
 epochs, 224 px, SimCLR augmentation) with global-norm clipping at 1.0, which the transformers
 trained from scratch need (configs/vit_s16.py), on every run so that only the tower changes.
+The towers' own recipes, which this sweep keeps OFF (the paper holds the recipe fixed so that only
+the tower changes); an ablation turns them on per run with the flags named below
+(docs/training.md, Recipe features). Each tower's reference recipe and why it matters here:
+- DeiT-S/B (Touvron et al. 2021; timm's train.py carries it): mixup 0.8 and CutMix 1.0
+  (`--config.input.mixup=0.8 --config.input.cutmix=1.0`, mix_prob 1, switch 0.5: the defaults),
+  RandAugment m9 n2 and random erasing 0.25 (the `randaug(2,9)` and `erase(0.25)` ops in
+  input.pp), label smoothing 0.1 (`--config.label_smoothing=0.1`), drop path 0.1
+  (`--config.model.drop_path_rate=0.1`), AdamW wd 0.05 for 300 epochs. DeiT's point was that a ViT
+  trained on ImageNet-1k alone needs this much augmentation and regularisation.
+- ConvNeXt-T/S/B (Liu et al. 2022): DeiT's augmentation (mixup 0.8, CutMix 1.0, RandAugment m9,
+  erasing 0.25, smoothing 0.1) with drop path 0.1 / 0.4 / 0.5 for T / S / B, layer scale 1e-6 (janus'
+  default) and an EMA of the weights (`--config.optimizer.ema_decay=0.9999`); the paper credits the
+  modern recipe alone with +2.7 points for a ResNet-50, so the ablation separates recipe from tower.
+- VOLO-D1 (Yuan et al. 2021): drop path 0.1 with RandAugment and LV-ViT's token labelling and
+  MixToken in place of batch CutMix; janus does not reproduce token labelling (janus/models/volo.py),
+  so its nearest recipe is DeiT's mixing with `--config.model.drop_path_rate=0.1`.
+- VGG-16-BN and CLIP-RN50 predate these recipes (the paper's recipe is theirs).
+E.g. `python -m janus.main --config configs/arch.py:model=deit_s16,loss=ce --config.input.mixup=0.8
+--config.input.cutmix=1.0 --config.label_smoothing=0.1 --config.model.drop_path_rate=0.1 --workdir
+runs/arch/deit_s16_deit_recipe`. Mixing needs a CE loss: with loss=infonce only the drop path applies.
 Hardware it is sized for: 8 accelerators with >= 40 GB each (8x A100-40GB/80GB, H100; a TPU
 v4-8 or larger), 64 images of 224 px per device in float32. The largest activations (VGG-16-BN,
 ConvNeXt-B, DeiT-B) should take roughly 15-30 GB per device at that batch (an estimate, not
