@@ -10,20 +10,12 @@ import numpy as np
 import optax
 import pytest
 from test_evaluate import _config, _init, mini  # noqa: F401  (mini: a fixture)
+from test_optim import _opt
 from test_train import assert_bitwise_equal, command, full_state, run
 
 from janus import checkpoint as ckpt_lib
-from janus import config as config_lib
 from janus import optim
 from janus.evaluate.__main__ import main as evaluate_main
-
-
-def _opt(**kw):
-    o = config_lib.paper_config().optimizer
-    for k, v in kw.items():
-        with o.ignore_type():
-            o[k] = v
-    return o
 
 
 def test_ema_follows_the_updated_parameters():

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_optim import _opt
 
 from janus import config as config_lib
 from janus import layer_decay, optim
@@ -33,14 +34,6 @@ def _expected(path: str) -> float:
     hits = [v for k, v in TABLE.items() if path.startswith(k)]
     assert len(hits) == 1, f"{path} is not in the hand-made table"
     return hits[0]
-
-
-def _opt(**kw):
-    o = config_lib.paper_config().optimizer
-    for k, v in kw.items():
-        with o.ignore_type():
-            o[k] = v
-    return o
 
 
 def _sgd(**kw):
