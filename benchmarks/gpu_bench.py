@@ -20,6 +20,12 @@ and evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, tol
   cores as workers; the peer is "train_synthetic" ResNet-50.
 - "evaluator": `Evaluator.evaluate_variables` on a JANuS-mini val split with the ResNet-50 weights
   just trained; the peer is the training rate (a forward pass costs about a third of a train step).
+- "input_per_core": the host's images/s per core making `decode|rrc(224)|flip` batches from
+  those records: the grain loader, and janus' DALI loader (janus.data.input.dali_loader) on the
+  CPU and, on a GPU, "mixed" (nvJPEG), each where DALI is installed (run gpu.sh with a python that
+  has requirements/lock-peers.txt; else `dali` says why not); `cores_per_device`: for each model,
+  its "train_synthetic" images/s per device over each loader's rate per core, the host cores one
+  device needs (docs/data.md, "Input on GPU nodes").
 
 `--smoke` runs tiny models (resnet_tiny, vit_tiny, clip_rn_tiny with a one-layer text tower) at
 batch 8 and 32 px: sizes are all that differ (tests/test_benchmarks.py runs it).
@@ -41,13 +47,14 @@ FULL = {
                ("clip_rn50", "infonce", None)],
     "batch": 256, "res": 224, "warmup": 3, "steps": 20, "text": None, "context_length": 77,
     "pipeline_images": 1024, "pipeline_steps": 8, "eval_per_class": 100, "eval_size": 256,
+    "input_batch": 32, "input_batches": 8, "input_rounds": 3,
 }  # fmt: skip
 SMOKE = {
     "models": [("resnet_tiny", "ce", 3000.0), ("vit_tiny", "ce", 1600.0),
                ("clip_rn_tiny", "infonce", None)],
     "batch": 8, "res": 32, "warmup": 1, "steps": 2, "text": {"width": 32, "layers": 1, "heads": 2},
     "context_length": 16, "pipeline_images": 16, "pipeline_steps": 2, "eval_per_class": 2,
-    "eval_size": 40,
+    "eval_size": 40, "input_batch": 8, "input_batches": 2, "input_rounds": 1,
 }  # fmt: skip
 TARGET_MFU = 0.45
 
@@ -210,6 +217,35 @@ def bench_pipeline(bench: TrainBench, sizes: dict, tmp: str, synthetic_ips: floa
     }  # fmt: skip
 
 
+def bench_input_per_core(sizes: dict, records_dir: str, train_ips: dict) -> dict:
+    """Images/s per host core of the grain and DALI loaders on ``records_dir``; the cores per
+    device each needs for each model's training rate (``train_ips``: model -> images/s)."""
+    import statistics
+
+    import jax
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import input_peers
+
+    skipped = input_peers.missing("dali")
+    devices = [] if skipped else ["cpu"] + (["mixed"] if jax.devices()[0].platform == "gpu" else [])
+    import dali_loader  # benchmarks/dali_loader.py (imports DALI only when a side runs)
+
+    per_core = dali_loader.time_sides(
+        records_dir, devices, sizes["input_batches"], sizes["input_batch"],
+        sizes["input_rounds"], emit=lambda row: None,
+    )  # fmt: skip
+    rates = {side: statistics.median(r) for side, r in per_core.items()}
+    cores = {
+        model: {side: round(ips / rate, 1) for side, rate in rates.items()}
+        for model, ips in train_ips.items()
+    }
+    return {
+        "pp": dali_loader.CHAIN, "images_per_s_per_core": rates, "cores_per_device": cores,
+        "dali": skipped or input_peers.version("dali"), "rounds": sizes["input_rounds"],
+    }  # fmt: skip
+
+
 def bench_evaluator(bench: TrainBench, sizes: dict, tmp: str, train_ips: float) -> dict:
     import jax
 
@@ -261,7 +297,7 @@ def main(argv=None) -> None:
           "host_cores": os.cpu_count(), "jax": jax.__version__})  # fmt: skip
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="janus_gpu_bench_") as tmp:
-        first = None
+        first, train_ips = None, {}
         for model, loss, target in sizes["models"]:
             bench = TrainBench(bench_config(model, loss, sizes))
             batch = synthetic_batch(bench.config, bench.mesh)
@@ -270,12 +306,15 @@ def main(argv=None) -> None:
             step_s = bench.run(itertools.repeat(batch), sizes["steps"])
             row = train_row(bench, step_s, compile_s, target, peak, jax.device_count())
             emit({"bench": "train_synthetic", **row})
+            train_ips[model] = row["images_per_s_per_device"]
             if first is None:
                 first, first_ips = bench, row["images_per_s_per_device"]
             else:
                 del bench  # frees the device memory of all but the ResNet-50
         emit({"bench": "train_pipeline", **bench_pipeline(first, sizes, tmp, first_ips)})
         emit({"bench": "evaluator", **bench_evaluator(first, sizes, tmp, first_ips)})
+        records_dir = os.path.join(tmp, "jpeg_records")  # bench_pipeline's records
+        emit({"bench": "input_per_core", **bench_input_per_core(sizes, records_dir, train_ips)})
     emit({"bench": "total", "seconds": round(time.perf_counter() - t0, 1)})
 
 

@@ -25,7 +25,9 @@ def test_gpu_benchmark_smoke_prints_every_measurement():
     by_bench = {}
     for r in rows:
         by_bench.setdefault(r["bench"], []).append(r)
-    assert sorted(by_bench) == ["device", "evaluator", "total", "train_pipeline", "train_synthetic"]
+    assert sorted(by_bench) == [
+        "device", "evaluator", "input_per_core", "total", "train_pipeline", "train_synthetic"
+    ]  # fmt: skip
     assert by_bench["device"][0]["platform"] == "cpu"
     assert by_bench["device"][0]["peak_flops_per_device"] is None  # so MFU is null, not made up
     train = {(r["model"], r["loss"]): r for r in by_bench["train_synthetic"]}
@@ -41,6 +43,10 @@ def test_gpu_benchmark_smoke_prints_every_measurement():
     assert pipe["images_per_s_per_device"] > 0 and pipe["ratio"] > 0
     (ev,) = by_bench["evaluator"]
     assert ev["images"] == 20 and ev["images_per_s_per_device"] > 0 and ev["ratio"] > 0
+    (host,) = by_bench["input_per_core"]  # the DALI loader's CPU side where DALI is installed
+    sides = ["grain"] + (["dali_cpu"] if host["dali"][0].isdigit() else [])
+    assert sorted(host["images_per_s_per_core"]) == sides, host
+    assert all(host["cores_per_device"]["vit_tiny"][side] > 0 for side in sides)
 
 
 def test_mfu_is_flops_over_step_time_over_peak():
