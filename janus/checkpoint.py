@@ -11,8 +11,11 @@ crash while writing leaves the previous checkpoints intact and the half-written 
 `list_complete_steps` and the manager only see finalised steps.
 
 A save that fails raises `SaveFailed` in one line naming the step, the directory and the error: a
-checkpoints directory where no file can be made at the save itself, a failure in orbax's thread at
-the next save or wait.
+checkpoints directory where no file can be made, or where orbax cannot make the step's temporary
+directory, at the save itself; a failure in orbax's thread at the next save or wait. orbax makes
+its directories in the calling thread (`create_directories_asynchronously=False`): made in its
+thread, a refused mkdir leaves the item writers waiting minutes for a "directory created" signal
+that never comes, and the run's next save waiting on them.
 
 Public API (used by the trainer, the evaluator and janus.convert): `Checkpointer`, `SaveFailed`,
 `one_line`, `load_for_inference` (its `ema=True`: the EMA of the parameters), `NoEma`,
@@ -114,6 +117,8 @@ class Checkpointer:
             create=True,
             cleanup_tmp_directories=True,  # leftovers of a crash mid-write
             save_interval_steps=1,  # the loop decides when to save
+            # Directories made in the save call: a failure raises there (see the docstring).
+            async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._in_flight: int | None = None  # the step of the save not yet known to be complete
@@ -128,9 +133,8 @@ class Checkpointer:
 
     def save(self, step: int, state, *, data_iter=None, config: Mapping | None = None) -> bool:
         """Starts saving checkpoint `step` (asynchronously unless async_save is off). A
-        checkpoints directory where no file can be made raises `SaveFailed` here, naming it:
-        orbax would find it in its thread and leave the caller waiting minutes for a step
-        directory that never comes."""
+        checkpoints directory where no file can be made raises `SaveFailed` here, naming it, and
+        so does one that stops taking files between that probe and orbax's own mkdir."""
         from janus import workdir as workdir_lib
 
         self._settle()  # the previous save's failure, named (orbax would raise it in save)
@@ -143,8 +147,15 @@ class Checkpointer:
             items["data_iter"] = save_cls(data_iter)
         if config is not None:
             items["config"] = ocp.args.JsonSave(dict(config))
+        try:
+            started = self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+        except OSError as e:  # e.g. the step's temporary directory refused (made read-only now)
+            self._failed = True
+            raise SaveFailed(
+                f"checkpoint {step} not saved in {self.directory}: {one_line(e)}"
+            ) from e
         self._in_flight = int(step)
-        return self.manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+        return started
 
     def restore(self, step: int, abstract_state, *, data_iter=None):
         """Restores "state" into `abstract_state` (ShapeDtypeStructs with shardings) and, when the
