@@ -14,8 +14,12 @@ Every wait is bounded; a failure shows the job's log and `scontrol show job`.
   `--signal=TERM@120` does before the time limit) and once by `scancel --batch --signal=TERM` (the
   batch shell's trap has SLURM signal the steps): each time janus saves, the script requeues, the
   job resumes; the log keeps all three segments; final state and eval JSON bitwise the reference's;
-- 2 nodes x 1 task, and 1 node x 2 tasks, 1 CPU device each (explicit JANUS_* coordinates from
-  the script) = 1 process x 2 devices;
+- stopped by the time limit: `--time=3` with the script's `--signal=TERM@120`, signalled by
+  slurmctld's own time-limit check (its log says so; no scancel), requeued once, resumed, DONE;
+  final state and eval JSON bitwise the reference's;
+- a requeued job whose newest checkpoint is damaged resumes from the previous one;
+- 2 nodes x 1 task, 1 CPU device each (explicit JANUS_* coordinates from the script) = 1 process
+  x 2 devices (1 node x 2 tasks where the cluster has one node);
 - an array of 2 (`--sweep`), then `janus.sweep --dry_run` lists both runs as done;
 - a bad config: janus exits 2, the job FAILED once, never requeued; a missing venv: exit 2 and one
   line naming it;
@@ -30,6 +34,8 @@ import os
 import pathlib
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,11 +84,15 @@ def slurm():
         _cluster(env, "stop")
 
 
-def need_nodes(env, n):
+def nodes(env) -> set[str]:
     r = subprocess.run(
         ["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True, text=True, timeout=30
     )
-    if len(set(r.stdout.split())) < n:
+    return set(r.stdout.split())
+
+
+def need_nodes(env, n):
+    if len(nodes(env)) < n:
         pytest.skip(f"the test cluster has fewer than {n} nodes (tests/slurm/cluster.sh)")
 
 
@@ -177,9 +187,42 @@ def segments(log: str) -> list[str]:
     return re.findall(r"^slurm\.sbatch: job .*$", log, re.M)
 
 
+def history(workdir) -> list[dict]:
+    return [json.loads(x) for x in (workdir / "history.jsonl").read_text().splitlines()]
+
+
+def _state(pid) -> str:
+    """The process's state letter (T: stopped), or "" once it is gone."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 def eval_json(workdir):
     [path] = (workdir / "eval").glob("*.json")
     return json.loads(path.read_text())
+
+
+def wait_requeued(jobs, job, restarts, timeout=120):
+    """Waits until the job is PENDING with `restarts` restarts (requeued, in SLURM's hold)."""
+    requeued = lambda i: i["Restarts"] == str(restarts) and i["JobState"] == "PENDING"
+    info = jobs.wait(job, lambda i: requeued(i) or ended(i), "requeued", timeout)
+    if not requeued(info):
+        jobs.fail(job, f"ended instead of being requeued (restart {restarts})")
+    return info
+
+
+def assert_ends_as_the_uninterrupted_run(workdir, ref_dir, stops):
+    """Parameters, BN statistics, optimizer and evaluation bitwise the reference's; metrics.jsonl
+    has a row at each stop, and the first row after a resume averages fewer steps
+    (docs/launching.md): same state, different rows where the window spanned a stop."""
+    assert_bitwise_equal(full_state(workdir, STEPS), full_state(ref_dir, STEPS))
+    ours, ref = eval_json(workdir), eval_json(ref_dir)
+    assert ours["step"] == STEPS and ours["sets"]["val"]["n"] > 0
+    assert ours == ref  # every accuracy, bit for bit (same JSON floats)
+    ref_steps = [r["step"] for r in metrics(ref_dir) if "loss" in r]
+    assert [r["step"] for r in metrics(workdir) if "loss" in r] == sorted({*ref_steps, *stops})
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +274,7 @@ def test_preempted_twice_requeues_and_ends_as_the_uninterrupted_run(reference, j
             time.sleep(0.1)
         r = subprocess.run(["scancel", *scancel, str(job)], env=jobs.env, timeout=30)
         assert r.returncode == 0
-        requeued = lambda i, n=str(restart + 1): i["Restarts"] == n and i["JobState"] == "PENDING"
-        info = jobs.wait(job, lambda i, r=requeued: r(i) or ended(i), "requeued", 120)
-        if not requeued(info):
-            jobs.fail(job, f"ended instead of being requeued (segment {restart})")
+        info = wait_requeued(jobs, job, restart + 1)
         stops.append(ckpt_lib.list_complete_steps(workdir)[-1])
         assert stops[-1] < STEPS and not (workdir / "DONE").exists(), "finished before the signal"
         # SLURM's hold after a requeue: cred_expire (10 s on the test cluster) + 1 s. Not to be
@@ -250,15 +290,76 @@ def test_preempted_twice_requeues_and_ends_as_the_uninterrupted_run(reference, j
     assert lines[0].endswith("no checkpoint")
     assert [int(line.rsplit(" ", 1)[1]) for line in lines[1:]] == stops, lines
     assert text.count("stopped by SIGTERM") == 2 and text.count("resuming from") == 2
-    # The end equals the uninterrupted run's: parameters, BN statistics, optimizer, evaluation.
-    assert_bitwise_equal(full_state(workdir, STEPS), full_state(ref_dir, STEPS))
-    ours, ref = eval_json(workdir), eval_json(ref_dir)
-    assert ours["step"] == STEPS and ours["sets"]["val"]["n"] > 0
-    assert ours == ref  # every accuracy, bit for bit (same JSON floats)
-    # metrics.jsonl: a row at each stop, and the first row after a resume averages fewer steps
-    # (docs/launching.md): same state, different rows where the window spanned a stop.
-    ref_steps = [r["step"] for r in metrics(ref_dir) if "loss" in r]
-    assert [r["step"] for r in metrics(workdir) if "loss" in r] == sorted({*ref_steps, *stops})
+    assert_ends_as_the_uninterrupted_run(workdir, ref_dir, stops)
+
+
+def test_time_limit_signal_requeues_and_ends_as_the_uninterrupted_run(reference, jobs, mini_v2):
+    """`sbatch --time=3 launch/slurm.sbatch ...` with the script's own `#SBATCH --signal=TERM@120`:
+    slurmctld's time-limit check sends SIGTERM to the step 120 s (up to 150 s) before the end,
+    janus saves and exits 0, the script requeues, the job resumes and ends DONE, bitwise the
+    uninterrupted run. No scancel: slurmctld's log names the warning signal, and no kill request."""
+    [warn] = map(int, re.findall(r"^#SBATCH --signal=TERM@(\d+)$", SBATCH.read_text(), re.M))
+    ref_dir = reference[0]
+    workdir = jobs.cwd / "run"
+    ctld_log = SLURM_DIR / "log" / "slurmctld.log"
+    log_start = ctld_log.stat().st_size
+    # 3 minutes: slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT, compiled in) and sends
+    # the --signal at the first check with now + warn + 30 >= EndTime (send_job_warn_signal,
+    # Slurm 22.05), here 30-60 s after the start, when janus is training (its SIGTERM handler is
+    # installed before the step compiles); --time=2 would signal at the first check, possibly
+    # before janus has started. The end (EndTime) stays 2 minutes away.
+    job = jobs.submit("--time=3", *CPU, str(SBATCH), *janus_args(mini_v2, workdir, "--inloop_eval"))
+    info = jobs.wait(job, lambda i: i["JobState"] != "PENDING", "started", 120)
+    end = _time(info["EndTime"])
+    earliest = end - warn - 30  # the first second at which a check may signal
+    deadline = time.time() + 120
+    while not ckpt_lib.list_complete_steps(workdir):
+        if time.time() > deadline or ended(jobs.info(job)[0]):
+            jobs.fail(job, "no checkpoint in the first segment")
+        time.sleep(0.1)
+    # The mini run's 40 steps take seconds, the check comes up to 30 s later: stand in for a long
+    # run by stopping janus (SIGSTOP) until SLURM signals it. SLURM sends SIGCONT to the step
+    # before the warning signal (send_job_warn_signal), so janus goes on, gets SIGTERM and saves
+    # at the end of its step. Only before the earliest check: a janus stopped after SIGTERM would
+    # not save before the time limit.
+    [start] = [r for r in history(workdir) if r["event"] == "start"]
+    assert start["host"] == socket.gethostname()  # the test cluster's nodes are this host
+    frozen = time.time() < earliest - 1
+    if frozen:
+        os.kill(start["pid"], signal.SIGSTOP)
+    try:
+        info = wait_requeued(jobs, job, 1, timeout=max(earliest + 30 - time.time(), 0) + 60)
+    finally:
+        if frozen and _state(start["pid"]) == "T":  # not woken by SLURM: do not leave it stopped
+            os.kill(start["pid"], signal.SIGCONT)
+    [stop] = ckpt_lib.list_complete_steps(workdir)[-1:]
+    assert stop < STEPS and not (workdir / "DONE").exists(), "finished before the signal"
+    # The next segment has the same --time and would be signalled 30-60 s after its start again,
+    # maybe once its loop has ended: one time-limit stop is what this test is about.
+    r = subprocess.run(
+        ["scontrol", "update", f"JobId={job}", "TimeLimit=10"], env=jobs.env, timeout=30,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = jobs.finish(job, timeout=300)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", jobs.logs()
+    # Who stopped it: slurmctld's time-limit check (its debug line; SlurmctldDebug=debug in
+    # tests/slurm/cluster.sh), between the earliest check and `warn` s before the end; nobody
+    # asked SLURM to kill or signal the job (scancel: REQUEST_KILL_JOB, logged at info).
+    ctld = ctld_log.read_text()[log_start:]
+    warned = re.findall(rf"^\[(\S+?)(?:\.\d+)?\] debug:  send_job_warn_signal: warning signal "
+                        rf"{signal.SIGTERM.value} to JobId={job}$", ctld, re.M)  # fmt: skip
+    assert len(warned) == 1, f"no warning signal to job {job} in {ctld_log} (SlurmctldDebug=debug?)"
+    assert earliest <= _time(warned[0]) <= end - warn + 1, (warned, info)
+    assert f"REQUEST_KILL_JOB JobId={job} " not in ctld
+    text = (jobs.cwd / f"slurm-janus-{job}.out").read_text()
+    lines = segments(text)
+    assert [re.search(r"restart (\d+)", line)[1] for line in lines] == ["0", "1"], text
+    assert lines[0].endswith("no checkpoint") and lines[1].endswith(f"newest checkpoint {stop}")
+    assert text.count("stopped by SIGTERM") == 1 and text.count("resuming from") == 1, text
+    assert [(r["event"], r["step"]) for r in history(workdir)] == [("start", 0), ("resume", stop)]
+    assert json.loads((workdir / "DONE").read_text())["step"] == STEPS
+    assert_ends_as_the_uninterrupted_run(workdir, ref_dir, [stop])
 
 
 def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_previous(
@@ -276,10 +377,7 @@ def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_prev
             jobs.fail(job, "fewer than 2 checkpoints")
         time.sleep(0.1)
     assert subprocess.run(["scancel", "--signal=TERM", str(job)], env=jobs.env).returncode == 0
-    requeued = lambda i: i["Restarts"] == "1" and i["JobState"] == "PENDING"
-    info = jobs.wait(job, lambda i: requeued(i) or ended(i), "requeued", 120)
-    if not requeued(info):
-        jobs.fail(job, "ended instead of being requeued")
+    wait_requeued(jobs, job, 1)
     *_, previous, newest = ckpt_lib.list_complete_steps(workdir)
     data = [p for p in (ckdir / str(newest) / "state").rglob("*") if p.parent.name == "d"]
     with open(max(data, key=lambda p: p.stat().st_size), "r+b") as f:
@@ -290,8 +388,7 @@ def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_prev
     assert f"{ckdir}/{newest} does not restore" in log
     assert f"resuming from {ckdir}/{previous}" in log
     assert (ckdir / f"{newest}.damaged" / "state").is_dir()  # moved aside, not deleted
-    history = [json.loads(x) for x in (workdir / "history.jsonl").read_text().splitlines()]
-    assert [(r["event"], r["step"]) for r in history] == [
+    assert [(r["event"], r["step"]) for r in history(workdir)] == [
         ("start", 0),
         ("damaged", newest),
         ("resume", previous),
@@ -300,13 +397,16 @@ def test_a_requeued_job_whose_newest_checkpoint_is_damaged_resumes_from_the_prev
     assert_bitwise_equal(full_state(workdir, STEPS), full_state(reference[0], STEPS))
 
 
-@pytest.mark.parametrize("layout", ["--nodes=2", "--ntasks-per-node=2"])
-def test_two_tasks_match_one_process_with_two_devices(reference, jobs, mini_v2, layout):
-    """`--nodes=2` (one task per node, the script's default) or 2 tasks on one node: the
-    script's JANUS_* coordinates make janus one 2-process job (1 CPU device each), which reaches
-    the 1-process x 2-device loss (tolerance of tests/test_train.py's
-    test_two_processes_match_one_process)."""
-    need_nodes(jobs.env, 2 if layout == "--nodes=2" else 1)
+def test_two_tasks_match_one_process_with_two_devices(reference, jobs, mini_v2):
+    """`--nodes=2` (one task per node, the script's default): the script's JANUS_* coordinates
+    make janus one 2-process job (1 CPU device each), which reaches the 1-process x 2-device loss
+    (tolerance of tests/test_train.py's test_two_processes_match_one_process).
+    One layout trains, not also `--ntasks-per-node=2` (about 45 s more of CI): the script and
+    janus take the same path for both (SLURM_NTASKS=2: coordinator, process count, 2 processes
+    over gloo), and what differs, the node each task runs on, is what
+    test_two_tasks_get_the_cluster_env_from_the_script checks for both layouts. On a one-node
+    test cluster (host name not resolving) the 2 tasks share the node instead of skipping."""
+    layout = "--nodes=2" if len(nodes(jobs.env)) >= 2 else "--ntasks-per-node=2"
     ref_dir = reference[0]
     workdir = jobs.cwd / "two"
     env = job_env(jobs.env, devices=1)

@@ -25,7 +25,11 @@
 # may start again (slurm.conf(5): "This also controls how long a requeued job must wait before
 # starting again. The default value is 120 seconds."); here 10 s. The scheduler runs every 2 s.
 # MinJobAge=600 keeps a finished job in `scontrol show job` for 10 minutes (no accounting: no
-# sacct).
+# sacct). SlurmctldDebug=debug: slurmctld logs the time-limit warning signal (`--signal`) only at
+# debug ("send_job_warn_signal: warning signal 15 to JobId=N"), which the time-limit test reads.
+# Time limits are checked every 30 s (PERIODIC_TIMEOUT, compiled in, not a slurm.conf setting);
+# OverTimeLimit=0 (default): a job still running at its EndTime is killed at the next check,
+# SIGTERM then SIGKILL KillWait (10 s) later.
 set -euo pipefail
 
 dir=${JANUS_SLURM_DIR:-/tmp/janus-slurm}
@@ -83,7 +87,7 @@ SlurmdPidFile=$dir/run/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
 SlurmdParameters=config_overrides
-SlurmctldDebug=info
+SlurmctldDebug=debug
 SlurmdDebug=info
 PlugStackConfig=$dir/etc/plugstack.conf
 ProctrackType=proctrack/linuxproc
