@@ -27,7 +27,7 @@ import numpy as np
 # once deadlocks inside tensorflow_datasets' lazy-import machinery (seen in multi-process runs).
 from tensorflow_datasets.proto import tf_example_generated_pb2 as example_pb2
 
-from janus.data.tfrecord import CorruptRecordError, ShardFiles, shard_offsets
+from janus.data.tfrecord import CorruptRecordError, RecordsError, ShardFiles, shard_offsets
 from janus.data.tfrecord import build_index as build_index  # documented here: docs/data.md
 from janus.data.tfrecord import iter_tfrecord as iter_tfrecord
 from janus.data.tfrecord import read_record_at as read_record_at
@@ -132,8 +132,13 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
     return (m["split"], int(m["i"]), int(m["n"])) if m else None
 
 
+class MissingShardsError(RecordsError, FileNotFoundError):
+    """A split's shards are not all there; the message names the missing files."""
+
+
 def list_shards(records_dir, split: str) -> list[pathlib.Path]:
-    """The split's shards in order; error if some of the `-of-NNNNN` set is missing."""
+    """The split's shards in order; `MissingShardsError` naming the files of the `-of-NNNNN` set
+    that are missing (or the split, when it has none)."""
     root = pathlib.Path(records_dir)
     found = {}
     for p in root.iterdir() if root.is_dir() else []:
@@ -141,7 +146,7 @@ def list_shards(records_dir, split: str) -> list[pathlib.Path]:
         if parsed and parsed[0] == split:
             found[parsed[1:]] = p
     if not found:
-        raise FileNotFoundError(f"no shards for split {split!r} in {root}")
+        raise MissingShardsError(f"no shards for split {split!r} in {root}")
     counts = {n for _, n in found}
     if len(counts) != 1:
         raise CorruptRecordError(root, 0, f"split {split!r} mixes shard counts {sorted(counts)}")
@@ -150,7 +155,7 @@ def list_shards(records_dir, split: str) -> list[pathlib.Path]:
     if missing:
         names = ", ".join(shard_name(split, i, n) for i in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise FileNotFoundError(
+        raise MissingShardsError(
             f"split {split!r} in {root}: {len(missing)} of {n} shards missing: {names}{more} "
             "(rebuild the records with the command in info.json)"
         )

@@ -18,11 +18,14 @@ Index file `<shard>.index` (janus' own format, written atomically by `ShardWrite
 
 Byte level only: what the payloads hold, and how shards make up a records directory, is
 `janus.data.records`. Every read checks both CRCs; damage raises `CorruptRecordError` naming the
-file and offset.
+file and offset (a `RecordsError`: records on disk that cannot be read as they are, which
+janus.main reports in one line with exit status 2). A shard without its `.index` is scanned for
+its offsets, with one warning per shard.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import struct
@@ -33,6 +36,8 @@ import numpy as np
 
 from janus.fileio import atomic_write
 
+log = logging.getLogger(__name__)
+
 INDEX_MAGIC = b"JANUSIX1"
 _HEADER = struct.Struct("<QI")
 _U32 = struct.Struct("<I")
@@ -42,7 +47,12 @@ _MASK_DELTA = 0xA282EAD8
 _MAX_RECORD = 1 << 31
 
 
-class CorruptRecordError(IOError):
+class RecordsError(OSError):
+    """Records on disk that cannot be read as they are (a damaged or missing file); the message
+    is one line naming the file. janus.main prints it without a traceback, exit status 2."""
+
+
+class CorruptRecordError(RecordsError):
     """A TFRecord file is damaged: bad CRC, truncated record or an index that does not match."""
 
     def __init__(self, path, offset: int, reason: str):
@@ -167,7 +177,8 @@ def read_index(shard_path) -> np.ndarray:
         raise CorruptRecordError(
             shard_path,
             min(actual, expected_size),
-            f"shard has {actual} bytes, index expects {expected_size} (truncated or rewritten)",
+            f"shard has {actual} bytes, its index {os.path.basename(index_path)} expects "
+            f"{expected_size} (the shard truncated or rewritten, or the index of another shard)",
         )
     return offsets
 
@@ -223,10 +234,26 @@ class ShardWriter:
 # ----------------------------------------------------------------------------- shards
 
 
+_WARNED_NO_INDEX: set[str] = set()  # shards already warned about (a run reads offsets twice)
+
+
 def shard_offsets(shard_path) -> np.ndarray:
-    """Record offsets of a shard: its `.index` (checked against the shard), else a scan."""
+    """Record offsets of a shard: its `.index` (checked against the shard), else a scan, said
+    once per shard in one warning line (the scan reads every record's header)."""
     p = os.fspath(shard_path)
-    return read_index(p) if os.path.exists(p + ".index") else build_index(p)
+    if os.path.exists(p + ".index"):
+        return read_index(p)
+    offsets = build_index(p)
+    if p not in _WARNED_NO_INDEX:
+        _WARNED_NO_INDEX.add(p)
+        log.warning(
+            "%s.index is missing: scanned the shard for its %d record offsets instead (slower "
+            "to open; the records are read as usual). Rebuild the records with the command in "
+            "info.json to restore it",
+            p,
+            len(offsets),
+        )
+    return offsets
 
 
 class ShardFiles:
