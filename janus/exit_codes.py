@@ -2,7 +2,10 @@
 (`epilog()`), and docs/training.md ("Exit codes") holds the same rows (tests/test_exit_codes.py).
 
 An expected failure is one line on stderr and status 2, without a traceback; status 1 is left for
-what was not expected, and its traceback is on stderr.
+what was not expected, and its traceback is on stderr. Where the command has a workdir of its own
+(janus.main once it holds it, janus.evaluate), the traceback of either is also appended to
+`<workdir>/errors.log` (`janus.workdir.append_error_log`) and the line ends with
+"(traceback: <path>)".
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ TABLE: tuple[tuple[str, str, str], ...] = (
      "failed (the others still ran)"),
     ("2", "all", "an expected failure, in one line: a bad argument or config field, a workdir "
      "in use or not writable, a refused config change on resume, no checkpoint that restores, "
-     "records that do not fit the run (label set, budget, batch)"),
+     "records that do not fit the run (label set, budget, batch); janus.main: also damaged or "
+     "missing records (a shard, its index, a record)"),
     ("130", "janus.main, janus.data.build", "Ctrl-C: janus.main saves a checkpoint at the end "
      "of the step first (a second Ctrl-C exits at once); the builder keeps finished shards, and "
      "the same command resumes"),

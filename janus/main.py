@@ -15,11 +15,15 @@ Exit status: 0 when training finished or was stopped by SIGTERM with its checkpo
 after a Ctrl-C (SIGINT): the first one saves a checkpoint at the end of the step and exits, a
 second one exits at once, saving nothing more (`loop.INTERRUPTED_EXIT`); 2 for an invalid config,
 a workdir in use, a workdir, checkpoints/ or eval/ where no file can be written (checked before
-compiling), a refused config change on resume or no checkpoint that restores (one line); 1 for any
-error (the traceback is on stderr; one line for a checkpoint that could not be written). After an
-error the trainer has already closed its checkpoints, logs and input threads, and the process then
-ends with `os._exit`: interpreter teardown would join leftover background threads (orbax, grain,
-tensorboardX), and one stuck there must not turn a failed run into a hung job. After a successful
+compiling), a refused config change on resume, no checkpoint that restores, or damaged or missing
+records (a shard, its index: one line); 1 for any other error (the traceback is on stderr; one
+line for a checkpoint that could not be written or a non-finite loss). Once the run holds its
+workdir, every failure's traceback is also appended to <workdir>/errors.log and the line names it
+("(traceback: <path>)"); a workdir held by another run or refused as not writable is not written
+to (`fail`). After an error the trainer has already closed its checkpoints, logs and input
+threads, and the process then ends with `os._exit`: interpreter teardown would join leftover
+background threads (orbax, grain, tensorboardX), and one stuck there must not turn a failed run
+into a hung job. After a successful
 run a watchdog ends a teardown that takes longer than `loop.CLEANUP_TIMEOUT_S`, printing every
 thread's stack.
 """
@@ -125,10 +129,8 @@ def main(argv):
 
     import jax
 
-    from janus import checkpoint as ckpt_lib
     from janus import config as config_lib
     from janus import loop, train
-    from janus.metric_window import NonFiniteLossError
     from janus.metric_writer import say
 
     overridden = config_flags.get_override_values(FLAGS["config"])
@@ -166,27 +168,8 @@ def main(argv):
             make_hooks=make_hooks,
             allow_changes=FLAGS.allow_config_change,
         )
-    except train.RunRefused as e:  # workdir in use, or config drift on resume: no traceback
-        print(f"janus.main: {e}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(2)
-    except BaseException as e:  # every failure (also Ctrl-C) ends the process the same way
-        # A ConfigError found only once the data is counted (e.g. no training examples) is still
-        # an invalid config: exit 2.
-        if isinstance(e, KeyboardInterrupt):  # Ctrl-C outside the loop (setup): one line
-            print("janus.main: interrupted (Ctrl-C); nothing saved since the last checkpoint",
-                  file=sys.stderr)  # fmt: skip
-            exit_now(loop.INTERRUPTED_EXIT, traceback_=False)
-        if isinstance(e, ckpt_lib.SaveFailed):  # e.g. checkpoints/ made read-only mid-run
-            print(f"janus.main: {e}", file=sys.stderr)
-            exit_now(1, traceback_=False)
-        if isinstance(e, NonFiniteLossError):  # the message names the step and the last loss
-            print(f"janus.main: NonFiniteLossError: {e}", file=sys.stderr)
-            exit_now(1, traceback_=False)
-        if isinstance(e, config_lib.ConfigError):  # found once the data are read, pre-compile
-            print(f"janus.main: invalid config: {e}", file=sys.stderr)
-            exit_now(2, traceback_=False)
-        exit_now(1)
+    except BaseException as e:  # every failure (also Ctrl-C) ends the process here
+        fail(e, FLAGS.workdir)
     # Interpreter teardown joins library threads and (multi-host) shuts jax.distributed down; if
     # that ever sticks, print every stack and end the process rather than hang the job.
     faulthandler.dump_traceback_later(loop.CLEANUP_TIMEOUT_S, exit=True)
@@ -232,10 +215,63 @@ def prepare_data(config, say) -> None:
         prepare.prepare(root, raw, log=say)
 
 
-def exit_now(status: int, *, traceback_: bool = True) -> None:
-    """Prints the current exception, flushes the streams and ends the process immediately."""
-    if traceback_:
-        traceback.print_exc()
+def expected_failure(e: BaseException) -> tuple[int, str] | None:
+    """(exit status, the message's one line) of a failure janus expects; None for one it does
+    not (a bug, or what no check foresaw: status 1 with the traceback on stderr)."""
+    from janus import checkpoint as ckpt_lib
+    from janus import config as config_lib
+    from janus import loop, train
+    from janus.data.tfrecord import RecordsError
+    from janus.metric_window import NonFiniteLossError
+
+    if isinstance(e, KeyboardInterrupt):  # Ctrl-C outside the loop (setup)
+        line = "interrupted (Ctrl-C); nothing saved since the last checkpoint"
+        return loop.INTERRUPTED_EXIT, line
+    if isinstance(e, train.RunRefused):  # workdir in use, drift on resume, no good checkpoint
+        return exit_codes.EXPECTED_FAILURE, str(e)
+    if isinstance(e, config_lib.ConfigError):  # found once the data are read, pre-compile
+        return exit_codes.EXPECTED_FAILURE, f"invalid config: {e}"
+    if isinstance(e, RecordsError):  # a shard, its index or a record damaged or missing
+        return exit_codes.EXPECTED_FAILURE, (
+            f"damaged records: {e}; rebuild them with the command in their info.json"
+        )
+    if isinstance(e, ckpt_lib.SaveFailed):  # e.g. checkpoints/ made read-only mid-run
+        return exit_codes.ERROR, str(e)
+    if isinstance(e, NonFiniteLossError):  # the message names the step and the last loss
+        return exit_codes.ERROR, f"NonFiniteLossError: {e}"
+    return None
+
+
+def fail(e: BaseException, workdir: str) -> None:
+    """Ends the process over `e`: an expected failure as one line on stderr (its status, no
+    traceback), anything else as its traceback and status 1. Either way the traceback is
+    appended to `<workdir>/errors.log` (`janus.workdir.append_error_log`) and the last line
+    names it, but only in a workdir this run has held: one that another run holds, or that was
+    refused as a file or not writable, is not written to."""
+    import jax
+
+    from janus import workdir as workdir_lib
+
+    text = "".join(traceback.format_exception(e))
+    log = None
+    if workdir_lib.held_here(workdir):
+        log = workdir_lib.append_error_log(
+            workdir, text, command=" ".join(sys.argv), process_index=jax.process_index()
+        )
+    where = f" (traceback: {log})" if log else ""
+    known = expected_failure(e)
+    if known is None:
+        print(text, end="", file=sys.stderr)
+        if log:
+            print(f"janus.main: the traceback above is also in {log}", file=sys.stderr)
+        exit_now(exit_codes.ERROR)
+    status, line = known
+    print(f"janus.main: {line}{where}", file=sys.stderr)
+    exit_now(status)
+
+
+def exit_now(status: int) -> None:
+    """Flushes the streams and ends the process immediately."""
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -14,6 +14,10 @@ A lock found is stale, and is taken over with a note, when
 Otherwise `WorkdirBusy` names the holder. Multi-host jobs: process 0 takes the lock for the job
 (`acquire_for_job`, which janus.run_records holds a training run with, broadcasts the outcome so
 every process stops together). `not_writable` probes a directory with a file.
+
+`append_error_log` keeps a failure's traceback in `<dir>/errors.log`, where janus.main and
+janus.evaluate print one line; janus.main writes there only in a workdir this process has held
+(`held_here`), never in one another run holds or that it refused as not writable.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from collections.abc import Callable, Iterator
 
 LOCK_NAME = "LOCK"
 DEFAULT_LEASE_S = 300.0
+ERROR_LOG = "errors.log"  # <dir>/errors.log: the tracebacks of the failures said in one line
+
+# Real paths of the directories this process has held (alone or for its job), kept after release:
+# a run's own workdir, where its failure may be logged.
+_HELD_HERE: set[str] = set()
 
 
 class WorkdirBusy(ValueError):
@@ -60,6 +69,33 @@ def not_writable(directory: str | os.PathLike) -> str | None:
     except OSError as e:
         return f"{directory} is not writable: [Errno {e.errno}] {e.strerror or e}"
     return None
+
+
+def held_here(directory: str | os.PathLike) -> bool:
+    """Whether this process has held `directory`'s lock (alone, or for its job) at some point."""
+    return os.path.realpath(directory) in _HELD_HERE
+
+
+def append_error_log(
+    directory: str | os.PathLike, text: str, *, command: str = "", process_index: int = 0
+) -> str | None:
+    """Appends `text` (a traceback) under a header line (UTC time, host, pid, `command`) to
+    `<directory>/errors.log` (`errors.process<i>.log` for process i > 0 of a multi-process job:
+    one writer per file on a shared filesystem). -> its path; None when `directory` is not a
+    directory or the file cannot be written: the failure is on stderr all the same."""
+    directory = os.fspath(directory)
+    name = ERROR_LOG if process_index == 0 else f"errors.process{process_index}.log"
+    path = os.path.join(directory, name)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    header = f"=== {when} host {socket.gethostname()} pid {os.getpid()}: {command}".rstrip()
+    try:
+        if not os.path.isdir(directory):
+            return None
+        with open(path, "a") as f:
+            f.write(f"{header}\n{text.rstrip()}\n\n")
+    except OSError:
+        return None
+    return path
 
 
 def lease_seconds() -> float:
@@ -196,6 +232,7 @@ class WorkdirLock:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         self.holder = me
+        _HELD_HERE.add(os.path.realpath(self.directory))
         self._fd = os.open(self.path, os.O_RDONLY)
         fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._thread = threading.Thread(target=self._heartbeat, name="janus-lock", daemon=True)
@@ -276,6 +313,7 @@ def acquire_for_job(directory: str | os.PathLike, **kwargs) -> WorkdirLock | Non
         raise error
     if not ok:
         raise WorkdirBusy(f"{os.fspath(directory)} is in use (process 0 could not lock it)", {})
+    _HELD_HERE.add(os.path.realpath(directory))  # held for the job: its failures are ours to log
     return lock
 
 

@@ -311,5 +311,25 @@ def _evaluate_wise(ev: runner.Evaluator, args) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """`main`, where an unexpected error also leaves its traceback in `<--workdir>/errors.log`
+    (`janus.workdir.append_error_log`; when the workdir exists), named on stderr after it, and
+    exit status 1 (exit_codes)."""
+    try:
+        return main(argv)
+    except Exception as e:
+        import traceback
+
+        from janus import workdir as workdir_lib
+
+        text = "".join(traceback.format_exception(e))
+        print(text, end="", file=sys.stderr)
+        workdir = _parser().parse_args(argv).workdir  # main parsed them already
+        log = workdir_lib.append_error_log(workdir, text, command=" ".join(sys.argv))
+        if log:
+            print(f"janus.evaluate: the traceback above is also in {log}", file=sys.stderr)
+        return exit_codes.ERROR
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
