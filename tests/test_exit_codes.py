@@ -71,3 +71,17 @@ def test_the_traceback_log_is_kept_only_in_a_workdir_this_process_held(tmp_path)
     assert entries[1].endswith("Traceback 2") and entries[2] == ""
     assert workdir_lib.append_error_log(tmp_path / "missing", "x") is None  # never makes a dir
     assert workdir_lib.append_error_log(mine, "x", process_index=3).endswith("errors.process3.log")
+
+
+def test_an_evaluator_crash_keeps_its_traceback_in_the_workdir(tmp_path, monkeypatch, capsys):
+    from janus.evaluate import __main__ as evaluate
+
+    def crash(argv):
+        raise RuntimeError("what no check foresaw")
+
+    monkeypatch.setattr(evaluate, "main", crash)
+    assert evaluate.run(["--workdir", str(tmp_path)]) == exit_codes.ERROR
+    err = capsys.readouterr().err
+    log = tmp_path / "errors.log"
+    assert "RuntimeError: what no check foresaw" in err and "RuntimeError" in log.read_text()
+    assert err.rstrip().endswith(f"janus.evaluate: the traceback above is also in {log}")
