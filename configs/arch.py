@@ -42,6 +42,8 @@ the tower changes); an ablation turns them on per run with the flags named below
 E.g. `python -m janus.main --config configs/arch.py:model=deit_s16,loss=ce --config.input.mixup=0.8
 --config.input.cutmix=1.0 --config.label_smoothing=0.1 --config.model.drop_path_rate=0.1 --workdir
 runs/arch/deit_s16_deit_recipe`. Mixing needs a CE loss: with loss=infonce only the drop path applies.
+The configs of the towers with stochastic depth (ViT, DeiT, ConvNeXt, VOLO, at either setup) declare
+`model.drop_path_rate` = 0, so that the flag can set it.
 Hardware it is sized for: 8 accelerators with >= 40 GB each (8x A100-40GB/80GB, H100; a TPU
 v4-8 or larger), 64 images of 224 px per device in float32. The largest activations (VGG-16-BN,
 ConvNeXt-B, DeiT-B) should take roughly 15-30 GB per device at that batch (an estimate, not
@@ -88,6 +90,8 @@ MODELS = (
 # The same families at test size, for the JANuS-mini smoke test.
 MINI_MODELS = ("vgg_tiny", "convnext_tiny", "volo_tiny", "deit_tiny", "clip_rn_tiny")
 SETUPS = ("paper", "mini")
+# Towers with stochastic depth (janus.models.layers.DropPath), by name prefix.
+DROP_PATH_TOWERS = ("vit_", "deit_", "convnext_", "volo_")
 
 
 def get_config(arg=None):
@@ -98,12 +102,18 @@ def get_config(arg=None):
     if setup == "mini":
         mini = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mini.py")
         rest = ",".join(f"{k}={v}" for k, v in args.items())
-        return config_lib.load_config_module(mini).get_config(rest)
-    c = config_lib.paper_config()  # label set in100, data/in100
-    c.data.budget_reference = "data/in100"  # scale=1/4 is a quarter of IN100's examples
-    c.optimizer.clip_norm = 1.0
-    c.evals.val = dict(set="val", every_steps=5000)
-    return config_lib.apply_sweep(c, args)
+        c = config_lib.load_config_module(mini).get_config(rest)
+    else:
+        c = config_lib.paper_config()  # label set in100, data/in100
+        c.data.budget_reference = "data/in100"  # scale=1/4 is a quarter of IN100's examples
+        c.optimizer.clip_norm = 1.0
+        c.evals.val = dict(set="val", every_steps=5000)
+        c = config_lib.apply_sweep(c, args)
+    if c.model.name.startswith(DROP_PATH_TOWERS):
+        # Declared (off) so that --config.model.drop_path_rate can set it: ml_collections only
+        # overrides fields a config has.
+        c.model.drop_path_rate = 0.0
+    return c
 
 
 def get_sweep(variant=None):

@@ -50,6 +50,8 @@ ADDED_OFF: dict[str, object] = {
     "optimizer.layer_decay": 1.0,
     "optimizer.step_boundaries": [1 / 3, 2 / 3],  # read only by schedule = "step"
     "optimizer.step_factor": 0.1,
+    # configs/arch.py declares it (off) for the towers with stochastic depth
+    "model.drop_path_rate": 0.0,
 }
 FREE_ON_RESUME: tuple[str, ...] = (
     "log.*",

@@ -5,6 +5,8 @@ at evaluation (or rate 0) the towers' outputs are those without it.
 
 from __future__ import annotations
 
+import pathlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,7 @@ from janus import config as config_lib
 from janus import train_step
 from janus.models import create_model, init_variables, layers
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 # (tower, image size, tower kwargs): the test sizes, with enough blocks for a schedule.
 TOWERS = {
     "vit_tiny": (16, dict(width=16, depth=3, num_heads=2)),
@@ -148,10 +151,17 @@ def test_scanned_and_rematerialised_vits(scan_layers, remat):
 
 
 def test_the_config_field_reaches_the_tower():
-    """`--config.model.drop_path_rate=0.1` is a tower kwarg (model.* is free-form); a rate
-    outside [0, 1] fails in one line naming the field."""
-    c = config_lib.paper_config()
-    c.model.name, c.model.drop_path_rate = "deit_s16", 0.1
+    """configs/arch.py declares model.drop_path_rate (0) for its towers with stochastic depth, so
+    `--config.model.drop_path_rate=0.1` can set it, and an older run without the field resumes;
+    the rate is a tower kwarg, and one outside [0, 1] fails in one line naming the field."""
+    from janus.run_records import ADDED_OFF
+
+    arch = config_lib.load_config_module(str(REPO / "configs" / "arch.py"))
+    assert arch.get_config("model=vgg16_bn,loss=ce").model.get("drop_path_rate") is None
+    for arg in ("model=deit_s16,loss=ce", "setup=mini,model=convnext_tiny,loss=infonce"):
+        assert arch.get_config(arg).model.drop_path_rate == ADDED_OFF["model.drop_path_rate"] == 0
+    c = arch.get_config("model=deit_s16,loss=ce")
+    c.model.drop_path_rate = 0.1
     config_lib.validate(c, check_data=False)
     assert train_step.build_model(c).image_tower.drop_path_rate == 0.1
     model = create_model("vit_tiny", "ce", drop_path_rate=1.5, **TOWERS["vit_tiny"][1])
