@@ -7,7 +7,9 @@ seed, so they make the same crops (janus.data.input.dali_loader). Sides alternat
 - ``grain``: ``pipeline.train_loader``, worker_count=0 (its two reading threads);
 - ``dali_cpu``: the DALI loader with ``device="cpu"``, one DALI thread (libjpeg-turbo decodes only
   the crop);
-- ``dali_mixed`` (``--devices cpu,mixed``, needs a GPU): nvJPEG decodes, the GPU resizes.
+- ``dali_mixed`` (``--devices cpu,mixed``, needs a GPU): nvJPEG decodes, the GPU resizes;
+- ``plans``: the host's share alone, the DALI loader's stream without DALI (read, header, draws,
+  batching): on a GPU node, the most ``dali_mixed`` can make per host core.
 
 Per core = images / CPU seconds of this process (every thread, DALI's included), so for
 ``dali_mixed`` it is images per second of the host's CPU: what a GPU node's cores must supply,
@@ -68,6 +70,20 @@ def pixel_difference(records_dir, batch_size: int, batches: int = 2) -> dict:
     }
 
 
+def time_plans(records_dir, batches: int, batch_size: int) -> dict:
+    """The DALI loader's host work alone: its plan stream, timed as data_pipeline.time_train."""
+    args = {"global_batch_size": batch_size, "pp": dali_loader.CropPlanner(CHAIN), "seed": 0}
+    it, _ = pipeline.train_loader(records_dir, shard_index=0, shard_count=1, **args)
+    next(it), next(it)  # warm-up, as time_train
+    clock = data_pipeline.CpuClock()
+    clock.start()
+    for _ in range(batches):
+        next(it)
+    wall, cpu = clock.stop()
+    it.close()
+    return data_pipeline._rates(batches * batch_size, wall, cpu)
+
+
 def time_sides(records_dir, devices, batches: int, batch_size: int, rounds: int, emit) -> dict:
     """Each side once per round, alternating; -> {side: [images/s per core per round]}."""
     per_core: dict[str, list[float]] = {}
@@ -78,6 +94,9 @@ def time_sides(records_dir, devices, batches: int, batch_size: int, rounds: int,
             )
             emit({"bench": side, "round": r, **res})
             per_core.setdefault(side, []).append(res["images_per_s_per_core"])
+        res = time_plans(records_dir, batches, batch_size)
+        emit({"bench": "plans", "round": r, **res})
+        per_core.setdefault("plans", []).append(res["images_per_s_per_core"])
     return per_core
 
 

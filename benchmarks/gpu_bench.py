@@ -23,7 +23,8 @@ and evaluator (`janus.evaluate.runner.Evaluator`). One JSON object per line, tol
 - "input_per_core": the host's images/s per core making `decode|rrc(224)|flip` batches from
   those records: the grain loader, and janus' DALI loader (janus.data.input.dali_loader) on the
   CPU and, on a GPU, "mixed" (nvJPEG), each where DALI is installed (run gpu.sh with a python that
-  has requirements/lock-peers.txt; else `dali` says why not); `cores_per_device`: for each model,
+  has requirements/lock-peers.txt; else `dali` says why not), and "plans", the DALI loader's host
+  share alone (what "mixed" leaves to the host); `cores_per_device`: for each model,
   its "train_synthetic" images/s per device over each loader's rate per core, the host cores one
   device needs (docs/data.md, "Input on GPU nodes").
 
