@@ -36,6 +36,7 @@ from janus.config.sweep import (
     apply_sweep,
     load_config_module,
     parse_sweep_arg,
+    pop_choice,
     prefer_command_line,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "mesh_axes",
     "paper_config",
     "parse_sweep_arg",
+    "pop_choice",
     "prefer_command_line",
     "resolve_budget",
     "resolve_durations",

@@ -5,6 +5,7 @@
 - `prefer_command_line(config, overridden)`: `--config.total_steps=N` clears total_epochs (and
   likewise for the other EXCLUSIVE_FIELDS), as the sweep keys do.
 - `apply_preset(config, name)`: the accelerator presets (`preset=gpu|tpu|cpu`).
+- `pop_choice(args, key, known, default)`: a key a config file reads itself (`setup=paper|mini`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 
@@ -164,6 +165,16 @@ def parse_sweep_arg(arg: str | Mapping[str, object] | None) -> dict[str, object]
         k, v = item.split("=", 1)
         out[k.strip()] = parse_value(v)
     return out
+
+
+def pop_choice(args: dict, key: str, known: Sequence[str], default: str) -> str:
+    """Takes `key` out of a parsed config argument (a key the config file reads itself, e.g.
+    `setup=paper|mini`): its value, `default` when absent; any other value is an error naming
+    the key."""
+    value = str(args.pop(key, default))
+    if value not in known:
+        raise ConfigError(f"config argument {key}={value!r}; known: {', '.join(known)}")
+    return value
 
 
 def load_config_module(path: str):
