@@ -141,3 +141,28 @@ def test_bad_step_schedule_fields_are_a_config_error(fields, message):
     with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(c, check_data=False, check_registries=False)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_older_run_without_the_step_fields_still_resumes(tmp_path):
+    """The step fields' defaults, as config.json stores them, are their ADDED_OFF values: a run
+    from before they existed resumes; turning the step schedule's factor on is refused."""
+    import json
+
+    from janus import run_records
+
+    class NoCheckpoint:  # the stored config then comes from config.json
+        directory = tmp_path / "checkpoints"
+
+    now = config_lib.to_dict(config_lib.paper_config())
+    old = json.loads(json.dumps(now))
+    for k in ("step_boundaries", "step_factor"):
+        del old["optimizer"][k]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    changes = run_records.check_resume(str(tmp_path), NoCheckpoint, 10, now, allow_changes="")
+    assert changes == {
+        "optimizer.step_boundaries": ("<unset>", [1 / 3, 2 / 3]),
+        "optimizer.step_factor": ("<unset>", 0.1),
+    }
+    now["optimizer"]["step_factor"] = 0.5
+    with pytest.raises(run_records.RunRefused, match="optimizer.step_factor"):
+        run_records.check_resume(str(tmp_path), NoCheckpoint, 10, now, allow_changes="")
