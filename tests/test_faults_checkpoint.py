@@ -151,6 +151,8 @@ def test_no_checkpoint_restores_exits_2_and_moves_nothing(trained, data_dir, env
     said = [ln.strip() for ln in out.stderr.splitlines() if "janus.main: " in ln]
     assert len(said) == 1, out.stderr[-3000:]
     assert said[0].startswith(f"janus.main: no checkpoint in {ckdir} restores (steps 20, 10")
+    log = workdir / "errors.log"  # the traceback is kept there, and the line names it
+    assert said[0].endswith(f" (traceback: {log})") and "NoGoodCheckpoint" in log.read_text()
     assert "janus/" not in "".join(
         ln for ln in out.stderr.splitlines() if ln.strip().startswith("File")
     )
