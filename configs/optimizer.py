@@ -9,19 +9,19 @@ Commands (from the repository root):
     python -m janus.sweep configs/optimizer.py --root runs/optimizer --seeds 0,1,2   # real size
     python -m janus.sweep configs/optimizer.py --root runs/optimizer --print         # for a scheduler
 Grid: loss {ce, infonce} x opt {adamw, sgd} x sched {cosine, step}: 8 cells; run i's name is
-janus.sweep.run_name(get_sweep()[i]) plus `_s<seed>`, e.g. `setup-mini_loss-ce_opt-sgd_sched-step_s0`.
+janus.sweep.run_name(get_sweep()[i]) plus `_s<seed>`, e.g.
+`setup-mini_loss-ce_opt-sgd_sched-step_s0`.
 Sweep keys: the common ones, `setup=paper|mini`, and
 - opt=adamw|sgd: optimizer.name with that optimizer's lr and weight decay below (all three; with
   `opt=`, change the lr by --config.optimizer.lr=..., not `lr=`); without it, the recipe's AdamW;
-- sched=cosine|step: optimizer.schedule (default the recipe's cosine). `step` multiplies the lr by optimizer.step_factor = 0.1
-  at optimizer.step_boundaries = (1/3, 2/3) of the run (torchvision's ResNet recipe drops x0.1 at
-  epochs 30 and 60 of 90; janus.optim.make_schedule). Both keep the same linear warmup (the
-  recipe's), so the schedules differ only after it.
+- sched=cosine|step: optimizer.schedule (default the recipe's cosine). `step` multiplies the lr
+  by optimizer.step_factor = 0.1 at optimizer.step_boundaries = (1/3, 2/3) of the run
+  (torchvision's ResNet recipe drops x0.1 at epochs 30 and 60 of 90; janus.optim.make_schedule).
+  Both keep the same linear warmup (the recipe's), so the schedules differ only after it.
 Each optimizer's lr and weight decay, chosen before any run and never tuned on the shift sets
 (the same for CE and InfoNCE: neither source gives an SGD recipe for contrastive training):
 - AdamW (b1 0.9, b2 0.999, eps 1e-8): real size the paper's lr 5e-4, weight decay 0.2; mini
-  configs/mini.py's recipe, lr 2e-3, weight decay 0.05 (set for the mini world on the default CE
-  run's val before the mini study, and used by all its runs).
+  configs/mini.py's recipe, lr 2e-3, weight decay 0.05 (as every run of the mini study used it).
 - SGD (momentum 0.9, no Nesterov, coupled weight decay as torch.optim.SGD): torchvision's ResNet
   reference recipe, lr 0.1 per 256 images, weight decay 1e-4, with the linear scaling rule (Goyal
   et al. 2017) for the batch: 0.1 x 512/256 = 0.2 at real size, 0.1 x 64/256 = 0.025 on mini.

@@ -22,11 +22,11 @@ ResNet downsamples 32x: its attention pool sees 1x1 (32, 48 px), 2x2 (64) or 3x3
 Hardware: a 2-core x86-64 CPU VM (no GPU, 1 jax device). Estimated cost, from one run each,
 measured 2026-12-07 on that VM loaded by other jobs (load average 9-17): the 64 px CE cell
 (configs/mini.py's default run) took 6 min 46 s of wall clock (start and compile 95 s, 375 steps
-~295 s, evaluation ~15 s), the 64 px InfoNCE cell 7 min 55 s (start 159 s, steps ~295 s). The
-steps' time grows with the pixels (x 0.25, 0.56, 1, 2.25 for 32-96 px, x 4.06 summed), the rest
-does not: one seed of the 8 cells ~4 x 110 s + 4 x 180 s + 2 x 4.06 x 295 s = ~1 h loaded, the 24
-runs of 3 seeds ~3 h loaded (the default run takes about 1.7 min on an idle VM, configs/mini.py:
-~45 min idle).
+~295 s, evaluation ~15 s), the 64 px InfoNCE cell 7 min 55 s (start 159 s, steps ~295 s). Taking
+the steps' time to grow with the pixels (x 0.25, 0.56, 1, 2.25 for 32-96 px, x 4.06 summed; a
+rough rule: on this VM the steps are not all compute) and the rest not, one seed of the 8 cells
+is ~4 x 110 s + 4 x 180 s + 2 x 4.06 x 295 s = ~1 h loaded, the 24 runs of 3 seeds ~3 h loaded
+(the default run takes about 1.7 min on an idle VM, configs/mini.py: ~45 min idle).
 
 Real size (default setup=paper): the paper's CLIP-RN50 recipe on IN100 (configs/in100.py: AdamW
 5e-4, wd 0.2, cosine, 2000 warmup steps, batch 512, 256 epochs of ~126k images, SimCLR-style
