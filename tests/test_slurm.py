@@ -346,11 +346,12 @@ def test_time_limit_signal_requeues_and_ends_as_the_uninterrupted_run(reference,
     # Who stopped it: slurmctld's time-limit check (its debug line; SlurmctldDebug=debug in
     # tests/slurm/cluster.sh), between the earliest check and `warn` s before the end; nobody
     # asked SLURM to kill or signal the job (scancel: REQUEST_KILL_JOB, logged at info).
-    ctld = ctld_log.read_text()[log_start:]
+    ctld = ctld_log.read_bytes()[log_start:].decode(errors="replace")
     warned = re.findall(rf"^\[(\S+?)(?:\.\d+)?\] debug:  send_job_warn_signal: warning signal "
                         rf"{signal.SIGTERM.value} to JobId={job}$", ctld, re.M)  # fmt: skip
     assert len(warned) == 1, f"no warning signal to job {job} in {ctld_log} (SlurmctldDebug=debug?)"
-    assert earliest <= _time(warned[0]) <= end - warn + 1, (warned, info)
+    # (every 30 s, give or take its loop's 1 s sleep and lock waits on a busy machine)
+    assert earliest <= _time(warned[0]) <= end - warn + 5, (warned, info)
     assert f"REQUEST_KILL_JOB JobId={job} " not in ctld
     text = (jobs.cwd / f"slurm-janus-{job}.out").read_text()
     lines = segments(text)
