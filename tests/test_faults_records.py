@@ -6,8 +6,9 @@ of a 4-step run, which `python -m janus.main` then resumes.
   a missing shard, a swapped index (shard A's `.index` beside shard B) and a missing or invalid
   `info.json`: exit 2 and one line on stderr naming the file; the traceback, where the run held its
   workdir, in `<workdir>/errors.log`; checkpoint 2 kept;
-- a missing `.index` or `manifest.arrow`: one warning naming the file (for the manifest, the slow
-  path's cost and the convert command), then the run trains to the end.
+- a missing `.index` and a missing `manifest.arrow` (one run): one warning each naming the file
+  (for the manifest, the slow path's cost and the convert command), then the run trains to the
+  end.
 
 One records copy at a fixed path (the resume's config names it) is restored before each case.
 """
@@ -147,26 +148,19 @@ def test_damaged_records_stop_the_run_in_one_line_naming_the_file(
         assert (workdir / "history.jsonl").read_text() == history
 
 
-def test_a_missing_index_is_one_warning_then_the_run_trains(case, env):
+def test_a_missing_index_and_arrow_manifest_are_one_warning_each_then_the_run_trains(case, env):
+    # Both in one run (each names its own file): the recoverable faults share the compile.
     rec, workdir = case
     (rec / f"{S0}.index").unlink()
-    out = _resume(rec, workdir, env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    said = [ln for ln in _lines(out.stderr) if "index is missing" in ln]
-    assert len(said) == 1 and f"{rec / S0}.index is missing" in said[0], out.stderr[-3000:]
-    assert "scanned the shard for its 10 record offsets" in said[0], said
-    assert ckpt_lib.list_complete_steps(workdir)[-2:] == [2, 4]
-    assert (workdir / "DONE").exists()
-
-
-def test_a_missing_arrow_manifest_is_one_warning_then_the_run_trains(case, env):
-    rec, workdir = case
     (rec / "manifest.arrow").unlink()
     out = _resume(rec, workdir, env)
     assert out.returncode == 0, out.stderr[-3000:]
-    said = [ln for ln in _lines(out.stderr) if "manifest.arrow" in ln]
-    assert len(said) == 1, out.stderr[-3000:]
-    assert f"{rec} has no manifest.arrow" in said[0] and "per million samples" in said[0], said
-    assert f"`python -m janus.data.manifest convert {rec}`" in said[0], said
+    index = [ln for ln in _lines(out.stderr) if "index is missing" in ln]
+    assert len(index) == 1 and f"{rec / S0}.index is missing" in index[0], out.stderr[-3000:]
+    assert "scanned the shard for its 10 record offsets" in index[0], index
+    arrow = [ln for ln in _lines(out.stderr) if "manifest.arrow" in ln]
+    assert len(arrow) == 1, out.stderr[-3000:]
+    assert f"{rec} has no manifest.arrow" in arrow[0] and "per million samples" in arrow[0], arrow
+    assert f"`python -m janus.data.manifest convert {rec}`" in arrow[0], arrow
     assert ckpt_lib.list_complete_steps(workdir)[-2:] == [2, 4]
     assert (workdir / "DONE").exists()
