@@ -202,7 +202,7 @@ def _locate(records_dir, scan: _Scan, pos: np.ndarray, shard_paths, where: str):
     out_of_range = np.flatnonzero((shard < 0) | (shard >= len(shard_paths)))
     if out_of_range.size:
         key = _key_at(records_dir, int(scan.rows[pos[out_of_range[0]]]))
-        raise ValueError(
+        raise tfrecord.RecordsError(
             f"{where}: manifest entry key={key!r} names shard {int(shard[out_of_range[0]])}, the "
             f"split has {len(shard_paths)}"
         )
@@ -218,7 +218,7 @@ def _locate(records_dir, scan: _Scan, pos: np.ndarray, shard_paths, where: str):
             if not found.all():
                 j = mine[np.flatnonzero(~found)[0]]
                 key = _key_at(records_dir, int(scan.rows[pos[j]]))
-                raise ValueError(
+                raise tfrecord.RecordsError(
                     f"{where}: manifest entry key={key!r} points at "
                     f"{os.path.basename(path)}@{int(offset[j])}, which is not a record of the "
                     "split (manifest and shards disagree)"
