@@ -52,6 +52,7 @@ ADDED_OFF: dict[str, object] = {
     "optimizer.step_factor": 0.1,
     # configs/arch.py declares it (off) for the towers with stochastic depth
     "model.drop_path_rate": 0.0,
+    "data.loader": "grain",
 }
 FREE_ON_RESUME: tuple[str, ...] = (
     "log.*",

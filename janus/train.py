@@ -223,7 +223,13 @@ def _open_data(run, selection, mesh):
         from janus.data.input.tokenizer import Tokenizer
 
         tokenizer = Tokenizer(context_length=c["input"]["context_length"])
-    batches, manifest = pipeline.train_loader(
+    loader = pipeline.train_loader
+    if c["data"].get("loader") == "dali":  # the same batches, DALI's pixels (nvJPEG on a GPU)
+        from janus.data.input import dali_loader
+
+        device = "mixed" if jax.default_backend() == "gpu" else "cpu"
+        loader = functools.partial(dali_loader.train_loader, device=device)
+    batches, manifest = loader(
         _loader_dirs(c),
         global_batch_size=c["input"]["batch_size"],
         pp=c["input"]["pp"],

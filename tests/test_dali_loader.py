@@ -10,12 +10,18 @@ difference 0.5-0.7 grey levels per batch (at most 1.1 per image), max 11; the fa
 (antialias=False) within 1 level (OpenCV's bilinear and DALI's are the same filter). The bounds
 below leave margin: mean < 1.5, per image < 2.5. A wrong box or flip differs by tens of levels.
 
+`data.loader = "dali"` is a config choice: validation refuses what the loader cannot run, in one
+line, and janus.main trains with it.
+
 The DALI tests run in the peers' venv (requirements/lock-peers.txt); they skip where DALI is
 absent, except in CI's peers stage (JANUS_PEERS_REQUIRED), where they fail.
 """
 
 import io
+import json
 import os
+import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -175,3 +181,47 @@ def test_missing_dali_is_one_line_naming_the_install(rdir, monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # import fails as if absent
     with pytest.raises(ValueError, match="requirements/lock-peers.txt"):
         dali_loader.train_loader(rdir, **_args())
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({}, "'color_jitter'"),  # the recipe's SimCLR chain
+        ({"input.pp": "decode|rrc(224)|flip|normalize", "data.loader": "nvdali"}, "grain, dali"),
+        ({"input.pp": "decode|rrc(224)|flip|normalize", "loss": "infonce"}, "makes no captions"),
+    ],
+)
+def test_config_data_loader_dali_refuses_what_it_cannot_run(changes, named):
+    from janus import config as config_lib
+
+    c = config_lib.paper_config()
+    c.data.loader = "dali"
+    for field, value in changes.items():
+        parent, name = field.split(".") if "." in field else (None, field)
+        setattr(c[parent] if parent else c, name, value)
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.validate(c, num_devices=8, check_data=False)
+    assert named in str(e.value) and "'data.loader'" in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+    c = config_lib.paper_config()
+    c.data.loader, c.input.pp = "dali", "decode|rrc(224)|flip|normalize"
+    config_lib.validate(c, num_devices=8, check_data=False)  # a chain it runs
+
+
+@pytest.mark.slow
+def test_main_trains_with_data_loader_dali(mini_v2, tmp_path):
+    """`--config.data.loader=dali` through janus.main: DALI's CPU form here, "mixed" on a GPU."""
+    _require_dali()
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable, "-m", "janus.main",
+        f"--config={root}/configs/mini.py:root={mini_v2},steps=4,res=32,batch=16",
+        f"--workdir={tmp_path}/run", "--config.data.budget=200", "--config.data.loader=dali",
+        "--config.input.pp=decode|rrc(32,scale=(0.35,1.0))|flip|normalize",
+        "--config.checkpoint.every_steps=4",
+    ]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())
+    assert manifest["loader"] == "dali (cpu)"

@@ -65,6 +65,9 @@ def paper_config() -> ml_collections.ConfigDict:
     c.data.subset_seed = ml_collections.config_dict.placeholder(int)
     c.data.multi_hot = False  # multilabel losses: "labels" [b, 1000] from all matched labels
     c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+    # "dali": janus.data.input.dali_loader, the same batches with DALI making the pixels (nvJPEG on
+    # a GPU); decode|rrc|flip chains only (docs/data.md, "Input on GPU nodes"). Needs DALI.
+    c.data.loader = "grain"
     # A dataset recipe janus.main runs before training when data.train is missing or stale:
     # "mini" = JANuS-mini v2 (janus.data.mini.prepare). None ("none"): the records must exist.
     c.data.prepare = ml_collections.config_dict.placeholder(str)

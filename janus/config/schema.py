@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from janus.config import records_check
 from janus.config.errors import ConfigError, did_you_mean
-from janus.config.recipe import LOSSES_CE, LOSSES_VL
+from janus.config.recipe import LOSSES_CE, LOSSES_VL, is_vl
 from janus.config.resolve import data_recipe, mesh_axes, resolve_mesh_shape
 
 _NUM = (int, float)
@@ -40,6 +40,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "data.subset_seed": _OPT_INT,
     "data.multi_hot": (bool,),
     "data.worker_count": (int,),
+    "data.loader": (str,),
     "data.prepare": _OPT_STR,
     "input": (Mapping,),
     "input.batch_size": (int,),
@@ -339,6 +340,12 @@ def validate(
     for field in ("budget", "budget_scale"):
         if data[field] is not None and data[field] <= 0:
             raise ConfigError(f"config field 'data.{field}' = {data[field]!r} must be > 0")
+    loader = data.get("loader", "grain")  # configs of runs from before the field: grain
+    if loader not in ("grain", "dali"):
+        raise ConfigError(f"config field 'data.loader' = {loader!r}; known: grain, dali")
+    if loader == "dali" and is_vl(loss):
+        msg = f"config field 'data.loader' = 'dali' makes no captions; loss {loss!r} needs 'grain'"
+        raise ConfigError(msg)
     keep_every = d["checkpoint"]["keep_every"]
     if keep_every is not None and keep_every <= 0:
         raise ConfigError(
@@ -391,6 +398,13 @@ def validate(
             build_pp(d["input"]["pp"])
         except (ValueError, KeyError, TypeError, SyntaxError) as e:
             raise ConfigError(f"config field 'input.pp' = {d['input']['pp']!r}: {e}") from e
+        if d["data"].get("loader") == "dali":
+            from janus.data.input.dali_loader import CropPlanner
+
+            try:
+                CropPlanner(d["input"]["pp"])
+            except ValueError as e:
+                raise ConfigError(f"config field 'data.loader' = 'dali': {e}") from e
     if d.get("finetune") is not None:
         _validate_finetune(d)
     if data_recipe(d) not in (None, *DATA_RECIPES):
