@@ -24,7 +24,7 @@ TOWERS = {
     "deit_tiny": (16, dict(width=16, depth=3, num_heads=2)),
     # layer scale 1 rather than 1e-6: the blocks' branches must show in the outputs
     "convnext_tiny": (32, dict(depths=(1, 2, 1, 1), ls_init_value=1.0)),
-    "volo_tiny": (32, {}),
+    "volo_tiny": (16, {}),
 }
 
 
@@ -130,9 +130,10 @@ def test_off_at_evaluation_and_on_in_training(name):
         )  # fmt: skip
         return np.asarray(out)
 
-    assert not np.allclose(train(dropped, 1), train(plain, 1), atol=1e-6)
-    np.testing.assert_array_equal(train(dropped, 1), train(dropped, 1))
-    assert not np.array_equal(train(dropped, 1), train(dropped, 2))
+    once = train(dropped, 1)
+    assert not np.allclose(once, train(plain, 1), atol=1e-6)
+    np.testing.assert_array_equal(once, train(dropped, 1))
+    assert not np.array_equal(once, train(dropped, 2))
 
 
 @pytest.mark.parametrize("scan_layers,remat", [(True, False), (False, True), (True, True)])
