@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import tempfile
 
 import data_pipeline  # benchmarks/data_pipeline.py, beside this script
@@ -102,19 +101,6 @@ def time_sides(records_dir, devices, batches: int, batch_size: int, rounds: int,
     return per_core
 
 
-def summarize(per_core: dict[str, list[float]]) -> dict:
-    """Each side's median and range, and its median over grain's."""
-    grain = statistics.median(per_core["grain"])
-    out = {"bench": "summary_per_core", "rounds": len(per_core["grain"])}
-    for side, rates in per_core.items():
-        med = statistics.median(rates)
-        out[f"{side}_images_per_s_per_core"] = med
-        out[f"{side}_range"] = [min(rates), max(rates)]
-        if side != "grain":
-            out[f"{side}_vs_grain"] = round(med / grain, 2)
-    return out
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -147,7 +133,7 @@ def main():
         emit({"bench": "versions", "dali": nvidia.dali.__version__})
         emit(pixel_difference(tmp, args.batch_size))
         per_core = time_sides(tmp, devices, args.batches, args.batch_size, args.rounds, emit)
-        summary = summarize(per_core)
+        summary = data_pipeline.summarize(per_core, peer="grain")
         summary["load_average_1m_after"] = machine.facts()["load_average_1m"]
         emit(summary)
 

@@ -247,16 +247,17 @@ def write_image_folder(out: pathlib.Path, jpegs: list[bytes]) -> pathlib.Path:
     return folder.parent
 
 
-def summarize(per_core: dict[str, list[float]]) -> dict:
-    """Median and range per side, and each side's median over the PIL loop's."""
-    peer_med = statistics.median(per_core["pil_loop"])
-    out = {"bench": "summary_per_core", "rounds": len(per_core["pil_loop"])}
+def summarize(per_core: dict[str, list[float]], peer: str = "pil_loop") -> dict:
+    """Median and range per side, and each side's median over the peer's (the PIL loop's;
+    benchmarks/dali_loader.py: the grain loader's)."""
+    peer_med = statistics.median(per_core[peer])
+    out = {"bench": "summary_per_core", "rounds": len(per_core[peer])}
     for side, rates in per_core.items():
         med = statistics.median(rates)
         out[f"{side}_images_per_s_per_core"] = med
         out[f"{side}_range"] = [min(rates), max(rates)]
-        if side != "pil_loop" and not side.startswith("janus_simclr"):
-            out[f"{side}_vs_pil_loop"] = round(med / peer_med, 2)
+        if side != peer and not side.startswith("janus_simclr"):
+            out[f"{side}_vs_{peer}"] = round(med / peer_med, 2)
         if side.startswith("janus_train") and "tfdata" in per_core:  # the issue's goal: >= 1
             out[f"{side}_vs_tfdata"] = round(med / statistics.median(per_core["tfdata"]), 2)
     return out
