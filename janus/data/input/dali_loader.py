@@ -11,7 +11,10 @@ chain. For each example it reads the image's header (the chain's ``decode``), dr
 the chain would, and leaves the pixels alone. ``DaliDecoder`` then makes each batch:
 ``decoders.image_slice`` decodes only the crop's region, ``resize`` to rrc's size (antialiased
 linear, or without antialias for rrc's fast path), ``flip``; uint8 [B, H, W, 3] out, as the grain
-loader's. The chain's ``normalize``/``value_range`` runs on the device as before.
+loader's. The chain's ``normalize``/``value_range`` runs on the device as before. janus.main
+uses it when ``data.loader = "dali"`` ("mixed" on GPUs). With "mixed", one pipeline per process
+decodes on GPU ``device_id`` and the batch comes back to the host (``as_cpu``), where janus' device
+prefetch shards it as any batch: simple, at the cost of a round trip.
 
 Same batches as the grain loader: the same labels in the same order, the same crops and flips; the
 pixels within a few grey levels, not exact: PIL decodes a large crop at 1/2 to 1/8 scale (JPEG
