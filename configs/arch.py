@@ -31,13 +31,17 @@ the tower changes); an ablation turns them on per run with the flags named below
   input.pp), label smoothing 0.1 (`--config.label_smoothing=0.1`), drop path 0.1
   (`--config.model.drop_path_rate=0.1`), AdamW wd 0.05 for 300 epochs. DeiT's point was that a ViT
   trained on ImageNet-1k alone needs this much augmentation and regularisation.
-- ConvNeXt-T/S/B (Liu et al. 2022): DeiT's augmentation (mixup 0.8, CutMix 1.0, RandAugment m9,
-  erasing 0.25, smoothing 0.1) with drop path 0.1 / 0.4 / 0.5 for T / S / B, layer scale 1e-6 (janus'
-  default) and an EMA of the weights (`--config.optimizer.ema_decay=0.9999`); the paper credits the
-  modern recipe alone with +2.7 points for a ResNet-50, so the ablation separates recipe from tower.
-- VOLO-D1 (Yuan et al. 2021): drop path 0.1 with RandAugment and LV-ViT's token labelling and
-  MixToken in place of batch CutMix; janus does not reproduce token labelling (janus/models/volo.py),
-  so its nearest recipe is DeiT's mixing with `--config.model.drop_path_rate=0.1`.
+- ConvNeXt-T/S/B (Liu et al. 2022; facebookresearch/ConvNeXt TRAINING.md, ImageNet-1K commands):
+  drop path 0.1 / 0.4 / 0.5 for T / S / B and an EMA of the weights (`--model_ema true`; janus:
+  `--config.optimizer.ema_decay=0.9999`), on its training script's DeiT-style augmentation
+  defaults (mixup 0.8, CutMix 1.0, RandAugment m9, erasing 0.25, smoothing 0.1), layer scale 1e-6
+  (janus' default); the paper credits the modern recipe alone with +2.7 points for a ResNet-50,
+  so the ablation separates recipe from tower.
+- VOLO-D1 (Yuan et al. 2021; sail-sg/volo README "Train volo_d1 on 224" and main.py's defaults):
+  drop path 0.1, RandAugment `rand-m9-mstd0.5-inc1`, erasing 0.25, smoothing 0.1, and token
+  labelling (with its MixToken) instead of batch mixup/CutMix (mixup and cutmix default to 0 there);
+  janus does not reproduce token labelling (janus/models/volo.py), so its nearest recipe is DeiT's
+  mixing with `--config.model.drop_path_rate=0.1`.
 - VGG-16-BN and CLIP-RN50 predate these recipes (the paper's recipe is theirs).
 E.g. `python -m janus.main --config configs/arch.py:model=deit_s16,loss=ce --config.input.mixup=0.8
 --config.input.cutmix=1.0 --config.label_smoothing=0.1 --config.model.drop_path_rate=0.1 --workdir
