@@ -9,6 +9,7 @@ Commands (from the repository root):
     python -m janus.report runs/diversity_mini
     python -m janus.sweep configs/diversity.py --root runs/diversity --seeds 0,1,2   # real size
     python -m janus.sweep configs/diversity.py --root runs/diversity --print         # for a scheduler
+    python -m janus.main --config configs/diversity.py:setup=mini,sources=2,scale=1,seed=0 --workdir runs/diversity_mini/setup-mini_sources-2_scale-1_s0  # one run
 Sweep keys: the common ones, `setup=paper|mini`, and `sources=K` (1-4): the first K sources in
 the fixed order below, in equal parts of the budget (data.train, a mixture of records dirs).
 Run names: janus.sweep.run_name(get_sweep()[i]) plus `_s<seed>`, e.g.

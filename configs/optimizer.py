@@ -8,6 +8,7 @@ Commands (from the repository root):
     python -m janus.report runs/optimizer_mini
     python -m janus.sweep configs/optimizer.py --root runs/optimizer --seeds 0,1,2   # real size
     python -m janus.sweep configs/optimizer.py --root runs/optimizer --print         # for a scheduler
+    python -m janus.main --config configs/optimizer.py:setup=mini,loss=ce,opt=sgd,sched=step,seed=0 --workdir runs/optimizer_mini/setup-mini_loss-ce_opt-sgd_sched-step_s0  # one run
 Grid: loss {ce, infonce} x opt {adamw, sgd} x sched {cosine, step}: 8 cells; run i's name is
 janus.sweep.run_name(get_sweep()[i]) plus `_s<seed>`, e.g.
 `setup-mini_loss-ce_opt-sgd_sched-step_s0`.

@@ -7,6 +7,7 @@ Commands (from the repository root):
     python -m janus.report runs/resolution_mini
     python -m janus.sweep configs/resolution.py --root runs/resolution --seeds 0,1,2   # real size
     python -m janus.sweep configs/resolution.py --root runs/resolution --print         # for a scheduler
+    python -m janus.main --config configs/resolution.py:setup=mini,loss=ce,res=32,seed=0 --workdir runs/resolution_mini/setup-mini_loss-ce_res-32_s0  # one run
 Grid: loss {ce, infonce} x resolution; run i's name is janus.sweep.run_name(get_sweep()[i]) plus
 `_s<seed>`, e.g. `setup-mini_loss-ce_res-32_s0`. Sweep keys: the common ones (`res=N` sets
 input.resolution and the crop size of the training chain's rrc op) and `setup=paper|mini`.
