@@ -86,18 +86,11 @@ def test_rrc_fast_path_takes_the_default_paths_crop_and_resizes_it_without_antia
         fast = preprocess.build_pp("decode|rrc(64, antialias=False)|flip(p=0)")
         out = fast({"image/encoded": data, "key": "k"}, np.random.default_rng(seed))["image"]
         assert out.shape == (64, 64, 3) and out.dtype == np.uint8
-        # The same draws as the default path: replay them to find the box.
-        rng = np.random.default_rng(seed)
-        w, h = 320, 240
-        for _ in range(10):
-            target = w * h * rng.uniform(0.08, 1.0)
-            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            cw, ch = int(round(np.sqrt(target * aspect))), int(round(np.sqrt(target / aspect)))
-            if 0 < cw <= w and 0 < ch <= h:
-                x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                break
-        boxes.append((x, y, cw, ch))
-        expected = reference_bilinear(decoded[y : y + ch, x : x + cw], 64, 64)
+        # The default path's box for the same draws (rrc and the DALI loader share this draw).
+        x0, y0, x1, y1 = preprocess.draw_rrc_box(320, 240, np.random.default_rng(seed),
+                                                 (0.08, 1.0), (3 / 4, 4 / 3))  # fmt: skip
+        boxes.append((x0, y0, x1, y1))
+        expected = reference_bilinear(decoded[y0:y1, x0:x1], 64, 64)
         assert np.abs(out.astype(int) - expected).max() <= 1
     assert len(set(boxes)) == 5  # five different crops were checked
 
