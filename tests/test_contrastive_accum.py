@@ -134,7 +134,7 @@ def test_local_mode_is_the_mean_of_the_microbatch_losses():
             total += losses.infonce(out["image_emb"], out["text_emb"], out["logit_scale"])[0]
         return total / k
 
-    value, grads = jax.value_and_grad(mean_microbatch_loss)(params)
+    value, grads = jax.jit(jax.value_and_grad(mean_microbatch_loss))(params)
     np.testing.assert_allclose(m["loss"], value, rtol=1e-5)
     _assert_trees_close(s["opt_state"]["grads"], grads)
     out = model.apply({"params": params}, batch["image"], batch["tokens"])
