@@ -40,7 +40,12 @@ case "$mode" in
     ;;
   wheel)
     tmp="$(mktemp -d)"
-    pip wheel -q --no-deps "$repo" -w "$tmp/dist"
+    # Built from a copy of the checkout's files (tracked and not ignored): setuptools builds in
+    # the source tree, and CI runs this beside README step 2's editable install of the same tree.
+    mkdir "$tmp/src"
+    git -C "$repo" ls-files -co --exclude-standard -z \
+      | tar -C "$repo" --null -T - -cf - | tar -C "$tmp/src" -xf -
+    pip wheel -q --no-deps "$tmp/src" -w "$tmp/dist"
     python3.11 -m venv "$tmp/venv"
     "$tmp/venv/bin/pip" install -q -r "$repo/requirements/lock.txt"
     "$tmp/venv/bin/pip" install -q --no-deps "$tmp"/dist/janus-*.whl
