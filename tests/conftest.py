@@ -88,10 +88,3 @@ def interrupt():
         return proc.returncode, err
 
     return run
-
-
-def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one worker more than the cores. The SLURM tests and the requeue holds spend a
-    minute or more waiting on slurmctld's 30 s timer with the CPU idle; a third worker on the 2-core
-    CI machine fills those waits (docs/development.md, "CI time")."""
-    return (os.cpu_count() or 1) + 1
