@@ -94,8 +94,6 @@ MODELS = (
 # The same families at test size, for the JANuS-mini smoke test.
 MINI_MODELS = ("vgg_tiny", "convnext_tiny", "volo_tiny", "deit_tiny", "clip_rn_tiny")
 SETUPS = ("paper", "mini")
-# Towers with stochastic depth (janus.models.layers.DropPath), by name prefix.
-DROP_PATH_TOWERS = ("vit_", "deit_", "convnext_", "volo_")
 
 
 def get_config(arg=None):
@@ -113,11 +111,7 @@ def get_config(arg=None):
         c.optimizer.clip_norm = 1.0
         c.evals.val = dict(set="val", every_steps=5000)
         c = config_lib.apply_sweep(c, args)
-    if c.model.name.startswith(DROP_PATH_TOWERS):
-        # Declared (off) so that --config.model.drop_path_rate can set it: ml_collections only
-        # overrides fields a config has.
-        c.model.drop_path_rate = 0.0
-    return c
+    return config_lib.declare_drop_path(c)
 
 
 def get_sweep(variant=None):

@@ -91,4 +91,4 @@ def get_config(arg=None):
     c.evals.mini = dict(
         every_steps=1_000_000, set="all", data=generate.eval_sets(f"{root}_raw"), batch_size=125
     )
-    return config_lib.apply_sweep(c, args, _keys(root))
+    return config_lib.declare_drop_path(config_lib.apply_sweep(c, args, _keys(root)))

@@ -25,4 +25,4 @@ def get_config(arg=None):
     c.data.budget_reference = "data/in100"
     c.optimizer.clip_norm = 1.0
     c.evals.val = dict(set="val", every_steps=5000)
-    return config_lib.apply_sweep(c, arg)
+    return config_lib.declare_drop_path(config_lib.apply_sweep(c, arg))

@@ -268,3 +268,16 @@ def test_accelerator_preset_bf16_compute_float32_params_host_workers(monkeypatch
     c = janus.get_config("preset=gpu,model=resnet_tiny,res=32")
     state = train_step.make_init_fn(train_step.build_model(c), optax.identity(), c)()
     assert {str(x.dtype) for x in jax.tree.leaves(state["params"])} == {"float32"}
+
+
+@pytest.mark.parametrize(
+    "name, arg, declared",
+    [("vit_s16", None, True), ("mini", "arch=vit", True), ("mini", None, False), ("in100", None, False)],
+)
+def test_towers_with_stochastic_depth_declare_their_drop_path_rate_off(name, arg, declared):
+    """So that --config.model.drop_path_rate=0.1 can set it (ml_collections overrides declared
+    fields only); a tower without stochastic depth does not get the keyword."""
+    model = load_config_module(name).get_config(arg).model
+    assert ("drop_path_rate" in model) == declared
+    if declared:
+        assert model.drop_path_rate == 0.0

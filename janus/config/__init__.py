@@ -15,7 +15,14 @@ Configs are ml_collections ConfigDicts built by `configs/<name>.py:get_config(ar
 """
 
 from janus.config.errors import ConfigError, did_you_mean
-from janus.config.recipe import LOSSES_CE, LOSSES_VL, NO_DECAY_PATTERNS, is_vl, paper_config
+from janus.config.recipe import (
+    LOSSES_CE,
+    LOSSES_VL,
+    NO_DECAY_PATTERNS,
+    declare_drop_path,
+    is_vl,
+    paper_config,
+)
 from janus.config.resolve import (
     Durations,
     ResolvedRun,
@@ -53,6 +60,7 @@ __all__ = [
     "apply_preset",
     "apply_sweep",
     "data_recipe",
+    "declare_drop_path",
     "did_you_mean",
     "flag_error_line",
     "is_vl",

@@ -36,6 +36,19 @@ def is_vl(loss: str) -> bool:
     return loss in LOSSES_VL
 
 
+# Image towers with stochastic depth (janus.models: `drop_path_rate`), by registry-name prefix.
+DROP_PATH_TOWERS = ("vit_", "deit_", "convnext_", "volo_")
+
+
+def declare_drop_path(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Declares `model.drop_path_rate` = 0 (off) when `c`'s tower has stochastic depth, so that
+    `--config.model.drop_path_rate=0.1` can set it (ml_collections overrides only the fields a
+    config has; a tower without it would refuse the keyword). Config files call it last."""
+    if c.model.name.startswith(DROP_PATH_TOWERS) and "drop_path_rate" not in c.model:
+        c.model.drop_path_rate = 0.0
+    return c
+
+
 def paper_config() -> ml_collections.ConfigDict:
     """The JANuS recipe: CLIP-RN50 on IN100, the paper's optimiser and schedule."""
     c = ml_collections.ConfigDict()
