@@ -272,7 +272,12 @@ def test_accelerator_preset_bf16_compute_float32_params_host_workers(monkeypatch
 
 @pytest.mark.parametrize(
     "name, arg, declared",
-    [("vit_s16", None, True), ("mini", "arch=vit", True), ("mini", None, False), ("in100", None, False)],
+    [
+        ("vit_s16", None, True),
+        ("mini", "arch=vit", True),
+        ("mini", None, False),
+        ("in100", None, False),
+    ],
 )
 def test_towers_with_stochastic_depth_declare_their_drop_path_rate_off(name, arg, declared):
     """So that --config.model.drop_path_rate=0.1 can set it (ml_collections overrides declared
