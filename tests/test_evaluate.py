@@ -414,6 +414,30 @@ def test_watch_picks_up_checkpoints_while_written(mini, tmp_path):
     assert time.time() - t0 < 5
 
 
+def test_watch_evaluates_a_checkpoint_finished_just_before_done(mini, tmp_path, monkeypatch):
+    """The trainer saves its last checkpoint and writes DONE while the watcher is between listing
+    the checkpoints and looking for DONE: the watcher must still evaluate that checkpoint (it reads
+    DONE first, then lists). Forced here: the listing itself finishes step 2 and writes DONE (the
+    test fails on the order before; CI saw the race once)."""
+    import janus.checkpoint as ckpt_lib
+
+    wd = tmp_path / "run"
+    config = _config("ce", "resnet_tiny", mini)
+    _save(wd, 1, config)
+    real_list = ckpt_lib.list_complete_steps
+
+    def list_then_finish(workdir):
+        steps = real_list(workdir)
+        if steps == [1] and (wd / "eval" / "1.json").exists():  # step 1 evaluated: the trainer ends
+            _save(wd, 2, config, seed=2)
+            (wd / watch.DONE_MARKER).write_text("")
+        return steps
+
+    monkeypatch.setattr(ckpt_lib, "list_complete_steps", list_then_finish)
+    opts = runner.EvalOptions(sets=("val",), batch_size=16, max_examples=8)
+    assert watch.watch(runner.Evaluator(opts), str(wd), timeout=30, poll=0.05) == [1, 2]
+
+
 def test_no_set_found_exits_2_and_names_the_sets(tmp_path, capsys):
     wd = tmp_path / "run"
     _save(wd, 5, _config("ce", "resnet_tiny", tmp_path / "nowhere", label_set="in100"))

@@ -88,11 +88,14 @@ def _watch(evaluator, workdir, timeout, poll, final_step, on_result) -> list[int
         done = (
             evaluated_steps(workdir, evaluator.opts.classifier, evaluator.opts.label_set) | skipped
         )
+        # DONE before the listing: the trainer writes it after its last checkpoint, so a listing
+        # taken after seeing it holds every checkpoint (the other order can miss the last one).
+        finished = os.path.exists(os.path.join(workdir, DONE_MARKER))
         todo = [s for s in list_complete_steps(workdir) if s not in done]
         stop = None
         if final_step is not None and final_step in done:
             stop = f"final step {final_step} has a result"
-        elif not todo and os.path.exists(os.path.join(workdir, DONE_MARKER)):
+        elif not todo and finished:
             stop = f"{DONE_MARKER} marker found and every checkpoint evaluated"
         elif not todo and time.time() - last_new > timeout:
             stop = f"no new checkpoint for {timeout:.0f}s; stopping"
