@@ -40,7 +40,9 @@ the pixels from ~34 GFLOP (CE) / ~52 GFLOP (InfoNCE, of which ~18 is the text to
 128 / 160 / 224 / 288 px, ~310 GFLOP per image over the 8 cells; each run sees 256 x ~126k = 32M
 images, so one seed costs ~1.0e19 FLOP, ~7.5 h at an assumed 30% of eight A100s' TF32 peak (~370
 TFLOP/s), ~23 h for 3 seeds, if the input pipeline keeps up (~10k JPEG decodes/s).
-Expected result: not yet run.
+Expected result (mini, CE cells, 3 seeds, measured 2026-12-07; docs/studies.md "Ablations"): val
+.637 / .684 / .655 / .669 and robustness ratio .361 / .389 / .366 / .373 at 32 / 48 / 64 / 96 px; only
+48 px is separated from 64 px on val and the ratio (higher). InfoNCE cells, real size: not yet run.
 """
 
 import os
