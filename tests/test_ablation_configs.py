@@ -122,6 +122,31 @@ def test_the_recipe_cell_is_the_base_recipe(name):
         assert _diff(in100, module.get_config(recipe_cell[1])) == set()
 
 
+# Mini ablation cells that are configs/mini_study.py cells, field for field and for every seed:
+# once the mini study has run, they are linked to its runs, not trained again (docs/studies.md).
+STUDY_1X = "scale=1,data=curated,arch=resnet"
+SHARED_WITH_MINI_STUDY = [
+    ("resolution", f"loss={loss},res=64", f"loss={loss},{STUDY_1X}")
+    for loss in ("ce", "infonce")
+] + [
+    ("optimizer", f"loss={loss},opt=adamw,sched=cosine", f"loss={loss},{STUDY_1X}")
+    for loss in ("ce", "infonce")
+] + [
+    ("diversity", f"sources={k},scale={s}", f"loss=ce,scale={s},data={data},arch=resnet")
+    for k, data in ((1, "curated"), (4, "mix"))
+    for s in (1, 2, 4)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, cell, study_cell", SHARED_WITH_MINI_STUDY)
+def test_shared_cells_are_the_mini_study_runs(name, cell, study_cell):
+    module, study = _module(name), _module("mini_study")
+    assert study_cell in study.get_sweep()
+    for seed in (0, 1, 2):
+        ablation_run = module.get_config(f"setup=mini,{cell},seed={seed}")
+        assert _diff(ablation_run, study.get_config(f"{study_cell},seed={seed}")) == set()
+
+
 def test_the_documented_values_of_each_cell():
     """The values the docstrings state: resolutions and the eval chain at that size, each
     optimizer's lr / weight decay, the sources and budgets."""
