@@ -85,14 +85,32 @@ class JsonlWriter(MetricWriter):
             self._f.close()
 
 
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch whenever it
+    is installed (README step 2 installs it), only to accept torch tensors, which janus never
+    passes; that import cost every run 2.1 s of CPU on the 2-core VM. A torch imported before
+    stays; one imported later (weight conversion) loads normally."""
+    import sys
+
+    if "tensorboardX.writer" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this holds
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoardWriter(MetricWriter):
     """TensorBoard event files through tensorboardX (no TensorFlow)."""
 
     def __init__(self, logdir: str | os.PathLike, *, purge_step: int | None = None):
         """purge_step (a resumed run: the restored step + 1): TensorBoard hides the events of
         earlier files at steps >= purge_step, so a resume shows one curve, not two overlapping."""
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _import_summary_writer()
         self._w = SummaryWriter(logdir=os.fspath(logdir), flush_secs=30, purge_step=purge_step)
 
     def write_scalars(self, step, scalars):
