@@ -186,7 +186,7 @@ def test_clip_vit_layout_has_ln_pre_and_projection():
     assert tower.feature_dim == 16 and apply(tower, variables, x).shape == (2, 16)
 
 
-def test_vit_scan_and_remat_match_unscanned():
+def test_vit_scan_and_remat_match_unscanned(fully_optimised_xla):
     kw = dict(patch_size=8, width=32, depth=3, num_heads=2)
     plain = vit.ViT(**kw)
     variables, x = init(plain)
