@@ -2,6 +2,7 @@
 
 Command (from the repository root; the first run builds JANuS-mini as configs/mini.py does):
     python -m janus.sweep configs/mini_study.py --root runs/mini_study
+    python -m janus.sweep configs/mini_study.py --seeds 0,1,2 --root runs/mini_study   # as measured
     python -m janus.sweep configs/mini_study.py --root runs/mini_study --print   # for a scheduler
     sbatch --array=0-13 launch/slurm.sbatch --sweep configs/mini_study.py --root runs/mini_study
     python -m janus.report runs/mini_study --out runs/mini_study/report          # figures again
@@ -16,13 +17,14 @@ Grid (the paper's study, scaled down): loss {ce, infonce} x budget {1x, 2x, 4x} 
 keys are configs/mini.py's; run i's name is janus.sweep.run_name(get_sweep()[i]), e.g.
 `loss-ce_scale-1_data-curated_arch-resnet`.
 Hardware: a 2-core x86-64 CPU VM (no GPU, 1 jax device).
-Measured (2026-11-30, that VM, shared with a CI run for about half the time): the 14 runs in
-36 min 5 s of wall clock, including generating and building JANuS-mini in the first run (49 s);
-the slowest run (infonce, curated, 4x) 4.6 min.
-Expected result (that run, seed 0; the full table and figures are in README "JANuS-mini v2 study:
-measured results"): val grows with the budget (CE curated .66 -> .84); on curated data CE and
-InfoNCE lie on one robustness-vs-val line (ratio .35-.42); the mixture raises CE's robustness
-(4x: ratio .60) far more than InfoNCE's (.40); the ViT below the ResNet at 1x for both losses.
+Measured (2026-12-07, that VM, low priority, a test run beside it for about 35 min): with
+`--seeds 0,1,2` (42 runs) 1 h 52 min of wall clock; the slowest run (infonce, curated, 4x) 4.8 min.
+Expected result (mean ± half the 95% t-interval over seeds 0-2; the full table, the paired differences
+and figures are in docs/studies.md, "JANuS-mini v2 study: measured results"): val grows with the budget
+(CE curated .655 -> .753 -> .838); on curated data CE and InfoNCE are not separated at 2x and 4x (ratio
+.383 ± .081 / .381 ± .060 and .413 ± .057 / .399 ± .008); the mixture raises CE's ratio at every budget
+(4x: .570 ± .098) and not InfoNCE's (.413 ± .026); the ViT is below the ResNet in CE's val at 1x
+(.598 ± .035 against .655), not in ratio.
 """
 
 import itertools
