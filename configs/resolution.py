@@ -42,7 +42,9 @@ images, so one seed costs ~1.0e19 FLOP, ~7.5 h at an assumed 30% of eight A100s'
 TFLOP/s), ~23 h for 3 seeds, if the input pipeline keeps up (~10k JPEG decodes/s).
 Expected result (mini, CE cells, 3 seeds, measured 2026-12-07; docs/studies.md "Ablations"): val
 .637 / .684 / .655 / .669 and robustness ratio .361 / .389 / .366 / .373 at 32 / 48 / 64 / 96 px; only
-48 px is separated from 64 px on val and the ratio (higher). InfoNCE cells, real size: not yet run.
+48 px is separated from 64 px on val and the ratio (higher). InfoNCE cells (3 seeds, measured
+2026-12-07): val .603 / .646 / .615 / .646, ratio .360 / .384 / .343 / .362; against 64 px, 48 px is
+higher in average robustness, 96 px in average robustness and ratio. Real size: not yet run.
 """
 
 import os
