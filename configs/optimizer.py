@@ -44,7 +44,12 @@ image (benchmarks/RESULTS.md, Training step; the optimizer's own cost is negligi
 per run, so one seed of the 8 cells costs 4 x (34 + 52) GFLOP x 32M = ~1.1e19 FLOP, ~8.3 h at an
 assumed 30% of eight A100s' TF32 peak (~370 TFLOP/s), ~25 h for 3 seeds, if the input pipeline
 keeps up (~10k JPEG decodes/s).
-Expected result: not yet run.
+Expected result (mini, 3 seeds, measured 2026-12-07; docs/studies.md "Ablations"): CE val .655 /
+.620 / .620 / .591 and robustness ratio .366 / .355 / .371 / .358 for AdamW + cosine / AdamW + step /
+SGD + cosine / SGD + step: the optimizer and schedule lower val and average robustness, the ratio is
+not separated from AdamW + cosine's. InfoNCE: AdamW .615 (cosine) / .570 (step) val; SGD unstable at
+its lr, seed 2 stalled at the chance loss for ~150 steps (val .231 cosine, .128 step; seeds 0-1
+.50-.58). Real size: not yet run.
 """
 
 import os
