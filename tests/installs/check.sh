@@ -8,8 +8,9 @@
 #                                         #   in a fresh venv; from a folder outside the checkout,
 #                                         #   janus' own data files, then 2-step CE and VL mini jobs
 #
-# The mini jobs build JANuS-mini in data/mini on first use (about 45 s) and the wheel's jobs reuse
-# it through a link. Each job must end with DONE and an eval JSON holding every shift set.
+# The mini jobs build JANuS-mini in data/mini on first use (about 45 s); the wheel's jobs see the
+# checkout's data/ through a link, and a job that finds another building it waits on its lock, then
+# reuses it. Each job must end with DONE and an eval JSON holding every shift set.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 mode="${1:?usage: check.sh readme|wheel}"
@@ -47,8 +48,8 @@ case "$mode" in
     mkdir "$tmp/src"
     git -C "$repo" ls-files -co --exclude-standard -z \
       | tar -C "$repo" --null -T - -cf - | tar -C "$tmp/src" -xf -
-    pip wheel -q --no-deps "$tmp/src" -w "$tmp/dist"
-    python3.11 -m venv "$tmp/venv"
+    python3.11 -m venv "$tmp/venv"  # its pip builds the wheel: CI starts this before any venv
+    "$tmp/venv/bin/pip" wheel -q --no-deps "$tmp/src" -w "$tmp/dist"
     "$tmp/venv/bin/pip" install -q -r "$repo/requirements/lock.txt"
     "$tmp/venv/bin/pip" install -q --no-deps "$tmp"/dist/janus-*.whl
     mkdir -p "$tmp/elsewhere" "$repo/data"
