@@ -56,19 +56,9 @@ def num_devices():
     return jax.device_count()
 
 
-# A small JANuS-mini v2, built once per test session with the real generator and builder: 8
-# curated images per class (200, the budget the trainer tests use) and a few of everything else.
-MINI_V2_SIZES = dict(
-    curated_train_per_class=8,
-    val_per_class=2,
-    objectnet_per_class=3,
-    web=60,
-    flickr=50,
-    oi=40,
-    tar_size=25,
-)
-
-
+# A small JANuS-mini v2 (janus.data.mini.generate.SMALL: 200 curated samples, the budget the trainer
+# tests use, and a few of everything else), built once per test session with the real generator and
+# builder.
 @pytest.fixture(scope="session")
 def mini_v2(tmp_path_factory):
     """The records root (`<root>/<source>`); the raw data are in `<root>_raw`."""
@@ -77,7 +67,7 @@ def mini_v2(tmp_path_factory):
     root = tmp_path_factory.mktemp("mini_v2") / "mini"
     prepare.prepare(
         str(root),
-        sizes=generate.Sizes(**MINI_V2_SIZES),
+        sizes=generate.SMALL,
         workers=1,
         log=lambda *_: None,
     )

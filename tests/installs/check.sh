@@ -8,20 +8,27 @@
 #                                         #   in a fresh venv; from a folder outside the checkout,
 #                                         #   janus' own data files, then 2-step CE and VL mini jobs
 #
-# The mini jobs build JANuS-mini in data/mini on first use (about 45 s); the wheel's jobs see the
-# checkout's data/ through a link, and a job that finds another building it waits on its lock, then
-# reuses it. Each job must end with DONE and an eval JSON holding every shift set.
+# The mini jobs train on a small JANuS-mini (janus.data.mini.generate.SMALL, the tests' sizes: 200
+# curated samples), built first by the install under test with the real generator and builder: the
+# code paths of the full one, without its 35 s build. Each job must end with DONE and an eval JSON
+# holding every shift set.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 mode="${1:?usage: check.sh readme|wheel}"
 
-mini_job() {  # mini_job PYTHON WORKDIR LOSS: 2 steps of configs/mini.py, then its checks
-  local py="$1" workdir="$2" loss="$3"
+small_mini() {  # small_mini PYTHON ROOT: JANuS-mini at the tests' sizes in ROOT (raw in ROOT_raw)
+  "$1" -c 'import sys; from janus.data.mini import generate, prepare
+prepare.prepare(sys.argv[1], sizes=generate.SMALL, workers=1, log=lambda *_: None)' "$2"
+}
+
+mini_job() {  # mini_job PYTHON WORKDIR LOSS ROOT: 2 steps of configs/mini.py on ROOT, then its checks
+  local py="$1" workdir="$2" loss="$3" root="$4"
   rm -rf "$workdir"
   # Compiled with most XLA optimizations off, as in the tests: these jobs check what an install
   # finds, not its speed, and compiling dominates 2 steps (28 s of CPU against 40 s).
-  JAX_DISABLE_MOST_OPTIMIZATIONS=1 "$py" -m janus.main --config "$repo/configs/mini.py:loss=$loss" --workdir "$workdir" \
-    --config.total_steps=2 > "$workdir.log" 2>&1 || { tail -30 "$workdir.log"; return 1; }
+  JAX_DISABLE_MOST_OPTIMIZATIONS=1 "$py" -m janus.main --config "$repo/configs/mini.py:loss=$loss,root=$root" \
+    --workdir "$workdir" --config.total_steps=2 --config.data.budget=200 \
+    > "$workdir.log" 2>&1 || { tail -30 "$workdir.log"; return 1; }
   "$py" - "$workdir" "$loss" <<'PY'
 import json, pathlib, sys
 workdir, loss = pathlib.Path(sys.argv[1]), sys.argv[2]
@@ -39,7 +46,10 @@ case "$mode" in
     py="$(command -v python)"
     python "$repo/tests/installs/check_paths.py" --repo "$repo" --expect editable --no-torch
     cd "$repo"
-    mini_job "$py" "$(mktemp -d)/mini_vl" infonce
+    tmp="$(mktemp -d)"
+    small_mini "$py" "$tmp/mini"
+    mini_job "$py" "$tmp/mini_vl" infonce "$tmp/mini"
+    rm -rf "$tmp"
     ;;
   wheel)
     tmp="$(mktemp -d)"
@@ -52,12 +62,12 @@ case "$mode" in
     "$tmp/venv/bin/pip" wheel -q --no-deps "$tmp/src" -w "$tmp/dist"
     "$tmp/venv/bin/pip" install -q -r "$repo/requirements/lock.txt"
     "$tmp/venv/bin/pip" install -q --no-deps "$tmp"/dist/janus-*.whl
-    mkdir -p "$tmp/elsewhere" "$repo/data"
-    ln -s "$repo/data" "$tmp/elsewhere/data"  # JANuS-mini, if an earlier job built it
+    mkdir -p "$tmp/elsewhere"
     cd "$tmp/elsewhere"
     "$tmp/venv/bin/python" "$repo/tests/installs/check_paths.py" --repo "$repo" --expect wheel
-    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_ce" ce
-    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_vl" infonce
+    small_mini "$tmp/venv/bin/python" "$tmp/elsewhere/mini"
+    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_ce" ce "$tmp/elsewhere/mini"
+    mini_job "$tmp/venv/bin/python" "$tmp/elsewhere/mini_vl" infonce "$tmp/elsewhere/mini"
     rm -rf "$tmp"
     ;;
   *)
