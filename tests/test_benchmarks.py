@@ -111,6 +111,7 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
     (.ci/run, JANUS_PEERS_REQUIRED=1: a skipped peer fails there)."""
     cmd = [sys.executable, "benchmarks/data_pipeline.py", "--batches", "3", "--batch-size", "8"]
     cmd += ["--rounds", "2", "--workers", "0", "--chains", "train", "--allow-load"]
+    cmd += ["--min-records", "400"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -135,3 +136,5 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
             assert summary[f"{side}_vs_pil_loop"] > 0, side
     records = next(r for r in rows if r["bench"] == "records")
     assert records["under_load"] in (True, False) and records["processor"]
+    images, repeated = records["images"], records["records"]  # repeated to --min-records:
+    assert repeated % images == 0 and 400 <= repeated < 400 + images, records

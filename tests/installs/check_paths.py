@@ -7,6 +7,8 @@
   byte-identical to the checkout's `janus/vendored/` (a copy from another package, e.g. open_clip's
   vocabulary, is refused even when it holds the same bytes);
 - JANuS-mini's build specs ship with the package;
+- the JPEG region decoder's C source ships with it and builds here (a C compiler and libjpeg-turbo's
+  headers are on CI's machines; it is built into a fresh JANUS_CACHE_DIR);
 - `--no-torch`: torch and open_clip are not installed (the README's step 1 has neither);
 - importing janus's entrypoints loads no TensorFlow.
 Exit status 0, or 1 with one line per failed check.
@@ -15,9 +17,11 @@ Exit status 0, or 1 with one line per failed check.
 import argparse
 import hashlib
 import importlib.util
+import os
 import pathlib
 import sys
 import sysconfig
+import tempfile
 
 
 def _sha(path: pathlib.Path) -> str:
@@ -36,7 +40,7 @@ def main() -> int:
     import janus.evaluate.runner  # noqa: F401  (the entrypoints' imports)
     import janus.main  # noqa: F401
     from janus.data import reference
-    from janus.data.input import tokenizer
+    from janus.data.input import jpeg_region, tokenizer
     from janus.data.mini import prepare
 
     failures = []
@@ -59,6 +63,12 @@ def main() -> int:
     for name in prepare.SOURCE_NAMES:
         if not (specs / f"mini_{name}.json").is_file() or not specs.is_relative_to(package):
             failures.append(f"JANuS-mini spec mini_{name}.json not shipped in {package}")
+    if not jpeg_region.SOURCE.resolve().is_relative_to(package):
+        failures.append(f"{jpeg_region.SOURCE} is not inside {package}")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["JANUS_CACHE_DIR"] = cache
+        if jpeg_region.status() != "on":
+            failures.append(f"JPEG region decoding: {jpeg_region.status()}")
     if args.no_torch:
         installed = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m)]
         failures += [f"{m} is installed" for m in installed]

@@ -11,8 +11,10 @@ callable ``pp(features: dict, rng: np.random.Generator) -> dict``; all randomnes
 Images travel between ops as PIL images (fast C resizing, cropping, enhancing). ``decode`` opens the
 file lazily (JPEGs through ``janus.data.input.jpeg``: simplejpeg when installed, PIL's pixels), so
 the first op that needs pixels may use JPEG draft mode (DCT-domain downscaling) when it only needs a
-smaller image. ``rrc``/``resize`` with ``antialias=False`` (the fast path, ``fast_resize``) hand
-on a uint8 array instead. The chain always returns uint8 [H, W, 3].
+smaller image, and ``rrc`` decodes only the region its crop and filter read
+(``janus.data.input.jpeg_region``; the same pixels). ``rrc``/``resize`` with ``antialias=False``
+(the fast path, ``fast_resize``) hand on a uint8 array instead. The chain always returns uint8
+[H, W, 3].
 
 ``normalize`` and ``value_range`` run on the device, not here: each records a ``PixelScaling``
 (``Preprocess.scaling``; see ``janus.data.input.pixel_scaling``) that the jitted train step and the
@@ -26,16 +28,19 @@ key; the pipeline counts and reports these -- it never emits a wrong sample. Any
 from __future__ import annotations
 
 import ast
+import functools
 import io
+import logging
 import math
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from janus.data.input import erasing, fast_resize, jpeg, pixel_scaling, randaugment
+from janus.data.input import erasing, fast_resize, jpeg, jpeg_region, pixel_scaling, randaugment
 from janus.data.input.pixel_scaling import PixelScaling
 
+log = logging.getLogger(__name__)
 Op = Callable[[dict, np.random.Generator], dict]
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -43,6 +48,8 @@ _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+# Each filter's half-width in source pixels at scale 1 (Pillow's filters; nearest reads 1 pixel).
+_SUPPORT = {"nearest": 1, "bilinear": 1, "bicubic": 2, "lanczos": 3}
 _LAZY = "_lazy_image"  # features flag: the image (PIL or jpeg.LazyJpeg) is opened, not decoded
 
 
@@ -224,6 +231,51 @@ def _pixels(features: dict, as_array: bool = False) -> Image.Image | np.ndarray:
     return img
 
 
+def _decode_region(features: dict, region) -> np.ndarray | None:
+    """uint8 pixels of ``region`` (x0, y0, x1, y1; ints) when the image is a JPEG not yet decoded
+    and libjpeg can decode that region alone (``jpeg.LazyJpeg.decode_crop``: the whole decode's
+    pixels, less work); else None, and the caller decodes the whole image."""
+    img = features.get("image")
+    if not (isinstance(img, jpeg.LazyJpeg) and features.get(_LAZY)):
+        return None
+    pixels = img.decode_crop(region)
+    if pixels is not None:
+        features.pop(_LAZY)
+    return pixels
+
+
+def _crop_array(features: dict, box) -> np.ndarray:
+    """uint8 [y1 - y0, x1 - x0, 3]: the image's ``box`` (ints)."""
+    pixels = _decode_region(features, box)
+    if pixels is not None:
+        return pixels
+    x0, y0, x1, y1 = box
+    return np.asarray(_pixels(features, as_array=True))[y0:y1, x0:x1]
+
+
+def _resize_source(features: dict, box, out_w: int, out_h: int, method: str) -> Image.Image:
+    """The PIL image to resize ``box`` from. Of an undecoded JPEG, only the pixels the filter reads
+    are decoded (the box and the filter's support past each side: support x max(1, box/out),
+    plus 2), pasted at their place in an image of the full size: PIL's coefficients depend on
+    the box's coordinates, so only the same coordinates give the same pixels (checked bitwise,
+    with the rest of the image filled with other values, in tests/test_jpeg_region.py)."""
+    img = features.get("image")
+    if not isinstance(img, jpeg.LazyJpeg):
+        return _pixels(features)
+    w, h = img.size
+    mx = math.ceil(_SUPPORT[method] * max(1.0, (box[2] - box[0]) / out_w)) + 2
+    my = math.ceil(_SUPPORT[method] * max(1.0, (box[3] - box[1]) / out_h)) + 2
+    left, top = max(0, math.floor(box[0]) - mx), max(0, math.floor(box[1]) - my)
+    right, bottom = min(w, math.ceil(box[2]) + mx), min(h, math.ceil(box[3]) + my)
+    pixels = _decode_region(features, (left, top, right, bottom))
+    if pixels is None:
+        return _pixels(features)
+    canvas = Image.new("RGB", (w, h))
+    canvas.paste(Image.fromarray(pixels), (left, top))
+    features["image"] = canvas
+    return canvas
+
+
 def _size(features: dict) -> tuple[int, int]:
     img = features.get("image")
     if img is None:
@@ -265,16 +317,22 @@ def _check_resize(method: str, antialias: bool) -> None:
         fast_resize.require_cv2()
 
 
+@functools.cache
+def _log_region_decoding() -> None:
+    """Once a process: whether crops decode only their region (the build runs here, before the
+    loader's threads need it); the pixels are the same either way, only the speed is not."""
+    state = jpeg_region.status()
+    (log.info if state == "on" else log.warning)("rrc: JPEG region decoding %s", state)
+
+
 def _resize_box(
     features: dict, box, out_w: int, out_h: int, method: str, antialias: bool = True
 ) -> None:
     if not antialias:  # tf.image.resize's way: no DCT scaling either (it would smooth)
-        x0, y0, x1, y1 = box
-        pixels = np.asarray(_pixels(features, as_array=True))[y0:y1, x0:x1]
-        features["image"] = fast_resize.bilinear(pixels, out_w, out_h)
+        features["image"] = fast_resize.bilinear(_crop_array(features, box), out_w, out_h)
         return
     box = _draft(features, box, out_w, out_h)
-    img = _pixels(features)
+    img = _resize_source(features, box, out_w, out_h, method)
     features["image"] = img.resize((out_w, out_h), _RESAMPLE[method], box=box)
 
 
@@ -347,6 +405,7 @@ def random_resized_crop(
     default."""
     out_h, out_w = _pair(size)
     _check_resize(method, antialias)
+    _log_region_decoding()
     if not 0 < float(scale[0]) <= float(scale[1]) <= 1:
         raise ValueError(f"rrc scale must satisfy 0 < lo <= hi <= 1, got {scale}")
 
@@ -422,7 +481,7 @@ def flip(p: float = 0.5) -> Op:
         if draw_flip(rng, p):
             img = features["image"]
             if isinstance(img, np.ndarray):  # the fast path's pixels stay an array
-                features["image"] = img[:, ::-1]
+                features["image"] = fast_resize.flip(img)
             else:
                 features["image"] = _pixels(features).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return features
