@@ -9,6 +9,8 @@ is set there), where they fail.
 import io
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -217,6 +219,7 @@ def test_without_a_compiler_the_reason_is_reported_and_pixels_are_unchanged(
 ):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert "cannot run '/nonexistent/cc'" in jpeg_region.status()
+    assert list(fresh_decoder.iterdir()) == []  # no partial build left behind
     data = _jpeg(_photo(120, 160))
     assert jpeg_region.decode_region(data, (10, 20, 30, 40)) is None
     out = preprocess.build_pp("decode|rrc(96)")({"image/encoded": data}, np.random.default_rng(0))
@@ -227,3 +230,14 @@ def test_switched_off_by_the_environment(fresh_decoder, monkeypatch):
     monkeypatch.setenv("JANUS_JPEG_REGION", "0")
     assert jpeg_region.status() == "off: JANUS_JPEG_REGION=0"
     assert list(fresh_decoder.iterdir()) == []  # nothing built
+
+
+def test_processes_building_at_once_share_one_complete_build(tmp_path):
+    code = "from janus.data.input import jpeg_region; print(jpeg_region.status())"
+    env = dict(os.environ, JANUS_CACHE_DIR=str(tmp_path))
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["on"] * 4
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # one build, no partial left

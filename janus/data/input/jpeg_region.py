@@ -21,6 +21,7 @@ import hashlib
 import os
 import pathlib
 import subprocess
+import tempfile
 import threading
 
 import numpy as np
@@ -36,21 +37,25 @@ def cache_dir() -> pathlib.Path:
 
 
 def _build() -> pathlib.Path:
-    """The shared library for this source and compiler, built once (atomically: concurrent
-    processes may race to build it; the last rename wins with identical bytes)."""
+    """The shared library for this source and compiler, built once (concurrent builders each
+    write their own file and rename it into place: the last rename wins, with the same bytes)."""
     cc = os.environ.get("CC", "cc")
     key = hashlib.sha256(SOURCE.read_bytes() + cc.encode()).hexdigest()[:16]
     lib = cache_dir() / f"jpeg_region-{key}.so"
     if lib.exists():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
-    partial = lib.with_name(f"{lib.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    command = [cc, "-O2", "-shared", "-fPIC", str(SOURCE), "-o", str(partial), "-ljpeg"]
+    # A name of its own (hosts sharing a home directory may build at once), renamed when complete.
+    fd, partial = tempfile.mkstemp(prefix=f"{lib.name}.", suffix=".partial", dir=lib.parent)
+    os.close(fd)
+    command = [cc, "-O2", "-shared", "-fPIC", str(SOURCE), "-o", partial, "-ljpeg"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
+        os.unlink(partial)
         raise OSError(f"cannot run {cc!r}: {e}") from None
     if done.returncode != 0:
+        os.unlink(partial)
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
         raise OSError(f"{' '.join(command)} failed: {first}")
     os.replace(partial, lib)
