@@ -12,8 +12,9 @@ synthetic JPEGs (`--synthetic N`). Then, in rounds, on the same JPEG bytes:
   uint8 (the normalisation runs in the jitted step, on the device), so this times the host's
   whole share;
 - peers (`--peers`, benchmarks/input_peers.py): tf.data as big_vision builds it (region decode,
-  bilinear resize without and with antialias) and DALI's CPU pipeline, each on one core, each where
-  its package is installed (else a row says it was skipped).
+  bilinear resize without and with antialias; from memory, and from janus' TFRecord shards) and
+  DALI's CPU pipeline, each on one core, each where its package is installed (else a row says it
+  was skipped).
 
 "Cores used" is measured, not assumed: CPU seconds (this process' threads plus its worker
 processes) over wall seconds, so a busy shared machine does not flatter or punish either side.
@@ -25,7 +26,7 @@ against open_clip's (peer; skipped without torch). Prints one JSON object per li
 
     python benchmarks/data_pipeline.py [--images DIR | --synthetic 600] [--batches 15] \
         [--batch-size 32] [--workers 0,2] [--rounds 3] [--chains train,simclr] \
-        [--peers tfdata,tfdata_aa,dali] [--allow-load]
+        [--peers tfdata,tfdata_aa,tfdata_records,dali] [--allow-load]
 """
 
 from __future__ import annotations
@@ -231,9 +232,9 @@ def time_train(
     return _rates(batches * batch_size, wall, cpu)
 
 
-def time_peer(peer: str, jpegs: list[bytes], image_dir: pathlib.Path, batches: int, size: int):
+def time_peer(peer: str, jpegs: list[bytes], image_dir, records_dir, batches: int, size: int):
     """A peer's rates over `batches` batches after two warm-up batches (its start-up, tracing)."""
-    it = input_peers.batches(peer, jpegs, image_dir, size)
+    it = input_peers.batches(peer, jpegs, image_dir, records_dir, size)
     next(it)
     next(it)
     clock = CpuClock()
@@ -363,7 +364,7 @@ def main():
                     side = f"janus_{name}_w{w}"
                     per_core.setdefault(side, []).append(res["images_per_s_per_core"])
             for other in peers:
-                res = time_peer(other, jpegs, image_dir, args.batches, args.batch_size)
+                res = time_peer(other, jpegs, image_dir, tmp, args.batches, args.batch_size)
                 print(json.dumps({"bench": f"{other}_224", "round": r} | res), flush=True)
                 per_core.setdefault(other, []).append(res["images_per_s_per_core"])
         summary = summarize(per_core)

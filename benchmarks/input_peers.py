@@ -9,6 +9,9 @@ normalisation runs on the device):
   crop's region), ``tf.image.resize`` bilinear without antialias, a random flip; one thread
   (``private_threadpool_size=1``, no parallel map, inter/intra-op pools of 1);
 - ``tfdata_aa``: the same with ``antialias=True``;
+- ``tfdata_records``: ``tfdata`` reading the JPEGs as big_vision's tfds pipelines do, from the
+  TFRecord shards janus reads (``tf.data.TFRecordDataset``, its CRC checks,
+  ``tf.io.parse_single_example``), where the two above take them from memory;
 - ``dali``: NVIDIA DALI's CPU pipeline: ``decoders.image_random_crop`` (decodes only the crop),
   antialiased ``resize``, ``flip``; one thread, no GPU.
 
@@ -25,15 +28,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-PEERS = ("tfdata", "tfdata_aa", "dali")
-_PACKAGE = {"tfdata": "tensorflow", "tfdata_aa": "tensorflow", "dali": "nvidia.dali"}
+PEERS = ("tfdata", "tfdata_aa", "tfdata_records", "dali")
+_PACKAGE = {"dali": "nvidia.dali"}  # the others: tensorflow
 
 
 def missing(peer: str) -> str | None:
     """None when `peer` can run here, else why not (one phrase)."""
     if peer not in PEERS:
         raise SystemExit(f"--peers: unknown peer {peer!r}; known: {', '.join(PEERS)}")
-    package = _PACKAGE[peer]
+    package = _PACKAGE.get(peer, "tensorflow")
     try:
         found = importlib.util.find_spec(package) is not None
     except ModuleNotFoundError:  # a parent package (nvidia) is absent
@@ -51,8 +54,11 @@ def version(peer: str) -> str:
     return tf.__version__
 
 
-def tfdata_batches(jpegs: list[bytes], batch_size: int, antialias: bool, seed: int = 0):
-    """An endless iterator of uint8 [batch, 224, 224, 3] batches, as big_vision builds them."""
+def tfdata_batches(
+    jpegs: list[bytes], batch_size: int, antialias: bool, records_dir=None, seed: int = 0
+):
+    """An endless iterator of uint8 [batch, 224, 224, 3] batches, as big_vision builds them, from
+    ``jpegs`` in memory or, with ``records_dir``, from its TFRecord shards."""
     import tensorflow as tf
 
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -79,7 +85,15 @@ def tfdata_batches(jpegs: list[bytes], batch_size: int, antialias: bool, seed: i
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False
-    ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat()
+    if records_dir is None:
+        ds = tf.data.Dataset.from_tensor_slices(jpegs)
+    else:
+        shards = sorted(str(p) for p in pathlib.Path(records_dir).glob("train-*.tfrecord"))
+        spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+        ds = tf.data.TFRecordDataset(shards).map(
+            lambda record: tf.io.parse_single_example(record, spec)["image/encoded"]
+        )
+    ds = ds.repeat()
     ds = ds.map(crop_resize_flip).batch(batch_size).with_options(options)
     return ds.as_numpy_iterator()
 
@@ -109,9 +123,10 @@ def dali_batches(image_dir: pathlib.Path, batch_size: int, seed: int = 0):
 
 
 def batches(
-    peer: str, jpegs: list[bytes], image_dir: pathlib.Path, batch_size: int
+    peer: str, jpegs: list[bytes], image_dir: pathlib.Path, records_dir, batch_size: int
 ) -> Iterator[np.ndarray]:
     """-> an endless iterator of uint8 batches for `peer`."""
     if peer == "dali":
         return dali_batches(image_dir, batch_size)
-    return tfdata_batches(jpegs, batch_size, antialias=peer == "tfdata_aa")
+    records = records_dir if peer == "tfdata_records" else None
+    return tfdata_batches(jpegs, batch_size, antialias=peer == "tfdata_aa", records_dir=records)

@@ -106,9 +106,9 @@ def test_a_ratio_is_refused_on_a_loaded_machine_unless_allowed(monkeypatch):
 
 def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
     """benchmarks/data_pipeline.py: each round times the PIL loop, janus and every peer that is
-    installed (tf.data as big_vision, with and without antialias; DALI's CPU pipeline); a peer
-    that is not installed is a row naming its package. In CI this also runs in the peers' venv
-    (.ci/run, JANUS_PEERS_REQUIRED=1: a skipped peer fails there)."""
+    installed (tf.data as big_vision, with and without antialias, and reading the records; DALI's
+    CPU pipeline); a peer that is not installed is a row naming its package. In CI this also runs
+    in the peers' venv (.ci/run, JANUS_PEERS_REQUIRED=1: a skipped peer fails there)."""
     cmd = [sys.executable, "benchmarks/data_pipeline.py", "--batches", "3", "--batch-size", "8"]
     cmd += ["--rounds", "2", "--workers", "0", "--chains", "train", "--allow-load"]
     cmd += ["--min-records", "400"]
@@ -118,7 +118,7 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
     summary = next(r for r in rows if r["bench"] == "summary_per_core")
     assert summary["rounds"] == 2
     sides = ["pil_loop", "janus_train_w0"]
-    for peer in ("tfdata", "tfdata_aa", "dali"):
+    for peer in ("tfdata", "tfdata_aa", "tfdata_records", "dali"):
         skipped = [r for r in rows if r["bench"] == f"{peer}_224" and "skipped" in r]
         if skipped:
             assert skipped[0]["skipped"].endswith("not installed"), skipped
