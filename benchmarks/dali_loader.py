@@ -114,6 +114,12 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--devices", default="cpu", help="DALI devices: cpu, mixed (a GPU)")
+    parser.add_argument(
+        "--min-records",
+        type=int,
+        default=10_000,
+        help="the records repeat the images to at least this many (as data_pipeline.py's)",
+    )
     parser.add_argument("--allow-load", action="store_true", help="report under load, marked")
     args = parser.parse_args()
     quiet = machine.require_quiet(args.allow_load)
@@ -128,8 +134,10 @@ def main():
             jpegs, kind = data_pipeline.photo_jpegs(args.images), str(args.images)
         else:
             jpegs, kind = data_pipeline.synthetic_jpegs(args.synthetic), "synthetic"
-        data_pipeline.build_records(pathlib.Path(tmp), jpegs)
-        emit({"bench": "records", "images": len(jpegs), "jpegs": kind, "pp": CHAIN} | quiet)
+        repeated = data_pipeline.repeat_to_size(jpegs, args.min_records)
+        data_pipeline.build_records(pathlib.Path(tmp), repeated)
+        info = {"bench": "records", "images": len(jpegs), "records": len(repeated), "jpegs": kind}
+        emit(info | {"pp": CHAIN} | quiet)
         emit({"bench": "versions", "dali": nvidia.dali.__version__})
         emit(pixel_difference(tmp, args.batch_size))
         per_core = time_sides(tmp, devices, args.batches, args.batch_size, args.rounds, emit)
