@@ -48,6 +48,7 @@ from PIL import Image
 
 from janus.data import manifest as manifest_lib
 from janus.data import records, tfrecord
+from janus.data.ingest.images import prepare_image
 from janus.data.input import pipeline
 from janus.data.input.pixel_scaling import NORMALIZATION
 from janus.data.input.tokenizer import Tokenizer
@@ -94,7 +95,10 @@ def synthetic_jpegs(n: int, seed: int = 0) -> list[bytes]:
 
 
 def build_records(out: pathlib.Path, jpegs: list[bytes], shards: int = 4) -> None:
-    """Records of ``jpegs``, in order, each with its own key."""
+    """Records of ``jpegs``, in order, each with its own key. Each distinct image gets the
+    builder's check (decoded whole) first, so info.json says ``images_verified``, as a build's."""
+    for data in {id(d): d for d in jpegs}.values():
+        prepare_image(data)  # BadImageError names the problem
     manifest, n = [], len(jpegs)
     per = -(-n // shards)
     for s in range(shards):
@@ -110,7 +114,7 @@ def build_records(out: pathlib.Path, jpegs: list[bytes], shards: int = 4) -> Non
                     | {"shard": name, "offset": offset}
                 )
     manifest_lib.write_manifest(out, manifest)  # with manifest.arrow, as the builder writes
-    records.write_info(out, {"name": "bench", "splits": {"train": n}})
+    records.write_info(out, {"name": "bench", "splits": {"train": n}, "images_verified": True})
 
 
 def repeat_to_size(jpegs: list[bytes], min_records: int) -> list[bytes]:

@@ -123,6 +123,7 @@ def test_folder_build_exact_budget_skips_bad_images(raw, tmp_path):
     assert info["splits"] == {"train": 17} and info["label_set"] == "mini10"
     assert info["build"]["train"]["seed"] == 1 and info["build"]["train"]["command"] == "test"
     assert sum(info["build"]["train"]["per_class"].values()) == 17
+    assert info["images_verified"] is True  # every stored image decoded whole: the loader trusts it
     man = list(records.read_manifest(out))
     assert sorted(m["key"] for m in man) == sorted(keys)
     for m in man[:5]:

@@ -74,14 +74,15 @@ def _boxes(w, h, rng):
     return edges + draws
 
 
+@pytest.mark.parametrize("read_to_end", [True, False])
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_region_equals_the_whole_decode_cropped(kind):
+def test_region_equals_the_whole_decode_cropped(kind, read_to_end):
     h, w = 157, 301  # not multiples of any MCU
     data = _jpeg(_photo(h, w, gray=kind == "gray"), **KINDS[kind])
     whole = simplejpeg.decode_jpeg(data, "RGB")  # janus' whole decode (LazyJpeg.decode_array)
     for box in _boxes(w, h, np.random.default_rng(1)):
         x0, y0, x1, y1 = box
-        region = jpeg_region.decode_region(data, box)
+        region = jpeg_region.decode_region(data, box, read_to_end)
         assert region is not None and region.shape == (y1 - y0, x1 - x0, 3), box
         np.testing.assert_array_equal(region, whole[y0:y1, x0:x1], err_msg=f"{kind} {box}")
 
@@ -98,9 +99,9 @@ def test_region_equals_the_whole_decode_on_every_real_photograph():
     for i, data in enumerate(_real_photos()):
         whole = simplejpeg.decode_jpeg(data, "RGB")
         h, w = whole.shape[:2]
-        for _ in range(2):
+        for read_to_end in (True, False):
             x0, y0, x1, y1 = box = preprocess.draw_rrc_box(w, h, rng, (0.08, 1.0), (3 / 4, 4 / 3))
-            region = jpeg_region.decode_region(data, box)
+            region = jpeg_region.decode_region(data, box, read_to_end)
             assert region is not None, (i, box)
             np.testing.assert_array_equal(region, whole[y0:y1, x0:x1], err_msg=f"{i} {box}")
 
@@ -179,6 +180,48 @@ def test_damaged_jpegs_fall_back_to_the_whole_decode_and_end_the_same(name):
         assert on == off
     else:
         np.testing.assert_array_equal(on, off)
+
+
+def _damaged_below(h=160, w=160) -> bytes:
+    """A baseline JPEG with noise over the scan's last quarter (its end marker kept): libjpeg warns
+    at its end; PIL decodes it whole (so a build keeps it), the rows above the damage intact."""
+    data = bytearray(_jpeg(_photo(h, w), subsampling=2))
+    start = len(data) - 2 - (len(data) - 700) // 4
+    noise = np.random.default_rng(3).integers(0, 255, len(data) - 2 - start, dtype=np.uint8)
+    data[start:-2] = noise.tobytes().replace(b"\xff", b"\x00")  # no markers in the noise
+    return bytes(data)
+
+
+def test_stopping_after_the_crop_misses_only_damage_below_it():
+    data = _damaged_below()
+    whole = jpeg.open_jpeg(data).decode_array()  # the whole decode's pixels for this file
+    Image.open(io.BytesIO(data)).load()  # what the builder's check accepts
+    top, bottom = (20, 8, 140, 40), (20, 120, 140, 160)
+    assert jpeg_region.decode_region(data, top) is None  # read to the end: the warning refuses
+    region = jpeg_region.decode_region(data, top, read_to_end=False)
+    np.testing.assert_array_equal(region, whole[8:40, 20:140])
+    # Crops over the damage: the whole decode's (noisy) pixels too, as the build kept the file.
+    region = jpeg_region.decode_region(data, bottom, read_to_end=False)
+    np.testing.assert_array_equal(region, whole[120:160, 20:140])
+    # Why only verified images stop early: a file cut short below the crop is not seen either.
+    truncated = _jpeg(_photo(160, 160), subsampling=2)[:-600]
+    assert jpeg_region.decode_region(truncated, top) is None
+    assert jpeg_region.decode_region(truncated, top, read_to_end=False) is not None
+
+
+def test_lazy_jpeg_stops_after_the_crop_only_when_verified(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        jpeg_region, "decode_region", lambda data, box, read_to_end: calls.append(read_to_end)
+    )
+    data = _jpeg(_photo(60, 80))
+    jpeg.open_jpeg(data).decode_crop((1, 2, 30, 40))
+    jpeg.open_jpeg(data, verified=True).decode_crop((1, 2, 30, 40))
+    pp = preprocess.build_pp("decode|rrc(32)")
+    for verified in (False, True):
+        features = {"image/encoded": data, "key": "k", preprocess.IMAGE_VERIFIED: verified}
+        pp(features, np.random.default_rng(0))
+    assert calls == [True, False, True, False]
 
 
 def test_a_box_outside_the_image_is_refused_not_read():

@@ -362,3 +362,30 @@ def test_manifest_with_shard_numbers_and_an_empty_shard(tmp_path):
     assert selection.items.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3]]
     keys = [records.decode_example(selection.source[i])["key"] for i in range(4)]
     assert keys == ["k0", "k1", "k2", "k3"]
+
+
+def test_crops_of_records_whose_builder_verified_the_images_stop_after_the_crop(
+    tmp_path, monkeypatch
+):
+    """info.json's ``images_verified`` (janus' builder writes it) reaches the region decoder, which
+    may then stop after the crop; other records are read to the end. The batches are the same."""
+    from janus.data.input import jpeg_region
+
+    d = make_records(tmp_path / "d", 16)
+    calls = []
+    decode_region = jpeg_region.decode_region
+
+    def spy(data, box, read_to_end=True):
+        calls.append(read_to_end)
+        return decode_region(data, box, read_to_end)
+
+    monkeypatch.setattr(jpeg_region, "decode_region", spy)
+    runs = {}
+    for verified in (False, True):
+        records.write_info(d, {"name": "d", "splits": {"train": 16}, "images_verified": verified})
+        it, man = _loader(d, pp="decode|rrc(16, scale=(0.2, 0.5))", num_epochs=1)
+        assert man["dirs"][0]["images_verified"] is verified
+        runs[verified] = list(it)  # to the end: no read-ahead left to count in the next run
+        assert calls and set(calls) == {not verified}, verified
+        calls.clear()
+    _assert_same(runs[False], runs[True])

@@ -38,6 +38,7 @@ def test_layout_and_info(mini):
     assert info["suite"] == "mini" and info["label_set"] == "mini10"
     assert info["splits"] == {s: (300 if s == "train" else 100) for s in SPLITS}
     assert set(info["features"]) == set(records.FEATURES)
+    assert info["images_verified"] is True  # the builder encoded them (test_examples decodes)
     man = list(records.read_manifest(mini))
     assert len(man) == 300 + 6 * 100 and {m["split"] for m in man} == set(SPLITS)
     assert len({m["key"] for m in man}) == len(man)
@@ -47,11 +48,13 @@ def test_examples(mini):
     _, ys, exs = _load(mini, "train")
     assert sorted(set(ys.tolist())) == MINI10 and np.bincount(ys)[MINI10].tolist() == [30] * 10
     names = labelsets.class_names("clip")
-    for e in exs[:50]:
-        assert e["image/format"] == "jpeg" and e["label/source"] == "human"
-        assert names[e["label"][0]] in e["caption"][0]
+    for i, e in enumerate(exs):
         img = Image.open(io.BytesIO(e["image/encoded"]))
+        img.load()  # each decodes whole, as info.json's images_verified says
         assert img.size == (64, 64) and img.mode == "RGB"
+        if i < 50:
+            assert e["image/format"] == "jpeg" and e["label/source"] == "human"
+            assert names[e["label"][0]] in e["caption"][0]
 
 
 def test_deterministic(mini, tmp_path):

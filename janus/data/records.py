@@ -206,14 +206,24 @@ class RecordsDataSource:
 
 class RecordRefs:
     """grain RandomAccessDataSource over records named by (shard, byte offset): a run's selected
-    examples. Holds 12 bytes per record and nothing about the shards' other records; picklable."""
+    examples. Holds 12 bytes per record and nothing about the shards' other records; picklable.
 
-    def __init__(self, paths, shard: np.ndarray, offset: np.ndarray):
+    ``images_verified``: per shard path, whether its images are known to decode whole (its
+    info.json says ``images_verified``); ``verified(index)`` answers it for a record."""
+
+    def __init__(self, paths, shard: np.ndarray, offset: np.ndarray, images_verified=None):
         if len(shard) != len(offset):
             raise ValueError(f"{len(shard)} shard numbers for {len(offset)} offsets")
         self._files = ShardFiles(paths)
         self.shard = np.asarray(shard, dtype=np.int32)
         self.offset = np.asarray(offset, dtype=np.uint64)
+        verified = [False] * len(paths) if images_verified is None else list(images_verified)
+        if len(verified) != len(paths):
+            raise ValueError(f"{len(verified)} images_verified flags for {len(paths)} shards")
+        self._verified = np.array(verified, dtype=bool)
+
+    def verified(self, index: int) -> bool:
+        return bool(self._verified[self.shard[index]])
 
     def __len__(self) -> int:
         return len(self.offset)

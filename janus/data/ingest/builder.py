@@ -445,6 +445,9 @@ def finalize_split(
         srcs.setdefault(src, {})[split] = rec
     info["sources"] = srcs
     info["builder_version"] = BUILDER_VERSION
+    # Every image stored was decoded whole here (stage 2) or encoded here (JANuS-mini): the loader
+    # may then decode a crop without reading the rest of the file (janus.data.input.jpeg_region).
+    info["images_verified"] = True
     info["build"] = {**info.get("build", {}), split: summary}
     info.update(extra_info or {})
     records.write_info(out, info)

@@ -7,9 +7,12 @@
  * side of the crop, so fancy upsampling sees the same neighbouring chroma samples as it does in
  * the whole image (tests/test_jpeg_region.py checks it bitwise).
  *
- * Every libjpeg error and warning (corrupt or truncated data, anywhere in the file, as the whole
- * data is entropy-decoded) returns -1 with libjpeg's message; the caller then decodes the whole
- * image as before, which decides what the input is worth.
+ * Every libjpeg error and warning in the data read returns -1 with libjpeg's message; the caller
+ * then decodes the whole image as before, which decides what the input is worth. With
+ * `read_to_end`, that is the whole file (the rows below the crop entropy-decoded only), so a broken
+ * file gets the whole decode's verdict; without, decoding stops after the crop's last row, as
+ * tf.io.decode_and_crop_jpeg does: for files known to decode whole (checked when the records were
+ * built), whose rows above any later damage decode the same either way.
  */
 #include <setjmp.h>
 #include <stdio.h>
@@ -39,7 +42,7 @@ static void on_message(j_common_ptr cinfo, int level) {
 /* The crop [x, x + w) x [y, y + h) of the JPEG `data` as RGB into `out` (h * w * 3 bytes).
  * Returns 0, or -1 with a message in `message` (at most `message_len` bytes). */
 int janus_jpeg_region(const unsigned char *data, unsigned long size, int x, int y, int w, int h,
-                      unsigned char *out, char *message, int message_len) {
+                      int read_to_end, unsigned char *out, char *message, int message_len) {
   struct jpeg_decompress_struct cinfo;
   struct error_manager err;
   unsigned char *volatile row = NULL;
@@ -81,14 +84,16 @@ int janus_jpeg_region(const unsigned char *data, unsigned long size, int x, int 
     jpeg_read_scanlines(&cinfo, rows, 1);
     memcpy(out + (size_t)r * w * 3, row + (size_t)(x - (int)offset) * 3, (size_t)w * 3);
   }
-  /* The rows below are entropy-decoded only, but to the end of the data, so that libjpeg reports
-     any corruption there as the whole decode would (the caller then falls back to it, and it
-     decides). Skipping the very last row would skip the data unread: that row is decoded. */
-  if (cinfo.output_scanline < cinfo.output_height) {
-    jpeg_skip_scanlines(&cinfo, cinfo.output_height - cinfo.output_scanline - 1);
-    jpeg_read_scanlines(&cinfo, rows, 1);
+  if (read_to_end) {
+    /* The rows below are entropy-decoded only, but to the end of the data, so that libjpeg reports
+       any corruption there as the whole decode would (the caller then falls back to it, and it
+       decides). Skipping the very last row would skip the data unread: that row is decoded. */
+    if (cinfo.output_scanline < cinfo.output_height) {
+      jpeg_skip_scanlines(&cinfo, cinfo.output_height - cinfo.output_scanline - 1);
+      jpeg_read_scanlines(&cinfo, rows, 1);
+    }
+    jpeg_finish_decompress(&cinfo); /* reads to the end-of-image marker */
   }
-  jpeg_finish_decompress(&cinfo); /* reads to the end-of-image marker */
   jpeg_destroy_decompress(&cinfo);
   free(row);
   return 0;

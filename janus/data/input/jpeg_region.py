@@ -1,8 +1,8 @@
 """Region decoding: only a crop's part of a JPEG, with the whole decode's pixels.
 
-``decode_region(data, box)`` -> uint8 [y1 - y0, x1 - x0, 3], or None (not available here, or
-libjpeg refused the data: the caller decodes the whole image, which decides as before). The C
-side, ``jpeg_region.c``, is libjpeg-turbo's scanline skipping and column cropping, as
+``decode_region(data, box, read_to_end)`` -> uint8 [y1 - y0, x1 - x0, 3], or None (not available
+here, or libjpeg refused the data: the caller decodes the whole image, which decides as before).
+The C side, ``jpeg_region.c``, is libjpeg-turbo's scanline skipping and column cropping, as
 ``tf.io.decode_and_crop_jpeg`` does; no package on the index exposes it without TensorFlow
 (benchmarks/RESULTS.md), so janus builds that one file on first use with the system's compiler
 against the system's libjpeg-turbo (Debian/Ubuntu: ``apt install gcc libjpeg-dev``), into
@@ -10,10 +10,11 @@ against the system's libjpeg-turbo (Debian/Ubuntu: ``apt install gcc libjpeg-dev
 processes. Where it cannot build, ``status()`` says why and every image is decoded whole.
 
 Why: on the 334 real photographs, Inception crops (area 0.08-1) decode in 1.0 ms against 1.1 ms
-for the whole image, the fast path's loader spends 7% less CPU an image (benchmarks/RESULTS.md);
-stopping after the crop's last row, as tf.data does, would give 0.9 ms, but a broken file would then
-no longer get the whole decode's verdict. ``JANUS_JPEG_REGION=0`` turns it off (for A/B timings);
-the pixels are the same either way.
+for the whole image reading to the end of the file (``read_to_end=True``: a broken file gets the
+whole decode's verdict), and in 0.9 ms stopping after the crop's last row, as tf.data does
+(benchmarks/RESULTS.md). Stopping is for images known to decode whole: records whose builder
+checked every image (``images_verified`` in info.json; ``janus.data.input.pipeline`` passes it on).
+``JANUS_JPEG_REGION=0`` turns it off (for A/B timings); the pixels are the same either way.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _load() -> None:
     except (OSError, AttributeError) as e:
         _state["reason"] = f"unavailable ({e}); install a C compiler and libjpeg-turbo's headers"
         return
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_ulong] + [ctypes.c_int] * 4
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_ulong] + [ctypes.c_int] * 5
     fn.argtypes += [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
     fn.restype = ctypes.c_int
     _state["fn"] = fn
@@ -92,14 +93,18 @@ def status() -> str:
     return "on" if _function() is not None else _state["reason"]
 
 
-def decode_region(data: bytes, box: tuple[int, int, int, int]) -> np.ndarray | None:
-    """The crop ``box`` = (x0, y0, x1, y1) of JPEG ``data`` as uint8 RGB, or None (see above)."""
+def decode_region(
+    data: bytes, box: tuple[int, int, int, int], read_to_end: bool = True
+) -> np.ndarray | None:
+    """The crop ``box`` = (x0, y0, x1, y1) of JPEG ``data`` as uint8 RGB, or None (see above).
+    ``read_to_end=False`` stops after the crop: damage below it goes unseen (see above)."""
     fn = _function()
     if fn is None:
         return None
     x0, y0, x1, y1 = (int(v) for v in box)
     out = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
     message = ctypes.create_string_buffer(_MESSAGE_LEN)
-    if fn(data, len(data), x0, y0, x1 - x0, y1 - y0, out.ctypes.data, message, _MESSAGE_LEN):
+    args = (x0, y0, x1 - x0, y1 - y0, int(read_to_end))
+    if fn(data, len(data), *args, out.ctypes.data, message, _MESSAGE_LEN):
         return None
     return out

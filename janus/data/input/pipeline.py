@@ -41,7 +41,7 @@ import numpy as np
 from janus.data import records
 from janus.data.input.batching import SKIP, SkipBatchIterator, Stream
 from janus.data.input.batching import skip_report as skip_report  # documented: docs/data.md
-from janus.data.input.preprocess import Preprocess, SkipExample, build_pp
+from janus.data.input.preprocess import IMAGE_VERIFIED, Preprocess, SkipExample, build_pp
 from janus.data.input.selection import (
     NUM_CLASSES,
     Selection,
@@ -84,7 +84,7 @@ def num_train_examples(
 
 
 class _SelectedSource:
-    """Random access over the selected records; items are (shard number, bytes)."""
+    """Random access over the selected records; items are (images verified, bytes)."""
 
     def __init__(self, refs: records.RecordRefs):
         self._refs = refs
@@ -93,7 +93,7 @@ class _SelectedSource:
         return len(self._refs)
 
     def __getitem__(self, index: int):
-        return int(self._refs.shard[index]), self._refs[index]
+        return self._refs.verified(index), self._refs[index]
 
 
 class _ExampleTransform:
@@ -106,7 +106,7 @@ class _ExampleTransform:
         self._require_label = require_label
 
     def __call__(self, item, rng: np.random.Generator) -> dict:
-        _, data = item
+        verified, data = item
         try:
             example = records.decode_example(data)
         except ValueError as e:
@@ -118,6 +118,8 @@ class _ExampleTransform:
         if self._require_label and labels.size == 0:
             reason = "no_label_in_set" if self._mask is not None else "no_label"
             return {SKIP: reason, "key": key, "detail": f"{reason}: key={key!r}"}
+        if verified:
+            example[IMAGE_VERIFIED] = True
         try:
             features = self._pp(example, rng)
         except SkipExample as e:

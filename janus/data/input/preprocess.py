@@ -51,6 +51,9 @@ _RESAMPLE = {
 # Each filter's half-width in source pixels at scale 1 (Pillow's filters; nearest reads 1 pixel).
 _SUPPORT = {"nearest": 1, "bilinear": 1, "bicubic": 2, "lanczos": 3}
 _LAZY = "_lazy_image"  # features flag: the image (PIL or jpeg.LazyJpeg) is opened, not decoded
+# features flag, set by the loader: image/encoded is known to decode whole (its records' builder
+# checked every image), so a crop's decode may stop after the crop (``jpeg_region``).
+IMAGE_VERIFIED = "_image_verified"
 
 
 class SkipExample(Exception):
@@ -351,7 +354,7 @@ def decode() -> Op:
         data = features.get("image/encoded")
         if not data:
             raise BadImageError(_key(features), "empty image/encoded")
-        lazy_jpeg = jpeg.open_jpeg(data)
+        lazy_jpeg = jpeg.open_jpeg(data, verified=bool(features.get(IMAGE_VERIFIED)))
         if lazy_jpeg is not None:  # simplejpeg decodes it (same pixels as PIL, faster)
             features["image"] = lazy_jpeg
             features[_LAZY] = True

@@ -256,7 +256,7 @@ def select_examples(
     reason = "no_label_in_set" if mask is not None else "no_label"
     skipped, first_keys = 0, []
     per_class, per_source = collections.Counter(), collections.Counter()
-    paths, items, shards, offsets, dir_info = [], [], [], [], []
+    paths, items, shards, offsets, dir_info, verified = [], [], [], [], [], []
     for d, (path, weight) in enumerate(dir_weights):
         where = f"{path} (split {split!r})"
         shard_paths = [str(p) for p in records.list_shards(path, split)]
@@ -295,6 +295,8 @@ def select_examples(
         shards.append(shard[order] + len(paths))
         offsets.append(offset[order])
         paths += shard_paths
+        images_verified = _images_verified(path)
+        verified += [images_verified] * len(shard_paths)
         labels, n = np.unique(scan.classes[pos], return_counts=True)
         per_class.update({str(c) if c >= 0 else "none": int(k) for c, k in zip(labels, n)})
         n_source = np.bincount(scan.source[pos], minlength=len(scan.sources))
@@ -307,6 +309,7 @@ def select_examples(
                 "records": n_records,
                 "eligible": len(scan.rows),
                 "selected": len(pos),
+                "images_verified": images_verified,
             }
         )
     items_arr = np.concatenate(items)
@@ -332,5 +335,16 @@ def select_examples(
             "first_keys": {reason: first_keys} if skipped else {},
         },
     }
-    source = records.RecordRefs(paths, np.concatenate(shards), np.concatenate(offsets))
+    source = records.RecordRefs(
+        paths, np.concatenate(shards), np.concatenate(offsets), images_verified=verified
+    )
     return Selection(source, items_arr, manifest)
+
+
+def _images_verified(records_dir) -> bool:
+    """Whether the dir's info.json says its builder decoded every image whole (janus' builder
+    does: ``janus.data.ingest.builder.finalize_split``); records from elsewhere are not trusted."""
+    try:
+        return records.read_info(records_dir).get("images_verified") is True
+    except FileNotFoundError:
+        return False
