@@ -47,6 +47,28 @@ def _collate(elements: list, spec: dict | None = None) -> dict:
     return {"rows": stacked, "good": good, "skips": skips}
 
 
+class _Chunks(grain.MapDataset):
+    """Chunk i: ``collate`` of elements [i * size, (i + 1) * size) of ``parent`` (the last may be
+    short), read with grain's batched ``_getitems``: each transformation of the chain then keeps
+    its statistics once a chunk, not once an element (2-3% of the fast chain's CPU an image;
+    ``ds.batch`` reads element by element). The elements, and their rngs, are the same."""
+
+    def __init__(self, parent: grain.MapDataset, size: int, collate):
+        super().__init__(parent)
+        self._size = size
+        self._collate = collate
+
+    def __len__(self) -> int:
+        return -(-len(self._parent) // self._size)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        start = index * self._size
+        stop = min(len(self._parent), start + self._size)
+        return self._collate(self._parent._getitems(list(range(start, stop))))
+
+
 class Stream:
     """The per-process element stream: a grain MapDataset, read in collated chunks of
     ``batch_size`` elements by threads or worker processes."""
@@ -60,7 +82,7 @@ class Stream:
     def iterator(self, position: int):
         """An iterator over the chunks of elements ``position, position + 1, ...``."""
         ds = self.map_ds[position:] if position else self.map_ds
-        ds = ds.batch(self.batch_size, batch_fn=functools.partial(_collate, spec=self.spec))
+        ds = _Chunks(ds, self.batch_size, functools.partial(_collate, spec=self.spec))
         it_ds = ds.to_iter_dataset(_read_options(self.worker_count))
         return iter(_with_workers(it_ds, self.worker_count))
 
