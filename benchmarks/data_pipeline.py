@@ -151,6 +151,21 @@ class CpuClock:
         return wall, sum(cpu1[p] - self._cpu0.get(p, 0.0) for p in cpu1)
 
 
+def _settle(timeout: float = 10.0) -> None:
+    """Waits until this process is idle: a closed loader's threads finish the chunks they were
+    making, and the next side's clock would count them (the SimCLR chain's PIL loop showed 1.08
+    cores used after janus' rounds before this)."""
+    me = psutil.Process()
+    deadline = time.monotonic() + timeout
+    last = sum(me.cpu_times()[:2])
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sum(me.cpu_times()[:2])
+        if now - last < 0.005:
+            return
+        last = now
+
+
 def _rates(images: int, wall: float, cpu: float) -> dict:
     return {
         "images": images,
@@ -232,6 +247,7 @@ def time_train(
         wall, cpu = clock.stop()
     finally:
         it.close()
+        _settle()
     assert batch["image"].shape == (batch_size, 224, 224, 3) and batch["image"].dtype == np.uint8
     return _rates(batches * batch_size, wall, cpu)
 
