@@ -189,9 +189,10 @@ run() {
     pkill -KILL -u \"\$(id -u)\" -f '$JANUS_PATTERN' || true
     rm -f \"\$d/\$w.exit\" \"\$d/\$w.pid\"
     export JANUS_TPU_WORKERS=$n
-    # The exit status is written only while the pidfile still names this run (not after a restart).
+    # The exit status is written only while the pidfile still names this run (not after a restart),
+    # and renamed into place, so a reader never finds the file empty.
     nohup setsid bash -c 'p=\$1 x=\$2; shift 2; \"\$@\" & c=\$!; echo \$c > \"\$p\"; wait \$c; s=\$?
-      if [ \"\$(cat \"\$p\" 2>/dev/null)\" = \$c ]; then echo \$s > \"\$x\"; fi' \
+      if [ \"\$(cat \"\$p\" 2>/dev/null)\" = \$c ]; then echo \$s > \"\$x.part\" && mv -f \"\$x.part\" \"\$x\"; fi' \
       janus \"\$d/\$w.pid\" \"\$d/\$w.exit\" python -m janus.main$(quote_args "--workdir=$WORKDIR" "$@") \
       >> \"\$d/\$w.log\" 2>&1 < /dev/null &
     echo \"janus-worker \$w started\""
