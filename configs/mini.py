@@ -20,8 +20,8 @@ Hardware: sized on a 2-core x86-64 VM without a GPU (1 jax device): 375 steps of
 about 1 min; the first run also generates and builds JANuS-mini (about 75 s).
 Expected result (measured 2026-11-30 on that VM, seed 0; synthetic data, so these figures say that
 the pipeline works and how hard the shifts are, not anything about the paper's numbers): CE on the
-curated 1x budget, training accuracy ~.80; top-1 val .655, V2 .539, Sketch .095, R .151, A .197,
-ObjectNet .605 (its 4 classes); average robustness .245, robustness ratio .375 (2026-12-01). The other
+curated 1x budget, training accuracy ~.79; top-1 val .656, V2 .540, Sketch .083, R .149, A .183,
+ObjectNet .605 (its 4 classes); average robustness .239, robustness ratio .364 (2026-12-08). The other
 settings (loss, budget, data, arch) are in README "JANuS-mini v2 study: measured results".
 """
 

@@ -138,3 +138,24 @@ def test_input_benchmark_alternates_every_side_and_reports_median_and_range():
     assert records["under_load"] in (True, False) and records["processor"]
     images, repeated = records["images"], records["records"]  # repeated to --min-records:
     assert repeated % images == 0 and 400 <= repeated < 400 + images, records
+
+
+@pytest.mark.parametrize("min_macs", [None, 0])
+def test_conv_layers_benchmark_times_every_convolution_of_the_model(min_macs):
+    """benchmarks/conv_layers.py: one row per distinct convolution, their counts adding up to the
+    model's convolutions, every part timed on both sides; the path janus takes follows the size
+    rule (at resnet_tiny's 32 px nothing reaches the default threshold; with --min-macs 0 every 1x1
+    convolution is a matrix product)."""
+    cmd = [sys.executable, "benchmarks/conv_layers.py", "--model", "resnet_tiny", "--res", "32"]
+    cmd += ["--batch", "2", "--reps", "1", "--allow-load"]
+    cmd += [] if min_macs is None else ["--min-macs", str(min_macs)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    *layers, total = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert sum(r["count"] for r in layers) == 12  # resnet_tiny: stem, 4 blocks x 2, 3 downsamples
+    for r in layers:
+        assert r["matmul_on_cpu"] == (min_macs == 0 and r["kernel"][:2] == [1, 1]), r
+        assert all(s > 0 for part in r["seconds"].values() for s in part.values()), r
+        assert r["macs"] > 0
+    assert set(total["ratio_xla_over_janus"]) == {"forward", "input_grad", "kernel_grad"}
+    assert total["under_load"] in (True, False) and total["processor"] and total["jax"]

@@ -1,4 +1,6 @@
-"""janus.models.conv: its matmul kernel gradient equals XLA's (to rounding); same forward."""
+"""janus.models.conv: large 1x1 convolutions as matrix products equal XLA's convolution to rounding
+on the CPU; every other convolution is XLA's own; the size rule keeps JANuS-mini's convolutions
+XLA's; other platforms keep XLA's."""
 
 import jax
 import jax.numpy as jnp
@@ -31,25 +33,38 @@ def _loss(conv_fn, stride, padding):
         (3, 2, 16, 8, 9),
     ],  # cin > cout: the transposed matmul
 )
-def test_gradients_match_xla(kernel, stride, cin, cout, size):
+@pytest.mark.parametrize("min_macs", [conv.MATMUL_MIN_MACS, 0])
+def test_forward_and_gradients_match_xla(kernel, stride, cin, cout, size, min_macs, monkeypatch):
+    """At the default threshold these small shapes are XLA's convolution exactly; with it at 0 the
+    1x1 ones take the matrix products, equal to rounding (the others stay XLA's)."""
+    monkeypatch.setattr(conv, "MATMUL_MIN_MACS", min_macs)
     rng = np.random.default_rng(kernel * 10 + stride)
     x = jnp.asarray(rng.normal(size=(2, size, size, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32)
     padding = ((kernel // 2, kernel // 2),) * 2
     ref = _loss(lax.conv_general_dilated, stride, padding)
     new = _loss(conv.conv_general_dilated, stride, padding)
-    np.testing.assert_array_equal(jax.jit(new)(x, w), jax.jit(ref)(x, w))  # same forward
-    (dx_ref, dw_ref) = jax.jit(jax.grad(ref, (0, 1)))(x, w)
-    dx, dw = jax.jit(jax.grad(new, (0, 1)))(x, w)
-    np.testing.assert_array_equal(dx, dx_ref)  # XLA's own input gradient
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(dw_ref).max()))
+    (y_ref, (dx_ref, dw_ref)) = jax.jit(jax.value_and_grad(ref, (0, 1)))(x, w)
+    y, (dx, dw) = jax.jit(jax.value_and_grad(new, (0, 1)))(x, w)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        if kernel == 1 and min_macs == 0:
+            atol = 1e-5 * float(jnp.abs(want).max())
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol)
+        else:
+            np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("kernel", [1, 3, 7])
-def test_the_cpu_lowering_has_the_matmul_kernel_gradient_other_platforms_keep_xla(kernel):
-    """Lowered for each platform (jax.export; no device needed): on the CPU the forward and input
-    gradient are XLA's convolutions and the kernel gradient matrix products; GPUs and TPUs get
-    XLA's three convolutions only."""
+@pytest.mark.parametrize(
+    "kernel,min_macs,convolutions_on_cpu",
+    [(1, conv.MATMUL_MIN_MACS, 3), (1, 0, 0), (3, 0, 3), (7, 0, 3)],
+)
+def test_the_cpu_lowering_uses_matrix_products_other_platforms_keep_xla(
+    kernel, min_macs, convolutions_on_cpu, monkeypatch
+):
+    """Lowered for each platform (jax.export; no device needed): on the CPU a 1x1 convolution over
+    the size threshold is matrix products forward and backward, any other XLA's three
+    convolutions; GPUs and TPUs always get XLA's three convolutions."""
+    monkeypatch.setattr(conv, "MATMUL_MIN_MACS", min_macs)
     x = jnp.zeros((2, 9, 9, 8), jnp.float32)
     w = jnp.zeros((kernel, kernel, 8, 16), jnp.float32)
     dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
@@ -64,7 +79,8 @@ def test_the_cpu_lowering_has_the_matmul_kernel_gradient_other_platforms_keep_xl
         text = jax.export.export(step, platforms=[platform])(x, w).mlir_module()
         convolutions = text.count("stablehlo.convolution")
         if platform == "cpu":
-            assert convolutions == 2 and "stablehlo.dot_general" in text
+            assert convolutions == convolutions_on_cpu
+            assert ("stablehlo.dot_general" in text) == (convolutions_on_cpu == 0)
         else:
             assert convolutions == 3 and "stablehlo.dot_general" not in text, platform
 
@@ -88,14 +104,34 @@ def test_other_convolutions_go_to_lax_unchanged():
     )
 
 
-def test_resnet_convolutions_use_it():
-    """Every ResNet convolution goes through janus.models.conv (its custom VJP is in the jaxpr)."""
+@pytest.mark.parametrize(
+    "name,res,batch,xla_convolutions",
+    [
+        ("clip_rn_tiny", 64, 64, "all"),
+        ("resnet50", 224, 16, "the 3x3 and the stem"),
+        ("clip_rn50", 224, 16, "the 3x3 and the stem"),
+    ],
+)
+def test_the_size_rule_keeps_janus_mini_on_xla_and_takes_resnet50_1x1s(
+    name, res, batch, xla_convolutions
+):
+    """At configs/mini.py's shapes (64 px, batch 64) every convolution of clip_rn_tiny stays XLA's
+    (below the size rule's threshold, where neither form is clearly faster); at 224 px, batch 16,
+    every 1x1 of ResNet-50 and of CLIP's RN50 is a matrix product on the CPU (so their
+    convolutions go through janus.models.conv). Lowered with jax.export: nothing compiled."""
     from janus.models import create_model, init_variables
 
-    model = create_model("resnet_tiny", "ce")
-    variables = jax.eval_shape(lambda: init_variables(model, 0, 32))  # tracing only, no compile
-    images = jnp.zeros((2, 32, 32, 3), jnp.float32)
-    jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, images, train=False))(variables))
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
-    n_convs = sum("conv" in p and p.endswith("['kernel']") for p in paths)
-    assert n_convs > 0 and jaxpr.count("custom_vjp_call") == n_convs
+    model = create_model(name, "ce")
+    variables = jax.eval_shape(lambda: init_variables(model, 0, res))
+    images = jax.ShapeDtypeStruct((batch, res, res, 3), jnp.float32)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))
+    text = jax.export.export(forward, platforms=["cpu"])(variables, images).mlir_module()
+    kernels = [
+        leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+        if "conv" in jax.tree_util.keystr(path)
+        and jax.tree_util.keystr(path).endswith("['kernel']")
+    ]
+    larger_than_1x1 = sum(k[:2] != (1, 1) for k in kernels)
+    expected = {"all": len(kernels), "the 3x3 and the stem": larger_than_1x1}[xla_convolutions]
+    assert larger_than_1x1 < len(kernels) and text.count("stablehlo.convolution") == expected

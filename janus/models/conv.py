@@ -1,21 +1,22 @@
-"""A 2-D convolution whose weight gradient is a sum of matrix products (`conv_general_dilated`).
+"""2-D convolutions: 1x1 ones as matrix products on the CPU (`conv_general_dilated`).
 
-Why: XLA differentiates a convolution's kernel as another convolution that contracts over the
-batch. On the CPU backend that convolution runs over windows as large as the feature map (a
-56x56 "kernel" for ResNet-50's first stage) and needs each operand transposed to put the batch
-last; the profile of the ResNet-50 CE train step (benchmarks/RESULTS.md, "Train step profile")
-spends about half of its time there. For a kernel ``[KH, KW, Cin, Cout]`` the same gradient is
+Why: XLA's CPU backend runs a 1x1 convolution well below its matrix product on the same data,
+and a 1x1 convolution is one: ``[N*Ho*Wo, Cin] @ [Cin, Cout]`` over the (strided) input, its input
+gradient ``dY @ W^T`` and its kernel gradient ``X^T @ dY``. Per layer on the 2-core VM the matrix
+products beat XLA's convolution in every shape measured at 50 M multiply-adds and over; below that
+the two are within tens of microseconds and either may win. So 1x1 convolutions of at least
+`MATMUL_MIN_MACS` take the matrix products (all of ResNet-50's at 224 px, 0.2-1.6 G each), smaller
+ones (all of JANuS-mini's, at most 8 M) keep XLA's convolution. Every other convolution is XLA's,
+forward and gradients: as one matrix product per kernel tap, the 3x3 kernel gradient and forward
+were slower than XLA's. Figures: benchmarks/RESULTS.md, "1x1 convolutions as matrix products";
+`benchmarks/conv_layers.py` measures each layer.
 
-    dW[i, j] = sum over n, h, w of  x_pad[n, h*s + i, w*s + j, :]^T  dY[n, h, w, :]
-
-one matrix product ``[N*Ho*Wo, Cin]^T [N*Ho*Wo, Cout]`` per kernel tap, which the CPU's matmul
-kernels run at full speed on NHWC data as it lies. The forward pass and the input gradient are
-XLA's own (unchanged numbers); only the kernel gradient's summation order differs (float rounding).
-Other platforms (GPU, TPU) keep XLA's kernel gradient: `lax.platform_dependent` picks per backend.
+The numbers differ from XLA's only in float rounding (the summation order). Other platforms (GPU,
+TPU) keep XLA's convolution and its gradients: `lax.platform_dependent` picks per backend when the
+step is lowered.
 
 `conv_general_dilated` has `jax.lax.conv_general_dilated`'s signature, so flax's
-``nn.Conv(conv_general_dilated=...)`` takes it; anything other than an NHWC/HWIO convolution without
-dilation or groups is passed to lax unchanged.
+``nn.Conv(conv_general_dilated=...)`` takes it.
 """
 
 from __future__ import annotations
@@ -27,56 +28,64 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+_NO_PADDING = ((0, 0), (0, 0))
+MATMUL_MIN_MACS = 50_000_000  # a 1x1 convolution's multiply-adds from which the CPU uses a matmul
 
 
-def _conv(x, w, strides, padding):
-    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC)
+def matmul_on_cpu(x_shape, w_shape, strides, padding) -> bool:
+    """Whether this NHWC convolution runs as a matrix product on the CPU (see the module doc)."""
+    if tuple(w_shape[:2]) != (1, 1) or tuple(map(tuple, padding)) != _NO_PADDING:
+        return False
+    n, h, w, cin = x_shape
+    rows = n * -(-h // strides[0]) * -(-w // strides[1])
+    return rows * cin * w_shape[3] >= MATMUL_MIN_MACS
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_tap_grad(x, w, strides, padding):
-    return _conv(x, w, strides, padding)
+def _by_xla(x, w, strides):
+    return lax.conv_general_dilated(x, w, strides, _NO_PADDING, dimension_numbers=_NHWC)
 
 
-def _fwd(x, w, strides, padding):
-    return _conv(x, w, strides, padding), (x, w)
+def _by_matmul(x, w, strides):
+    return jnp.einsum("nhwc,co->nhwo", x[:, :: strides[0], :: strides[1], :], w[0, 0])
 
 
-def _kernel_grad_by_taps(x, dy, w, strides, padding):
-    kh, kw = w.shape[:2]
-    (sh, sw), (ho, wo) = strides, dy.shape[1:3]
-    x_pad = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            window = x_pad[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
-            # XLA's CPU matmul transposes its left operand to [channels, N*Ho*Wo] first: make
-            # that the operand with fewer channels, then transpose the small result instead.
-            if x.shape[-1] > dy.shape[-1]:
-                taps.append(jnp.einsum("nhwo,nhwc->oc", dy, window).T)
-            else:
-                taps.append(jnp.einsum("nhwc,nhwo->co", window, dy))
-    return jnp.stack(taps).reshape(w.shape).astype(w.dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pointwise(x, w, strides):
+    by_matmul = functools.partial(_by_matmul, strides=strides)
+    return lax.platform_dependent(
+        x, w, cpu=by_matmul, default=functools.partial(_by_xla, strides=strides)
+    )
 
 
-def _kernel_grad_by_xla(x, dy, w, strides, padding):
-    _, kernel_vjp = jax.vjp(lambda w_: _conv(x, w_, strides, padding), w)
-    return kernel_vjp(dy)[0]
+def _pointwise_fwd(x, w, strides):
+    return _pointwise(x, w, strides), (x, w)
 
 
-def _bwd(strides, padding, residuals, dy):
+def _grads_by_matmul(x, w, dy, strides):
+    _, input_vjp = jax.vjp(lambda x_: _by_matmul(x_, w, strides), x)
+    x_seen = x[:, :: strides[0], :: strides[1], :]
+    # XLA's CPU matmul transposes its left operand to [channels, N*Ho*Wo] first: make that the
+    # operand with fewer channels, then transpose the small result instead (measured per layer).
+    if x.shape[-1] > dy.shape[-1]:
+        dw = jnp.einsum("nhwo,nhwc->oc", dy, x_seen).T
+    else:
+        dw = jnp.einsum("nhwc,nhwo->co", x_seen, dy)
+    return input_vjp(dy)[0], dw.reshape(w.shape)
+
+
+def _grads_by_xla(x, w, dy, strides):
+    _, vjp = jax.vjp(lambda x_, w_: _by_xla(x_, w_, strides), x, w)
+    return vjp(dy)
+
+
+def _pointwise_bwd(strides, residuals, dy):
     x, w = residuals
-    _, input_vjp = jax.vjp(lambda x_: _conv(x_, w, strides, padding), x)
-    (dx,) = input_vjp(dy)
-    # Only XLA's CPU backend is slow at its own kernel gradient; GPUs and TPUs keep theirs
-    # (cuDNN's and the TPU's convolutions), chosen when the step is lowered for a platform.
-    by_taps = functools.partial(_kernel_grad_by_taps, w=w, strides=strides, padding=padding)
-    by_xla = functools.partial(_kernel_grad_by_xla, w=w, strides=strides, padding=padding)
-    dw = lax.platform_dependent(x, dy, cpu=by_taps, default=by_xla)
-    return dx, dw
+    by_matmul = functools.partial(_grads_by_matmul, strides=strides)
+    by_xla = functools.partial(_grads_by_xla, strides=strides)
+    return lax.platform_dependent(x, w, dy, cpu=by_matmul, default=by_xla)
 
 
-_conv_tap_grad.defvjp(_fwd, _bwd)
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def conv_general_dilated(
@@ -92,9 +101,12 @@ def conv_general_dilated(
     precision=None,
     preferred_element_type=None,
 ):
-    """`lax.conv_general_dilated`, with the matmul kernel gradient for plain NHWC convolutions."""
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-    plain = (
+    """`lax.conv_general_dilated`, with large plain NHWC 1x1 convolutions as matrix products on
+    the CPU."""
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)  # fmt: skip
+    strides = tuple(int(s) for s in window_strides)
+    pointwise = (
         lhs.ndim == 4
         and not isinstance(padding, str)
         and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
@@ -102,13 +114,8 @@ def conv_general_dilated(
         and batch_group_count == 1
         and precision is None
         and preferred_element_type is None
-        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+        and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+        and matmul_on_cpu(lhs.shape, rhs.shape, strides, padding)
     )
-    if not plain:
-        return lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, batch_group_count, precision, preferred_element_type,
-        )  # fmt: skip
-    strides = tuple(int(s) for s in window_strides)
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return _conv_tap_grad(lhs, rhs, strides, pads)
+    return _pointwise(lhs, rhs, strides) if pointwise else lax.conv_general_dilated(*args)
