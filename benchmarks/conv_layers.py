@@ -45,7 +45,11 @@ def conv_layers(model_name: str, res: int, batch: int) -> dict:
         if isinstance(module, nn.Conv) and context.method_name == "__call__":
             x = args[0]
             kernel = (*module.kernel_size, x.shape[-1], module.features)
-            padding = tuple(tuple(int(v) for v in p) for p in module.padding)
+            padding = module.padding
+            if isinstance(padding, str):  # "SAME" / "VALID", as the explicit pads XLA gets
+                padding = lax.padtype_to_pads(x.shape[1:3], module.kernel_size,
+                                              module.strides, padding)  # fmt: skip
+            padding = tuple(tuple(int(v) for v in p) for p in padding)
             key = (tuple(x.shape), kernel, tuple(module.strides), padding)
             found[key] = found.get(key, 0) + 1
         return y
@@ -112,7 +116,10 @@ def main():
     facts.update(jax=jax.__version__, min_macs=conv.MATMUL_MIN_MACS)
     for model_name in a.model or ["resnet50"]:
         totals = {part: {"janus": 0.0, "xla": 0.0} for part in PARTS}
-        for layer, count in conv_layers(model_name, a.res, a.batch).items():
+        layers = conv_layers(model_name, a.res, a.batch)
+        if not layers:
+            raise SystemExit(f"{model_name}: no nn.Conv in its forward, nothing to time")
+        for layer, count in layers.items():
             x_shape, w_shape, strides, padding = layer
             rows_out = x_shape[0] * -(-x_shape[1] // strides[0]) * -(-x_shape[2] // strides[1])
             seconds = time_layer(x_shape, w_shape, strides, padding, a.reps)

@@ -145,13 +145,16 @@ def test_conv_layers_benchmark_times_every_convolution_of_the_model(min_macs):
     """benchmarks/conv_layers.py: one row per distinct convolution, their counts adding up to the
     model's convolutions, every part timed on both sides; the path janus takes follows the size
     rule (at resnet_tiny's 32 px nothing reaches the default threshold; with --min-macs 0 every 1x1
-    convolution is a matrix product)."""
+    convolution is a matrix product). vit_tiny's patch embedding has "VALID" padding, made
+    explicit."""
     cmd = [sys.executable, "benchmarks/conv_layers.py", "--model", "resnet_tiny", "--res", "32"]
-    cmd += ["--batch", "2", "--reps", "1", "--allow-load"]
+    cmd += ["--model", "vit_tiny", "--batch", "2", "--reps", "1", "--allow-load"]
     cmd += [] if min_macs is None else ["--min-macs", str(min_macs)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    *layers, total = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    *layers, total, vit_patches, vit_total = rows
+    assert vit_patches["kernel"] == [8, 8, 3, 64] and vit_total["model"] == "vit_tiny"
     assert sum(r["count"] for r in layers) == 12  # resnet_tiny: stem, 4 blocks x 2, 3 downsamples
     for r in layers:
         assert r["matmul_on_cpu"] == (min_macs == 0 and r["kernel"][:2] == [1, 1]), r
