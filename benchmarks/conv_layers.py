@@ -121,14 +121,13 @@ def main():
             raise SystemExit(f"{model_name}: no nn.Conv in its forward, nothing to time")
         for layer, count in layers.items():
             x_shape, w_shape, strides, padding = layer
-            rows_out = x_shape[0] * -(-x_shape[1] // strides[0]) * -(-x_shape[2] // strides[1])
             seconds = time_layer(x_shape, w_shape, strides, padding, a.reps)
             for part, by_side in seconds.items():
                 for side, s in by_side.items():
                     totals[part][side] += count * s
             print(json.dumps({
                 "model": model_name, "x": x_shape, "kernel": w_shape, "strides": strides,
-                "count": count, "macs": rows_out * int(np.prod(w_shape)),
+                "count": count, "macs": conv.multiply_adds(x_shape, w_shape, strides, padding),
                 "matmul_on_cpu": conv.matmul_on_cpu(x_shape, w_shape, strides, padding),
                 "seconds": seconds, "ratio_xla_over_janus": _ratios(seconds),
             }), flush=True)  # fmt: skip

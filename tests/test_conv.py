@@ -135,3 +135,10 @@ def test_the_size_rule_keeps_janus_mini_on_xla_and_takes_resnet50_1x1s(
     larger_than_1x1 = sum(k[:2] != (1, 1) for k in kernels)
     expected = {"all": len(kernels), "the 3x3 and the stem": larger_than_1x1}[xla_convolutions]
     assert larger_than_1x1 < len(kernels) and text.count("stablehlo.convolution") == expected
+
+
+def test_multiply_adds_counts_output_pixels_times_kernel():
+    """ResNet-50's stem at 224 px (7x7, stride 2, padding 3: 112x112 out) and a strided 1x1."""
+    stem = conv.multiply_adds((16, 224, 224, 3), (7, 7, 3, 64), (2, 2), ((3, 3), (3, 3)))
+    assert stem == 16 * 112 * 112 * 7 * 7 * 3 * 64
+    assert conv.multiply_adds((2, 9, 9, 8), (1, 1, 8, 16), (2, 2), ((0, 0), (0, 0))) == 2 * 25 * 128

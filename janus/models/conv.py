@@ -32,13 +32,19 @@ _NO_PADDING = ((0, 0), (0, 0))
 MATMUL_MIN_MACS = 50_000_000  # a 1x1 convolution's multiply-adds from which the CPU uses a matmul
 
 
+def multiply_adds(x_shape, w_shape, strides, padding) -> int:
+    """Multiply-adds of an NHWC/HWIO convolution with explicit pads: output pixels x kernel size."""
+    out_hw = [
+        (x_shape[1 + d] + sum(padding[d]) - w_shape[d]) // strides[d] + 1 for d in range(2)
+    ]  # fmt: skip
+    return x_shape[0] * out_hw[0] * out_hw[1] * w_shape[0] * w_shape[1] * w_shape[2] * w_shape[3]
+
+
 def matmul_on_cpu(x_shape, w_shape, strides, padding) -> bool:
     """Whether this NHWC convolution runs as a matrix product on the CPU (see the module doc)."""
     if tuple(w_shape[:2]) != (1, 1) or tuple(map(tuple, padding)) != _NO_PADDING:
         return False
-    n, h, w, cin = x_shape
-    rows = n * -(-h // strides[0]) * -(-w // strides[1])
-    return rows * cin * w_shape[3] >= MATMUL_MIN_MACS
+    return multiply_adds(x_shape, w_shape, strides, padding) >= MATMUL_MIN_MACS
 
 
 def _by_xla(x, w, strides):
