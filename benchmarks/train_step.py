@@ -34,6 +34,8 @@ import time
 import machine  # benchmarks/machine.py, beside this script
 import step_state  # benchmarks/step_state.py
 
+from janus import host_memory
+
 
 def janus_step(model_name: str, res: int, batch: int):
     """-> (run one step and wait for it, compile seconds, FLOPs per step): janus.train's step."""
@@ -188,13 +190,14 @@ def main():
         "--allow-load", action="store_true", help="report a ratio under load (the row says so)"
     )
     a = p.parse_args()
+    scratch = {"scratch_kept": host_memory.keep_scratch_memory()}
     if a.peer == "torch":
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         before = machine.require_quiet(a.allow_load)
         row = measure_vs_torch(a.model, a.res, a.batch, a.steps)
         # The load after includes this benchmark's own (both sides use every core): recorded only.
         after = machine.facts()["load_average_1m"]
-        row.update(before, load_average_1m=[before["load_average_1m"], after])
+        row.update(before, load_average_1m=[before["load_average_1m"], after], **scratch)
         print(json.dumps(row), flush=True)
         return
     if a.flops:
@@ -202,7 +205,7 @@ def main():
             print(json.dumps(training_flops(*spec.split(":"))), flush=True)
         return
     if a.child:
-        print(json.dumps(measure(a.model, a.res, a.batch, a.steps)), flush=True)
+        print(json.dumps(dict(measure(a.model, a.res, a.batch, a.steps), **scratch)), flush=True)
         return
     results = []
     for n in (1, a.devices):

@@ -10,6 +10,9 @@ Multi-host: `jax.distributed.initialize` is called ONLY when a cluster is detect
 - a multi-host TPU slice (TPU_WORKER_HOSTNAMES or MEGASCALE_NUM_SLICES listing more than one host):
   jax auto-detects the coordinator.
 A plain single machine never calls it. A run restarted on the same workdir resumes automatically.
+Before jax starts, `janus.host_memory.keep_scratch_memory` keeps XLA's CPU scratch memory from one
+step to the next (Linux with glibc; `JANUS_KEEP_SCRATCH=0` turns it off); the start-up line says
+whether it did.
 
 Exit status: 0 when training finished or was stopped by SIGTERM with its checkpoint saved; 130
 after a Ctrl-C (SIGINT): the first one saves a checkpoint at the end of the step and exits, a
@@ -40,7 +43,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from janus import exit_codes
+from janus import exit_codes, host_memory
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -125,6 +128,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         # orbax/grain log every save at INFO; the progress lines are printed, not logged.
         logging.set_verbosity(logging.WARNING)
+    scratch_kept = host_memory.keep_scratch_memory()
     kind = initialize_distributed()
 
     import jax
@@ -139,7 +143,7 @@ def main(argv):
         say(
             f"process {jax.process_index()}/{jax.process_count()} ({kind or 'single machine'}), "
             f"{jax.device_count()} devices ({jax.local_device_count()} local), "
-            f"{jax.devices()[0].device_kind}"
+            f"{jax.devices()[0].device_kind}; {host_memory.describe(scratch_kept)}"
         )
     try:
         config_lib.validate(

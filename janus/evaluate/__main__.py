@@ -332,4 +332,7 @@ def run(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from janus import host_memory
+
+    host_memory.keep_scratch_memory()
     sys.exit(run())
