@@ -4,9 +4,11 @@ XLA's CPU runtime mallocs each execution's temporary buffer and frees it afterwa
 ViT-S/16 train step at 224 px, batch 16. glibc serves a chunk that large with its own mmap and
 unmaps it on free, so every step the kernel zero-fills the whole buffer again, one 4 KiB page fault
 at a time: 577 k faults and 1.1 s of system time in a 3.6 s ViT-S/16 step on a 2-core EPYC, and
-5 M faults (11 s of the 45 s) in JANuS-mini's main job (benchmarks/RESULTS.md, "Scratch memory").
+5 M faults (12 s of system time in 47 s) in JANuS-mini's main job (benchmarks/RESULTS.md, "CPU
+scratch memory kept between steps").
 
-`keep_scratch_memory()`, called by the entrypoints before jax's first use, stops that:
+`keep_scratch_memory()`, called by the entrypoints before jax's first use, stops that (the heap
+grows over the first few steps until a freed buffer fits, then steps reuse it):
 - glibc gives no chunk its own mmap and never trims its heaps (`mallopt(M_MMAP_MAX, 0)`,
   `mallopt(M_TRIM_THRESHOLD, -1)`), so the freed buffer is the next step's malloc;
 - jax runs a single-device CPU computation on the calling thread
