@@ -15,7 +15,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # A step whose scratch is one 256 MiB product (8192 x 8192 float32, the next product's operand),
 # far above glibc's largest mmap threshold (32 MiB): XLA frees it after each call. Minor faults are
-# counted per call, 12 calls.
+# counted per call, 16 calls.
 SCRIPT = """
 import json, resource, sys
 from janus import host_memory
@@ -25,7 +25,7 @@ step = jax.jit(lambda a, b: jnp.tanh(a @ b) @ b.T)
 a = jnp.asarray(np.ones((8192, 64), np.float32))
 b = jnp.asarray(np.ones((64, 8192), np.float32))
 faults = []
-for _ in range(12):
+for _ in range(16):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     out = step(a, b).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -51,10 +51,12 @@ def test_kept_scratch_is_reused_instead_of_faulted_in_each_step():
     assert mapped["kept"] is None and mapped["async"] is True
     assert kept["kept"] == platform.libc_ver()[1] and kept["async"] is False
     # Without it every call maps the 256 MiB buffer afresh and faults in all its pages. With it the
-    # heap grows over the first few calls until a freed buffer fits in it, then later calls reuse
-    # it: over the last 6 calls, at most one (in 16 trial runs) grew the heap by a buffer again.
-    assert all(f > 0.9 * SCRATCH_PAGES for f in mapped["faults"][6:]), mapped
-    assert sum(kept["faults"][6:]) < 2 * SCRATCH_PAGES, kept
+    # heap grows over the first few calls until a freed buffer fits in it, then calls reuse it; now
+    # and then one grows it again (other allocations took part of the freed space: 0-2 of the last 6
+    # calls in trial runs, more often beside other jobs). So: of the last 12 calls, most reuse it.
+    reused = lambda run: sum(f < 0.02 * SCRATCH_PAGES for f in run["faults"][4:])  # noqa: E731
+    assert all(f > 0.9 * SCRATCH_PAGES for f in mapped["faults"][4:]), mapped
+    assert reused(mapped) == 0 and reused(kept) >= 8, kept
     assert kept["sum"] == mapped["sum"] == 8192 * 8192 * 64  # tanh(64) is 1 in float32
 
 
